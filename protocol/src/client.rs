@@ -1,0 +1,288 @@
+//! Frames a client sends, and their decoder.
+//!
+//! Decoding is two steps: a loose pass that accepts any JSON value in any field (so a wrong
+//! type is reported as `invalid_field`, not as broken JSON), then validation into a typed
+//! [`ClientFrame`]. Unknown fields are ignored so that newer clients work with older servers.
+
+use crate::codes::ErrorCode;
+use crate::ids::ConvId;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::fmt;
+
+/// Longest accepted client message id, in bytes.
+pub const MAX_CID_LEN: usize = 64;
+
+/// A validated client frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFrame {
+    /// A chat message. Visitors may omit `conv` (their current conversation is used, and
+    /// the first message opens one); agents must name it.
+    Msg { cid: String, body: String, conv: Option<ConvId> },
+    /// The sender is typing.
+    Typing { conv: Option<ConvId> },
+    /// The sender has read everything up to `seq`.
+    Read { conv: Option<ConvId>, seq: u64 },
+    /// Re-attach this connection to a conversation and receive every message after `last_seq`.
+    Resume { conv: ConvId, last_seq: u64 },
+    /// Close a conversation (agents only).
+    Close { conv: ConvId },
+}
+
+/// Why a frame was refused; becomes an `error` frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct DecodeError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// The frame's `cid` when it had a readable one, so the client can match the error.
+    pub cid: Option<String>,
+}
+
+/// Any JSON value, classified just enough to validate a field.
+enum Loose<'a> {
+    Str(Cow<'a, str>),
+    UInt(u64),
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Loose<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Loose<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Loose::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Loose::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Loose::Str(Cow::Owned(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Loose::UInt(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(u64::try_from(v).map_or(Loose::Other, Loose::UInt))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+                while a.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Loose::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+                while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Loose::Other)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// The first, loose pass: every known field, any JSON value in it.
+#[derive(Deserialize)]
+struct RawFrame<'a> {
+    #[serde(rename = "type", borrow, default)]
+    ty: Option<Loose<'a>>,
+    #[serde(borrow, default)]
+    cid: Option<Loose<'a>>,
+    #[serde(borrow, default)]
+    body: Option<Loose<'a>>,
+    #[serde(borrow, default)]
+    conv: Option<Loose<'a>>,
+    #[serde(borrow, default)]
+    seq: Option<Loose<'a>>,
+    #[serde(borrow, default)]
+    last_seq: Option<Loose<'a>>,
+}
+
+/// Decodes one text frame with serde_json.
+pub fn decode_client_frame(text: &str) -> Result<ClientFrame, DecodeError> {
+    // serde would also read a struct from a JSON array; the protocol only has objects.
+    if !text.trim_start().starts_with('{') {
+        return Err(DecodeError {
+            code: ErrorCode::BadJson,
+            message: "a frame must be a JSON object".into(),
+            cid: None,
+        });
+    }
+    let raw: RawFrame<'_> = serde_json::from_str(text).map_err(|e| DecodeError {
+        code: ErrorCode::BadJson,
+        message: format!("not a JSON object: {e}"),
+        cid: None,
+    })?;
+    validate(raw)
+}
+
+fn validate(raw: RawFrame<'_>) -> Result<ClientFrame, DecodeError> {
+    // The cid is read first so that every later error can carry it.
+    let cid = match &raw.cid {
+        Some(Loose::Str(s)) if !s.is_empty() && s.len() <= MAX_CID_LEN => Some(s.as_ref()),
+        _ => None,
+    };
+    let fail = |code: ErrorCode, message: String| DecodeError {
+        code,
+        message,
+        cid: cid.map(str::to_owned),
+    };
+    let ty = match &raw.ty {
+        Some(Loose::Str(s)) => s.as_ref(),
+        Some(_) => return Err(fail(ErrorCode::UnknownType, "`type` must be a string".into())),
+        None => return Err(fail(ErrorCode::UnknownType, "frame has no `type`".into())),
+    };
+    let conv = |required: bool| -> Result<Option<ConvId>, DecodeError> {
+        match &raw.conv {
+            None if required => Err(fail(ErrorCode::MissingField, format!("`{ty}` needs `conv`"))),
+            None => Ok(None),
+            Some(Loose::Str(s)) => ConvId::parse(s)
+                .map(Some)
+                .ok_or_else(|| fail(ErrorCode::InvalidField, "`conv` is not a conversation id".into())),
+            Some(_) => Err(fail(ErrorCode::InvalidField, "`conv` must be a string".into())),
+        }
+    };
+    let uint = |field: &Option<Loose<'_>>, name: &str| -> Result<u64, DecodeError> {
+        match field {
+            None => Err(fail(ErrorCode::MissingField, format!("`{ty}` needs `{name}`"))),
+            Some(Loose::UInt(n)) => Ok(*n),
+            Some(_) => Err(fail(ErrorCode::InvalidField, format!("`{name}` must be a non-negative integer"))),
+        }
+    };
+    match ty {
+        "msg" => {
+            let cid = match &raw.cid {
+                None => return Err(fail(ErrorCode::MissingField, "`msg` needs `cid`".into())),
+                Some(Loose::Str(s)) if !s.is_empty() && s.len() <= MAX_CID_LEN => s.to_string(),
+                Some(_) => {
+                    return Err(fail(
+                        ErrorCode::InvalidField,
+                        format!("`cid` must be a string of 1 to {MAX_CID_LEN} bytes"),
+                    ))
+                }
+            };
+            let body = match raw.body {
+                None => return Err(fail(ErrorCode::MissingField, "`msg` needs `body`".into())),
+                Some(Loose::Str(s)) if !s.is_empty() => s.into_owned(),
+                Some(_) => return Err(fail(ErrorCode::InvalidField, "`body` must be a non-empty string".into())),
+            };
+            Ok(ClientFrame::Msg { cid, body, conv: conv(false)? })
+        }
+        "typing" => Ok(ClientFrame::Typing { conv: conv(false)? }),
+        "read" => Ok(ClientFrame::Read { conv: conv(false)?, seq: uint(&raw.seq, "seq")? }),
+        "resume" => Ok(ClientFrame::Resume {
+            conv: conv(true)?.expect("required"),
+            last_seq: uint(&raw.last_seq, "last_seq")?,
+        }),
+        "close" => Ok(ClientFrame::Close { conv: conv(true)?.expect("required") }),
+        other => {
+            let shown: String = other.chars().take(32).collect();
+            Err(fail(ErrorCode::UnknownType, format!("unknown frame type `{shown}`")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn code(text: &str) -> ErrorCode {
+        decode_client_frame(text).unwrap_err().code
+    }
+
+    #[test]
+    fn decodes_every_frame_type() {
+        let c = ConvId(0xab);
+        assert_eq!(
+            decode_client_frame(r#"{"type":"msg","cid":"1","body":"hi"}"#).unwrap(),
+            ClientFrame::Msg { cid: "1".into(), body: "hi".into(), conv: None }
+        );
+        assert_eq!(
+            decode_client_frame(r#"{"type":"msg","cid":"1","body":"h\u00e9\n","conv":"c00000000000000ab","extra":[1,{"a":2}]}"#).unwrap(),
+            ClientFrame::Msg { cid: "1".into(), body: "hé\n".into(), conv: Some(c) }
+        );
+        assert_eq!(decode_client_frame(r#"{"type":"typing"}"#).unwrap(), ClientFrame::Typing { conv: None });
+        assert_eq!(
+            decode_client_frame(r#"{"type":"read","conv":"c00000000000000ab","seq":7}"#).unwrap(),
+            ClientFrame::Read { conv: Some(c), seq: 7 }
+        );
+        assert_eq!(
+            decode_client_frame(r#"{"type":"resume","conv":"c00000000000000ab","last_seq":0}"#).unwrap(),
+            ClientFrame::Resume { conv: c, last_seq: 0 }
+        );
+        assert_eq!(
+            decode_client_frame(r#"{"type":"close","conv":"c00000000000000ab"}"#).unwrap(),
+            ClientFrame::Close { conv: c }
+        );
+    }
+
+    #[test]
+    fn bad_input_gets_the_documented_code() {
+        let cases = [
+            ("", ErrorCode::BadJson),
+            ("{", ErrorCode::BadJson),
+            ("[1,2]", ErrorCode::BadJson),
+            ("\"msg\"", ErrorCode::BadJson),
+            (r#"{"type":"msg","cid":"1","body":"x"} trailing"#, ErrorCode::BadJson),
+            ("{}", ErrorCode::UnknownType),
+            (r#"{"type":5}"#, ErrorCode::UnknownType),
+            (r#"{"type":"launch"}"#, ErrorCode::UnknownType),
+            (r#"{"type":"msg","body":"x"}"#, ErrorCode::MissingField),
+            (r#"{"type":"msg","cid":"1"}"#, ErrorCode::MissingField),
+            (r#"{"type":"msg","cid":1,"body":"x"}"#, ErrorCode::InvalidField),
+            (r#"{"type":"msg","cid":"","body":"x"}"#, ErrorCode::InvalidField),
+            (r#"{"type":"msg","cid":"1","body":""}"#, ErrorCode::InvalidField),
+            (r#"{"type":"msg","cid":"1","body":{"a":1}}"#, ErrorCode::InvalidField),
+            (r#"{"type":"msg","cid":"1","body":"x","conv":"nope"}"#, ErrorCode::InvalidField),
+            (r#"{"type":"read","seq":-1}"#, ErrorCode::InvalidField),
+            (r#"{"type":"read","seq":1.5}"#, ErrorCode::InvalidField),
+            (r#"{"type":"read"}"#, ErrorCode::MissingField),
+            (r#"{"type":"resume","last_seq":1}"#, ErrorCode::MissingField),
+            (r#"{"type":"resume","conv":"c00000000000000ab"}"#, ErrorCode::MissingField),
+            (r#"{"type":"close"}"#, ErrorCode::MissingField),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(code(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn errors_carry_the_cid_when_readable() {
+        let err = decode_client_frame(r#"{"type":"msg","cid":"abc","body":7}"#).unwrap_err();
+        assert_eq!(err.cid.as_deref(), Some("abc"));
+        let long = format!(r#"{{"type":"msg","cid":"{}","body":"x"}}"#, "x".repeat(65));
+        let err = decode_client_frame(&long).unwrap_err();
+        assert_eq!((err.code, err.cid), (ErrorCode::InvalidField, None));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_text(s in ".{0,200}") {
+            let _ = decode_client_frame(&s);
+        }
+
+        #[test]
+        fn msg_round_trips_any_body(cid in "[a-zA-Z0-9-]{1,64}", body in ".{1,300}") {
+            let text = serde_json::json!({"type":"msg","cid":cid,"body":body}).to_string();
+            prop_assert_eq!(
+                decode_client_frame(&text).unwrap(),
+                ClientFrame::Msg { cid, body, conv: None }
+            );
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! Switchboard's wire protocol, version 1, shared by the gateway and its clients.
+//!
+//! Everything here is plain data and pure functions (no runtime, no IO), so the gateway, the
+//! load generator and the tests all speak exactly the same protocol:
+//!
+//! - [`ids`]: conversation, visitor and agent identifiers and their text forms.
+//! - [`client`]: frames a client sends, decoded and validated by [`client::decode`].
+//! - [`server`]: frames the server sends, encoded by the functions in that module.
+//! - [`codes`]: error codes (in `error` frames) and WebSocket close codes.
+//! - [`token`]: HMAC-signed agent and visitor tokens.
+//!
+//! `docs/protocol.md` documents every frame; `docs/schema/*.json` are their JSON Schemas.
+
+pub mod client;
+pub mod codes;
+pub mod ids;
+pub mod server;
+pub mod token;
+
+pub use client::{decode_client_frame, ClientFrame, DecodeError};
+pub use codes::{CloseCode, ErrorCode};
+pub use ids::{AgentId, ConvId, ParticipantId, VisitorId};

@@ -1,0 +1,125 @@
+//! Frames the server sends.
+//!
+//! [`ServerFrame`] serialises to exactly the shapes in `docs/protocol.md`; [`encode`] turns
+//! one into the bytes of a text frame once, so a message fanned out to many connections is
+//! encoded a single time. Clients (tests, the load generator) deserialise the same type.
+
+use crate::ids::{ConvId, VisitorId};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+
+/// Protocol version announced in `welcome`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A connection's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Visitor,
+    Agent,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Visitor => "visitor",
+            Self::Agent => "agent",
+        }
+    }
+}
+
+/// Every frame the server sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame<'a> {
+    /// First frame on every connection.
+    Welcome {
+        id: Cow<'a, str>,
+        role: Role,
+        /// Visitors only: present it as `&token=` to resume this identity.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<Cow<'a, str>>,
+        client: Cow<'a, str>,
+        server: Cow<'a, str>,
+        protocol: u32,
+        shard: u32,
+        /// Seconds without any frame after which the server closes with 4000.
+        idle_timeout_s: u32,
+    },
+    /// A chat message, delivered to every participant but its sender's connection.
+    Msg {
+        conv: ConvId,
+        seq: u64,
+        from: Cow<'a, str>,
+        cid: Cow<'a, str>,
+        body: Cow<'a, str>,
+        ts: u64,
+    },
+    /// The sender's message was accepted with sequence number `seq`.
+    Ack { cid: Cow<'a, str>, conv: ConvId, seq: u64 },
+    /// To an agent: a conversation is now theirs.
+    Assigned { conv: ConvId, visitor: VisitorId },
+    /// To a visitor: no agent is free; `position` 1 is next.
+    Queued { conv: ConvId, position: u32 },
+    /// To a visitor: an agent has joined the conversation.
+    AgentJoined { conv: ConvId, agent: Cow<'a, str> },
+    /// The conversation was closed by `by`.
+    Closed { conv: ConvId, by: Cow<'a, str> },
+    /// `from` is typing.
+    Typing { conv: ConvId, from: Cow<'a, str> },
+    /// `from` has read up to `seq`.
+    Read { conv: ConvId, from: Cow<'a, str>, seq: u64 },
+    /// Answer to `resume`: every message after the client's `last_seq` has been sent (or, when
+    /// `complete` is false, the oldest ones were no longer in the recent window).
+    Resumed { conv: ConvId, last_seq: u64, replayed: u32, complete: bool },
+    /// The client's frame was refused; the connection stays open.
+    Error {
+        code: Cow<'a, str>,
+        message: Cow<'a, str>,
+        cid: Option<Cow<'a, str>>,
+    },
+}
+
+/// Encodes a frame as the payload of a WebSocket text message.
+pub fn encode(frame: &ServerFrame<'_>) -> Bytes {
+    let mut out = Vec::with_capacity(128);
+    serde_json::to_writer(&mut out, frame).expect("server frames always serialise");
+    Bytes::from(out)
+}
+
+/// Parses a server frame (for clients and tests).
+pub fn decode_server_frame(text: &str) -> Result<ServerFrame<'static>, serde_json::Error> {
+    serde_json::from_str(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msg_has_exactly_the_documented_shape() {
+        let bytes = encode(&ServerFrame::Msg {
+            conv: ConvId(1),
+            seq: 3,
+            from: "v00000000000000ff".into(),
+            cid: "a\"b".into(),
+            body: "hi \u{1F600}".into(),
+            ts: 1_700_000_000_000,
+        });
+        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"type":"msg","conv":"c0000000000000001","seq":3,
+                "from":"v00000000000000ff","cid":"a\"b","body":"hi \u{1F600}","ts":1_700_000_000_000u64})
+        );
+        let back = decode_server_frame(std::str::from_utf8(&bytes).unwrap()).unwrap();
+        assert!(matches!(back, ServerFrame::Msg { seq: 3, .. }));
+    }
+
+    #[test]
+    fn error_frame_always_has_a_cid_key() {
+        let bytes = encode(&ServerFrame::Error { code: "bad_json".into(), message: "x".into(), cid: None });
+        assert_eq!(std::str::from_utf8(&bytes).unwrap(), r#"{"type":"error","code":"bad_json","message":"x","cid":null}"#);
+    }
+}

@@ -1,0 +1,151 @@
+//! HMAC-SHA256 signed tokens for agents and visitors.
+//!
+//! A token is `sb1.<kind>.<subject, base64url>.<expiry, unix seconds>.<signature, base64url>`.
+//! The kind is signed too, so a visitor token can never pass as an agent token. The secret
+//! comes from configuration; nothing here has a default key.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// Shortest secret accepted, in bytes.
+pub const MIN_SECRET_LEN: usize = 16;
+/// Longest token accepted before any parsing (header-size hygiene).
+pub const MAX_TOKEN_LEN: usize = 512;
+
+/// What a token vouches for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    Agent,
+    Visitor,
+}
+
+impl TokenKind {
+    fn tag(self) -> &'static str {
+        match self {
+            Self::Agent => "a",
+            Self::Visitor => "v",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token secret must be at least {MIN_SECRET_LEN} bytes")]
+    SecretTooShort,
+    #[error("malformed token")]
+    Malformed,
+    #[error("token is for another kind of client")]
+    WrongKind,
+    #[error("bad token signature")]
+    BadSignature,
+    #[error("token expired")]
+    Expired,
+}
+
+/// Mints and verifies tokens with one secret. Cheap to clone (one per shard).
+#[derive(Clone)]
+pub struct TokenSigner {
+    key: Hmac<Sha256>,
+}
+
+impl std::fmt::Debug for TokenSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenSigner(..)")
+    }
+}
+
+impl TokenSigner {
+    pub fn new(secret: &[u8]) -> Result<Self, TokenError> {
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(TokenError::SecretTooShort);
+        }
+        let key = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| TokenError::SecretTooShort)?;
+        Ok(Self { key })
+    }
+
+    fn mac(&self, kind: &str, subject_b64: &str, expiry: &str) -> Hmac<Sha256> {
+        let mut mac = self.key.clone();
+        for part in ["sb1", kind, subject_b64, expiry] {
+            mac.update(part.as_bytes());
+            mac.update(b".");
+        }
+        mac
+    }
+
+    /// A token for `subject` valid until `expires_unix` (seconds).
+    pub fn mint(&self, kind: TokenKind, subject: &str, expires_unix: u64) -> String {
+        let subject_b64 = B64.encode(subject);
+        let expiry = expires_unix.to_string();
+        let sig = self.mac(kind.tag(), &subject_b64, &expiry).finalize().into_bytes();
+        format!("sb1.{}.{subject_b64}.{expiry}.{}", kind.tag(), B64.encode(sig))
+    }
+
+    /// Checks signature, kind and expiry; returns the subject.
+    pub fn verify(&self, token: &str, kind: TokenKind, now_unix: u64) -> Result<String, TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let mut parts = token.split('.');
+        let (Some("sb1"), Some(tag), Some(subject_b64), Some(expiry), Some(sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+        let sig = B64.decode(sig).map_err(|_| TokenError::Malformed)?;
+        self.mac(tag, subject_b64, expiry)
+            .verify_slice(&sig)
+            .map_err(|_| TokenError::BadSignature)?;
+        if tag != kind.tag() {
+            return Err(TokenError::WrongKind);
+        }
+        let expiry: u64 = expiry.parse().map_err(|_| TokenError::Malformed)?;
+        if now_unix >= expiry {
+            return Err(TokenError::Expired);
+        }
+        let subject = B64.decode(subject_b64).map_err(|_| TokenError::Malformed)?;
+        String::from_utf8(subject).map_err(|_| TokenError::Malformed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer() -> TokenSigner {
+        TokenSigner::new(b"0123456789abcdef0123").unwrap()
+    }
+
+    #[test]
+    fn round_trip_and_expiry() {
+        let s = signer();
+        let t = s.mint(TokenKind::Agent, "alice.b@x", 1000);
+        assert_eq!(s.verify(&t, TokenKind::Agent, 999).unwrap(), "alice.b@x");
+        assert_eq!(s.verify(&t, TokenKind::Agent, 1000), Err(TokenError::Expired));
+        assert_eq!(s.verify(&t, TokenKind::Visitor, 5), Err(TokenError::WrongKind));
+    }
+
+    #[test]
+    fn any_alteration_is_refused() {
+        let s = signer();
+        let t = s.mint(TokenKind::Visitor, "v0000000000000001", 10_000);
+        // Flip each character in turn: nothing but the original verifies.
+        for i in 0..t.len() {
+            let mut bytes = t.clone().into_bytes();
+            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+            let altered = String::from_utf8(bytes).unwrap();
+            if altered != t {
+                assert!(s.verify(&altered, TokenKind::Visitor, 1).is_err(), "{altered}");
+            }
+        }
+        let other = TokenSigner::new(b"another secret of enough length").unwrap();
+        assert_eq!(other.verify(&t, TokenKind::Visitor, 1), Err(TokenError::BadSignature));
+        assert_eq!(s.verify("garbage", TokenKind::Visitor, 1), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        assert_eq!(TokenSigner::new(b"short").unwrap_err(), TokenError::SecretTooShort);
+    }
+}
