@@ -1,1 +1,33 @@
+//! The runtime-free heart of the gateway: every decision the gateway makes, as plain state
+//! machines that take time as an argument and never touch a socket.
+//!
+//! - [`routing`]: which shard owns a conversation, which shard runs assignment.
+//! - [`conversation`]: a conversation's state on its home shard (seq, window, dedupe).
+//! - [`assignment`]: the dispatcher that gives conversations to agents and queues the rest.
+//! - [`idle`]: idle deadlines for many connections without a timer per frame.
+//! - [`ratelimit`]: the per-connection token bucket.
+//! - [`outbox`]: the bounded per-connection outbound queue.
+//! - [`auth`]: who is connecting, from the upgrade request's query.
+//! - [`shard`]: one shard's whole state; it consumes client frames and [`ShardMsg`]s from other
+//!   shards, and produces frames for its connections and messages for other shards.
+//!
+//! Threading model: none. A [`Shard`] is owned by exactly one thread (the gateway pins one per
+//! core); shards only exchange [`ShardMsg`] values, which are `Send`. Tests drive several
+//! shards in one thread by moving those values between them.
 
+pub mod assignment;
+pub mod auth;
+pub mod config;
+pub mod conversation;
+pub mod idle;
+pub mod messages;
+pub mod outbox;
+pub mod ratelimit;
+pub mod routing;
+pub mod shard;
+
+pub use auth::Identity;
+pub use config::{ClientKind, CoreConfig};
+pub use messages::ShardMsg;
+pub use routing::ShardId;
+pub use shard::{ConnIo, ConnKey, Now, Shard, ShardStats};

@@ -19,7 +19,11 @@ pub const MAX_CID_LEN: usize = 64;
 pub enum ClientFrame {
     /// A chat message. Visitors may omit `conv` (their current conversation is used, and
     /// the first message opens one); agents must name it.
-    Msg { cid: String, body: String, conv: Option<ConvId> },
+    Msg {
+        cid: String,
+        body: String,
+        conv: Option<ConvId>,
+    },
     /// The sender is typing.
     Typing { conv: Option<ConvId> },
     /// The sender has read everything up to `seq`.
@@ -143,24 +147,44 @@ fn validate(raw: RawFrame<'_>) -> Result<ClientFrame, DecodeError> {
     };
     let ty = match &raw.ty {
         Some(Loose::Str(s)) => s.as_ref(),
-        Some(_) => return Err(fail(ErrorCode::UnknownType, "`type` must be a string".into())),
+        Some(_) => {
+            return Err(fail(
+                ErrorCode::UnknownType,
+                "`type` must be a string".into(),
+            ))
+        }
         None => return Err(fail(ErrorCode::UnknownType, "frame has no `type`".into())),
     };
     let conv = |required: bool| -> Result<Option<ConvId>, DecodeError> {
         match &raw.conv {
-            None if required => Err(fail(ErrorCode::MissingField, format!("`{ty}` needs `conv`"))),
+            None if required => Err(fail(
+                ErrorCode::MissingField,
+                format!("`{ty}` needs `conv`"),
+            )),
             None => Ok(None),
-            Some(Loose::Str(s)) => ConvId::parse(s)
-                .map(Some)
-                .ok_or_else(|| fail(ErrorCode::InvalidField, "`conv` is not a conversation id".into())),
-            Some(_) => Err(fail(ErrorCode::InvalidField, "`conv` must be a string".into())),
+            Some(Loose::Str(s)) => ConvId::parse(s).map(Some).ok_or_else(|| {
+                fail(
+                    ErrorCode::InvalidField,
+                    "`conv` is not a conversation id".into(),
+                )
+            }),
+            Some(_) => Err(fail(
+                ErrorCode::InvalidField,
+                "`conv` must be a string".into(),
+            )),
         }
     };
     let uint = |field: &Option<Loose<'_>>, name: &str| -> Result<u64, DecodeError> {
         match field {
-            None => Err(fail(ErrorCode::MissingField, format!("`{ty}` needs `{name}`"))),
+            None => Err(fail(
+                ErrorCode::MissingField,
+                format!("`{ty}` needs `{name}`"),
+            )),
             Some(Loose::UInt(n)) => Ok(*n),
-            Some(_) => Err(fail(ErrorCode::InvalidField, format!("`{name}` must be a non-negative integer"))),
+            Some(_) => Err(fail(
+                ErrorCode::InvalidField,
+                format!("`{name}` must be a non-negative integer"),
+            )),
         }
     };
     match ty {
@@ -178,20 +202,37 @@ fn validate(raw: RawFrame<'_>) -> Result<ClientFrame, DecodeError> {
             let body = match raw.body {
                 None => return Err(fail(ErrorCode::MissingField, "`msg` needs `body`".into())),
                 Some(Loose::Str(s)) if !s.is_empty() => s.into_owned(),
-                Some(_) => return Err(fail(ErrorCode::InvalidField, "`body` must be a non-empty string".into())),
+                Some(_) => {
+                    return Err(fail(
+                        ErrorCode::InvalidField,
+                        "`body` must be a non-empty string".into(),
+                    ))
+                }
             };
-            Ok(ClientFrame::Msg { cid, body, conv: conv(false)? })
+            Ok(ClientFrame::Msg {
+                cid,
+                body,
+                conv: conv(false)?,
+            })
         }
         "typing" => Ok(ClientFrame::Typing { conv: conv(false)? }),
-        "read" => Ok(ClientFrame::Read { conv: conv(false)?, seq: uint(&raw.seq, "seq")? }),
+        "read" => Ok(ClientFrame::Read {
+            conv: conv(false)?,
+            seq: uint(&raw.seq, "seq")?,
+        }),
         "resume" => Ok(ClientFrame::Resume {
             conv: conv(true)?.expect("required"),
             last_seq: uint(&raw.last_seq, "last_seq")?,
         }),
-        "close" => Ok(ClientFrame::Close { conv: conv(true)?.expect("required") }),
+        "close" => Ok(ClientFrame::Close {
+            conv: conv(true)?.expect("required"),
+        }),
         other => {
             let shown: String = other.chars().take(32).collect();
-            Err(fail(ErrorCode::UnknownType, format!("unknown frame type `{shown}`")))
+            Err(fail(
+                ErrorCode::UnknownType,
+                format!("unknown frame type `{shown}`"),
+            ))
         }
     }
 }
@@ -210,20 +251,34 @@ mod tests {
         let c = ConvId(0xab);
         assert_eq!(
             decode_client_frame(r#"{"type":"msg","cid":"1","body":"hi"}"#).unwrap(),
-            ClientFrame::Msg { cid: "1".into(), body: "hi".into(), conv: None }
+            ClientFrame::Msg {
+                cid: "1".into(),
+                body: "hi".into(),
+                conv: None
+            }
         );
         assert_eq!(
             decode_client_frame(r#"{"type":"msg","cid":"1","body":"h\u00e9\n","conv":"c00000000000000ab","extra":[1,{"a":2}]}"#).unwrap(),
             ClientFrame::Msg { cid: "1".into(), body: "hé\n".into(), conv: Some(c) }
         );
-        assert_eq!(decode_client_frame(r#"{"type":"typing"}"#).unwrap(), ClientFrame::Typing { conv: None });
         assert_eq!(
-            decode_client_frame(r#"{"type":"read","conv":"c00000000000000ab","seq":7}"#).unwrap(),
-            ClientFrame::Read { conv: Some(c), seq: 7 }
+            decode_client_frame(r#"{"type":"typing"}"#).unwrap(),
+            ClientFrame::Typing { conv: None }
         );
         assert_eq!(
-            decode_client_frame(r#"{"type":"resume","conv":"c00000000000000ab","last_seq":0}"#).unwrap(),
-            ClientFrame::Resume { conv: c, last_seq: 0 }
+            decode_client_frame(r#"{"type":"read","conv":"c00000000000000ab","seq":7}"#).unwrap(),
+            ClientFrame::Read {
+                conv: Some(c),
+                seq: 7
+            }
+        );
+        assert_eq!(
+            decode_client_frame(r#"{"type":"resume","conv":"c00000000000000ab","last_seq":0}"#)
+                .unwrap(),
+            ClientFrame::Resume {
+                conv: c,
+                last_seq: 0
+            }
         );
         assert_eq!(
             decode_client_frame(r#"{"type":"close","conv":"c00000000000000ab"}"#).unwrap(),
@@ -238,22 +293,43 @@ mod tests {
             ("{", ErrorCode::BadJson),
             ("[1,2]", ErrorCode::BadJson),
             ("\"msg\"", ErrorCode::BadJson),
-            (r#"{"type":"msg","cid":"1","body":"x"} trailing"#, ErrorCode::BadJson),
+            (
+                r#"{"type":"msg","cid":"1","body":"x"} trailing"#,
+                ErrorCode::BadJson,
+            ),
             ("{}", ErrorCode::UnknownType),
             (r#"{"type":5}"#, ErrorCode::UnknownType),
             (r#"{"type":"launch"}"#, ErrorCode::UnknownType),
             (r#"{"type":"msg","body":"x"}"#, ErrorCode::MissingField),
             (r#"{"type":"msg","cid":"1"}"#, ErrorCode::MissingField),
-            (r#"{"type":"msg","cid":1,"body":"x"}"#, ErrorCode::InvalidField),
-            (r#"{"type":"msg","cid":"","body":"x"}"#, ErrorCode::InvalidField),
-            (r#"{"type":"msg","cid":"1","body":""}"#, ErrorCode::InvalidField),
-            (r#"{"type":"msg","cid":"1","body":{"a":1}}"#, ErrorCode::InvalidField),
-            (r#"{"type":"msg","cid":"1","body":"x","conv":"nope"}"#, ErrorCode::InvalidField),
+            (
+                r#"{"type":"msg","cid":1,"body":"x"}"#,
+                ErrorCode::InvalidField,
+            ),
+            (
+                r#"{"type":"msg","cid":"","body":"x"}"#,
+                ErrorCode::InvalidField,
+            ),
+            (
+                r#"{"type":"msg","cid":"1","body":""}"#,
+                ErrorCode::InvalidField,
+            ),
+            (
+                r#"{"type":"msg","cid":"1","body":{"a":1}}"#,
+                ErrorCode::InvalidField,
+            ),
+            (
+                r#"{"type":"msg","cid":"1","body":"x","conv":"nope"}"#,
+                ErrorCode::InvalidField,
+            ),
             (r#"{"type":"read","seq":-1}"#, ErrorCode::InvalidField),
             (r#"{"type":"read","seq":1.5}"#, ErrorCode::InvalidField),
             (r#"{"type":"read"}"#, ErrorCode::MissingField),
             (r#"{"type":"resume","last_seq":1}"#, ErrorCode::MissingField),
-            (r#"{"type":"resume","conv":"c00000000000000ab"}"#, ErrorCode::MissingField),
+            (
+                r#"{"type":"resume","conv":"c00000000000000ab"}"#,
+                ErrorCode::MissingField,
+            ),
             (r#"{"type":"close"}"#, ErrorCode::MissingField),
         ];
         for (text, expected) in cases {

@@ -31,7 +31,10 @@ fn parse_prefixed_hex(s: &str, prefix: u8) -> Option<u64> {
         return None;
     }
     let hex = &s[1..];
-    if !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if !hex
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return None;
     }
     u64::from_str_radix(hex, 16).ok()
@@ -124,7 +127,15 @@ mod tests {
 
     #[test]
     fn rejects_malformed_ids() {
-        for bad in ["", "c", "c123", "v0000000000000000", "cABCDEF0123456789", "c00000000000000000", "c+000000000000001"] {
+        for bad in [
+            "",
+            "c",
+            "c123",
+            "v0000000000000000",
+            "cABCDEF0123456789",
+            "c00000000000000000",
+            "c+000000000000001",
+        ] {
             assert_eq!(ConvId::parse(bad), None, "{bad}");
         }
     }
@@ -135,7 +146,10 @@ mod tests {
         assert!(AgentId::new("").is_none());
         assert!(AgentId::new("has space").is_none());
         assert!(AgentId::new(&"a".repeat(65)).is_none());
-        assert!(AgentId::new("v0123456789abcdef").is_none(), "looks like a visitor");
+        assert!(
+            AgentId::new("v0123456789abcdef").is_none(),
+            "looks like a visitor"
+        );
     }
 }
 

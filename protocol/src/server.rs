@@ -57,7 +57,11 @@ pub enum ServerFrame<'a> {
         ts: u64,
     },
     /// The sender's message was accepted with sequence number `seq`.
-    Ack { cid: Cow<'a, str>, conv: ConvId, seq: u64 },
+    Ack {
+        cid: Cow<'a, str>,
+        conv: ConvId,
+        seq: u64,
+    },
     /// To an agent: a conversation is now theirs.
     Assigned { conv: ConvId, visitor: VisitorId },
     /// To a visitor: no agent is free; `position` 1 is next.
@@ -69,10 +73,19 @@ pub enum ServerFrame<'a> {
     /// `from` is typing.
     Typing { conv: ConvId, from: Cow<'a, str> },
     /// `from` has read up to `seq`.
-    Read { conv: ConvId, from: Cow<'a, str>, seq: u64 },
+    Read {
+        conv: ConvId,
+        from: Cow<'a, str>,
+        seq: u64,
+    },
     /// Answer to `resume`: every message after the client's `last_seq` has been sent (or, when
     /// `complete` is false, the oldest ones were no longer in the recent window).
-    Resumed { conv: ConvId, last_seq: u64, replayed: u32, complete: bool },
+    Resumed {
+        conv: ConvId,
+        last_seq: u64,
+        replayed: u32,
+        complete: bool,
+    },
     /// The client's frame was refused; the connection stays open.
     Error {
         code: Cow<'a, str>,
@@ -119,7 +132,14 @@ mod tests {
 
     #[test]
     fn error_frame_always_has_a_cid_key() {
-        let bytes = encode(&ServerFrame::Error { code: "bad_json".into(), message: "x".into(), cid: None });
-        assert_eq!(std::str::from_utf8(&bytes).unwrap(), r#"{"type":"error","code":"bad_json","message":"x","cid":null}"#);
+        let bytes = encode(&ServerFrame::Error {
+            code: "bad_json".into(),
+            message: "x".into(),
+            cid: None,
+        });
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            r#"{"type":"error","code":"bad_json","message":"x","cid":null}"#
+        );
     }
 }

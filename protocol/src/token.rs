@@ -78,19 +78,36 @@ impl TokenSigner {
     pub fn mint(&self, kind: TokenKind, subject: &str, expires_unix: u64) -> String {
         let subject_b64 = B64.encode(subject);
         let expiry = expires_unix.to_string();
-        let sig = self.mac(kind.tag(), &subject_b64, &expiry).finalize().into_bytes();
-        format!("sb1.{}.{subject_b64}.{expiry}.{}", kind.tag(), B64.encode(sig))
+        let sig = self
+            .mac(kind.tag(), &subject_b64, &expiry)
+            .finalize()
+            .into_bytes();
+        format!(
+            "sb1.{}.{subject_b64}.{expiry}.{}",
+            kind.tag(),
+            B64.encode(sig)
+        )
     }
 
     /// Checks signature, kind and expiry; returns the subject.
-    pub fn verify(&self, token: &str, kind: TokenKind, now_unix: u64) -> Result<String, TokenError> {
+    pub fn verify(
+        &self,
+        token: &str,
+        kind: TokenKind,
+        now_unix: u64,
+    ) -> Result<String, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed);
         }
         let mut parts = token.split('.');
-        let (Some("sb1"), Some(tag), Some(subject_b64), Some(expiry), Some(sig), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some("sb1"), Some(tag), Some(subject_b64), Some(expiry), Some(sig), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(TokenError::Malformed);
         };
         let sig = B64.decode(sig).map_err(|_| TokenError::Malformed)?;
@@ -122,8 +139,14 @@ mod tests {
         let s = signer();
         let t = s.mint(TokenKind::Agent, "alice.b@x", 1000);
         assert_eq!(s.verify(&t, TokenKind::Agent, 999).unwrap(), "alice.b@x");
-        assert_eq!(s.verify(&t, TokenKind::Agent, 1000), Err(TokenError::Expired));
-        assert_eq!(s.verify(&t, TokenKind::Visitor, 5), Err(TokenError::WrongKind));
+        assert_eq!(
+            s.verify(&t, TokenKind::Agent, 1000),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            s.verify(&t, TokenKind::Visitor, 5),
+            Err(TokenError::WrongKind)
+        );
     }
 
     #[test]
@@ -136,16 +159,28 @@ mod tests {
             bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
             let altered = String::from_utf8(bytes).unwrap();
             if altered != t {
-                assert!(s.verify(&altered, TokenKind::Visitor, 1).is_err(), "{altered}");
+                assert!(
+                    s.verify(&altered, TokenKind::Visitor, 1).is_err(),
+                    "{altered}"
+                );
             }
         }
         let other = TokenSigner::new(b"another secret of enough length").unwrap();
-        assert_eq!(other.verify(&t, TokenKind::Visitor, 1), Err(TokenError::BadSignature));
-        assert_eq!(s.verify("garbage", TokenKind::Visitor, 1), Err(TokenError::Malformed));
+        assert_eq!(
+            other.verify(&t, TokenKind::Visitor, 1),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            s.verify("garbage", TokenKind::Visitor, 1),
+            Err(TokenError::Malformed)
+        );
     }
 
     #[test]
     fn short_secrets_are_refused() {
-        assert_eq!(TokenSigner::new(b"short").unwrap_err(), TokenError::SecretTooShort);
+        assert_eq!(
+            TokenSigner::new(b"short").unwrap_err(),
+            TokenError::SecretTooShort
+        );
     }
 }

@@ -1,0 +1,386 @@
+//! The dispatcher: gives each new conversation to the online agent with the fewest open
+//! conversations (up to a capacity), and queues the rest first-in first-out.
+//!
+//! It runs on one shard ([`crate::routing::DISPATCHER_SHARD`]) because it needs a view of
+//! every agent; it is consulted once per conversation and once per agent connect or
+//! disconnect, never per message.
+
+use crate::routing::ShardId;
+use std::collections::{HashMap, VecDeque};
+use switchboard_protocol::{AgentId, ConvId, VisitorId};
+
+/// What the dispatcher asks the rest of the gateway to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dispatch {
+    /// `conv` now belongs to `agent`, whose devices are on `agent_shards`.
+    Assign {
+        conv: ConvId,
+        visitor: VisitorId,
+        agent: AgentId,
+        agent_shards: Vec<ShardId>,
+    },
+    /// `conv` waits in the queue at `position` (1 is next).
+    Position { conv: ConvId, position: u32 },
+}
+
+#[derive(Debug, Default)]
+struct Agent {
+    /// Connected devices per shard.
+    devices: Vec<(ShardId, u32)>,
+    open: Vec<(ConvId, VisitorId)>,
+    /// Order of coming online, to break ties between equally loaded agents.
+    online_since: u64,
+}
+
+impl Agent {
+    fn is_online(&self) -> bool {
+        !self.devices.is_empty()
+    }
+    fn shards(&self) -> Vec<ShardId> {
+        self.devices.iter().map(|(s, _)| *s).collect()
+    }
+}
+
+#[derive(Debug)]
+struct Waiting {
+    conv: ConvId,
+    visitor: VisitorId,
+    /// The position the visitor was last told.
+    told: u32,
+}
+
+#[derive(Debug)]
+pub struct Dispatcher {
+    capacity: u32,
+    agents: HashMap<AgentId, Agent>,
+    queue: VecDeque<Waiting>,
+    clock: u64,
+}
+
+impl Dispatcher {
+    pub fn new(capacity: u32) -> Self {
+        Self {
+            capacity,
+            agents: HashMap::new(),
+            queue: VecDeque::new(),
+            clock: 0,
+        }
+    }
+
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn online_agents(&self) -> usize {
+        self.agents.values().filter(|a| a.is_online()).count()
+    }
+
+    /// Open conversations of `agent`.
+    pub fn open_of(&self, agent: &AgentId) -> Vec<(ConvId, VisitorId)> {
+        self.agents
+            .get(agent)
+            .map(|a| a.open.clone())
+            .unwrap_or_default()
+    }
+
+    /// The agent a new conversation would go to now, if any.
+    fn pick(&self) -> Option<AgentId> {
+        self.agents
+            .iter()
+            .filter(|(_, a)| a.is_online() && (a.open.len() as u32) < self.capacity)
+            .min_by_key(|(id, a)| (a.open.len(), a.online_since, (*id).clone()))
+            .map(|(id, _)| id.clone())
+    }
+
+    fn assign(&mut self, agent: AgentId, conv: ConvId, visitor: VisitorId) -> Dispatch {
+        let a = self.agents.get_mut(&agent).expect("picked agents exist");
+        a.open.push((conv, visitor));
+        Dispatch::Assign {
+            conv,
+            visitor,
+            agent_shards: a.shards(),
+            agent,
+        }
+    }
+
+    /// A new conversation needs an agent.
+    pub fn enqueue(&mut self, conv: ConvId, visitor: VisitorId) -> Vec<Dispatch> {
+        if self.queue.is_empty() {
+            if let Some(agent) = self.pick() {
+                return vec![self.assign(agent, conv, visitor)];
+            }
+        }
+        let position = self.queue.len() as u32 + 1;
+        self.queue.push_back(Waiting {
+            conv,
+            visitor,
+            told: position,
+        });
+        vec![Dispatch::Position { conv, position }]
+    }
+
+    /// A device of `agent` connected on `shard`. Returns the agent's open conversations (for
+    /// that device) and any queued conversations it now takes.
+    pub fn agent_online(
+        &mut self,
+        agent: &AgentId,
+        shard: ShardId,
+    ) -> (Vec<(ConvId, VisitorId)>, Vec<Dispatch>) {
+        self.clock += 1;
+        let clock = self.clock;
+        let a = self.agents.entry(agent.clone()).or_default();
+        if !a.is_online() {
+            a.online_since = clock;
+        }
+        match a.devices.iter_mut().find(|(s, _)| *s == shard) {
+            Some((_, n)) => *n += 1,
+            None => a.devices.push((shard, 1)),
+        }
+        let open = a.open.clone();
+        (open, self.drain())
+    }
+
+    /// A device of `agent` on `shard` disconnected. Its conversations stay assigned.
+    pub fn agent_offline(&mut self, agent: &AgentId, shard: ShardId) {
+        let Some(a) = self.agents.get_mut(agent) else {
+            return;
+        };
+        if let Some(i) = a.devices.iter().position(|(s, _)| *s == shard) {
+            a.devices[i].1 -= 1;
+            if a.devices[i].1 == 0 {
+                a.devices.swap_remove(i);
+            }
+        }
+        if !a.is_online() && a.open.is_empty() {
+            self.agents.remove(agent);
+        }
+    }
+
+    /// `agent` closed `conv`: its slot frees up for the queue.
+    pub fn closed(&mut self, conv: ConvId, agent: &AgentId) -> Vec<Dispatch> {
+        if let Some(a) = self.agents.get_mut(agent) {
+            a.open.retain(|(c, _)| *c != conv);
+            if !a.is_online() && a.open.is_empty() {
+                self.agents.remove(agent);
+            }
+        }
+        self.drain()
+    }
+
+    /// Assigns queued conversations, oldest first, while any agent has room.
+    fn drain(&mut self) -> Vec<Dispatch> {
+        let mut out = Vec::new();
+        while !self.queue.is_empty() {
+            let Some(agent) = self.pick() else { break };
+            let w = self.queue.pop_front().expect("not empty");
+            out.push(self.assign(agent, w.conv, w.visitor));
+        }
+        out
+    }
+
+    /// Position updates for every queued conversation whose position changed since the
+    /// visitor was last told. Called on a timer so that a burst of assignments sends one
+    /// update per visitor, not one per assignment.
+    pub fn position_updates(&mut self) -> Vec<Dispatch> {
+        let mut out = Vec::new();
+        for (i, w) in self.queue.iter_mut().enumerate() {
+            let position = i as u32 + 1;
+            if w.told != position {
+                w.told = position;
+                out.push(Dispatch::Position {
+                    conv: w.conv,
+                    position,
+                });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn agent(name: &str) -> AgentId {
+        AgentId::new(name).unwrap()
+    }
+
+    fn assigned_to(d: &[Dispatch]) -> Vec<(u64, String)> {
+        d.iter()
+            .filter_map(|x| match x {
+                Dispatch::Assign { conv, agent, .. } => Some((conv.0, agent.to_string())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fewest_open_wins_and_capacity_holds() {
+        let mut d = Dispatcher::new(2);
+        d.agent_online(&agent("ann"), 0);
+        d.agent_online(&agent("bob"), 1);
+        let mut got = Vec::new();
+        for i in 0..4 {
+            got.extend(assigned_to(&d.enqueue(ConvId(i), VisitorId(i))));
+        }
+        assert_eq!(
+            got,
+            vec![
+                (0, "ann".into()),
+                (1, "bob".into()),
+                (2, "ann".into()),
+                (3, "bob".into())
+            ]
+        );
+        // Everyone is full: the fifth waits at position 1, the sixth at 2.
+        assert_eq!(
+            d.enqueue(ConvId(4), VisitorId(4)),
+            vec![Dispatch::Position {
+                conv: ConvId(4),
+                position: 1
+            }]
+        );
+        assert_eq!(
+            d.enqueue(ConvId(5), VisitorId(5)),
+            vec![Dispatch::Position {
+                conv: ConvId(5),
+                position: 2
+            }]
+        );
+        assert!(d.position_updates().is_empty());
+        // Bob closes one: the oldest waiting conversation is his, and the other moves up.
+        assert_eq!(
+            assigned_to(&d.closed(ConvId(1), &agent("bob"))),
+            vec![(4, "bob".into())]
+        );
+        assert_eq!(
+            d.position_updates(),
+            vec![Dispatch::Position {
+                conv: ConvId(5),
+                position: 1
+            }]
+        );
+        assert!(d.position_updates().is_empty(), "told once");
+    }
+
+    #[test]
+    fn queue_drains_when_an_agent_arrives_and_keeps_conversations_across_reconnects() {
+        let mut d = Dispatcher::new(10);
+        for i in 0..3 {
+            d.enqueue(ConvId(i), VisitorId(i));
+        }
+        assert_eq!(d.queue_len(), 3);
+        let (open, out) = d.agent_online(&agent("ann"), 1);
+        assert!(open.is_empty());
+        assert_eq!(assigned_to(&out).len(), 3);
+        let Dispatch::Assign { agent_shards, .. } = &out[0] else {
+            panic!()
+        };
+        assert_eq!(agent_shards, &vec![1]);
+        d.agent_offline(&agent("ann"), 1);
+        assert_eq!(d.online_agents(), 0);
+        // Offline agents get nothing new, but keep what they had.
+        assert!(assigned_to(&d.enqueue(ConvId(9), VisitorId(9))).is_empty());
+        let (open, out) = d.agent_online(&agent("ann"), 0);
+        assert_eq!(open.len(), 3);
+        assert_eq!(assigned_to(&out), vec![(9, "ann".into())]);
+    }
+
+    #[test]
+    fn several_devices_are_one_agent() {
+        let mut d = Dispatcher::new(10);
+        d.agent_online(&agent("ann"), 0);
+        d.agent_online(&agent("ann"), 1);
+        d.agent_online(&agent("ann"), 1);
+        let out = d.enqueue(ConvId(1), VisitorId(1));
+        let Dispatch::Assign { agent_shards, .. } = &out[0] else {
+            panic!()
+        };
+        assert_eq!(agent_shards, &vec![0, 1]);
+        d.agent_offline(&agent("ann"), 1);
+        d.agent_offline(&agent("ann"), 0);
+        assert_eq!(d.online_agents(), 1, "one device left on shard 1");
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Online(u8),
+        Offline(u8),
+        Enqueue,
+        Close(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..4).prop_map(Op::Online),
+            (0u8..4).prop_map(Op::Offline),
+            Just(Op::Enqueue),
+            Just(Op::Enqueue),
+            (0u8..4).prop_map(Op::Close),
+        ]
+    }
+
+    proptest! {
+        /// Under any sequence of events: no agent exceeds capacity, every conversation is
+        /// either queued or assigned exactly once, assignments take the queue in order, and
+        /// nothing waits while an online agent has room.
+        #[test]
+        fn invariants(ops in proptest::collection::vec(op(), 1..200), cap in 1u32..4) {
+            let mut d = Dispatcher::new(cap);
+            let mut devices = [0u32; 4];
+            let mut next = 0u64;
+            let mut assigned: HashMap<u64, String> = HashMap::new();
+            let mut queued: VecDeque<u64> = VecDeque::new();
+            let apply = |out: Vec<Dispatch>, assigned: &mut HashMap<u64, String>, queued: &mut VecDeque<u64>| {
+                for x in out {
+                    if let Dispatch::Assign { conv, agent, .. } = x {
+                        if queued.front() == Some(&conv.0) {
+                            queued.pop_front();
+                        } else {
+                            assert!(!queued.contains(&conv.0), "queue jumped");
+                        }
+                        assert!(assigned.insert(conv.0, agent.to_string()).is_none(), "assigned twice");
+                    }
+                }
+            };
+            for o in ops {
+                match o {
+                    Op::Online(a) => {
+                        devices[a as usize] += 1;
+                        let (_, out) = d.agent_online(&agent(&format!("a{a}")), 0);
+                        apply(out, &mut assigned, &mut queued);
+                    }
+                    Op::Offline(a) if devices[a as usize] > 0 => {
+                        devices[a as usize] -= 1;
+                        d.agent_offline(&agent(&format!("a{a}")), 0);
+                    }
+                    Op::Offline(_) => {}
+                    Op::Enqueue => {
+                        next += 1;
+                        let out = d.enqueue(ConvId(next), VisitorId(next));
+                        if let [Dispatch::Position { .. }] = out.as_slice() {
+                            queued.push_back(next);
+                        }
+                        apply(out, &mut assigned, &mut queued);
+                    }
+                    Op::Close(a) => {
+                        let name = format!("a{a}");
+                        if let Some(c) = assigned.iter().find(|(_, v)| **v == name).map(|(c, _)| *c) {
+                            assigned.remove(&c);
+                            let out = d.closed(ConvId(c), &agent(&name));
+                            apply(out, &mut assigned, &mut queued);
+                        }
+                    }
+                }
+                for a in 0..4u8 {
+                    let load = assigned.values().filter(|v| **v == format!("a{a}")).count() as u32;
+                    prop_assert!(load <= cap);
+                    let has_room = devices[a as usize] > 0 && load < cap;
+                    prop_assert!(!(has_room && !queued.is_empty()), "waiting while a{a} has room");
+                }
+                prop_assert_eq!(d.queue_len(), queued.len());
+            }
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Who is connecting: the upgrade request's path and query decide the role, client kind and
+//! identity, or the reason to refuse. Pure: the gateway's HTTP layer maps the error to a
+//! status code.
+
+use crate::config::ClientKind;
+use switchboard_protocol::token::{TokenError, TokenKind, TokenSigner};
+use switchboard_protocol::{AgentId, ParticipantId, VisitorId};
+
+/// A refused upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("unknown path")]
+    NotFound,
+    #[error("`client` must be web, mobile or api")]
+    BadClient,
+    #[error("agent token required")]
+    MissingToken,
+    #[error("invalid token: {0}")]
+    BadToken(#[from] TokenError),
+}
+
+impl AuthError {
+    /// The HTTP status for the refusal.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::NotFound => 404,
+            Self::BadClient => 400,
+            Self::MissingToken | Self::BadToken(_) => 401,
+        }
+    }
+}
+
+/// An authenticated connection, before it is registered with a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub who: ParticipantId,
+    pub client: ClientKind,
+    /// True when a visitor presented a valid token (an existing identity).
+    pub resumed: bool,
+}
+
+/// Decodes `%XX` and `+` in a query value.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The value of `key` in a query string, decoded.
+pub fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+/// Authenticates an upgrade to `path` with `query` (without the `?`).
+///
+/// `new_visitor` makes a fresh visitor id when a visitor brings no token.
+pub fn authenticate(
+    path: &str,
+    query: &str,
+    signer: &TokenSigner,
+    now_unix: u64,
+    new_visitor: impl FnOnce() -> VisitorId,
+) -> Result<Identity, AuthError> {
+    let client = match query_param(query, "client") {
+        None => ClientKind::Web,
+        Some(c) => ClientKind::parse(&c).ok_or(AuthError::BadClient)?,
+    };
+    let token = query_param(query, "token").filter(|t| !t.is_empty());
+    match path {
+        "/ws/visitor" => match token {
+            None => Ok(Identity {
+                who: ParticipantId::Visitor(new_visitor()),
+                client,
+                resumed: false,
+            }),
+            Some(t) => {
+                let subject = signer.verify(&t, TokenKind::Visitor, now_unix)?;
+                let id =
+                    VisitorId::parse(&subject).ok_or(AuthError::BadToken(TokenError::Malformed))?;
+                Ok(Identity {
+                    who: ParticipantId::Visitor(id),
+                    client,
+                    resumed: true,
+                })
+            }
+        },
+        "/ws/agent" => {
+            let t = token.ok_or(AuthError::MissingToken)?;
+            let subject = signer.verify(&t, TokenKind::Agent, now_unix)?;
+            let id = AgentId::new(&subject).ok_or(AuthError::BadToken(TokenError::Malformed))?;
+            Ok(Identity {
+                who: ParticipantId::Agent(id),
+                client,
+                resumed: false,
+            })
+        }
+        _ => Err(AuthError::NotFound),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer() -> TokenSigner {
+        TokenSigner::new(b"test secret, long enough").unwrap()
+    }
+
+    #[test]
+    fn query_params() {
+        assert_eq!(
+            query_param("a=1&client=mobile", "client").as_deref(),
+            Some("mobile")
+        );
+        assert_eq!(
+            query_param("token=a%2Eb%zz+c", "token").as_deref(),
+            Some("a.b%zz c")
+        );
+        assert_eq!(query_param("x", "x").as_deref(), Some(""));
+        assert_eq!(query_param("x=1", "y"), None);
+        assert_eq!(query_param("t=%4", "t").as_deref(), Some("%4"));
+    }
+
+    #[test]
+    fn visitors_get_new_or_resumed_identities() {
+        let s = signer();
+        let id = authenticate("/ws/visitor", "client=api", &s, 100, || VisitorId(5)).unwrap();
+        assert_eq!(
+            id,
+            Identity {
+                who: ParticipantId::Visitor(VisitorId(5)),
+                client: ClientKind::Api,
+                resumed: false
+            }
+        );
+        let token = s.mint(TokenKind::Visitor, "v0000000000000009", 1_000);
+        let id = authenticate("/ws/visitor", &format!("token={token}"), &s, 100, || {
+            VisitorId(5)
+        })
+        .unwrap();
+        assert_eq!(
+            (id.who, id.resumed),
+            (ParticipantId::Visitor(VisitorId(9)), true)
+        );
+        let altered = format!("token={}x", token);
+        assert!(matches!(
+            authenticate("/ws/visitor", &altered, &s, 100, || VisitorId(5)),
+            Err(AuthError::BadToken(_))
+        ));
+    }
+
+    #[test]
+    fn agents_need_a_valid_unexpired_agent_token() {
+        let s = signer();
+        let ok = s.mint(TokenKind::Agent, "ann", 1_000);
+        let id = authenticate(
+            "/ws/agent",
+            &format!("token={ok}&client=web"),
+            &s,
+            100,
+            || unreachable!(),
+        )
+        .unwrap();
+        assert_eq!(id.who, ParticipantId::Agent(AgentId::new("ann").unwrap()));
+        let e =
+            |q: &str| authenticate("/ws/agent", q, &signer(), 100, || VisitorId(1)).unwrap_err();
+        assert_eq!(e(""), AuthError::MissingToken);
+        assert_eq!(e("token="), AuthError::MissingToken);
+        assert_eq!(
+            e(&format!("token={}", s.mint(TokenKind::Agent, "ann", 50))),
+            AuthError::BadToken(TokenError::Expired)
+        );
+        assert_eq!(
+            e(&format!("token={}", s.mint(TokenKind::Visitor, "ann", 500))),
+            AuthError::BadToken(TokenError::WrongKind)
+        );
+        assert_eq!(
+            e(&format!("token={ok}&client=fridge")),
+            AuthError::BadClient
+        );
+        assert_eq!(e("token=x").status(), 401);
+        assert_eq!(
+            authenticate("/ws/other", "", &s, 1, || VisitorId(1))
+                .unwrap_err()
+                .status(),
+            404
+        );
+    }
+}

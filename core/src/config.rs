@@ -1,0 +1,84 @@
+//! The settings the core needs, with the defaults the gateway documents.
+
+use std::time::Duration;
+
+/// The kind of client, from `?client=` on the upgrade URL. Sets the idle deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClientKind {
+    Web,
+    Mobile,
+    Api,
+}
+
+impl ClientKind {
+    pub const ALL: [ClientKind; 3] = [Self::Web, Self::Mobile, Self::Api];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "web" => Some(Self::Web),
+            "mobile" => Some(Self::Mobile),
+            "api" => Some(Self::Api),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Web => "web",
+            Self::Mobile => "mobile",
+            Self::Api => "api",
+        }
+    }
+}
+
+/// Core behaviour settings. Validated by the gateway's config loader.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CoreConfig {
+    /// Most open conversations an agent is given at once.
+    pub agent_capacity: u32,
+    /// Recent messages kept per conversation for resume.
+    pub window: usize,
+    /// Recent client message ids remembered per conversation for dedupe.
+    pub dedupe_window: usize,
+    /// Idle deadline per client kind (web, mobile, api).
+    pub idle_web: Duration,
+    pub idle_mobile: Duration,
+    pub idle_api: Duration,
+    /// Sustained client frames per second per connection, and the burst allowed above it.
+    pub rate_per_sec: f64,
+    pub rate_burst: f64,
+    /// Bytes queued towards one connection before it is closed as a slow consumer.
+    pub max_outbox_bytes: usize,
+    /// Lifetime of a visitor token, in seconds.
+    pub visitor_token_ttl_s: u64,
+    /// How often queued visitors get position updates, at most.
+    pub queue_update_interval: Duration,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self {
+            agent_capacity: 10,
+            window: 256,
+            dedupe_window: 1024,
+            idle_web: Duration::from_secs(60),
+            idle_mobile: Duration::from_secs(120),
+            idle_api: Duration::from_secs(300),
+            rate_per_sec: 20.0,
+            rate_burst: 40.0,
+            max_outbox_bytes: 256 * 1024,
+            visitor_token_ttl_s: 30 * 24 * 3600,
+            queue_update_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+impl CoreConfig {
+    pub fn idle_deadline(&self, kind: ClientKind) -> Duration {
+        match kind {
+            ClientKind::Web => self.idle_web,
+            ClientKind::Mobile => self.idle_mobile,
+            ClientKind::Api => self.idle_api,
+        }
+    }
+}

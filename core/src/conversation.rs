@@ -1,0 +1,239 @@
+//! A conversation's state, owned by its home shard: the sequence counter, its participants,
+//! who is subscribed where, a window of recent messages for resume, and recent client message
+//! ids for dedupe.
+
+use crate::routing::ShardId;
+use crate::shard::ConnKey;
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use switchboard_protocol::server::{encode, ServerFrame};
+use switchboard_protocol::{AgentId, ConvId, ParticipantId, VisitorId};
+
+/// Outcome of posting a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Posted {
+    /// A new message with this seq; `frame` is its encoded `msg` frame for every recipient.
+    New { seq: u64, frame: Bytes },
+    /// The sender already sent this `cid`: acknowledge with the original seq, deliver nothing.
+    Duplicate { seq: u64 },
+}
+
+/// Dedupe key: the sender's side and its client message id. Keyed per side so that a
+/// visitor and an agent who happen to pick the same `cid` do not collide.
+type CidKey = (bool, Box<str>);
+
+#[derive(Debug)]
+pub struct Conversation {
+    pub id: ConvId,
+    pub visitor: VisitorId,
+    pub agent: Option<AgentId>,
+    pub closed: bool,
+    seq: u64,
+    window: VecDeque<(u64, Bytes)>,
+    window_cap: usize,
+    dedupe: HashMap<CidKey, u64>,
+    dedupe_order: VecDeque<CidKey>,
+    dedupe_cap: usize,
+    /// Connections that receive this conversation's traffic, by shard.
+    subscribers: Vec<(ShardId, ConnKey)>,
+}
+
+impl Conversation {
+    pub fn new(id: ConvId, visitor: VisitorId, window_cap: usize, dedupe_cap: usize) -> Self {
+        Self {
+            id,
+            visitor,
+            agent: None,
+            closed: false,
+            seq: 0,
+            window: VecDeque::new(),
+            window_cap: window_cap.max(1),
+            dedupe: HashMap::new(),
+            dedupe_order: VecDeque::new(),
+            dedupe_cap: dedupe_cap.max(1),
+            subscribers: Vec::new(),
+        }
+    }
+
+    /// The seq of the newest message (0 before the first).
+    pub fn head_seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub fn is_participant(&self, who: &ParticipantId) -> bool {
+        match who {
+            ParticipantId::Visitor(v) => *v == self.visitor,
+            ParticipantId::Agent(a) => self.agent.as_ref() == Some(a),
+        }
+    }
+
+    /// Appends a message from `who` (a participant; the caller checks), or recognises a resend.
+    pub fn post(&mut self, who: &ParticipantId, cid: &str, body: &str, ts: u64) -> Posted {
+        let key: CidKey = (matches!(who, ParticipantId::Agent(_)), cid.into());
+        if let Some(&seq) = self.dedupe.get(&key) {
+            return Posted::Duplicate { seq };
+        }
+        self.seq += 1;
+        let seq = self.seq;
+        let from = who.to_string();
+        let frame = encode(&ServerFrame::Msg {
+            conv: self.id,
+            seq,
+            from: from.into(),
+            cid: cid.into(),
+            body: body.into(),
+            ts,
+        });
+        if self.window.len() == self.window_cap {
+            self.window.pop_front();
+        }
+        self.window.push_back((seq, frame.clone()));
+        if self.dedupe_order.len() == self.dedupe_cap {
+            if let Some(old) = self.dedupe_order.pop_front() {
+                self.dedupe.remove(&old);
+            }
+        }
+        self.dedupe.insert(key.clone(), seq);
+        self.dedupe_order.push_back(key);
+        Posted::New { seq, frame }
+    }
+
+    /// Every message after `last_seq` still in the window, oldest first, and whether that
+    /// covers everything after `last_seq` (false when older ones have left the window).
+    pub fn replay_after(&self, last_seq: u64) -> (Vec<Bytes>, bool) {
+        let frames: Vec<Bytes> = self
+            .window
+            .iter()
+            .filter(|(seq, _)| *seq > last_seq)
+            .map(|(_, f)| f.clone())
+            .collect();
+        let oldest_kept = self.window.front().map_or(self.seq + 1, |(s, _)| *s);
+        let complete = last_seq + 1 >= oldest_kept || last_seq >= self.seq;
+        (frames, complete)
+    }
+
+    pub fn subscribe(&mut self, shard: ShardId, conn: ConnKey) {
+        if !self.subscribers.contains(&(shard, conn)) {
+            self.subscribers.push((shard, conn));
+        }
+    }
+
+    pub fn unsubscribe(&mut self, shard: ShardId, conn: ConnKey) {
+        self.subscribers.retain(|s| *s != (shard, conn));
+    }
+
+    /// Each shard with at least one subscriber, once.
+    pub fn subscriber_shards(&self) -> Vec<ShardId> {
+        let mut shards: Vec<ShardId> = self.subscribers.iter().map(|(s, _)| *s).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        shards
+    }
+
+    /// Marks the conversation closed and frees what a closed one no longer needs.
+    pub fn close(&mut self) {
+        self.closed = true;
+        self.window = VecDeque::new();
+        self.dedupe = HashMap::new();
+        self.dedupe_order = VecDeque::new();
+        self.subscribers = Vec::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn visitor() -> ParticipantId {
+        ParticipantId::Visitor(VisitorId(7))
+    }
+
+    fn seq_of(frame: &Bytes) -> u64 {
+        let v: serde_json::Value = serde_json::from_slice(frame).unwrap();
+        v["seq"].as_u64().unwrap()
+    }
+
+    #[test]
+    fn seqs_increase_and_resends_are_recognised() {
+        let mut c = Conversation::new(ConvId(1), VisitorId(7), 8, 8);
+        let Posted::New { seq: 1, .. } = c.post(&visitor(), "a", "hi", 1) else {
+            panic!()
+        };
+        let Posted::New { seq: 2, .. } = c.post(&visitor(), "b", "hi", 2) else {
+            panic!()
+        };
+        assert_eq!(
+            c.post(&visitor(), "a", "again", 3),
+            Posted::Duplicate { seq: 1 }
+        );
+        // The agent's "a" is a different message.
+        c.agent = AgentId::new("ann");
+        let agent = ParticipantId::Agent(c.agent.clone().unwrap());
+        assert!(matches!(
+            c.post(&agent, "a", "x", 4),
+            Posted::New { seq: 3, .. }
+        ));
+        assert_eq!(c.head_seq(), 3);
+    }
+
+    #[test]
+    fn participants() {
+        let mut c = Conversation::new(ConvId(1), VisitorId(7), 8, 8);
+        let ann = AgentId::new("ann").unwrap();
+        assert!(c.is_participant(&visitor()));
+        assert!(!c.is_participant(&ParticipantId::Visitor(VisitorId(8))));
+        assert!(!c.is_participant(&ParticipantId::Agent(ann.clone())));
+        c.agent = Some(ann.clone());
+        assert!(c.is_participant(&ParticipantId::Agent(ann)));
+    }
+
+    #[test]
+    fn subscribers_are_a_set_and_shards_are_unique() {
+        let mut c = Conversation::new(ConvId(1), VisitorId(7), 8, 8);
+        let k = |i| ConnKey::new(i, 0);
+        c.subscribe(1, k(1));
+        c.subscribe(1, k(1));
+        c.subscribe(1, k(2));
+        c.subscribe(0, k(1));
+        assert_eq!(c.subscriber_shards(), vec![0, 1]);
+        c.unsubscribe(1, k(1));
+        c.unsubscribe(1, k(2));
+        assert_eq!(c.subscriber_shards(), vec![0]);
+    }
+
+    proptest! {
+        /// Whatever the window size and the point a client resumes from, the replay is exactly
+        /// the messages after it that are still kept, in order, and `complete` says whether
+        /// anything was lost to the window.
+        #[test]
+        fn replay_has_no_gaps_or_duplicates(n in 0u64..60, cap in 1usize..20, last in 0u64..70) {
+            let mut c = Conversation::new(ConvId(1), VisitorId(7), cap, 100);
+            for i in 0..n {
+                c.post(&visitor(), &i.to_string(), "b", 0);
+            }
+            let (frames, complete) = c.replay_after(last);
+            let seqs: Vec<u64> = frames.iter().map(seq_of).collect();
+            let first_kept = n.saturating_sub(cap as u64) + 1;
+            let expected: Vec<u64> = (last.max(first_kept - 1) + 1..=n).collect();
+            prop_assert_eq!(&seqs, &expected);
+            prop_assert_eq!(complete, last + 1 >= first_kept || last >= n);
+        }
+
+        #[test]
+        fn dedupe_remembers_the_last_cap_cids(n in 1usize..50, cap in 1usize..20) {
+            let mut c = Conversation::new(ConvId(1), VisitorId(7), 4, cap);
+            for i in 0..n {
+                c.post(&visitor(), &i.to_string(), "b", 0);
+            }
+            for i in n.saturating_sub(cap)..n {
+                let again = c.post(&visitor(), &i.to_string(), "b", 0);
+                prop_assert_eq!(again, Posted::Duplicate { seq: i as u64 + 1 });
+            }
+            if n > cap {
+                let forgotten = c.post(&visitor(), "0", "b", 0);
+                prop_assert_eq!(forgotten, Posted::New { seq: n as u64 + 1, frame: c.window.back().unwrap().1.clone() });
+            }
+        }
+    }
+}

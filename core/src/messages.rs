@@ -1,0 +1,129 @@
+//! Messages between shards. Every value is `Send` (ids, `String`s, `Bytes`), and a message
+//! never carries shard state: state stays with its owner, requests travel.
+//!
+//! Who sends what: a connection's shard sends conversation requests to the conversation's
+//! home shard; the home shard answers a connection directly (`ToConn`, `Replay`) or fans out
+//! to each shard with subscribers (`Deliver`); the dispatcher shard hears about new
+//! conversations and agents coming and going, and tells home shards about assignments.
+
+use crate::routing::ShardId;
+use crate::shard::ConnKey;
+use bytes::Bytes;
+use switchboard_protocol::{AgentId, ConvId, ParticipantId, VisitorId};
+
+/// A relayed signal without a seq.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Typing,
+    Read(u64),
+}
+
+#[derive(Debug, Clone)]
+pub enum ShardMsg {
+    // ---- to a conversation's home shard ----
+    /// A visitor's first message opens `conv`; the sending connection is its first subscriber.
+    Open {
+        conv: ConvId,
+        visitor: VisitorId,
+        conn: ConnKey,
+        cid: String,
+        body: String,
+        ts: u64,
+    },
+    /// A message from a participant's connection.
+    Post {
+        conv: ConvId,
+        conn: ConnKey,
+        who: ParticipantId,
+        cid: String,
+        body: String,
+        ts: u64,
+    },
+    /// Typing or read receipt.
+    Signal {
+        conv: ConvId,
+        conn: ConnKey,
+        who: ParticipantId,
+        signal: Signal,
+    },
+    /// Attach `conn` and replay everything after `last_seq`; `resume` answers with `resumed`.
+    Subscribe {
+        conv: ConvId,
+        conn: ConnKey,
+        who: ParticipantId,
+        last_seq: u64,
+        resume: bool,
+    },
+    /// `conn` is gone.
+    Unsubscribe {
+        conv: ConvId,
+        conn: ConnKey,
+    },
+    /// A participant asks to close the conversation.
+    Close {
+        conv: ConvId,
+        conn: ConnKey,
+        who: ParticipantId,
+    },
+    /// From the dispatcher: the conversation now belongs to `agent`.
+    Assign {
+        conv: ConvId,
+        agent: AgentId,
+        agent_shards: Vec<ShardId>,
+    },
+    /// From the dispatcher: the visitor's place in the queue.
+    QueuePosition {
+        conv: ConvId,
+        position: u32,
+    },
+
+    // ---- to the dispatcher shard ----
+    Enqueue {
+        conv: ConvId,
+        visitor: VisitorId,
+    },
+    AgentOnline {
+        agent: AgentId,
+        conn: ConnKey,
+    },
+    AgentOffline {
+        agent: AgentId,
+    },
+    ConvClosed {
+        conv: ConvId,
+        agent: AgentId,
+    },
+
+    // ---- to a connection's shard ----
+    /// One frame for one connection (an ack, an error).
+    ToConn {
+        conn: ConnKey,
+        frame: Bytes,
+    },
+    /// A frame for every local subscriber of `conv` but `exclude`; `closes` ends their
+    /// subscriptions after delivery.
+    Deliver {
+        conv: ConvId,
+        frame: Bytes,
+        exclude: Option<(ShardId, ConnKey)>,
+        closes: bool,
+    },
+    /// Answer to `Subscribe`: frames for `conn`, which is live for `conv` from now on if `ok`.
+    Replay {
+        conv: ConvId,
+        conn: ConnKey,
+        frames: Vec<Bytes>,
+        ok: bool,
+    },
+    /// `agent`'s devices on this shard get `conv` and subscribe to it.
+    AgentAssigned {
+        conv: ConvId,
+        visitor: VisitorId,
+        agent: AgentId,
+    },
+    /// The open conversations of a newly connected agent device.
+    AgentConvs {
+        conn: ConnKey,
+        convs: Vec<(ConvId, VisitorId)>,
+    },
+}

@@ -1,0 +1,1067 @@
+//! One shard's complete state and behaviour, free of any runtime.
+//!
+//! Inputs: connections arriving and leaving, their text frames, activity, timer ticks, and
+//! [`ShardMsg`]s from other shards. Outputs: frames queued on each connection's [`ConnIo`]
+//! (whose waker the runtime sets) and [`ShardMsg`]s for other shards, taken with
+//! [`Shard::take_outgoing`]. Messages a shard addresses to itself are handled at once, so a
+//! same-shard hop costs a function call, not a channel.
+
+use crate::assignment::{Dispatch, Dispatcher};
+use crate::auth::Identity;
+use crate::config::{ClientKind, CoreConfig};
+use crate::conversation::{Conversation, Posted};
+use crate::idle::{verdict, IdleVerdict, IdleWheel};
+use crate::messages::{ShardMsg, Signal};
+use crate::outbox::Outbox;
+use crate::ratelimit::TokenBucket;
+use crate::routing::{home_shard, ShardId, DISPATCHER_SHARD};
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use std::task::Waker;
+use switchboard_protocol::client::{decode_client_frame, ClientFrame};
+use switchboard_protocol::server::{encode, Role, ServerFrame, PROTOCOL_VERSION};
+use switchboard_protocol::token::{TokenKind, TokenSigner};
+use switchboard_protocol::{AgentId, CloseCode, ConvId, ErrorCode, ParticipantId, VisitorId};
+
+/// Rate-limited frames in a row after which a connection is closed with 1008.
+const MAX_STRIKES: u16 = 50;
+/// Closed conversations remembered (to answer late frames with `conversation_closed`).
+const CLOSED_REMEMBERED: usize = 100_000;
+
+/// A connection on its shard: a slot index and the slot's generation, so a key held by
+/// another shard never reaches the slot's next occupant.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct ConnKey {
+    idx: u32,
+    gen: u32,
+}
+
+impl ConnKey {
+    pub fn new(idx: u32, gen: u32) -> Self {
+        Self { idx, gen }
+    }
+}
+
+/// The time, passed in by whoever drives the shard.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Now {
+    /// Monotonic milliseconds (deadlines, rate limits).
+    pub mono_ms: u64,
+    /// Wall-clock milliseconds since the Unix epoch (message timestamps, token expiry).
+    pub unix_ms: u64,
+}
+
+/// What the runtime reads and writes for one connection.
+#[derive(Debug, Default)]
+pub struct ConnIo {
+    /// Frames to write, oldest first.
+    pub outbox: Outbox,
+    /// Woken whenever there is something new below.
+    pub waker: Option<Waker>,
+    /// Close the connection with this code (after writing nothing more from the outbox
+    /// for `SlowConsumer`, after flushing it otherwise).
+    pub close: Option<CloseCode>,
+    /// Send a WebSocket ping.
+    pub ping_due: bool,
+}
+
+impl ConnIo {
+    fn wake(&self) {
+        if let Some(w) = &self.waker {
+            w.wake_by_ref();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Conn {
+    who: ParticipantId,
+    client: ClientKind,
+    io: ConnIo,
+    /// A visitor's current conversation.
+    visitor_conv: Option<ConvId>,
+    /// Conversations this connection is subscribed to (live or awaiting replay).
+    subs: Vec<ConvId>,
+    last_seen: u64,
+    pinged: bool,
+    rate: TokenBucket,
+    strikes: u16,
+}
+
+#[derive(Debug)]
+struct Slot {
+    gen: u32,
+    conn: Option<Conn>,
+}
+
+/// Counters and gauges the runtime exports as metrics.
+#[derive(Debug, Default, Clone)]
+pub struct ShardStats {
+    /// Open connections by role (visitor, agent) and client kind (web, mobile, api).
+    pub connections: [[u64; 3]; 2],
+    /// New messages sequenced by this shard (as a home shard).
+    pub messages_posted: u64,
+    /// Resends recognised by cid.
+    pub duplicates: u64,
+    /// Frames queued to local connections.
+    pub frames_queued: u64,
+    /// Error frames sent.
+    pub errors_sent: u64,
+    /// Frames refused by the rate limit.
+    pub rate_limited: u64,
+    /// Conversations open on this shard (as a home shard).
+    pub open_conversations: u64,
+    /// Conversations waiting for an agent (dispatcher shard only).
+    pub queue_len: u64,
+    /// Agents online (dispatcher shard only).
+    pub agents_online: u64,
+}
+
+fn role_index(who: &ParticipantId) -> usize {
+    match who {
+        ParticipantId::Visitor(_) => 0,
+        ParticipantId::Agent(_) => 1,
+    }
+}
+
+fn client_index(c: ClientKind) -> usize {
+    match c {
+        ClientKind::Web => 0,
+        ClientKind::Mobile => 1,
+        ClientKind::Api => 2,
+    }
+}
+
+fn error_frame(code: ErrorCode, message: &str, cid: Option<&str>) -> Bytes {
+    encode(&ServerFrame::Error {
+        code: code.as_str().into(),
+        message: message.into(),
+        cid: cid.map(Into::into),
+    })
+}
+
+/// One shard. See the module docs.
+#[derive(Debug)]
+pub struct Shard {
+    id: ShardId,
+    nr_shards: u32,
+    cfg: CoreConfig,
+    signer: TokenSigner,
+    rng: fastrand::Rng,
+    now: Now,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// Local connections live-subscribed to each conversation.
+    conv_subs: HashMap<ConvId, Vec<ConnKey>>,
+    /// Local devices of each agent.
+    agents: HashMap<AgentId, Vec<ConnKey>>,
+    /// Conversations whose home is this shard.
+    convs: HashMap<ConvId, Conversation>,
+    closed_order: VecDeque<ConvId>,
+    /// Present on the dispatcher shard only.
+    dispatcher: Option<Dispatcher>,
+    last_queue_update: u64,
+    idle: IdleWheel<ConnKey>,
+    outgoing: Vec<(ShardId, ShardMsg)>,
+    local: VecDeque<ShardMsg>,
+    stats: ShardStats,
+}
+
+impl Shard {
+    pub fn new(
+        id: ShardId,
+        nr_shards: u32,
+        cfg: CoreConfig,
+        signer: TokenSigner,
+        seed: u64,
+    ) -> Self {
+        assert!(id < nr_shards, "shard {id} of {nr_shards}");
+        let dispatcher = (id == DISPATCHER_SHARD).then(|| Dispatcher::new(cfg.agent_capacity));
+        Self {
+            id,
+            nr_shards,
+            cfg,
+            signer,
+            rng: fastrand::Rng::with_seed(seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            now: Now::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            conv_subs: HashMap::new(),
+            agents: HashMap::new(),
+            convs: HashMap::new(),
+            closed_order: VecDeque::new(),
+            dispatcher,
+            last_queue_update: 0,
+            idle: IdleWheel::default(),
+            outgoing: Vec::new(),
+            local: VecDeque::new(),
+            stats: ShardStats::default(),
+        }
+    }
+
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.cfg
+    }
+
+    pub fn signer(&self) -> &TokenSigner {
+        &self.signer
+    }
+
+    pub fn stats(&self) -> &ShardStats {
+        &self.stats
+    }
+
+    /// A fresh random visitor id (for [`crate::auth::authenticate`]).
+    pub fn new_visitor_id(&mut self) -> VisitorId {
+        VisitorId(self.rng.u64(..))
+    }
+
+    /// Messages for other shards produced since the last call.
+    pub fn take_outgoing(&mut self) -> Vec<(ShardId, ShardMsg)> {
+        std::mem::take(&mut self.outgoing)
+    }
+
+    /// Whether there are messages for other shards waiting.
+    pub fn has_outgoing(&self) -> bool {
+        !self.outgoing.is_empty()
+    }
+
+    /// The runtime's view of a connection; `None` once it is gone.
+    pub fn io(&mut self, key: ConnKey) -> Option<&mut ConnIo> {
+        self.conn_mut(key).map(|c| &mut c.io)
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    fn conn_mut(&mut self, key: ConnKey) -> Option<&mut Conn> {
+        let slot = self.slots.get_mut(key.idx as usize)?;
+        if slot.gen != key.gen {
+            return None;
+        }
+        slot.conn.as_mut()
+    }
+
+    fn send(&mut self, to: ShardId, msg: ShardMsg) {
+        if to == self.id {
+            self.local.push_back(msg);
+        } else {
+            self.outgoing.push((to, msg));
+        }
+    }
+
+    fn home(&self, conv: ConvId) -> ShardId {
+        home_shard(conv, self.nr_shards)
+    }
+
+    /// Queues a frame for a local connection; closes it as a slow consumer on overflow.
+    fn push(&mut self, key: ConnKey, frame: Bytes) {
+        let limit = self.cfg.max_outbox_bytes;
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
+        if conn.io.close.is_some() {
+            return;
+        }
+        if conn.io.outbox.push(frame, limit).is_err() {
+            conn.io.close = Some(CloseCode::SlowConsumer);
+        }
+        conn.io.wake();
+        self.stats.frames_queued += 1;
+    }
+
+    fn push_error(&mut self, key: ConnKey, code: ErrorCode, message: &str, cid: Option<&str>) {
+        self.stats.errors_sent += 1;
+        self.push(key, error_frame(code, message, cid));
+    }
+
+    /// Handles messages this shard sent to itself.
+    fn pump(&mut self) {
+        while let Some(msg) = self.local.pop_front() {
+            self.handle(self.id, msg);
+        }
+    }
+
+    // ------------------------------------------------------------------ connections
+
+    /// Registers an authenticated connection and queues its `welcome` frame.
+    pub fn connect(&mut self, identity: Identity, now: Now) -> ConnKey {
+        self.now = now;
+        let Identity { who, client, .. } = identity;
+        let conn = Conn {
+            who: who.clone(),
+            client,
+            io: ConnIo::default(),
+            visitor_conv: None,
+            subs: Vec::new(),
+            last_seen: now.mono_ms,
+            pinged: false,
+            rate: TokenBucket::new(self.cfg.rate_burst, now.mono_ms),
+            strikes: 0,
+        };
+        let idx = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize].conn = Some(conn);
+                i
+            }
+            None => {
+                self.slots.push(Slot {
+                    gen: 0,
+                    conn: Some(conn),
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let key = ConnKey {
+            idx,
+            gen: self.slots[idx as usize].gen,
+        };
+        self.stats.connections[role_index(&who)][client_index(client)] += 1;
+
+        let deadline = self.cfg.idle_deadline(client);
+        self.idle
+            .schedule(key, now.mono_ms + deadline.as_millis() as u64 / 2);
+        let (role, token) = match &who {
+            ParticipantId::Visitor(v) => {
+                let expires = now.unix_ms / 1000 + self.cfg.visitor_token_ttl_s;
+                (
+                    Role::Visitor,
+                    Some(
+                        self.signer
+                            .mint(TokenKind::Visitor, &v.to_string(), expires),
+                    ),
+                )
+            }
+            ParticipantId::Agent(_) => (Role::Agent, None),
+        };
+        let welcome = encode(&ServerFrame::Welcome {
+            id: who.to_string().into(),
+            role,
+            token: token.map(Into::into),
+            client: client.as_str().into(),
+            server: "switchboard".into(),
+            protocol: PROTOCOL_VERSION,
+            shard: self.id,
+            idle_timeout_s: deadline.as_secs() as u32,
+        });
+        self.push(key, welcome);
+        if let ParticipantId::Agent(agent) = who {
+            self.agents.entry(agent.clone()).or_default().push(key);
+            self.send(DISPATCHER_SHARD, ShardMsg::AgentOnline { agent, conn: key });
+        }
+        self.pump();
+        key
+    }
+
+    /// Forgets a connection that has closed, and tells the shards that knew of it.
+    pub fn disconnect(&mut self, key: ConnKey) {
+        let Some(slot) = self.slots.get_mut(key.idx as usize) else {
+            return;
+        };
+        if slot.gen != key.gen {
+            return;
+        }
+        let Some(conn) = slot.conn.take() else { return };
+        slot.gen = slot.gen.wrapping_add(1);
+        self.free.push(key.idx);
+        self.stats.connections[role_index(&conn.who)][client_index(conn.client)] -= 1;
+        for conv in conn.subs {
+            if let Some(list) = self.conv_subs.get_mut(&conv) {
+                list.retain(|k| *k != key);
+                if list.is_empty() {
+                    self.conv_subs.remove(&conv);
+                }
+            }
+            self.send(self.home(conv), ShardMsg::Unsubscribe { conv, conn: key });
+        }
+        if let ParticipantId::Agent(agent) = conn.who {
+            if let Some(list) = self.agents.get_mut(&agent) {
+                list.retain(|k| *k != key);
+                if list.is_empty() {
+                    self.agents.remove(&agent);
+                }
+            }
+            self.send(DISPATCHER_SHARD, ShardMsg::AgentOffline { agent });
+        }
+        self.pump();
+    }
+
+    /// Any sign of life (a frame of any kind, a pong): one store, no timer.
+    pub fn touch(&mut self, key: ConnKey, now: Now) {
+        if let Some(conn) = self.conn_mut(key) {
+            conn.last_seen = now.mono_ms;
+            conn.pinged = false;
+        }
+    }
+
+    /// A binary message: refused with an error frame.
+    pub fn on_binary(&mut self, key: ConnKey, now: Now) {
+        self.touch(key, now);
+        self.push_error(
+            key,
+            ErrorCode::BinaryUnsupported,
+            "binary messages are not supported; send JSON text",
+            None,
+        );
+    }
+
+    /// A text message from a client.
+    pub fn on_text(&mut self, key: ConnKey, text: &str, now: Now) {
+        self.now = now;
+        let (rate, burst) = (self.cfg.rate_per_sec, self.cfg.rate_burst);
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
+        conn.last_seen = now.mono_ms;
+        conn.pinged = false;
+        if !conn.rate.try_take(now.mono_ms, rate, burst) {
+            conn.strikes += 1;
+            if conn.strikes >= MAX_STRIKES {
+                conn.io.close = Some(CloseCode::PolicyViolation);
+                conn.io.wake();
+                self.stats.rate_limited += 1;
+                return;
+            }
+            self.stats.rate_limited += 1;
+            let cid = decode_client_frame(text).ok().and_then(|f| match f {
+                ClientFrame::Msg { cid, .. } => Some(cid),
+                _ => None,
+            });
+            self.push_error(
+                key,
+                ErrorCode::RateLimited,
+                "too many frames; slow down and resend",
+                cid.as_deref(),
+            );
+            return;
+        }
+        conn.strikes = 0;
+        match decode_client_frame(text) {
+            Ok(frame) => self.on_frame(key, frame),
+            Err(e) => self.push_error(key, e.code, &e.message, e.cid.as_deref()),
+        }
+        self.pump();
+    }
+
+    fn on_frame(&mut self, key: ConnKey, frame: ClientFrame) {
+        let ts = self.now.unix_ms;
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
+        let who = conn.who.clone();
+        let is_agent = matches!(who, ParticipantId::Agent(_));
+        // The conversation a frame is about: named, or (visitors only) the current one.
+        let target = |named: Option<ConvId>, conn: &Conn| {
+            named.or(if is_agent { None } else { conn.visitor_conv })
+        };
+        match frame {
+            ClientFrame::Msg { cid, body, conv } => match target(conv, conn) {
+                Some(conv) => self.send(
+                    self.home(conv),
+                    ShardMsg::Post {
+                        conv,
+                        conn: key,
+                        who,
+                        cid,
+                        body,
+                        ts,
+                    },
+                ),
+                None if is_agent => self.push_error(
+                    key,
+                    ErrorCode::MissingField,
+                    "agents must name `conv`",
+                    Some(&cid),
+                ),
+                None => {
+                    let ParticipantId::Visitor(visitor) = who else {
+                        unreachable!("checked above")
+                    };
+                    let conv = ConvId(self.rng.u64(..));
+                    let conn = self.conn_mut(key).expect("present above");
+                    conn.visitor_conv = Some(conv);
+                    conn.subs.push(conv);
+                    self.conv_subs.entry(conv).or_default().push(key);
+                    self.send(
+                        self.home(conv),
+                        ShardMsg::Open {
+                            conv,
+                            visitor,
+                            conn: key,
+                            cid,
+                            body,
+                            ts,
+                        },
+                    );
+                }
+            },
+            ClientFrame::Typing { conv } | ClientFrame::Read { conv, .. }
+                if target(conv, conn).is_none() =>
+            {
+                let (code, what) = if is_agent {
+                    (ErrorCode::MissingField, "agents must name `conv`")
+                } else {
+                    (
+                        ErrorCode::NoConversation,
+                        "no conversation yet: send a message first",
+                    )
+                };
+                self.push_error(key, code, what, None);
+            }
+            ClientFrame::Typing { conv } => {
+                let conv = target(conv, conn).expect("checked above");
+                self.send(
+                    self.home(conv),
+                    ShardMsg::Signal {
+                        conv,
+                        conn: key,
+                        who,
+                        signal: Signal::Typing,
+                    },
+                );
+            }
+            ClientFrame::Read { conv, seq } => {
+                let conv = target(conv, conn).expect("checked above");
+                self.send(
+                    self.home(conv),
+                    ShardMsg::Signal {
+                        conv,
+                        conn: key,
+                        who,
+                        signal: Signal::Read(seq),
+                    },
+                );
+            }
+            ClientFrame::Resume { conv, last_seq } => {
+                if !conn.subs.contains(&conv) {
+                    conn.subs.push(conv);
+                }
+                if !is_agent {
+                    conn.visitor_conv = Some(conv);
+                }
+                // Until the replay arrives the connection is not live: anything delivered
+                // meanwhile is part of the replay, so nothing arrives twice.
+                if let Some(list) = self.conv_subs.get_mut(&conv) {
+                    list.retain(|k| *k != key);
+                }
+                self.send(
+                    self.home(conv),
+                    ShardMsg::Subscribe {
+                        conv,
+                        conn: key,
+                        who,
+                        last_seq,
+                        resume: true,
+                    },
+                );
+            }
+            ClientFrame::Close { conv } => {
+                self.send(
+                    self.home(conv),
+                    ShardMsg::Close {
+                        conv,
+                        conn: key,
+                        who,
+                    },
+                );
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ time
+
+    /// Periodic work (about once a second): idle deadlines and queue position updates.
+    pub fn tick(&mut self, now: Now) {
+        self.now = now;
+        for key in self.idle.take_due(now.mono_ms) {
+            let cfg_deadline =
+                |c: ClientKind, cfg: &CoreConfig| cfg.idle_deadline(c).as_millis() as u64;
+            let deadline = match self.conn_mut(key) {
+                Some(c) => cfg_deadline(c.client, &self.cfg),
+                None => continue,
+            };
+            let conn = self.conn_mut(key).expect("checked above");
+            match verdict(now.mono_ms, conn.last_seen, deadline, conn.pinged) {
+                IdleVerdict::Recheck(at) => self.idle.schedule(key, at),
+                IdleVerdict::Ping(at) => {
+                    conn.pinged = true;
+                    conn.io.ping_due = true;
+                    conn.io.wake();
+                    self.idle.schedule(key, at);
+                }
+                IdleVerdict::Expire => {
+                    if conn.io.close.is_none() {
+                        conn.io.close = Some(CloseCode::IdleTimeout);
+                    }
+                    conn.io.wake();
+                }
+            }
+        }
+        let interval = self.cfg.queue_update_interval.as_millis() as u64;
+        if self.dispatcher.is_some() && now.mono_ms >= self.last_queue_update + interval {
+            self.last_queue_update = now.mono_ms;
+            let updates = self
+                .dispatcher
+                .as_mut()
+                .expect("checked")
+                .position_updates();
+            self.dispatch(updates);
+        }
+        self.pump();
+    }
+
+    /// Asks every connection to close with 1001 (graceful shutdown).
+    pub fn begin_shutdown(&mut self) {
+        for slot in &mut self.slots {
+            if let Some(conn) = &mut slot.conn {
+                if conn.io.close.is_none() {
+                    conn.io.close = Some(CloseCode::GoingAway);
+                }
+                conn.io.wake();
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ shard messages
+
+    /// A message from shard `from` (possibly this one).
+    pub fn on_shard_msg(&mut self, from: ShardId, msg: ShardMsg, now: Now) {
+        self.now = now;
+        self.handle(from, msg);
+        self.pump();
+    }
+
+    fn handle(&mut self, from: ShardId, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Open {
+                conv,
+                visitor,
+                conn,
+                cid,
+                body,
+                ts,
+            } => {
+                let c = self.convs.entry(conv).or_insert_with(|| {
+                    Conversation::new(conv, visitor, self.cfg.window, self.cfg.dedupe_window)
+                });
+                c.subscribe(from, conn);
+                self.stats.open_conversations += 1;
+                self.post(
+                    from,
+                    conn,
+                    conv,
+                    ParticipantId::Visitor(visitor),
+                    &cid,
+                    &body,
+                    ts,
+                );
+                self.send(DISPATCHER_SHARD, ShardMsg::Enqueue { conv, visitor });
+            }
+            ShardMsg::Post {
+                conv,
+                conn,
+                who,
+                cid,
+                body,
+                ts,
+            } => {
+                if self.check_participant(from, conn, conv, &who, Some(&cid)) {
+                    self.post(from, conn, conv, who, &cid, &body, ts);
+                }
+            }
+            ShardMsg::Signal {
+                conv,
+                conn,
+                who,
+                signal,
+            } => {
+                if self.check_participant(from, conn, conv, &who, None) {
+                    let from_label = who.to_string();
+                    let frame = match signal {
+                        Signal::Typing => ServerFrame::Typing {
+                            conv,
+                            from: from_label.into(),
+                        },
+                        Signal::Read(seq) => ServerFrame::Read {
+                            conv,
+                            from: from_label.into(),
+                            seq,
+                        },
+                    };
+                    self.fanout(conv, encode(&frame), Some((from, conn)), false);
+                }
+            }
+            ShardMsg::Subscribe {
+                conv,
+                conn,
+                who,
+                last_seq,
+                resume,
+            } => {
+                let refusal = match self.convs.get(&conv) {
+                    None => Some((ErrorCode::NotInConversation, "no such conversation")),
+                    Some(c) if !c.is_participant(&who) => {
+                        Some((ErrorCode::NotInConversation, "not a participant"))
+                    }
+                    Some(c) if c.closed => {
+                        Some((ErrorCode::ConversationClosed, "conversation is closed"))
+                    }
+                    Some(_) => None,
+                };
+                if let Some((code, message)) = refusal {
+                    self.stats.errors_sent += 1;
+                    let frames = vec![error_frame(code, message, None)];
+                    self.send(
+                        from,
+                        ShardMsg::Replay {
+                            conv,
+                            conn,
+                            frames,
+                            ok: false,
+                        },
+                    );
+                    return;
+                }
+                let c = self.convs.get_mut(&conv).expect("checked above");
+                c.subscribe(from, conn);
+                let (mut frames, complete) = c.replay_after(last_seq);
+                if resume {
+                    frames.push(encode(&ServerFrame::Resumed {
+                        conv,
+                        last_seq: c.head_seq(),
+                        replayed: frames.len() as u32,
+                        complete,
+                    }));
+                }
+                self.send(
+                    from,
+                    ShardMsg::Replay {
+                        conv,
+                        conn,
+                        frames,
+                        ok: true,
+                    },
+                );
+            }
+            ShardMsg::Unsubscribe { conv, conn } => {
+                if let Some(c) = self.convs.get_mut(&conv) {
+                    c.unsubscribe(from, conn);
+                }
+            }
+            ShardMsg::Close { conv, conn, who } => {
+                if matches!(who, ParticipantId::Visitor(_)) {
+                    self.stats.errors_sent += 1;
+                    let frame = error_frame(
+                        ErrorCode::Forbidden,
+                        "only agents close conversations",
+                        None,
+                    );
+                    self.send(from, ShardMsg::ToConn { conn, frame });
+                    return;
+                }
+                if !self.check_participant(from, conn, conv, &who, None) {
+                    return;
+                }
+                let frame = encode(&ServerFrame::Closed {
+                    conv,
+                    by: who.to_string().into(),
+                });
+                self.fanout(conv, frame, None, true);
+                let c = self.convs.get_mut(&conv).expect("checked participant");
+                c.close();
+                self.stats.open_conversations -= 1;
+                self.closed_order.push_back(conv);
+                if self.closed_order.len() > CLOSED_REMEMBERED {
+                    if let Some(old) = self.closed_order.pop_front() {
+                        self.convs.remove(&old);
+                    }
+                }
+                if let ParticipantId::Agent(agent) = who {
+                    self.send(DISPATCHER_SHARD, ShardMsg::ConvClosed { conv, agent });
+                }
+            }
+            ShardMsg::Assign {
+                conv,
+                agent,
+                agent_shards,
+            } => {
+                let Some(c) = self.convs.get_mut(&conv).filter(|c| !c.closed) else {
+                    return;
+                };
+                c.agent = Some(agent.clone());
+                let visitor = c.visitor;
+                let frame = encode(&ServerFrame::AgentJoined {
+                    conv,
+                    agent: agent.as_str().into(),
+                });
+                self.fanout(conv, frame, None, false);
+                for shard in agent_shards {
+                    self.send(
+                        shard,
+                        ShardMsg::AgentAssigned {
+                            conv,
+                            visitor,
+                            agent: agent.clone(),
+                        },
+                    );
+                }
+            }
+            ShardMsg::QueuePosition { conv, position } => {
+                if self
+                    .convs
+                    .get(&conv)
+                    .is_some_and(|c| c.agent.is_none() && !c.closed)
+                {
+                    self.fanout(
+                        conv,
+                        encode(&ServerFrame::Queued { conv, position }),
+                        None,
+                        false,
+                    );
+                }
+            }
+
+            ShardMsg::Enqueue { conv, visitor } => {
+                let out = self.dispatcher_mut().enqueue(conv, visitor);
+                self.dispatch(out);
+            }
+            ShardMsg::AgentOnline { agent, conn } => {
+                let (open, out) = self.dispatcher_mut().agent_online(&agent, from);
+                self.send(from, ShardMsg::AgentConvs { conn, convs: open });
+                self.dispatch(out);
+            }
+            ShardMsg::AgentOffline { agent } => {
+                self.dispatcher_mut().agent_offline(&agent, from);
+                self.refresh_dispatch_stats();
+            }
+            ShardMsg::ConvClosed { conv, agent } => {
+                let out = self.dispatcher_mut().closed(conv, &agent);
+                self.dispatch(out);
+            }
+
+            ShardMsg::ToConn { conn, frame } => self.push(conn, frame),
+            ShardMsg::Deliver {
+                conv,
+                frame,
+                exclude,
+                closes,
+            } => self.deliver(from, conv, frame, exclude, closes),
+            ShardMsg::Replay {
+                conv,
+                conn,
+                frames,
+                ok,
+            } => {
+                let Some(c) = self.conn_mut(conn) else { return };
+                if ok {
+                    let list = self.conv_subs.entry(conv).or_default();
+                    if !list.contains(&conn) {
+                        list.push(conn);
+                    }
+                } else {
+                    c.subs.retain(|x| *x != conv);
+                    if c.visitor_conv == Some(conv) {
+                        c.visitor_conv = None;
+                    }
+                }
+                for f in frames {
+                    self.push(conn, f);
+                }
+            }
+            ShardMsg::AgentAssigned {
+                conv,
+                visitor,
+                agent,
+            } => {
+                let devices = self.agents.get(&agent).cloned().unwrap_or_default();
+                let frame = encode(&ServerFrame::Assigned { conv, visitor });
+                let who = ParticipantId::Agent(agent);
+                for key in devices {
+                    self.push(key, frame.clone());
+                    let Some(c) = self.conn_mut(key) else {
+                        continue;
+                    };
+                    if !c.subs.contains(&conv) {
+                        c.subs.push(conv);
+                        let msg = ShardMsg::Subscribe {
+                            conv,
+                            conn: key,
+                            who: who.clone(),
+                            last_seq: 0,
+                            resume: false,
+                        };
+                        self.send(from, msg);
+                    }
+                }
+            }
+            ShardMsg::AgentConvs { conn, convs } => {
+                for (conv, visitor) in convs {
+                    self.push(conn, encode(&ServerFrame::Assigned { conv, visitor }));
+                }
+            }
+        }
+    }
+
+    fn dispatcher_mut(&mut self) -> &mut Dispatcher {
+        self.dispatcher
+            .as_mut()
+            .expect("dispatcher messages go to the dispatcher shard")
+    }
+
+    fn refresh_dispatch_stats(&mut self) {
+        if let Some(d) = &self.dispatcher {
+            self.stats.queue_len = d.queue_len() as u64;
+            self.stats.agents_online = d.online_agents() as u64;
+        }
+    }
+
+    fn dispatch(&mut self, out: Vec<Dispatch>) {
+        for d in out {
+            match d {
+                Dispatch::Assign {
+                    conv,
+                    agent,
+                    agent_shards,
+                    ..
+                } => self.send(
+                    self.home(conv),
+                    ShardMsg::Assign {
+                        conv,
+                        agent,
+                        agent_shards,
+                    },
+                ),
+                Dispatch::Position { conv, position } => {
+                    self.send(self.home(conv), ShardMsg::QueuePosition { conv, position })
+                }
+            }
+        }
+        self.refresh_dispatch_stats();
+    }
+
+    /// On the home shard: is `who` allowed to act in `conv`? Answers the sender if not.
+    fn check_participant(
+        &mut self,
+        from: ShardId,
+        conn: ConnKey,
+        conv: ConvId,
+        who: &ParticipantId,
+        cid: Option<&str>,
+    ) -> bool {
+        let refusal = match self.convs.get(&conv) {
+            None => Some((ErrorCode::NotInConversation, "no such conversation")),
+            Some(c) if !c.is_participant(who) => {
+                Some((ErrorCode::NotInConversation, "not a participant"))
+            }
+            Some(c) if c.closed => Some((ErrorCode::ConversationClosed, "conversation is closed")),
+            Some(_) => None,
+        };
+        match refusal {
+            None => true,
+            Some((code, message)) => {
+                self.stats.errors_sent += 1;
+                self.send(
+                    from,
+                    ShardMsg::ToConn {
+                        conn,
+                        frame: error_frame(code, message, cid),
+                    },
+                );
+                false
+            }
+        }
+    }
+
+    /// On the home shard: sequence a message, acknowledge it, deliver it.
+    #[allow(clippy::too_many_arguments)]
+    fn post(
+        &mut self,
+        from: ShardId,
+        conn: ConnKey,
+        conv: ConvId,
+        who: ParticipantId,
+        cid: &str,
+        body: &str,
+        ts: u64,
+    ) {
+        let c = self.convs.get_mut(&conv).expect("caller checked");
+        let posted = c.post(&who, cid, body, ts);
+        let seq = match posted {
+            Posted::New { seq, frame } => {
+                self.stats.messages_posted += 1;
+                self.fanout(conv, frame, Some((from, conn)), false);
+                seq
+            }
+            Posted::Duplicate { seq } => {
+                self.stats.duplicates += 1;
+                seq
+            }
+        };
+        let ack = encode(&ServerFrame::Ack {
+            cid: cid.into(),
+            conv,
+            seq,
+        });
+        self.send(from, ShardMsg::ToConn { conn, frame: ack });
+    }
+
+    /// On the home shard: one `Deliver` to each shard with subscribers.
+    fn fanout(
+        &mut self,
+        conv: ConvId,
+        frame: Bytes,
+        exclude: Option<(ShardId, ConnKey)>,
+        closes: bool,
+    ) {
+        let Some(c) = self.convs.get(&conv) else {
+            return;
+        };
+        for shard in c.subscriber_shards() {
+            self.send(
+                shard,
+                ShardMsg::Deliver {
+                    conv,
+                    frame: frame.clone(),
+                    exclude,
+                    closes,
+                },
+            );
+        }
+    }
+
+    /// On a connection's shard: hand a conversation frame to each local subscriber.
+    fn deliver(
+        &mut self,
+        _from: ShardId,
+        conv: ConvId,
+        frame: Bytes,
+        exclude: Option<(ShardId, ConnKey)>,
+        closes: bool,
+    ) {
+        let Some(list) = (if closes {
+            self.conv_subs.remove(&conv)
+        } else {
+            self.conv_subs.get(&conv).cloned()
+        }) else {
+            return;
+        };
+        for &key in &list {
+            if exclude != Some((self.id, key)) {
+                self.push(key, frame.clone());
+            }
+            if closes {
+                if let Some(c) = self.conn_mut(key) {
+                    c.subs.retain(|x| *x != conv);
+                    if c.visitor_conv == Some(conv) {
+                        c.visitor_conv = None;
+                    }
+                }
+            }
+        }
+    }
+}
