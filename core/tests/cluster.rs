@@ -352,8 +352,10 @@ fn every_device_of_an_agent_gets_its_conversations() {
 
 #[test]
 fn closing_tells_the_visitor_frees_the_agent_and_the_next_message_opens_a_new_conversation() {
-    let mut cfg = CoreConfig::default();
-    cfg.agent_capacity = 1;
+    let cfg = CoreConfig {
+        agent_capacity: 1,
+        ..CoreConfig::default()
+    };
     let mut c = Cluster::new(2, cfg, 9);
     let a = c.agent(0, "ann");
     let v1 = c.visitor(1, 1);
@@ -389,9 +391,11 @@ fn closing_tells_the_visitor_frees_the_agent_and_the_next_message_opens_a_new_co
 
 #[test]
 fn queue_positions_update_as_the_queue_moves() {
-    let mut cfg = CoreConfig::default();
-    cfg.agent_capacity = 1;
-    cfg.queue_update_interval = Duration::from_millis(100);
+    let cfg = CoreConfig {
+        agent_capacity: 1,
+        queue_update_interval: Duration::from_millis(100),
+        ..CoreConfig::default()
+    };
     let mut c = Cluster::new(2, cfg, 11);
     let vs: Vec<Client> = (0..4).map(|i| c.visitor(i % 2, i as u64 + 1)).collect();
     for (i, v) in vs.iter().enumerate() {
@@ -413,8 +417,10 @@ fn queue_positions_update_as_the_queue_moves() {
 
 #[test]
 fn idle_connections_are_pinged_then_closed_and_activity_defers_both() {
-    let mut cfg = CoreConfig::default();
-    cfg.idle_web = Duration::from_secs(10);
+    let cfg = CoreConfig {
+        idle_web: Duration::from_secs(10),
+        ..CoreConfig::default()
+    };
     let mut c = Cluster::new(1, cfg, 0);
     let quiet = c.visitor(0, 1);
     let busy = c.visitor(0, 2);
@@ -440,9 +446,11 @@ fn idle_connections_are_pinged_then_closed_and_activity_defers_both() {
 
 #[test]
 fn a_client_that_does_not_read_is_closed_as_slow_consumer() {
-    let mut cfg = CoreConfig::default();
-    cfg.max_outbox_bytes = 4096;
-    cfg.rate_burst = 1_000.0;
+    let cfg = CoreConfig {
+        max_outbox_bytes: 4096,
+        rate_burst: 1_000.0,
+        ..CoreConfig::default()
+    };
     let mut c = Cluster::new(2, cfg, 0);
     let a = c.agent(0, "ann");
     let v = c.visitor(1, 1);
@@ -464,9 +472,11 @@ fn a_client_that_does_not_read_is_closed_as_slow_consumer() {
 
 #[test]
 fn rate_limit_refuses_then_closes_abusers() {
-    let mut cfg = CoreConfig::default();
-    cfg.rate_burst = 5.0;
-    cfg.rate_per_sec = 1.0;
+    let cfg = CoreConfig {
+        rate_burst: 5.0,
+        rate_per_sec: 1.0,
+        ..CoreConfig::default()
+    };
     let mut c = Cluster::new(1, cfg, 0);
     let v = c.visitor(0, 1);
     c.frames(v);

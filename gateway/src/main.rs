@@ -1,1 +1,226 @@
-fn main() {}
+//! `gateway`: run the Switchboard gateway, or mint an agent token.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use gateway::config::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use switchboard_protocol::token::{TokenKind, TokenSigner};
+use switchboard_protocol::AgentId;
+
+/// Exit code for a bad configuration or bad arguments (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "gateway",
+    version,
+    about = "Switchboard customer-service chat gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Serve(Box<ServeArgs>),
+    /// Print an agent token signed with the configured secret.
+    Token(TokenArgs),
+}
+
+#[derive(Args, Clone, Default)]
+struct ServeArgs {
+    /// TOML configuration file (keys as in docs/configuration.md).
+    #[arg(long, env = "SWITCHBOARD_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Listen address, e.g. 0.0.0.0:8080 (port 0 picks a free port).
+    #[arg(long, env = "SWITCHBOARD_LISTEN", global = true)]
+    listen: Option<std::net::SocketAddr>,
+    /// Number of shards (0 = one per core).
+    #[arg(long, env = "SWITCHBOARD_SHARDS", global = true)]
+    shards: Option<usize>,
+    /// Data directory (the generated secret lives here).
+    #[arg(long, env = "SWITCHBOARD_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// File holding the token secret.
+    #[arg(long, env = "SWITCHBOARD_SECRET_FILE", global = true)]
+    secret_file: Option<PathBuf>,
+    /// Idle deadline for web clients, in seconds.
+    #[arg(long, env = "SWITCHBOARD_IDLE_WEB_S", global = true)]
+    idle_web_s: Option<u64>,
+    /// Idle deadline for mobile clients, in seconds.
+    #[arg(long, env = "SWITCHBOARD_IDLE_MOBILE_S", global = true)]
+    idle_mobile_s: Option<u64>,
+    /// Idle deadline for API clients, in seconds.
+    #[arg(long, env = "SWITCHBOARD_IDLE_API_S", global = true)]
+    idle_api_s: Option<u64>,
+    /// Open conversations per agent.
+    #[arg(long, env = "SWITCHBOARD_AGENT_CAPACITY", global = true)]
+    agent_capacity: Option<u32>,
+    /// Frames per second allowed per connection.
+    #[arg(long, env = "SWITCHBOARD_RATE_PER_SEC", global = true)]
+    rate_per_sec: Option<f64>,
+    /// Burst of frames allowed per connection.
+    #[arg(long, env = "SWITCHBOARD_RATE_BURST", global = true)]
+    rate_burst: Option<f64>,
+    /// Largest WebSocket message, in bytes.
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_BYTES", global = true)]
+    max_message_bytes: Option<usize>,
+    /// Outbound bytes queued per connection before it is closed as a slow consumer.
+    #[arg(long, env = "SWITCHBOARD_MAX_OUTBOX_BYTES", global = true)]
+    max_outbox_bytes: Option<usize>,
+    /// Handshake deadline, in milliseconds.
+    #[arg(long, env = "SWITCHBOARD_HANDSHAKE_TIMEOUT_MS", global = true)]
+    handshake_timeout_ms: Option<u64>,
+    /// Grace period for SIGTERM drain, in seconds.
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE_S", global = true)]
+    shutdown_grace_s: Option<u64>,
+    /// Do not pin shards to cores.
+    #[arg(long, env = "SWITCHBOARD_NO_PIN", global = true)]
+    no_pin: bool,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The agent's id (1-64 of A-Z a-z 0-9 . _ @ -).
+    #[arg(long)]
+    agent: String,
+    /// Lifetime, e.g. 30m, 8h, 7d.
+    #[arg(long, default_value = "8h", value_parser = parse_ttl)]
+    ttl: Duration,
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}`: expected a number with s, m, h or d"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("`{s}`: unit must be s, m, h or d")),
+    };
+    if secs == 0 {
+        return Err("ttl must be positive".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+impl ServeArgs {
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(p) => Config::from_file(p)?,
+            None => Config::default(),
+        };
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { c.$f = v; } )* };
+        }
+        set!(
+            listen,
+            shards,
+            data_dir,
+            idle_web_s,
+            idle_mobile_s,
+            idle_api_s,
+            agent_capacity,
+            rate_per_sec,
+            rate_burst,
+            max_message_bytes,
+            max_outbox_bytes,
+            handshake_timeout_ms,
+            shutdown_grace_s
+        );
+        if let Some(p) = &self.secret_file {
+            c.secret_file = Some(p.clone());
+        }
+        if let Ok(s) = std::env::var("SWITCHBOARD_SECRET") {
+            c.secret = Some(s);
+        }
+        if self.no_pin {
+            c.pin = false;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Token(t)) => token(&cli.serve, t),
+        Some(Command::Serve(s)) => serve(&s),
+        None => serve(&cli.serve),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gateway: {e:#}");
+            let config_error = e.chain().any(|c| c.is::<gateway::config::ConfigError>());
+            ExitCode::from(if config_error { EXIT_CONFIG } else { 1 })
+        }
+    }
+}
+
+fn token(args: &ServeArgs, t: TokenArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let agent = AgentId::new(&t.agent).ok_or_else(|| gateway::config::ConfigError::Invalid {
+        key: "agent",
+        problem: format!("`{}` is not a valid agent id", t.agent),
+    })?;
+    let signer = TokenSigner::new(&config.load_secret()?).context("token secret")?;
+    let expires = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + t.ttl.as_secs();
+    println!("{}", signer.mint(TokenKind::Agent, agent.as_str(), expires));
+    Ok(())
+}
+
+fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let prometheus = gateway::metrics::install()?;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    spawn_signal_thread(shutdown.clone())?;
+    {
+        let handle = prometheus.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_secs(5));
+                handle.run_upkeep();
+            })?;
+    }
+    gateway::server::run(config, prometheus, shutdown)
+}
+
+/// SIGTERM drains gracefully (shards see the flag within 250 ms); SIGINT exits at once.
+fn spawn_signal_thread(shutdown: Arc<AtomicBool>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if sig == SIGINT {
+                    eprintln!("gateway: interrupted");
+                    std::process::exit(130);
+                }
+                tracing::info!("SIGTERM: draining");
+                shutdown.store(true, Ordering::Relaxed);
+            }
+        })?;
+    Ok(())
+}

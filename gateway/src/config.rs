@@ -1,0 +1,353 @@
+//! The gateway's one configuration: defaults, then a TOML file (`--config`), then
+//! environment variables (`SWITCHBOARD_*`), then flags. Validated once at start; a bad
+//! value stops the process with exit code 64 and a message naming the key.
+//!
+//! Every key, its default and its meaning is listed in `docs/configuration.md`; a test checks
+//! that the document and [`Config::default`] agree.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use switchboard_core::CoreConfig;
+
+/// Every setting of the gateway.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address for WebSocket, `/healthz` and `/metrics`.
+    pub listen: SocketAddr,
+    /// Number of shards (threads, each pinned to a core); 0 means one per available core.
+    pub shards: usize,
+    /// Pin each shard to a core.
+    pub pin: bool,
+    /// Where the generated secret (and later, embedded data) lives.
+    pub data_dir: PathBuf,
+    /// The token-signing secret; prefer `secret_file` or the environment.
+    pub secret: Option<String>,
+    /// A file holding the token-signing secret.
+    pub secret_file: Option<PathBuf>,
+    /// Exact `Origin` values allowed to open WebSockets; empty allows any origin.
+    pub allowed_origins: Vec<String>,
+    /// Most open conversations per agent.
+    pub agent_capacity: u32,
+    /// Recent messages kept per conversation for resume.
+    pub window: usize,
+    /// Idle deadlines per client kind, in seconds.
+    pub idle_web_s: u64,
+    pub idle_mobile_s: u64,
+    pub idle_api_s: u64,
+    /// Per-connection rate limit: frames per second and burst.
+    pub rate_per_sec: f64,
+    pub rate_burst: f64,
+    /// Largest WebSocket message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Bytes queued to one connection before it is closed as a slow consumer.
+    pub max_outbox_bytes: usize,
+    /// Per-connection read buffer, in bytes.
+    pub read_buffer_bytes: usize,
+    /// Time allowed from TCP accept to a complete HTTP upgrade request, in milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// Largest HTTP request head accepted, in bytes.
+    pub max_header_bytes: usize,
+    /// listen(2) backlog per shard.
+    pub backlog: u32,
+    /// On SIGTERM: time allowed to flush and close every connection, in seconds.
+    pub shutdown_grace_s: u64,
+    /// io_uring registered buffer memory per shard, in KiB (counts against RLIMIT_MEMLOCK).
+    pub io_memory_kib: usize,
+    /// Capacity of each cross-shard channel, in batches.
+    pub channel_capacity: usize,
+    /// Visitor token lifetime, in seconds.
+    pub visitor_token_ttl_s: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let core = CoreConfig::default();
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("valid literal"),
+            shards: 0,
+            pin: true,
+            data_dir: PathBuf::from("switchboard-data"),
+            secret: None,
+            secret_file: None,
+            allowed_origins: Vec::new(),
+            agent_capacity: core.agent_capacity,
+            window: core.window,
+            idle_web_s: core.idle_web.as_secs(),
+            idle_mobile_s: core.idle_mobile.as_secs(),
+            idle_api_s: core.idle_api.as_secs(),
+            rate_per_sec: core.rate_per_sec,
+            rate_burst: core.rate_burst,
+            max_message_bytes: 64 * 1024,
+            max_outbox_bytes: core.max_outbox_bytes,
+            read_buffer_bytes: 1024,
+            handshake_timeout_ms: 10_000,
+            max_header_bytes: 8 * 1024,
+            backlog: 4096,
+            shutdown_grace_s: 10,
+            io_memory_kib: 512,
+            channel_capacity: 1024,
+            visitor_token_ttl_s: core.visitor_token_ttl_s,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("`{key}`: {problem}")]
+    Invalid { key: &'static str, problem: String },
+    #[error("secret: {0}")]
+    Secret(String),
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Checks every value; the first problem found is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.shards > 1024 {
+            return Err(invalid("shards", "at most 1024"));
+        }
+        if self.agent_capacity == 0 {
+            return Err(invalid("agent_capacity", "must be at least 1"));
+        }
+        if !(1..=100_000).contains(&self.window) {
+            return Err(invalid("window", "must be 1..=100000"));
+        }
+        for (key, v) in [
+            ("idle_web_s", self.idle_web_s),
+            ("idle_mobile_s", self.idle_mobile_s),
+            ("idle_api_s", self.idle_api_s),
+        ] {
+            if !(2..=86_400).contains(&v) {
+                return Err(invalid(key, "must be 2..=86400 seconds"));
+            }
+        }
+        if !(self.rate_per_sec > 0.0 && self.rate_per_sec.is_finite()) {
+            return Err(invalid("rate_per_sec", "must be a positive number"));
+        }
+        if !(self.rate_burst >= 1.0 && self.rate_burst.is_finite()) {
+            return Err(invalid("rate_burst", "must be at least 1"));
+        }
+        if !(256..=16 * 1024 * 1024).contains(&self.max_message_bytes) {
+            return Err(invalid("max_message_bytes", "must be 256..=16777216"));
+        }
+        if self.max_outbox_bytes < self.max_message_bytes {
+            return Err(invalid(
+                "max_outbox_bytes",
+                "must be at least max_message_bytes",
+            ));
+        }
+        if !(256..=1024 * 1024).contains(&self.read_buffer_bytes) {
+            return Err(invalid("read_buffer_bytes", "must be 256..=1048576"));
+        }
+        if !(100..=600_000).contains(&self.handshake_timeout_ms) {
+            return Err(invalid("handshake_timeout_ms", "must be 100..=600000"));
+        }
+        if !(512..=64 * 1024).contains(&self.max_header_bytes) {
+            return Err(invalid("max_header_bytes", "must be 512..=65536"));
+        }
+        if !(1..=65_535).contains(&self.backlog) {
+            return Err(invalid("backlog", "must be 1..=65535"));
+        }
+        if !(64..=65_536).contains(&self.io_memory_kib) {
+            return Err(invalid("io_memory_kib", "must be 64..=65536"));
+        }
+        if !(16..=1_000_000).contains(&self.channel_capacity) {
+            return Err(invalid("channel_capacity", "must be 16..=1000000"));
+        }
+        if self.visitor_token_ttl_s == 0 {
+            return Err(invalid("visitor_token_ttl_s", "must be positive"));
+        }
+        if self.secret.is_some() && self.secret_file.is_some() {
+            return Err(invalid(
+                "secret",
+                "set either secret or secret_file, not both",
+            ));
+        }
+        for o in &self.allowed_origins {
+            if o.is_empty() || o.ends_with('/') {
+                return Err(invalid(
+                    "allowed_origins",
+                    format!("`{o}` must be an origin like https://example.com"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The number of shards to run.
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            self.shards
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// The core's view of these settings.
+    pub fn core(&self) -> CoreConfig {
+        CoreConfig {
+            agent_capacity: self.agent_capacity,
+            window: self.window,
+            idle_web: Duration::from_secs(self.idle_web_s),
+            idle_mobile: Duration::from_secs(self.idle_mobile_s),
+            idle_api: Duration::from_secs(self.idle_api_s),
+            rate_per_sec: self.rate_per_sec,
+            rate_burst: self.rate_burst,
+            max_outbox_bytes: self.max_outbox_bytes,
+            visitor_token_ttl_s: self.visitor_token_ttl_s,
+            ..CoreConfig::default()
+        }
+    }
+
+    /// The token secret: from `secret`, `secret_file`, or else a random one generated once
+    /// into `<data_dir>/secret` (mode 0600) and reused from then on. No secret is built in.
+    pub fn load_secret(&self) -> Result<Vec<u8>, ConfigError> {
+        if let Some(s) = &self.secret {
+            return Ok(s.as_bytes().to_vec());
+        }
+        let (path, generate) = match &self.secret_file {
+            Some(p) => (p.clone(), false),
+            None => (self.data_dir.join("secret"), true),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(s) => Ok(s.trim().as_bytes().to_vec()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && generate => {
+                let secret: String = (0..4)
+                    .map(|_| format!("{:016x}", fastrand::u64(..) ^ random_seed()))
+                    .collect();
+                write_private(&path, &secret).map_err(|e| {
+                    ConfigError::Secret(format!("cannot create {}: {e}", path.display()))
+                })?;
+                tracing::warn!(path = %path.display(), "no secret configured: generated one (keep this file private)");
+                Ok(secret.into_bytes())
+            }
+            Err(e) => Err(ConfigError::Secret(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+}
+
+/// Randomness from the kernel for the generated secret (fastrand alone is not meant for keys).
+fn random_seed() -> u64 {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .expect("/dev/urandom is readable");
+    u64::from_ne_bytes(b)
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.write_all(b"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_unknown_keys_are_refused() {
+        let c: Config = toml::from_str("listen = \"0.0.0.0:9000\"\nidle_web_s = 30\n").unwrap();
+        assert_eq!(
+            (c.listen.port(), c.idle_web_s, c.idle_api_s),
+            (9000, 30, 300)
+        );
+        assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let bad = Config {
+            idle_web_s: 1,
+            ..Config::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("idle_web_s"));
+        let bad = Config {
+            max_outbox_bytes: 10,
+            ..Config::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("max_outbox_bytes"));
+        let bad = Config {
+            allowed_origins: vec!["https://x.com/".into()],
+            ..Config::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn generated_secret_is_private_and_stable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("sb-secret-{}", std::process::id()));
+        let c = Config {
+            data_dir: dir.clone(),
+            ..Config::default()
+        };
+        let a = c.load_secret().unwrap();
+        let b = c.load_secret().unwrap();
+        assert_eq!(a, b);
+        assert!(a.len() >= 32);
+        let mode = std::fs::metadata(dir.join("secret"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,285 @@
+//! One client connection, from TCP accept to close, as a single task (no split, no lock).
+//!
+//! 1. Read the HTTP request head within the handshake deadline and header cap.
+//! 2. Answer `/healthz` and `/metrics`, refuse anything else that is not a valid, authorised
+//!    upgrade, or switch to WebSocket.
+//! 3. Loop: write what the core queued for this connection (batched, one flush), then read
+//!    the next frame and hand it to the core. The core wakes this task when it queues more.
+//! 4. Close with the code the core or the protocol asked for, and tell the core it is gone.
+
+use crate::http::{self, Parsed, Route};
+use crate::runtime::ShardCtx;
+use async_tungstenite::WebSocketStream;
+use bytes::Bytes;
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures_util::Sink;
+use glommio::net::TcpStream;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+use switchboard_core::auth::authenticate;
+use switchboard_core::{ConnKey, Identity};
+use switchboard_protocol::CloseCode;
+use tungstenite::protocol::frame::CloseFrame;
+use tungstenite::protocol::{Role, WebSocketConfig};
+use tungstenite::{Message, Utf8Bytes};
+
+/// Time allowed for the closing handshake before the socket is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// tungstenite limits from our configuration: every buffer explicit and small.
+pub fn ws_config(cfg: &crate::config::Config) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(cfg.read_buffer_bytes)
+        // Frames are buffered until our explicit flush; the out buffer may hold one batch.
+        .write_buffer_size(0)
+        .max_write_buffer_size(cfg.max_outbox_bytes + cfg.max_message_bytes)
+        .max_message_size(Some(cfg.max_message_bytes))
+        .max_frame_size(Some(cfg.max_message_bytes))
+}
+
+enum HeadError {
+    TooLarge,
+    Bad(String),
+    Io,
+}
+
+/// Reads until the request head is complete. Returns it and any bytes after it.
+async fn read_head(
+    stream: &mut TcpStream,
+    max: usize,
+) -> Result<(http::Request, Vec<u8>), HeadError> {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut chunk).await.map_err(|_| HeadError::Io)?;
+        if n == 0 {
+            return Err(HeadError::Io);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match http::parse_head(&buf) {
+            Ok(Parsed::Complete { request, len }) => return Ok((request, buf.split_off(len))),
+            Ok(Parsed::Partial) if buf.len() >= max => return Err(HeadError::TooLarge),
+            Ok(Parsed::Partial) => {}
+            Err(e) => return Err(HeadError::Bad(e.0)),
+        }
+    }
+}
+
+async fn reply(ctx: &ShardCtx, stream: &mut TcpStream, status: u16, message: &str) {
+    if status >= 400 {
+        ctx.metrics.borrow().refused(status);
+    }
+    let _ = stream
+        .write_all(&http::error_response(status, message))
+        .await;
+    let _ = stream.close().await;
+}
+
+/// Serves one accepted TCP connection to its end.
+pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let deadline = Duration::from_millis(ctx.config.handshake_timeout_ms);
+    let head = future::or(
+        async { Some(read_head(&mut stream, ctx.config.max_header_bytes).await) },
+        async {
+            glommio::timer::sleep(deadline).await;
+            None
+        },
+    )
+    .await;
+    let (request, leftover) = match head {
+        None => return reply(&ctx, &mut stream, 408, "request head not received in time").await,
+        Some(Err(HeadError::TooLarge)) => {
+            return reply(&ctx, &mut stream, 431, "request head too large").await
+        }
+        Some(Err(HeadError::Bad(why))) => return reply(&ctx, &mut stream, 400, &why).await,
+        Some(Err(HeadError::Io)) => return,
+        Some(Ok(x)) => x,
+    };
+    let identity = match http::route(&request, &ctx.config.allowed_origins) {
+        Route::Health if ctx.stopping.get() => {
+            return reply(&ctx, &mut stream, 503, "draining").await
+        }
+        Route::Health => {
+            let _ = stream
+                .write_all(&http::response(200, "text/plain", b"ok\n"))
+                .await;
+            return;
+        }
+        Route::Metrics => {
+            let body = ctx.prometheus.render();
+            let _ = stream
+                .write_all(&http::response(
+                    200,
+                    "text/plain; version=0.0.4",
+                    body.as_bytes(),
+                ))
+                .await;
+            return;
+        }
+        Route::Reject { status, message } => {
+            return reply(&ctx, &mut stream, status, message).await
+        }
+        Route::Upgrade { .. } if ctx.stopping.get() => {
+            return reply(&ctx, &mut stream, 503, "shutting down").await;
+        }
+        Route::Upgrade { path, query, key } => {
+            let now = ctx.now();
+            let auth = authenticate(path, query, &ctx.signer, now.unix_ms / 1000, || {
+                ctx.shard.borrow_mut().new_visitor_id()
+            });
+            match auth {
+                Ok(identity) => {
+                    if stream
+                        .write_all(&http::switching_protocols(key))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    identity
+                }
+                // The reason is generic on purpose: tokens are never echoed or logged.
+                Err(e) => return reply(&ctx, &mut stream, e.status(), &e.to_string()).await,
+            }
+        }
+    };
+    drop(request);
+    let ws =
+        WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(ctx.ws_config))
+            .await;
+    run(ctx, ws, identity).await;
+}
+
+/// What woke the connection loop.
+enum Step {
+    Frame(Message),
+    /// The peer ended the stream (after a close handshake or not).
+    PeerGone,
+    Fail(tungstenite::Error),
+    /// The core asked to close with this code.
+    Close(CloseCode),
+}
+
+async fn run(ctx: Rc<ShardCtx>, mut ws: Ws, identity: Identity) {
+    let now = ctx.now();
+    let key = ctx.with_shard(|s| s.connect(identity, now));
+    let reason = drive(&ctx, key, &mut ws).await;
+    ctx.with_shard(|s| s.disconnect(key));
+    ctx.metrics.borrow().closed(reason);
+}
+
+/// The connection loop; returns the close reason for metrics.
+async fn drive(ctx: &ShardCtx, key: ConnKey, ws: &mut Ws) -> &'static str {
+    let mut need_flush = false;
+    loop {
+        ctx.uncongested().await;
+        let step = std::future::poll_fn(|cx| {
+            let mut shard = ctx.shard.borrow_mut();
+            let Some(io) = shard.io(key) else {
+                return Poll::Ready(Step::Close(CloseCode::InternalError));
+            };
+            if !io.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                io.waker = Some(cx.waker().clone());
+            }
+            if io.close == Some(CloseCode::SlowConsumer) {
+                return Poll::Ready(Step::Close(CloseCode::SlowConsumer));
+            }
+            // Write: feed every queued frame, then flush once.
+            while io.ping_due || !io.outbox.is_empty() {
+                match Pin::new(&mut *ws).poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Step::Fail(e)),
+                    Poll::Pending => break,
+                }
+                let msg = if io.ping_due {
+                    io.ping_due = false;
+                    Message::Ping(Bytes::new())
+                } else {
+                    let frame = io.outbox.pop().expect("not empty");
+                    Message::Text(Utf8Bytes::try_from(frame).expect("server frames are JSON text"))
+                };
+                if let Err(e) = Pin::new(&mut *ws).start_send(msg) {
+                    return Poll::Ready(Step::Fail(e));
+                }
+                need_flush = true;
+            }
+            if need_flush {
+                match Pin::new(&mut *ws).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => need_flush = false,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Step::Fail(e)),
+                    Poll::Pending => {}
+                }
+            }
+            if let Some(code) = io.close {
+                if io.outbox.is_empty() {
+                    return Poll::Ready(Step::Close(code));
+                }
+            }
+            drop(shard);
+            // Read.
+            match futures_lite::Stream::poll_next(Pin::new(&mut *ws), cx) {
+                Poll::Ready(Some(Ok(m))) => Poll::Ready(Step::Frame(m)),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Step::Fail(e)),
+                Poll::Ready(None) => Poll::Ready(Step::PeerGone),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        match step {
+            Step::Frame(Message::Text(text)) => {
+                let start = Instant::now();
+                let now = ctx.now();
+                ctx.with_shard(|s| s.on_text(key, text.as_str(), now));
+                ctx.metrics
+                    .borrow()
+                    .process
+                    .record(start.elapsed().as_secs_f64());
+            }
+            Step::Frame(Message::Binary(_)) => {
+                let now = ctx.now();
+                ctx.with_shard(|s| s.on_binary(key, now));
+            }
+            Step::Frame(_) => {
+                // Ping, pong, close: tungstenite queued any reply; it goes out with the next flush.
+                let now = ctx.now();
+                ctx.shard.borrow_mut().touch(key, now);
+                need_flush = true;
+            }
+            Step::PeerGone => return "peer_closed",
+            Step::Fail(e) => {
+                let code = match &e {
+                    tungstenite::Error::Capacity(_) => CloseCode::MessageTooBig,
+                    tungstenite::Error::Utf8(_) => CloseCode::InvalidPayload,
+                    tungstenite::Error::Protocol(_) => CloseCode::ProtocolError,
+                    // Reset, broken pipe, closed: nobody left to tell.
+                    _ => return "peer_gone",
+                };
+                finish_close(ws, code).await;
+                return code.reason();
+            }
+            Step::Close(code) => {
+                finish_close(ws, code).await;
+                return code.reason();
+            }
+        }
+        glommio::yield_if_needed().await;
+    }
+}
+
+/// Sends a close frame and waits briefly for the peer's, then lets the socket drop.
+async fn finish_close(ws: &mut Ws, code: CloseCode) {
+    let frame = CloseFrame {
+        code: code.code().into(),
+        reason: code.reason().into(),
+    };
+    let closing = async {
+        let _ = ws.close(Some(frame)).await;
+        while let Some(Ok(_)) = ws.next().await {}
+    };
+    future::or(closing, glommio::timer::sleep(CLOSE_TIMEOUT)).await;
+}

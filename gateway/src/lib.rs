@@ -1,0 +1,19 @@
+//! The Switchboard gateway: a thread-per-core WebSocket server on glommio.
+//!
+//! - [`config`]: the one configuration, loaded and validated at start.
+//! - [`server`]: binds the listeners and starts one pinned shard per core.
+//! - [`runtime`]: a shard at run time: core state, channel mesh tasks, timers, accept loop.
+//! - [`connection`]: one client connection as one task, handshake to close.
+//! - [`http`]: sans-IO request parsing and responses.
+//! - [`metrics`]: Prometheus names and per-shard handles.
+//!
+//! All decisions (routing, assignment, deadlines, validation) live in `switchboard-core`;
+//! this crate moves bytes between sockets, the core and other shards.
+
+pub mod config;
+pub mod connection;
+pub mod http;
+pub mod metrics;
+mod notify;
+pub mod runtime;
+pub mod server;

@@ -1,0 +1,153 @@
+//! Prometheus metrics. The recorder is global and installed once in `main`, before shards
+//! start; each shard keeps its own metric handles (atomics) labelled with its shard id.
+//!
+//! Hot-path counts live in the core's [`ShardStats`] as plain integers and are published
+//! here once a second, so a relayed message costs no metric call; only the processing-time
+//! histogram is recorded per message.
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Gauge, Histogram, Unit,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use switchboard_core::{ClientKind, ShardStats};
+
+pub const PROCESS_SECONDS: &str = "chat_message_process_seconds";
+
+/// Installs the global recorder; returns the handle that renders `/metrics`.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let buckets = [
+        2e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2, 5e-2, 0.25,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(PROCESS_SECONDS.into()), &buckets)?
+        .install_recorder()?;
+    describe_gauge!(
+        "chat_active_connections",
+        "Open WebSocket connections by role, client type and shard"
+    );
+    describe_histogram!(
+        PROCESS_SECONDS,
+        Unit::Seconds,
+        "Time a shard spends handling one client frame"
+    );
+    describe_counter!(
+        "chat_messages_relayed_total",
+        "Chat messages sequenced by their home shard"
+    );
+    describe_counter!(
+        "chat_duplicate_messages_total",
+        "Resent messages recognised by cid and not delivered again"
+    );
+    describe_counter!("chat_frames_sent_total", "Frames queued to connections");
+    describe_counter!("chat_error_frames_total", "Error frames sent to clients");
+    describe_counter!(
+        "chat_rate_limited_total",
+        "Client frames refused by the rate limit"
+    );
+    describe_counter!(
+        "chat_connections_closed_total",
+        "Closed connections by reason"
+    );
+    describe_counter!(
+        "chat_handshakes_refused_total",
+        "HTTP upgrades refused, by status code"
+    );
+    describe_counter!(
+        "chat_accept_errors_total",
+        "accept(2) failures, by kind (emfile: the open-files limit)"
+    );
+    describe_gauge!("chat_queue_length", "Conversations waiting for an agent");
+    describe_gauge!(
+        "chat_agents_online",
+        "Agents with at least one connected device"
+    );
+    describe_gauge!(
+        "chat_open_conversations",
+        "Open conversations by home shard"
+    );
+    describe_gauge!(
+        "chat_cross_shard_pending",
+        "Messages waiting to be sent to other shards"
+    );
+    Ok(handle)
+}
+
+/// One shard's metric handles.
+pub struct ShardMetrics {
+    shard: String,
+    connections: Vec<(usize, usize, Gauge)>,
+    pub process: Histogram,
+    relayed: Counter,
+    duplicates: Counter,
+    frames: Counter,
+    errors: Counter,
+    rate_limited: Counter,
+    queue: Gauge,
+    agents: Gauge,
+    open_convs: Gauge,
+    pub cross_pending: Gauge,
+    last: ShardStats,
+}
+
+impl ShardMetrics {
+    pub fn new(shard: u32) -> Self {
+        let s = shard.to_string();
+        let mut connections = Vec::new();
+        for (r, role) in ["visitor", "agent"].iter().enumerate() {
+            for (c, kind) in ClientKind::ALL.iter().enumerate() {
+                let g = gauge!("chat_active_connections", "role" => *role, "client" => kind.as_str(), "shard" => s.clone());
+                connections.push((r, c, g));
+            }
+        }
+        Self {
+            connections,
+            process: histogram!(PROCESS_SECONDS, "shard" => s.clone()),
+            relayed: counter!("chat_messages_relayed_total", "shard" => s.clone()),
+            duplicates: counter!("chat_duplicate_messages_total", "shard" => s.clone()),
+            frames: counter!("chat_frames_sent_total", "shard" => s.clone()),
+            errors: counter!("chat_error_frames_total", "shard" => s.clone()),
+            rate_limited: counter!("chat_rate_limited_total", "shard" => s.clone()),
+            queue: gauge!("chat_queue_length", "shard" => s.clone()),
+            agents: gauge!("chat_agents_online", "shard" => s.clone()),
+            open_convs: gauge!("chat_open_conversations", "shard" => s.clone()),
+            cross_pending: gauge!("chat_cross_shard_pending", "shard" => s.clone()),
+            shard: s,
+            last: ShardStats::default(),
+        }
+    }
+
+    /// Publishes the core's counters (as deltas) and gauges.
+    pub fn publish(&mut self, stats: &ShardStats) {
+        for (r, c, g) in &self.connections {
+            g.set(stats.connections[*r][*c] as f64);
+        }
+        self.relayed
+            .increment(stats.messages_posted - self.last.messages_posted);
+        self.duplicates
+            .increment(stats.duplicates - self.last.duplicates);
+        self.frames
+            .increment(stats.frames_queued - self.last.frames_queued);
+        self.errors
+            .increment(stats.errors_sent - self.last.errors_sent);
+        self.rate_limited
+            .increment(stats.rate_limited - self.last.rate_limited);
+        self.queue.set(stats.queue_len as f64);
+        self.agents.set(stats.agents_online as f64);
+        self.open_convs.set(stats.open_conversations as f64);
+        self.last = stats.clone();
+    }
+
+    pub fn closed(&self, reason: &'static str) {
+        counter!("chat_connections_closed_total", "reason" => reason, "shard" => self.shard.clone()).increment(1);
+    }
+
+    pub fn refused(&self, status: u16) {
+        counter!("chat_handshakes_refused_total", "status" => status.to_string(), "shard" => self.shard.clone()).increment(1);
+    }
+
+    pub fn accept_error(&self, kind: &'static str) {
+        counter!("chat_accept_errors_total", "kind" => kind, "shard" => self.shard.clone())
+            .increment(1);
+    }
+}

@@ -1,0 +1,311 @@
+//! One shard at run time: its [`Shard`] state, its end of the cross-shard channel mesh, its
+//! listener and its timers. Everything here runs on the shard's own pinned thread.
+//!
+//! Threading model: [`ShardCtx`] is shared by the shard's tasks through `Rc`; the shard state
+//! sits in a `RefCell` that is borrowed only for the duration of one synchronous call into
+//! the core, never across an `.await`. Other shards are reached only through the channel
+//! mesh: one sender task and one receiver task per peer.
+
+use crate::config::Config;
+use crate::connection;
+use crate::metrics::ShardMetrics;
+use crate::notify::Notify;
+use futures_lite::future;
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
+use glommio::net::TcpListener;
+use glommio::{Latency, Shares, TaskQueueHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::cell::{Cell, RefCell};
+use std::os::fd::{IntoRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use switchboard_core::{Now, Shard, ShardMsg};
+use switchboard_protocol::token::TokenSigner;
+use tungstenite::protocol::WebSocketConfig;
+
+/// What crosses the mesh: a batch of messages from one shard to another.
+pub type Batch = Vec<ShardMsg>;
+
+/// Messages waiting for one peer above this many make connections on this shard pause
+/// reading, so backpressure lands on clients, never inside the mesh.
+const CONGESTION_LIMIT: usize = 64 * 1024;
+
+/// Everything a shard needs to start; `Send`, built by the main thread.
+pub struct ShardArgs {
+    pub config: Config,
+    pub signer: TokenSigner,
+    pub listener: OwnedFd,
+    pub mesh: MeshBuilder<Batch, Full>,
+    pub prometheus: PrometheusHandle,
+    pub shutdown: Arc<AtomicBool>,
+    pub seed: u64,
+}
+
+/// State shared by the tasks of one shard.
+pub struct ShardCtx {
+    pub id: u32,
+    /// The core state machine; borrowed only within synchronous calls.
+    pub shard: RefCell<Shard>,
+    pub config: Config,
+    pub signer: TokenSigner,
+    pub ws_config: WebSocketConfig,
+    pub metrics: RefCell<ShardMetrics>,
+    pub prometheus: PrometheusHandle,
+    /// Set when SIGTERM arrives: stop accepting, close connections with 1001.
+    pub stopping: Cell<bool>,
+    stop: Notify,
+    /// Outgoing messages per peer, waiting for that peer's sender task.
+    pending: Vec<RefCell<Batch>>,
+    wake_sender: Vec<Notify>,
+    /// Connections waiting for the mesh to drain.
+    congestion_waiters: RefCell<Vec<std::task::Waker>>,
+    epoch: Instant,
+    /// Latency-sensitive work: connections and relaying.
+    pub relay_queue: TaskQueueHandle,
+}
+
+impl ShardCtx {
+    pub fn now(&self) -> Now {
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Now {
+            mono_ms: self.epoch.elapsed().as_millis() as u64 + 1,
+            unix_ms,
+        }
+    }
+
+    /// Runs `f` on the shard state, then hands its messages for other shards to the mesh.
+    pub fn with_shard<R>(&self, f: impl FnOnce(&mut Shard) -> R) -> R {
+        let mut shard = self.shard.borrow_mut();
+        let r = f(&mut shard);
+        if shard.has_outgoing() {
+            for (to, msg) in shard.take_outgoing() {
+                self.pending[to as usize].borrow_mut().push(msg);
+                self.wake_sender[to as usize].notify();
+            }
+        }
+        r
+    }
+
+    fn pending_total(&self) -> usize {
+        self.pending.iter().map(|p| p.borrow().len()).sum()
+    }
+
+    /// Resolves when the mesh is not congested (at once, normally).
+    pub async fn uncongested(&self) {
+        std::future::poll_fn(|cx| {
+            if self
+                .pending
+                .iter()
+                .all(|p| p.borrow().len() < CONGESTION_LIMIT)
+            {
+                std::task::Poll::Ready(())
+            } else {
+                self.congestion_waiters
+                    .borrow_mut()
+                    .push(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+
+    fn wake_congested(&self) {
+        let waiters = std::mem::take(&mut *self.congestion_waiters.borrow_mut());
+        for w in waiters {
+            w.wake();
+        }
+    }
+}
+
+/// Sends everything pending for `peer`, batch by batch, waiting when its channel is full.
+async fn sender_task(ctx: Rc<ShardCtx>, senders: Rc<Senders<Batch>>, peer: usize) {
+    loop {
+        ctx.wake_sender[peer].wait().await;
+        loop {
+            let batch = std::mem::take(&mut *ctx.pending[peer].borrow_mut());
+            if batch.is_empty() {
+                break;
+            }
+            if senders.send_to(peer, batch).await.is_err() {
+                // The peer has shut down; nothing more can reach it.
+                return;
+            }
+            ctx.wake_congested();
+        }
+    }
+}
+
+/// Applies every batch from `peer` to the shard state.
+async fn receiver_task(
+    ctx: Rc<ShardCtx>,
+    peer: usize,
+    rx: glommio::channels::shared_channel::ConnectedReceiver<Batch>,
+) {
+    while let Some(batch) = rx.recv().await {
+        let now = ctx.now();
+        ctx.with_shard(|s| {
+            for msg in batch {
+                s.on_shard_msg(peer as u32, msg, now);
+            }
+        });
+        glommio::yield_if_needed().await;
+    }
+}
+
+/// Timers: idle deadlines and queue updates every 250 ms, metrics every second, and the
+/// shutdown flag set by the signal thread.
+async fn ticker_task(ctx: Rc<ShardCtx>, shutdown: Arc<AtomicBool>) {
+    let mut n: u64 = 0;
+    loop {
+        glommio::timer::sleep(Duration::from_millis(250)).await;
+        n += 1;
+        let now = ctx.now();
+        ctx.with_shard(|s| s.tick(now));
+        if n % 4 == 0 {
+            let stats = ctx.shard.borrow().stats().clone();
+            let mut m = ctx.metrics.borrow_mut();
+            m.publish(&stats);
+            m.cross_pending.set(ctx.pending_total() as f64);
+        }
+        if shutdown.load(Ordering::Relaxed) && !ctx.stopping.get() {
+            tracing::info!(
+                shard = ctx.id,
+                "shutting down: closing connections with 1001"
+            );
+            ctx.stopping.set(true);
+            ctx.stop.notify();
+            ctx.with_shard(|s| s.begin_shutdown());
+        }
+    }
+}
+
+/// Accepts connections until shutdown; at the open-files limit it backs off and goes on.
+async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            ctx.stop.wait().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => return,
+            Some(Ok(stream)) => {
+                let task = connection::serve(ctx.clone(), stream);
+                match glommio::spawn_local_into(task, ctx.relay_queue) {
+                    Ok(t) => {
+                        t.detach();
+                    }
+                    Err(e) => {
+                        tracing::error!(shard = ctx.id, error = %e, "cannot spawn connection task")
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                let os = match &e {
+                    glommio::GlommioError::IoError(io) => io.raw_os_error(),
+                    _ => None,
+                };
+                let kind = match os {
+                    Some(libc::EMFILE) | Some(libc::ENFILE) => "emfile",
+                    Some(libc::ENOBUFS) | Some(libc::ENOMEM) => "nomem",
+                    _ => "other",
+                };
+                ctx.metrics.borrow().accept_error(kind);
+                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                    last_warning = Some(Instant::now());
+                    let open = ctx.shard.borrow().connection_count();
+                    tracing::warn!(shard = ctx.id, kind, error = %e, open, "accept failed; backing off");
+                }
+                glommio::timer::sleep(Duration::from_millis(if kind == "other" {
+                    10
+                } else {
+                    100
+                }))
+                .await;
+            }
+        }
+    }
+}
+
+/// The whole life of one shard.
+pub async fn shard_main(args: ShardArgs) -> anyhow::Result<()> {
+    let ShardArgs {
+        config,
+        signer,
+        listener,
+        mesh,
+        prometheus,
+        shutdown,
+        seed,
+    } = args;
+    let nr_shards = mesh.nr_peers();
+    let (senders, mut receivers): (Senders<Batch>, Receivers<Batch>) = mesh
+        .join()
+        .await
+        .map_err(|_| anyhow::anyhow!("cannot join the channel mesh"))?;
+    let id = senders.peer_id() as u32;
+    let relay_queue = glommio::executor().create_task_queue(
+        Shares::Static(1000),
+        Latency::Matters(Duration::from_millis(1)),
+        "relay",
+    );
+    let ws_config = connection::ws_config(&config);
+    let core = Shard::new(id, nr_shards as u32, config.core(), signer.clone(), seed);
+    let ctx = Rc::new(ShardCtx {
+        id,
+        shard: RefCell::new(core),
+        signer,
+        ws_config,
+        metrics: RefCell::new(ShardMetrics::new(id)),
+        prometheus,
+        stopping: Cell::new(false),
+        stop: Notify::default(),
+        pending: (0..nr_shards).map(|_| RefCell::new(Vec::new())).collect(),
+        wake_sender: (0..nr_shards).map(|_| Notify::default()).collect(),
+        congestion_waiters: RefCell::new(Vec::new()),
+        epoch: Instant::now(),
+        relay_queue,
+        config,
+    });
+    let senders = Rc::new(senders);
+    for peer in (0..nr_shards).filter(|p| *p != id as usize) {
+        glommio::spawn_local_into(sender_task(ctx.clone(), senders.clone(), peer), relay_queue)
+            .map_err(|e| anyhow::anyhow!("spawn: {e}"))?
+            .detach();
+    }
+    for (peer, rx) in receivers.streams() {
+        glommio::spawn_local_into(receiver_task(ctx.clone(), peer, rx), relay_queue)
+            .map_err(|e| anyhow::anyhow!("spawn: {e}"))?
+            .detach();
+    }
+    glommio::spawn_local(ticker_task(ctx.clone(), shutdown)).detach();
+
+    // SAFETY: the fd is a bound, listening TCP socket created by `server::bind_listeners`,
+    // owned by this shard alone from here on.
+    #[allow(unsafe_code)]
+    let listener =
+        unsafe { <TcpListener as std::os::fd::FromRawFd>::from_raw_fd(listener.into_raw_fd()) };
+    tracing::debug!(shard = id, "accepting");
+    accept_loop(ctx.clone(), listener).await;
+
+    // Drain: connections flush what is queued and close with 1001; wait for them.
+    let deadline = Instant::now() + Duration::from_secs(ctx.config.shutdown_grace_s);
+    while ctx.shard.borrow().connection_count() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    let left = ctx.shard.borrow().connection_count();
+    if left > 0 {
+        tracing::warn!(
+            shard = id,
+            left,
+            "grace period over; dropping remaining connections"
+        );
+    }
+    tracing::info!(shard = id, "stopped");
+    Ok(())
+}
