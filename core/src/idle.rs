@@ -35,7 +35,11 @@ pub fn verdict(now_ms: u64, last_seen_ms: u64, deadline_ms: u64, pinged: bool) -
     }
 }
 
-/// Due times, bucketed by second, of keys `K` (connection handles).
+/// How finely due times are bucketed, in milliseconds. A check runs at most this late
+/// (plus the caller's tick interval), so it stays well inside even a 2 s deadline.
+pub const RESOLUTION_MS: u64 = 250;
+
+/// Due times, bucketed by [`RESOLUTION_MS`], of keys `K` (connection handles).
 #[derive(Debug)]
 pub struct IdleWheel<K> {
     buckets: BTreeMap<u64, Vec<K>>,
@@ -50,18 +54,18 @@ impl<K> Default for IdleWheel<K> {
 }
 
 impl<K> IdleWheel<K> {
-    /// Files `key` to be checked at `due_ms` (rounded up to the next second).
+    /// Files `key` to be checked at `due_ms` (rounded up to the resolution).
     pub fn schedule(&mut self, key: K, due_ms: u64) {
-        let second = due_ms.div_ceil(1000);
-        self.buckets.entry(second).or_default().push(key);
+        let bucket = due_ms.div_ceil(RESOLUTION_MS);
+        self.buckets.entry(bucket).or_default().push(key);
     }
 
     /// Removes and returns every key due at or before `now_ms`.
     pub fn take_due(&mut self, now_ms: u64) -> Vec<K> {
-        let now_s = now_ms / 1000;
+        let now_bucket = now_ms / RESOLUTION_MS;
         let mut due = Vec::new();
         while let Some(entry) = self.buckets.first_entry() {
-            if *entry.key() > now_s {
+            if *entry.key() > now_bucket {
                 break;
             }
             due.extend(entry.remove());
@@ -106,10 +110,12 @@ mod tests {
         w.schedule("b", 2_500);
         w.schedule("a", 1_000);
         w.schedule("c", 9_000);
+        w.schedule("d", 2_600);
         assert!(w.take_due(999).is_empty());
         assert_eq!(w.take_due(1_000), vec!["a"]);
-        assert!(w.take_due(2_999).is_empty(), "2.5 s rounds up to 3 s");
-        assert_eq!(w.take_due(5_000), vec!["b"]);
+        assert_eq!(w.take_due(2_500), vec!["b"]);
+        assert!(w.take_due(2_700).is_empty(), "2.6 s rounds up to 2.75 s");
+        assert_eq!(w.take_due(5_000), vec!["d"]);
         assert_eq!(w.len(), 1);
         assert_eq!(w.take_due(100_000), vec!["c"]);
         assert!(w.is_empty());

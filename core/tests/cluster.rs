@@ -621,3 +621,28 @@ fn random_interleavings_deliver_everything_exactly_once_in_order() {
 
 #[allow(dead_code)]
 fn _frame_is_bytes(_: Bytes) {}
+
+#[test]
+fn short_deadline_with_pongs_stays_open() {
+    let cfg = CoreConfig {
+        idle_web: Duration::from_secs(2),
+        ..CoreConfig::default()
+    };
+    let mut c = Cluster::new(1, cfg, 0);
+    c.now.mono_ms = 1;
+    let v = c.visitor(0, 1);
+    for step in 0..40 {
+        c.advance(250);
+        let io = c.shards[0].io(v.key).unwrap();
+        assert_eq!(io.close, None, "closed at step {step}");
+        if io.ping_due {
+            io.ping_due = false;
+            // The pong comes back 5 ms later.
+            let now = Now {
+                mono_ms: c.now.mono_ms + 5,
+                ..c.now
+            };
+            c.shards[0].touch(v.key, now);
+        }
+    }
+}
