@@ -60,6 +60,10 @@ pub struct Config {
     pub channel_capacity: usize,
     /// Visitor token lifetime, in seconds.
     pub visitor_token_ttl_s: u64,
+    /// Test only: a path that echoes every WebSocket message back, through the same
+    /// handshake, limits and framing as chat connections (for the Autobahn suite). Unset in
+    /// production.
+    pub echo_path: Option<String>,
 }
 
 impl Default for Config {
@@ -90,6 +94,7 @@ impl Default for Config {
             io_memory_kib: 512,
             channel_capacity: 1024,
             visitor_token_ttl_s: core.visitor_token_ttl_s,
+            echo_path: None,
         }
     }
 }
@@ -193,6 +198,14 @@ impl Config {
                 "secret",
                 "set either secret or secret_file, not both",
             ));
+        }
+        if let Some(p) = &self.echo_path {
+            if !p.starts_with('/') || p.starts_with("/ws/") || p == "/healthz" || p == "/metrics" {
+                return Err(invalid(
+                    "echo_path",
+                    "must start with / and not shadow another endpoint",
+                ));
+            }
         }
         for o in &self.allowed_origins {
             if o.is_empty() || o.ends_with('/') {

@@ -100,7 +100,11 @@ pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
         Some(Err(HeadError::Io)) => return,
         Some(Ok(x)) => x,
     };
-    let identity = match http::route(&request, &ctx.config.allowed_origins) {
+    let identity = match http::route(
+        &request,
+        &ctx.config.allowed_origins,
+        ctx.config.echo_path.as_deref(),
+    ) {
         Route::Health if ctx.stopping.get() => {
             return reply(&ctx, &mut stream, 503, "draining").await
         }
@@ -123,6 +127,23 @@ pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
         }
         Route::Reject { status, message } => {
             return reply(&ctx, &mut stream, status, message).await
+        }
+        Route::Echo { key } => {
+            if stream
+                .write_all(&http::switching_protocols(key))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let ws = WebSocketStream::from_partially_read(
+                stream,
+                leftover,
+                Role::Server,
+                Some(ctx.ws_config),
+            )
+            .await;
+            return echo(ws).await;
         }
         Route::Upgrade { .. } if ctx.stopping.get() => {
             return reply(&ctx, &mut stream, 503, "shutting down").await;
@@ -252,12 +273,9 @@ async fn drive(ctx: &ShardCtx, key: ConnKey, ws: &mut Ws) -> &'static str {
             }
             Step::PeerGone => return "peer_closed",
             Step::Fail(e) => {
-                let code = match &e {
-                    tungstenite::Error::Capacity(_) => CloseCode::MessageTooBig,
-                    tungstenite::Error::Utf8(_) => CloseCode::InvalidPayload,
-                    tungstenite::Error::Protocol(_) => CloseCode::ProtocolError,
-                    // Reset, broken pipe, closed: nobody left to tell.
-                    _ => return "peer_gone",
+                // Reset, broken pipe, closed: nobody left to tell.
+                let Some(code) = close_code_for(&e) else {
+                    return "peer_gone";
                 };
                 finish_close(ws, code).await;
                 return code.reason();
@@ -268,6 +286,37 @@ async fn drive(ctx: &ShardCtx, key: ConnKey, ws: &mut Ws) -> &'static str {
             }
         }
         glommio::yield_if_needed().await;
+    }
+}
+
+/// The test-only echo endpoint: every data message back, errors closed as in chat.
+async fn echo(mut ws: Ws) {
+    loop {
+        match ws.next().await {
+            Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+                if ws.send(m).await.is_err() {
+                    return;
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                if let Some(code) = close_code_for(&e) {
+                    finish_close(&mut ws, code).await;
+                }
+                return;
+            }
+            None => return,
+        }
+    }
+}
+
+/// The close code for a protocol-level failure, or `None` when the peer is already gone.
+fn close_code_for(e: &tungstenite::Error) -> Option<CloseCode> {
+    match e {
+        tungstenite::Error::Capacity(_) => Some(CloseCode::MessageTooBig),
+        tungstenite::Error::Utf8(_) => Some(CloseCode::InvalidPayload),
+        tungstenite::Error::Protocol(_) => Some(CloseCode::ProtocolError),
+        _ => None,
     }
 }
 

@@ -80,6 +80,10 @@ pub enum Route<'a> {
         query: &'a str,
         key: &'a str,
     },
+    /// A WebSocket upgrade to the test-only echo endpoint.
+    Echo {
+        key: &'a str,
+    },
     /// Answer with this status and message, then close.
     Reject {
         status: u16,
@@ -87,8 +91,14 @@ pub enum Route<'a> {
     },
 }
 
-/// Decides what a request is. `allowed_origins` empty means any origin.
-pub fn route<'a>(req: &'a Request, allowed_origins: &[String]) -> Route<'a> {
+/// Decides what a request is. `allowed_origins` empty means any origin; `echo_path` is the
+/// test-only echo endpoint, if configured.
+pub fn route<'a>(
+    req: &'a Request,
+    allowed_origins: &[String],
+    echo_path: Option<&str>,
+) -> Route<'a> {
+    let echo = echo_path.is_some_and(|p| p == req.path);
     match req.path.as_str() {
         "/healthz" | "/metrics" if req.method != "GET" => Route::Reject {
             status: 405,
@@ -96,7 +106,7 @@ pub fn route<'a>(req: &'a Request, allowed_origins: &[String]) -> Route<'a> {
         },
         "/healthz" => Route::Health,
         "/metrics" => Route::Metrics,
-        "/ws/visitor" | "/ws/agent" => {
+        _ if echo || req.path == "/ws/visitor" || req.path == "/ws/agent" => {
             if req.method != "GET" {
                 return Route::Reject {
                     status: 405,
@@ -132,6 +142,9 @@ pub fn route<'a>(req: &'a Request, allowed_origins: &[String]) -> Route<'a> {
                         message: "origin not allowed",
                     };
                 }
+            }
+            if echo {
+                return Route::Echo { key };
             }
             Route::Upgrade {
                 path: &req.path,
@@ -227,7 +240,7 @@ mod tests {
         );
         assert!(req.upgrade_websocket && req.connection_upgrade);
         assert_eq!(
-            route(&req, &[]),
+            route(&req, &[], None),
             Route::Upgrade {
                 path: "/ws/agent",
                 query: "token=abc&client=web",
@@ -239,44 +252,56 @@ mod tests {
     #[test]
     fn routes_and_rejections() {
         let (req, _) = complete("GET /healthz HTTP/1.1\r\n\r\n");
-        assert_eq!(route(&req, &[]), Route::Health);
+        assert_eq!(route(&req, &[], None), Route::Health);
         let (req, _) = complete("GET /metrics HTTP/1.1\r\n\r\n");
-        assert_eq!(route(&req, &[]), Route::Metrics);
+        assert_eq!(route(&req, &[], None), Route::Metrics);
         let (req, _) = complete("POST /healthz HTTP/1.1\r\n\r\n");
         assert!(matches!(
-            route(&req, &[]),
+            route(&req, &[], None),
             Route::Reject { status: 405, .. }
         ));
         let (req, _) = complete("GET /nope HTTP/1.1\r\n\r\n");
         assert!(matches!(
-            route(&req, &[]),
+            route(&req, &[], None),
             Route::Reject { status: 404, .. }
         ));
         let (req, _) = complete("GET /ws/visitor HTTP/1.1\r\n\r\n");
         assert!(matches!(
-            route(&req, &[]),
+            route(&req, &[], None),
             Route::Reject { status: 426, .. }
         ));
         let (req, _) = complete(&UPGRADE.replace("Version: 13", "Version: 8"));
         assert!(matches!(
-            route(&req, &[]),
+            route(&req, &[], None),
             Route::Reject { status: 426, .. }
         ));
         let (req, _) = complete(&UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", "short"));
         assert!(matches!(
-            route(&req, &[]),
+            route(&req, &[], None),
             Route::Reject { status: 400, .. }
         ));
         let (req, _) = complete(UPGRADE);
         assert!(matches!(
-            route(&req, &["https://other.example".into()]),
+            route(&req, &["https://other.example".into()], None),
             Route::Reject { status: 403, .. }
         ));
         assert!(matches!(
-            route(&req, &["https://shop.example".into()]),
+            route(&req, &["https://shop.example".into()], None),
             Route::Upgrade { .. }
         ));
         assert!(parse_head(b"\x00\x01garbage\r\n\r\n").is_err());
+        let (req, _) = complete(&UPGRADE.replace("/ws/agent?token=abc&client=web", "/"));
+        assert!(matches!(route(&req, &[], Some("/")), Route::Echo { .. }));
+        assert!(matches!(
+            route(&req, &[], None),
+            Route::Reject { status: 404, .. }
+        ));
+        let (req, _) = complete(&UPGRADE.replace("/ws/agent?token=abc&client=web", "/"));
+        assert!(matches!(route(&req, &[], Some("/")), Route::Echo { .. }));
+        assert!(matches!(
+            route(&req, &[], None),
+            Route::Reject { status: 404, .. }
+        ));
     }
 
     #[test]

@@ -82,6 +82,9 @@ struct ServeArgs {
     /// Grace period for SIGTERM drain, in seconds.
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE_S", global = true)]
     shutdown_grace_s: Option<u64>,
+    /// Test only: serve a WebSocket echo endpoint at this path (for the Autobahn suite).
+    #[arg(long, env = "SWITCHBOARD_ECHO_PATH", global = true)]
+    echo_path: Option<String>,
     /// Do not pin shards to cores.
     #[arg(long, env = "SWITCHBOARD_NO_PIN", global = true)]
     no_pin: bool,
@@ -139,6 +142,9 @@ impl ServeArgs {
             handshake_timeout_ms,
             shutdown_grace_s
         );
+        if let Some(p) = &self.echo_path {
+            c.echo_path = Some(p.clone());
+        }
         if let Some(p) = &self.secret_file {
             c.secret_file = Some(p.clone());
         }
