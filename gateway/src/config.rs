@@ -5,14 +5,14 @@
 //! Every key, its default and its meaning is listed in `docs/configuration.md`; a test checks
 //! that the document and [`Config::default`] agree.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use switchboard_core::CoreConfig;
 
 /// Every setting of the gateway.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address for WebSocket, `/healthz` and `/metrics`.
@@ -218,6 +218,15 @@ impl Config {
         Ok(())
     }
 
+    /// The configuration as TOML, with the secret (if any) redacted.
+    pub fn to_toml_redacted(&self) -> String {
+        let mut c = self.clone();
+        if c.secret.is_some() {
+            c.secret = Some("<redacted>".into());
+        }
+        toml::to_string(&c).expect("the config serialises")
+    }
+
     /// The number of shards to run.
     pub fn shard_count(&self) -> usize {
         if self.shards > 0 {
@@ -301,6 +310,24 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every key and its default is in docs/configuration.md.
+    #[test]
+    fn the_reference_documents_every_key_and_default() {
+        let doc = include_str!("../../docs/configuration.md");
+        let defaults: toml::Table = toml::from_str(&Config::default().to_toml_redacted()).unwrap();
+        for (key, value) in &defaults {
+            let shown = match value {
+                toml::Value::String(s) => format!("`\"{s}\"`"),
+                other => format!("`{other}`"),
+            };
+            let row = format!("| `{key}` | {shown} |");
+            assert!(doc.contains(&row), "docs/configuration.md lacks the row starting `{row}`");
+        }
+        for key in ["secret", "secret_file", "echo_path"] {
+            assert!(doc.contains(&format!("| `{key}` | unset |")), "{key}");
+        }
+    }
 
     #[test]
     fn defaults_are_valid() {

@@ -33,6 +33,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Print an agent token signed with the configured secret.
     Token(TokenArgs),
+    /// Print the effective configuration (defaults, file, environment, flags) as TOML.
+    Config,
 }
 
 #[derive(Args, Clone, Default)]
@@ -171,6 +173,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Token(t)) => token(&cli.serve, t),
         Some(Command::Serve(s)) => serve(&s),
+        Some(Command::Config) => cli.serve.config().map(|c| print!("{}", c.to_toml_redacted())),
         None => serve(&cli.serve),
     };
     match result {
