@@ -322,7 +322,10 @@ mod tests {
                 other => format!("`{other}`"),
             };
             let row = format!("| `{key}` | {shown} |");
-            assert!(doc.contains(&row), "docs/configuration.md lacks the row starting `{row}`");
+            assert!(
+                doc.contains(&row),
+                "docs/configuration.md lacks the row starting `{row}`"
+            );
         }
         for key in ["secret", "secret_file", "echo_path"] {
             assert!(doc.contains(&format!("| `{key}` | unset |")), "{key}");

@@ -173,7 +173,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Token(t)) => token(&cli.serve, t),
         Some(Command::Serve(s)) => serve(&s),
-        Some(Command::Config) => cli.serve.config().map(|c| print!("{}", c.to_toml_redacted())),
+        Some(Command::Config) => cli
+            .serve
+            .config()
+            .map(|c| print!("{}", c.to_toml_redacted())),
         None => serve(&cli.serve),
     };
     match result {

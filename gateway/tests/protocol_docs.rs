@@ -13,12 +13,16 @@ const SERVER_SCHEMA: &str = include_str!("../../docs/schema/server.json");
 const CLIENT_SCHEMA: &str = include_str!("../../docs/schema/client.json");
 
 fn validator(schema: &str) -> jsonschema::Validator {
-    jsonschema::validator_for(&serde_json::from_str::<Value>(schema).unwrap()).expect("a valid schema")
+    jsonschema::validator_for(&serde_json::from_str::<Value>(schema).unwrap())
+        .expect("a valid schema")
 }
 
 fn assert_valid(v: &jsonschema::Validator, frame: &Value) {
     let errors: Vec<String> = v.iter_errors(frame).map(|e| e.to_string()).collect();
-    assert!(errors.is_empty(), "{frame} does not match its schema: {errors:?}");
+    assert!(
+        errors.is_empty(),
+        "{frame} does not match its schema: {errors:?}"
+    );
 }
 
 /// (direction, json) for every ```json client / ```json server block.
@@ -27,8 +31,12 @@ fn examples() -> Vec<(String, Value)> {
     let mut lines = DOC.lines();
     while let Some(line) = lines.next() {
         if let Some(dir) = line.strip_prefix("```json ") {
-            let body: Vec<&str> = lines.by_ref().take_while(|l| !l.starts_with("```")).collect();
-            let v: Value = serde_json::from_str(&body.join("\n")).unwrap_or_else(|e| panic!("bad example: {e}: {body:?}"));
+            let body: Vec<&str> = lines
+                .by_ref()
+                .take_while(|l| !l.starts_with("```"))
+                .collect();
+            let v: Value = serde_json::from_str(&body.join("\n"))
+                .unwrap_or_else(|e| panic!("bad example: {e}: {body:?}"));
             out.push((dir.trim().to_string(), v));
         }
     }
@@ -39,7 +47,11 @@ fn examples() -> Vec<(String, Value)> {
 fn every_example_in_the_document_matches_its_schema() {
     let (server, client) = (validator(SERVER_SCHEMA), validator(CLIENT_SCHEMA));
     let examples = examples();
-    assert!(examples.len() >= 18, "found only {} examples", examples.len());
+    assert!(
+        examples.len() >= 18,
+        "found only {} examples",
+        examples.len()
+    );
     let mut server_types = std::collections::BTreeSet::new();
     for (dir, v) in &examples {
         match dir.as_str() {
@@ -56,7 +68,11 @@ fn every_example_in_the_document_matches_its_schema() {
             other => panic!("unknown example direction {other}"),
         }
     }
-    assert_eq!(server_types.len(), 11, "every server frame type has an example: {server_types:?}");
+    assert_eq!(
+        server_types.len(),
+        11,
+        "every server frame type has an example: {server_types:?}"
+    );
 }
 
 #[test]
@@ -84,12 +100,23 @@ fn schemas_reject_what_the_protocol_forbids() {
 #[test]
 fn every_code_in_the_code_is_documented() {
     for code in ErrorCode::ALL {
-        assert!(DOC.contains(&format!("| `{}` |", code.as_str())), "error code {} is not in protocol.md", code.as_str());
-        assert!(SERVER_SCHEMA.contains(&format!("\"{}\"", code.as_str())), "error code {} is not in server.json", code.as_str());
+        assert!(
+            DOC.contains(&format!("| `{}` |", code.as_str())),
+            "error code {} is not in protocol.md",
+            code.as_str()
+        );
+        assert!(
+            SERVER_SCHEMA.contains(&format!("\"{}\"", code.as_str())),
+            "error code {} is not in server.json",
+            code.as_str()
+        );
     }
     for code in CloseCode::ALL {
         let row = format!("| {} | `{}` |", code.code(), code.reason());
-        assert!(DOC.contains(&row), "close code row `{row}` is not in protocol.md");
+        assert!(
+            DOC.contains(&row),
+            "close code row `{row}` is not in protocol.md"
+        );
     }
 }
 
@@ -128,13 +155,26 @@ async fn every_frame_a_real_gateway_sends_matches_the_schema() {
     check(&v1.recv().await);
     v1.send_text("{oops").await;
     check(&v1.recv().await); // error
-    v1.send(json!({"type":"resume","conv":conv,"last_seq":0})).await;
+    v1.send(json!({"type":"resume","conv":conv,"last_seq":0}))
+        .await;
     check(&v1.recv().await); // msg
     check(&v1.recv().await); // resumed
     agent.send(json!({"type":"close","conv":conv})).await;
     check(&v1.recv().await); // closed
     assert_eq!(
         seen.into_iter().collect::<Vec<_>>(),
-        ["ack", "agent_joined", "assigned", "closed", "error", "msg", "queued", "read", "resumed", "typing", "welcome"]
+        [
+            "ack",
+            "agent_joined",
+            "assigned",
+            "closed",
+            "error",
+            "msg",
+            "queued",
+            "read",
+            "resumed",
+            "typing",
+            "welcome"
+        ]
     );
 }
