@@ -22,6 +22,18 @@ pub fn bind_listeners(
     backlog: u32,
 ) -> std::io::Result<(Vec<OwnedFd>, SocketAddr)> {
     let mut addr = addr;
+    if addr.port() != 0 {
+        // SO_REUSEPORT would let a second gateway (same user) share the port and silently
+        // take half the connections. A probe without it fails if anyone holds the port.
+        let domain = if addr.is_ipv6() {
+            Domain::IPV6
+        } else {
+            Domain::IPV4
+        };
+        let probe = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+        probe.set_reuse_address(true)?;
+        probe.bind(&addr.into())?;
+    }
     let mut fds = Vec::with_capacity(n);
     for _ in 0..n {
         let domain = if addr.is_ipv6() {
