@@ -513,29 +513,19 @@ impl Shard {
                 };
                 self.push_error(key, code, what, None);
             }
-            ClientFrame::Typing { conv } => {
+            ClientFrame::Typing { conv } | ClientFrame::Read { conv, .. } => {
+                let signal = match frame {
+                    ClientFrame::Read { seq, .. } => Signal::Read(seq),
+                    _ => Signal::Typing,
+                };
                 let conv = target(conv, conn).expect("checked above");
-                self.send(
-                    self.home(conv),
-                    ShardMsg::Signal {
-                        conv,
-                        conn: key,
-                        who,
-                        signal: Signal::Typing,
-                    },
-                );
-            }
-            ClientFrame::Read { conv, seq } => {
-                let conv = target(conv, conn).expect("checked above");
-                self.send(
-                    self.home(conv),
-                    ShardMsg::Signal {
-                        conv,
-                        conn: key,
-                        who,
-                        signal: Signal::Read(seq),
-                    },
-                );
+                let msg = ShardMsg::Signal {
+                    conv,
+                    conn: key,
+                    who,
+                    signal,
+                };
+                self.send(self.home(conv), msg);
             }
             ClientFrame::Resume { conv, last_seq } => {
                 if !conn.subs.contains(&conv) {

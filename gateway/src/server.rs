@@ -21,21 +21,7 @@ pub fn bind_listeners(
     n: usize,
     backlog: u32,
 ) -> std::io::Result<(Vec<OwnedFd>, SocketAddr)> {
-    let mut addr = addr;
-    if addr.port() != 0 {
-        // SO_REUSEPORT would let a second gateway (same user) share the port and silently
-        // take half the connections. A probe without it fails if anyone holds the port.
-        let domain = if addr.is_ipv6() {
-            Domain::IPV6
-        } else {
-            Domain::IPV4
-        };
-        let probe = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))?;
-        probe.set_reuse_address(true)?;
-        probe.bind(&addr.into())?;
-    }
-    let mut fds = Vec::with_capacity(n);
-    for _ in 0..n {
+    let tcp_socket = |addr: SocketAddr| -> std::io::Result<Socket> {
         let domain = if addr.is_ipv6() {
             Domain::IPV6
         } else {
@@ -43,6 +29,17 @@ pub fn bind_listeners(
         };
         let sk = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))?;
         sk.set_reuse_address(true)?;
+        Ok(sk)
+    };
+    let mut addr = addr;
+    if addr.port() != 0 {
+        // SO_REUSEPORT would let a second gateway (same user) share the port and silently
+        // take half the connections. A probe without it fails if anyone holds the port.
+        tcp_socket(addr)?.bind(&addr.into())?;
+    }
+    let mut fds = Vec::with_capacity(n);
+    for _ in 0..n {
+        let sk = tcp_socket(addr)?;
         sk.set_reuse_port(true)?;
         sk.bind(&addr.into())?;
         sk.listen(backlog as i32)?;
