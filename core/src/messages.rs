@@ -46,13 +46,12 @@ pub enum ShardMsg {
         who: ParticipantId,
         signal: Signal,
     },
-    /// Attach `conn` and replay everything after `last_seq`; `resume` answers with `resumed`.
+    /// Attach `conn` and replay everything after `last_seq`, then `resumed`.
     Subscribe {
         conv: ConvId,
         conn: ConnKey,
         who: ParticipantId,
         last_seq: u64,
-        resume: bool,
     },
     /// `conn` is gone.
     Unsubscribe {
@@ -115,7 +114,7 @@ pub enum ShardMsg {
         frames: Vec<Bytes>,
         ok: bool,
     },
-    /// `agent`'s devices on this shard get `conv` and subscribe to it.
+    /// `agent`'s devices on this shard are told they have `conv` (each then resumes it).
     AgentAssigned {
         conv: ConvId,
         visitor: VisitorId,

@@ -546,7 +546,6 @@ impl Shard {
                         conn: key,
                         who,
                         last_seq,
-                        resume: true,
                     },
                 );
             }
@@ -691,7 +690,6 @@ impl Shard {
                 conn,
                 who,
                 last_seq,
-                resume,
             } => {
                 let refusal = match self.convs.get(&conv) {
                     None => Some((ErrorCode::NotInConversation, "no such conversation")),
@@ -720,14 +718,12 @@ impl Shard {
                 let c = self.convs.get_mut(&conv).expect("checked above");
                 c.subscribe(from, conn);
                 let (mut frames, complete) = c.replay_after(last_seq);
-                if resume {
-                    frames.push(encode(&ServerFrame::Resumed {
-                        conv,
-                        last_seq: c.head_seq(),
-                        replayed: frames.len() as u32,
-                        complete,
-                    }));
-                }
+                frames.push(encode(&ServerFrame::Resumed {
+                    conv,
+                    last_seq: c.head_seq(),
+                    replayed: frames.len() as u32,
+                    complete,
+                }));
                 self.send(
                     from,
                     ShardMsg::Replay {
@@ -868,25 +864,12 @@ impl Shard {
                 visitor,
                 agent,
             } => {
+                // Devices are told; each attaches with `resume`, so that a device that
+                // connected at any moment gets every message once (see docs/protocol.md).
                 let devices = self.agents.get(&agent).cloned().unwrap_or_default();
                 let frame = encode(&ServerFrame::Assigned { conv, visitor });
-                let who = ParticipantId::Agent(agent);
                 for key in devices {
                     self.push(key, frame.clone());
-                    let Some(c) = self.conn_mut(key) else {
-                        continue;
-                    };
-                    if !c.subs.contains(&conv) {
-                        c.subs.push(conv);
-                        let msg = ShardMsg::Subscribe {
-                            conv,
-                            conn: key,
-                            who: who.clone(),
-                            last_seq: 0,
-                            resume: false,
-                        };
-                        self.send(from, msg);
-                    }
                 }
             }
             ShardMsg::AgentConvs { conn, convs } => {

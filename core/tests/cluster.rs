@@ -108,6 +108,28 @@ impl Cluster {
         out
     }
 
+    /// Reads a client's frames; for every `assigned` among them, resumes that conversation
+    /// from the start (as an agent's client does) and reads on. Returns everything read.
+    fn frames_resuming(&mut self, c: Client) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut pending = self.frames(c);
+        while !pending.is_empty() {
+            let mut next = Vec::new();
+            for f in pending {
+                if f["type"] == "assigned" {
+                    self.send_json(
+                        c,
+                        serde_json::json!({"type":"resume","conv":f["conv"],"last_seq":0}),
+                    );
+                    next.extend(self.frames(c));
+                }
+                out.push(f);
+            }
+            pending = next;
+        }
+        out
+    }
+
     fn of_type(&mut self, c: Client, ty: &str) -> Vec<Value> {
         self.frames(c)
             .into_iter()
@@ -167,7 +189,7 @@ fn visitor_waits_in_queue_then_talks_with_an_agent_on_another_shard() {
         assert_eq!(queued["position"], 1);
 
         let a = c.agent(1, "ann");
-        let frames = c.frames(a);
+        let frames = c.frames_resuming(a);
         assert_eq!(frames[0]["type"], "welcome");
         let assigned = frames
             .iter()
@@ -215,6 +237,7 @@ fn resends_are_acked_with_the_same_seq_and_not_delivered_twice() {
     c.send_json(v, msg("m1", "one"));
     c.send_json(v, msg("m2", "two"));
     c.send_json(v, msg("m1", "one again"));
+    let agent_frames = c.frames_resuming(a);
     let acks: Vec<(String, u64)> = c
         .of_type(v, "ack")
         .iter()
@@ -229,7 +252,7 @@ fn resends_are_acked_with_the_same_seq_and_not_delivered_twice() {
         acks,
         vec![("m1".into(), 1), ("m2".into(), 2), ("m1".into(), 1)]
     );
-    assert_eq!(seqs(&c.frames(a)), vec![1, 2]);
+    assert_eq!(seqs(&agent_frames), vec![1, 2]);
 }
 
 #[test]
@@ -318,7 +341,7 @@ fn every_device_of_an_agent_gets_its_conversations() {
     let v = c.visitor(1, 1);
     c.send_json(v, msg("m1", "hi"));
     for d in [d1, d2] {
-        let f = c.frames(d);
+        let f = c.frames_resuming(d);
         assert_eq!(
             f.iter().filter(|x| x["type"] == "assigned").count(),
             1,
@@ -550,6 +573,17 @@ fn random_interleavings_deliver_everything_exactly_once_in_order() {
         for a in &agents {
             c.frames(*a);
         }
+        // Agents resume each conversation as they are told of it.
+        let resume_all =
+            |c: &mut Cluster, frames: &[Value], who: Client, known: &mut Vec<String>| {
+                for f in frames.iter().filter(|f| f["type"] == "assigned") {
+                    let text = serde_json::json!({"type":"resume","conv":f["conv"],"last_seq":0})
+                        .to_string();
+                    c.shards[who.shard].on_text(who.key, &text, c.now);
+                    known.push(f["conv"].as_str().unwrap().to_string());
+                }
+            };
+        let mut known: Vec<Vec<String>> = vec![Vec::new(); agents.len() + visitors.len()];
         let mut convs = Vec::new();
         for v in &visitors {
             c.frames(*v);
@@ -566,26 +600,39 @@ fn random_interleavings_deliver_everything_exactly_once_in_order() {
         for (i, conv) in convs.iter().enumerate() {
             seen.insert((agents.len() + i, conv.clone()), vec![1]); // the opening message's ack
         }
-        let record =
-            |c: &mut Cluster,
-             idx: usize,
-             who: Client,
-             seen: &mut std::collections::HashMap<(usize, String), Vec<u64>>| {
-                for f in c.frames(who) {
-                    if f["type"] == "msg" || f["type"] == "ack" {
-                        seen.entry((idx, f["conv"].as_str().unwrap().into()))
-                            .or_default()
-                            .push(f["seq"].as_u64().unwrap());
-                    }
+        let record = |c: &mut Cluster,
+                      idx: usize,
+                      who: Client,
+                      seen: &mut std::collections::HashMap<(usize, String), Vec<u64>>,
+                      known: &mut Vec<Vec<String>>| {
+            let frames = c.frames(who);
+            resume_all(c, &frames, who, &mut known[idx]);
+            for f in frames {
+                if f["type"] == "msg" || f["type"] == "ack" {
+                    seen.entry((idx, f["conv"].as_str().unwrap().into()))
+                        .or_default()
+                        .push(f["seq"].as_u64().unwrap());
                 }
-            };
+            }
+        };
         for step in 0..300 {
             let i = rng.usize(..visitors.len());
             let text = msg(&format!("v{step}"), "x").to_string();
             c.shards[visitors[i].shard].on_text(visitors[i].key, &text, c.now);
-            // Agents answer in the conversations they were assigned.
+            // Agents answer in the conversations they know (and, now and then, in one that
+            // is not theirs, which is refused).
             let a = rng.usize(..agents.len());
-            let conv = &convs[rng.usize(..convs.len())];
+            let conv = if known[a].is_empty() || rng.u8(..10) == 0 {
+                &convs[rng.usize(..convs.len())]
+            } else {
+                &known[a][rng.usize(..known[a].len())]
+            };
+            if !known[a].contains(conv)
+                && known.iter().take(agents.len()).all(|k| !k.contains(conv))
+            {
+                // Assigned to this agent but not yet read by it: a real client cannot know it.
+                continue;
+            }
             let text =
                 serde_json::json!({"type":"msg","cid":format!("a{step}"),"body":"y","conv":conv})
                     .to_string();
@@ -595,12 +642,12 @@ fn random_interleavings_deliver_everything_exactly_once_in_order() {
                 c.settle();
             }
             for (idx, who) in agents.iter().chain(&visitors).enumerate() {
-                record(&mut c, idx, *who, &mut seen);
+                record(&mut c, idx, *who, &mut seen, &mut known);
             }
         }
         c.settle();
         for (idx, who) in agents.iter().chain(&visitors).enumerate() {
-            record(&mut c, idx, *who, &mut seen);
+            record(&mut c, idx, *who, &mut seen, &mut known);
         }
         // Each participant sees every seq of its conversations exactly once, as a message
         // from the other side or as an ack of its own, and messages arrive in order.

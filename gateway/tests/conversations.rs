@@ -32,7 +32,7 @@ async fn visitor_and_agent_on_different_shards_talk_both_ways_in_order() {
         );
         conv = conv_of(&ack);
     }
-    let assigned = agent.expect("assigned").await;
+    let assigned = agent.assigned().await;
     assert_eq!(
         assigned,
         json!({"type":"assigned","conv":conv,"visitor":visitor.id()})
@@ -99,7 +99,7 @@ async fn visitors_queue_and_drain_as_agents_arrive_and_close() {
         visitors.push((v, conv_of(&ack)));
     }
     let mut agent = gw.agent("ann").await;
-    let first = agent.expect("assigned").await;
+    let first = agent.assigned().await;
     assert_eq!(first["conv"], visitors[0].1);
     assert_eq!(
         agent.expect("msg").await["body"],
@@ -122,10 +122,10 @@ async fn visitors_queue_and_drain_as_agents_arrive_and_close() {
         json!({"type":"closed","conv":visitors[0].1,"by":"ann"})
     );
     assert_eq!(agent.expect("closed").await["conv"], visitors[0].1);
-    assert_eq!(agent.expect("assigned").await["conv"], visitors[1].1);
+    assert_eq!(agent.assigned().await["conv"], visitors[1].1);
     // A second agent takes the last one.
     let mut bob = gw.agent("bob").await;
-    assert_eq!(bob.expect("assigned").await["conv"], visitors[2].1);
+    assert_eq!(bob.assigned().await["conv"], visitors[2].1);
     bob.expect("msg").await;
     // Visitors cannot close; agents cannot close what is not theirs.
     let conv1 = visitors[1].1.clone();
@@ -170,7 +170,7 @@ async fn every_device_of_an_agent_gets_its_conversations() {
     v.msg("m1", "hello", None).await;
     let conv = conv_of(&v.expect("ack").await);
     for d in [&mut desk, &mut phone] {
-        assert_eq!(d.expect("assigned").await["conv"], conv);
+        assert_eq!(d.assigned().await["conv"], conv);
         assert_eq!(d.expect("msg").await["seq"], 1);
     }
     desk.msg("a1", "from the desk", Some(&conv)).await;
@@ -191,7 +191,7 @@ async fn a_visitor_resumes_its_identity_and_missed_messages_after_reconnecting()
     let (id, token) = (v.id(), v.welcome["token"].as_str().unwrap().to_string());
     v.msg("m1", "hi", None).await;
     let conv = conv_of(&v.expect("ack").await);
-    agent.expect("assigned").await;
+    agent.assigned().await;
     agent.expect("msg").await;
     agent.msg("a1", "one", Some(&conv)).await;
     assert_eq!(v.expect("msg").await["seq"], 2);
@@ -294,6 +294,10 @@ async fn two_thousand_concurrent_connections_exchange_messages() {
                 })
                 .await;
                 let Ok(f) = f else { return answered };
+                if f["type"] == "assigned" {
+                    a.send(json!({"type":"resume","conv":f["conv"],"last_seq":0}))
+                        .await;
+                }
                 if f["type"] == "msg" {
                     let conv = f["conv"].as_str().unwrap().to_string();
                     let cid = format!("r{}", f["seq"]);

@@ -241,10 +241,7 @@ async fn a_reader_that_stalls_is_closed_as_a_slow_consumer_without_hurting_the_s
             .to_string()
             .as_bytes(),
     );
-    let conv = agent.expect("assigned").await["conv"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let conv = agent.assigned().await["conv"].as_str().unwrap().to_string();
     agent.expect("msg").await;
     let body = "z".repeat(4000);
     let mut closed = false;
@@ -282,7 +279,7 @@ async fn sigterm_flushes_closes_everyone_with_1001_and_exits() {
     let mut v = gw.visitor().await;
     v.msg("m", "hello", None).await;
     v.expect("ack").await;
-    agent.expect("assigned").await;
+    agent.assigned().await;
     agent.expect("msg").await;
     gw.sigterm();
     assert_eq!(v.ended().await, Ended::Close(1001));

@@ -127,40 +127,54 @@ async fn every_frame_a_real_gateway_sends_matches_the_schema() {
     let server = validator(SERVER_SCHEMA);
     let gw = Gateway::start(&["--agent-capacity", "1"]);
     let mut seen = std::collections::BTreeSet::new();
-    let mut check = |v: &Value| {
-        assert_valid(&server, v);
-        seen.insert(v["type"].as_str().unwrap().to_string());
-    };
+    // Receives until a frame of type `ty`, validating and recording every frame on the way
+    // (the order of frames from different sources, such as `queued` before the dispatcher
+    // has heard of the agent, is not fixed).
+    async fn next_of(
+        c: &mut common::Client,
+        ty: &str,
+        server: &jsonschema::Validator,
+        seen: &mut std::collections::BTreeSet<String>,
+    ) -> Value {
+        loop {
+            let v = c.recv().await;
+            assert_valid(server, &v);
+            seen.insert(v["type"].as_str().unwrap().to_string());
+            if v["type"] == ty {
+                return v;
+            }
+        }
+    }
     let mut agent = gw.agent("ann").await;
-    check(&agent.welcome);
     let mut v1 = gw.visitor().await;
-    check(&v1.welcome);
+    for w in [&agent.welcome, &v1.welcome] {
+        assert_valid(&server, w);
+        seen.insert("welcome".to_string());
+    }
     v1.msg("m1", "hello", None).await;
-    let ack = v1.recv().await;
-    check(&ack);
+    let ack = next_of(&mut v1, "ack", &server, &mut seen).await;
     let conv = ack["conv"].as_str().unwrap().to_string();
+    next_of(&mut agent, "assigned", &server, &mut seen).await;
+    agent
+        .send(json!({"type":"resume","conv":conv,"last_seq":0}))
+        .await;
+    next_of(&mut agent, "msg", &server, &mut seen).await;
+    next_of(&mut v1, "agent_joined", &server, &mut seen).await;
+    // Capacity 1: the second visitor waits.
     let mut v2 = gw.visitor().await;
     v2.msg("m1", "me too", None).await;
-    check(&v2.recv().await); // ack
-    let queued = v2.recv().await;
-    assert_eq!(queued["type"], "queued");
-    check(&queued);
-    for _ in 0..2 {
-        check(&agent.recv().await); // assigned, msg
-    }
-    check(&v1.recv().await); // agent_joined
+    next_of(&mut v2, "queued", &server, &mut seen).await;
     v1.send(json!({"type":"typing"})).await;
-    check(&agent.recv().await);
+    next_of(&mut agent, "typing", &server, &mut seen).await;
     agent.send(json!({"type":"read","conv":conv,"seq":1})).await;
-    check(&v1.recv().await);
+    next_of(&mut v1, "read", &server, &mut seen).await;
     v1.send_text("{oops").await;
-    check(&v1.recv().await); // error
+    next_of(&mut v1, "error", &server, &mut seen).await;
     v1.send(json!({"type":"resume","conv":conv,"last_seq":0}))
         .await;
-    check(&v1.recv().await); // msg
-    check(&v1.recv().await); // resumed
+    next_of(&mut v1, "resumed", &server, &mut seen).await;
     agent.send(json!({"type":"close","conv":conv})).await;
-    check(&v1.recv().await); // closed
+    next_of(&mut v1, "closed", &server, &mut seen).await;
     assert_eq!(
         seen.into_iter().collect::<Vec<_>>(),
         [

@@ -8,9 +8,11 @@
 //! - [`server`]: frames the server sends, encoded by the functions in that module.
 //! - [`codes`]: error codes (in `error` frames) and WebSocket close codes.
 //! - [`token`]: HMAC-signed agent and visitor tokens.
+//! - [`bridge`]: the framed link between gateway shards and the storage bridge.
 //!
 //! `docs/protocol.md` documents every frame; `docs/schema/*.json` are their JSON Schemas.
 
+pub mod bridge;
 pub mod client;
 pub mod codes;
 pub mod ids;

@@ -262,19 +262,29 @@ impl Client {
         }
     }
 
-    /// The next frame of type `ty`, skipping typing indicators and queue updates only.
+    /// The next frame of type `ty`, skipping only informational frames (typing, read,
+    /// queue updates, agent_joined, resumed).
     pub async fn expect(&mut self, ty: &str) -> Value {
         loop {
             let v = self.recv().await;
             if v["type"] == ty {
                 return v;
             }
-            let skippable = ["typing", "queued", "read", "agent_joined"];
+            let skippable = ["typing", "queued", "read", "agent_joined", "resumed"];
             assert!(
                 skippable.contains(&v["type"].as_str().unwrap_or("")),
                 "expected {ty}, got {v}"
             );
         }
+    }
+
+    /// The next `assigned` frame; then resumes that conversation from the start, as an
+    /// agent's client does (its messages follow, then `resumed`).
+    pub async fn assigned(&mut self) -> Value {
+        let a = self.expect("assigned").await;
+        self.send(serde_json::json!({"type":"resume","conv":a["conv"],"last_seq":0}))
+            .await;
+        a
     }
 
     /// Reads until the server closes; returns the close code.

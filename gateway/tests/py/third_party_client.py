@@ -16,7 +16,7 @@ async def recv(ws, expected_type):
         frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
         if frame["type"] == expected_type:
             return frame
-        if frame["type"] not in ("queued", "agent_joined", "typing", "read"):
+        if frame["type"] not in ("queued", "agent_joined", "typing", "read", "resumed"):
             raise AssertionError(f"expected {expected_type}, got {frame}")
 
 
@@ -37,6 +37,7 @@ async def main(base, token):
 
     assigned = await recv(agent, "assigned")
     assert assigned == {"type": "assigned", "conv": conv, "visitor": visitor_id}, assigned
+    await agent.send(json.dumps({"type": "resume", "conv": conv, "last_seq": 0}))
     msg = await recv(agent, "msg")
     assert msg["body"] == "Hello from Python" and msg["from"] == visitor_id, msg
 

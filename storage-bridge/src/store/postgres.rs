@@ -1,0 +1,194 @@
+//! PostgreSQL through `tokio-postgres` with a `deadpool` connection pool. A batch is one
+//! transaction: messages go in with a single multi-row `INSERT ... SELECT FROM UNNEST(...)`.
+
+use super::{id_from_db, id_to_db, StoreError, MIGRATIONS};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use switchboard_protocol::bridge::{ConvEvent, ConvInfo, StoredMessage};
+use switchboard_protocol::{ConvId, VisitorId};
+use tokio_postgres::NoTls;
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+fn pool_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Pool(e.to_string())
+}
+
+impl PgStore {
+    /// Connects lazily: the pool opens connections when first used.
+    pub fn new(url: &str, pool_size: usize) -> Result<Self, StoreError> {
+        let pg: tokio_postgres::Config = url.parse()?;
+        let mgr = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(pool_size)
+            .build()
+            .map_err(pool_err)?;
+        Ok(Self { pool })
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let mut c = self.pool.get().await.map_err(pool_err)?;
+        c.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+            .await?;
+        for (version, sql) in MIGRATIONS {
+            let tx = c.transaction().await?;
+            // Serialise concurrent starts: one migrator at a time.
+            tx.batch_execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
+                .await?;
+            let done = tx
+                .query_opt(
+                    "SELECT version FROM schema_migrations WHERE version = $1",
+                    &[version],
+                )
+                .await?;
+            if done.is_none() {
+                tx.batch_execute(sql).await?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, (extract(epoch from now()) * 1000)::bigint)",
+                    &[version],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    pub async fn persist(
+        &self,
+        messages: &[StoredMessage],
+        events: &[ConvEvent],
+    ) -> Result<(), StoreError> {
+        let mut c = self.pool.get().await.map_err(pool_err)?;
+        let tx = c.transaction().await?;
+        if !messages.is_empty() {
+            let convs: Vec<i64> = messages.iter().map(|m| id_to_db(m.conv.0)).collect();
+            let seqs: Vec<i64> = messages.iter().map(|m| m.seq as i64).collect();
+            let senders: Vec<&str> = messages.iter().map(|m| m.sender.as_str()).collect();
+            let cids: Vec<&str> = messages.iter().map(|m| m.cid.as_str()).collect();
+            let bodies: Vec<&str> = messages.iter().map(|m| m.body.as_str()).collect();
+            let tss: Vec<i64> = messages.iter().map(|m| m.ts as i64).collect();
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO messages (conv, seq, sender, cid, body, ts)
+                     SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[])
+                     ON CONFLICT DO NOTHING",
+                )
+                .await?;
+            tx.execute(&stmt, &[&convs, &seqs, &senders, &cids, &bodies, &tss])
+                .await?;
+        }
+        for e in events {
+            match e {
+                ConvEvent::Opened { conv, visitor, ts } => {
+                    let (c, v, t) = (id_to_db(conv.0), id_to_db(visitor.0), *ts as i64);
+                    tx.execute(
+                        "INSERT INTO conversations (id, visitor, opened_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                        &[&c, &v, &t],
+                    )
+                    .await?;
+                    tx.execute(
+                        "INSERT INTO visitors (id, first_seen, last_seen) VALUES ($1, $2, $2)
+                         ON CONFLICT (id) DO UPDATE SET last_seen = GREATEST(visitors.last_seen, EXCLUDED.last_seen)",
+                        &[&v, &t],
+                    )
+                    .await?;
+                }
+                ConvEvent::Assigned { conv, agent, ts } => {
+                    let (c, t) = (id_to_db(conv.0), *ts as i64);
+                    tx.execute(
+                        "UPDATE conversations SET agent = $2, assigned_at = $3 WHERE id = $1",
+                        &[&c, agent, &t],
+                    )
+                    .await?;
+                    tx.execute(
+                        "INSERT INTO agents (id, first_seen, last_seen) VALUES ($1, $2, $2)
+                         ON CONFLICT (id) DO UPDATE SET last_seen = GREATEST(agents.last_seen, EXCLUDED.last_seen)",
+                        &[agent, &t],
+                    )
+                    .await?;
+                }
+                ConvEvent::Closed { conv, by, ts } => {
+                    let (c, t) = (id_to_db(conv.0), *ts as i64);
+                    tx.execute(
+                        "UPDATE conversations SET closed_at = $2, closed_by = $3 WHERE id = $1 AND closed_at IS NULL",
+                        &[&c, &t, by],
+                    )
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn load_conv(
+        &self,
+        conv: ConvId,
+        recent: u32,
+    ) -> Result<Option<ConvInfo>, StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        let id = id_to_db(conv.0);
+        let row = c
+            .query_opt(
+                "SELECT visitor, agent, closed_at IS NOT NULL, (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = $1)
+                 FROM conversations WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        drop(c);
+        let recent = self.history(conv, 0, u64::MAX, recent).await?;
+        Ok(Some(ConvInfo {
+            visitor: VisitorId(id_from_db(row.get(0))),
+            agent: row.get(1),
+            closed: row.get(2),
+            last_seq: row.get::<_, i64>(3) as u64,
+            recent,
+        }))
+    }
+
+    pub async fn history(
+        &self,
+        conv: ConvId,
+        after: u64,
+        before: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        let (id, after, before, limit) = (
+            id_to_db(conv.0),
+            after as i64,
+            before.min(i64::MAX as u64) as i64,
+            limit as i64,
+        );
+        let rows = c
+            .query(
+                "SELECT seq, sender, cid, body, ts FROM messages
+                 WHERE conv = $1 AND seq > $2 AND seq < $3 ORDER BY seq DESC LIMIT $4",
+                &[&id, &after, &before, &limit],
+            )
+            .await?;
+        let mut out: Vec<StoredMessage> = rows
+            .iter()
+            .map(|r| StoredMessage {
+                conv,
+                seq: r.get::<_, i64>(0) as u64,
+                sender: r.get(1),
+                cid: r.get(2),
+                body: r.get(3),
+                ts: r.get::<_, i64>(4) as u64,
+            })
+            .collect();
+        out.reverse();
+        Ok(out)
+    }
+}

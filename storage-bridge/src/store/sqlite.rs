@@ -1,0 +1,187 @@
+//! The embedded store: one SQLite file in the data directory, in WAL mode with full sync (a
+//! committed batch survives power loss). SQLite calls block, so they run on tokio's blocking
+//! pool; one connection behind a mutex serialises writers, which SQLite does anyway.
+
+use super::{id_from_db, id_to_db, StoreError, MIGRATIONS};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use switchboard_protocol::bridge::{ConvEvent, ConvInfo, StoredMessage};
+use switchboard_protocol::{ConvId, VisitorId};
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    /// Why a mutex: rusqlite connections are not `Sync`; calls run on blocking threads.
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Other(format!("{}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut c)
+        })
+        .await
+        .map_err(|e| StoreError::Other(format!("store task: {e}")))?
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.run(|c| {
+            c.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")?;
+            for (version, sql) in MIGRATIONS {
+                let tx = c.transaction()?;
+                let done: Option<i64> =
+                    tx.query_row("SELECT version FROM schema_migrations WHERE version = ?1", [version], |r| r.get(0)).optional()?;
+                if done.is_none() {
+                    tx.execute_batch(sql)?;
+                    tx.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)", params![version, now_ms()])?;
+                }
+                tx.commit()?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn persist(
+        &self,
+        messages: Vec<StoredMessage>,
+        events: Vec<ConvEvent>,
+    ) -> Result<(), StoreError> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO messages (conv, seq, sender, cid, body, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for m in &messages {
+                    insert.execute(params![id_to_db(m.conv.0), m.seq as i64, m.sender, m.cid, m.body, m.ts as i64])?;
+                }
+                for e in &events {
+                    apply_event(&tx, e)?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn load_conv(
+        &self,
+        conv: ConvId,
+        recent: u32,
+    ) -> Result<Option<ConvInfo>, StoreError> {
+        let found = self
+            .run(move |c| {
+                let row = c
+                    .query_row(
+                        "SELECT visitor, agent, closed_at IS NOT NULL, (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = ?1)
+                         FROM conversations WHERE id = ?1",
+                        [id_to_db(conv.0)],
+                        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, bool>(2)?, r.get::<_, i64>(3)?)),
+                    )
+                    .optional()?;
+                Ok(row)
+            })
+            .await?;
+        let Some((visitor, agent, closed, last_seq)) = found else {
+            return Ok(None);
+        };
+        let recent = self.history(conv, 0, u64::MAX, recent).await?;
+        Ok(Some(ConvInfo {
+            visitor: VisitorId(id_from_db(visitor)),
+            agent,
+            closed,
+            last_seq: last_seq as u64,
+            recent,
+        }))
+    }
+
+    pub async fn history(
+        &self,
+        conv: ConvId,
+        after: u64,
+        before: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.run(move |c| {
+            let mut q = c.prepare_cached(
+                "SELECT seq, sender, cid, body, ts FROM messages WHERE conv = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4",
+            )?;
+            let before = before.min(i64::MAX as u64) as i64;
+            let rows = q.query_map(params![id_to_db(conv.0), after as i64, before, limit as i64], |r| {
+                Ok(StoredMessage {
+                    conv,
+                    seq: r.get::<_, i64>(0)? as u64,
+                    sender: r.get(1)?,
+                    cid: r.get(2)?,
+                    body: r.get(3)?,
+                    ts: r.get::<_, i64>(4)? as u64,
+                })
+            })?;
+            let mut out = rows.collect::<Result<Vec<_>, _>>()?;
+            out.reverse();
+            Ok(out)
+        })
+        .await
+    }
+}
+
+fn apply_event(tx: &rusqlite::Transaction<'_>, e: &ConvEvent) -> Result<(), StoreError> {
+    match e {
+        ConvEvent::Opened { conv, visitor, ts } => {
+            tx.execute(
+                "INSERT OR IGNORE INTO conversations (id, visitor, opened_at) VALUES (?1, ?2, ?3)",
+                params![id_to_db(conv.0), id_to_db(visitor.0), *ts as i64],
+            )?;
+            tx.execute(
+                "INSERT INTO visitors (id, first_seen, last_seen) VALUES (?1, ?2, ?2)
+                 ON CONFLICT (id) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen)",
+                params![id_to_db(visitor.0), *ts as i64],
+            )?;
+        }
+        ConvEvent::Assigned { conv, agent, ts } => {
+            tx.execute(
+                "UPDATE conversations SET agent = ?2, assigned_at = ?3 WHERE id = ?1",
+                params![id_to_db(conv.0), agent, *ts as i64],
+            )?;
+            tx.execute(
+                "INSERT INTO agents (id, first_seen, last_seen) VALUES (?1, ?2, ?2)
+                 ON CONFLICT (id) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen)",
+                params![agent, *ts as i64],
+            )?;
+        }
+        ConvEvent::Closed { conv, by, ts } => {
+            tx.execute(
+                "UPDATE conversations SET closed_at = ?2, closed_by = ?3 WHERE id = ?1 AND closed_at IS NULL",
+                params![id_to_db(conv.0), *ts as i64, by],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
