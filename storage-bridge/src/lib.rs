@@ -2,5 +2,19 @@
 //! shard ever blocks on a database. Gateway shards reach it over a Unix socket.
 //!
 //! - [`store`]: PostgreSQL or embedded SQLite behind one interface, with migrations.
+//! - [`commit`]: group commit, confirming each request only after its batch commits.
+//! - [`cache`]: the Redis cache of recent messages.
+//! - [`reads`]: history and conversation loads, cache first.
+//! - [`server`]: the Unix-socket protocol with gateway shards.
+//! - [`http`]: the HTTP API (history with zstd, health, metrics).
+//! - [`config`]: flags and environment.
+//!
+//! Threading model: a multi-threaded tokio runtime; one committer task owns the write path.
 
+pub mod cache;
+pub mod commit;
+pub mod config;
+pub mod http;
+pub mod reads;
+pub mod server;
 pub mod store;

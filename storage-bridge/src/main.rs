@@ -1,1 +1,161 @@
-fn main() {}
+//! `storage-bridge`: persistence for the Switchboard gateway.
+
+use anyhow::Context;
+use clap::Parser;
+use std::sync::Arc;
+use std::time::Duration;
+use storage_bridge::cache::Cache;
+use storage_bridge::commit::Committer;
+use storage_bridge::config::Config;
+use storage_bridge::reads::Reads;
+use storage_bridge::store::{PgStore, SqliteStore, Store};
+use switchboard_protocol::token::TokenSigner;
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Config::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("storage-bridge: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("storage-bridge: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("bridge_commit_seconds".into()),
+            &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 2.0],
+        )?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("bridge_batch_messages".into()),
+            &[1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0],
+        )?
+        .install_recorder()?;
+    {
+        let h = prometheus.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                h.run_upkeep();
+            }
+        });
+    }
+    let store = Arc::new(match &config.database_url {
+        Some(url) => Store::Postgres(PgStore::new(url, config.db_pool).context("DATABASE_URL")?),
+        None => {
+            let path = config.data_dir.join("switchboard.db");
+            Store::Sqlite(
+                SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?,
+            )
+        }
+    });
+    // The database may not be up yet: retry migrations for a while, saying why.
+    let mut delay = Duration::from_millis(200);
+    let started = std::time::Instant::now();
+    loop {
+        match store.migrate().await {
+            Ok(()) => break,
+            Err(e) if e.is_transient() && started.elapsed() < Duration::from_secs(60) => {
+                tracing::warn!(error = %e, "store not ready; retrying migrations");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e).context("applying migrations"),
+        }
+    }
+    tracing::info!(store = store.kind(), "store ready");
+    let cache = match &config.redis_url {
+        Some(url) => match Cache::connect(url, config.cache_messages, "sb:").await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "redis unavailable at start; running without the cache");
+                None
+            }
+        },
+        None => None,
+    };
+    let secret_path = config
+        .secret_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("secret"));
+    let signer = match std::env::var("SWITCHBOARD_SECRET")
+        .ok()
+        .or_else(|| std::fs::read_to_string(&secret_path).ok())
+    {
+        Some(s) => Some(TokenSigner::new(s.trim().as_bytes()).context("token secret")?),
+        None => {
+            tracing::warn!(path = %secret_path.display(), "no token secret: the HTTP history API answers 503");
+            None
+        }
+    };
+    let reads = Arc::new(Reads {
+        store: store.clone(),
+        cache: cache.clone(),
+    });
+    let (commit_tx, commit_rx) = tokio::sync::mpsc::channel(4096);
+    let committer = Committer {
+        store: store.clone(),
+        cache,
+        batch_max: config.batch_max,
+        batch_delay: config.batch_delay(),
+    };
+    let committer = tokio::spawn(committer.run(commit_rx));
+
+    if let Some(addr) = config.http_addr()? {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("HTTP on {addr}"))?;
+        let app = storage_bridge::http::router(storage_bridge::http::Api {
+            reads: reads.clone(),
+            signer,
+            prometheus,
+        });
+        tracing::info!(%addr, "HTTP API listening");
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        });
+    }
+    let listener = storage_bridge::server::bind(&config.socket)?;
+    println!(
+        "storage-bridge listening on {} ({})",
+        config.socket.display(),
+        store.kind()
+    );
+    tracing::info!(socket = %config.socket.display(), "listening");
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+        tracing::info!("stopping: finishing queued writes");
+    };
+    storage_bridge::server::serve(listener, commit_tx, reads, shutdown).await;
+    // Connections still hold senders; give in-flight writes a moment to land, then stop.
+    let _ = tokio::time::timeout(Duration::from_secs(5), committer).await;
+    let _ = std::fs::remove_file(&config.socket);
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! The bridge's configuration: flags and `SWITCHBOARD_*` environment variables.
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "storage-bridge", version, about = "Switchboard storage bridge")]
+pub struct Config {
+    /// Unix socket the gateway shards connect to (created owner-only).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_BRIDGE_SOCKET",
+        default_value = "switchboard-data/bridge.sock"
+    )]
+    pub socket: PathBuf,
+    /// Data directory: the embedded SQLite database lives here when no database URL is set.
+    #[arg(long, env = "SWITCHBOARD_DATA_DIR", default_value = "switchboard-data")]
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL, e.g. postgres://user@127.0.0.1/db. Unset: embedded SQLite.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// PostgreSQL connections in the pool.
+    #[arg(long, env = "SWITCHBOARD_DB_POOL", default_value_t = 8)]
+    pub db_pool: usize,
+    /// Redis URL for the recent-history cache, e.g. redis://127.0.0.1:6379. Unset: no cache.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Messages kept per conversation in the Redis cache.
+    #[arg(long, env = "SWITCHBOARD_CACHE_MESSAGES", default_value_t = 200)]
+    pub cache_messages: usize,
+    /// Group commit: write a batch when this many messages wait...
+    #[arg(long, env = "SWITCHBOARD_BATCH_MAX", default_value_t = 1024)]
+    pub batch_max: usize,
+    /// ...or when the oldest has waited this long (milliseconds).
+    #[arg(long, env = "SWITCHBOARD_BATCH_DELAY_MS", default_value_t = 2)]
+    pub batch_delay_ms: u64,
+    /// HTTP API address (history, health, metrics). Empty: no HTTP.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_BRIDGE_HTTP",
+        default_value = "127.0.0.1:8081"
+    )]
+    pub http: String,
+    /// File holding the token secret (same as the gateway's); default `<data_dir>/secret`.
+    #[arg(long, env = "SWITCHBOARD_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn batch_delay(&self) -> Duration {
+        Duration::from_millis(self.batch_delay_ms)
+    }
+
+    pub fn http_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.http.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.http.parse().map_err(|_| {
+            anyhow::anyhow!("`--http {}`: expected IP:port", self.http)
+        })?))
+    }
+}

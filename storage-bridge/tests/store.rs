@@ -1,0 +1,200 @@
+//! One suite, run against both stores: the embedded SQLite file and a real PostgreSQL
+//! (`SWITCHBOARD_TEST_DATABASE_URL`, default postgres://postgres@127.0.0.1:5432/test).
+//! Each PostgreSQL test gets a schema of its own. A missing PostgreSQL fails these tests.
+
+use std::path::PathBuf;
+use storage_bridge::store::{PgStore, SqliteStore, Store};
+use switchboard_protocol::bridge::{ConvEvent, StoredMessage};
+use switchboard_protocol::{ConvId, VisitorId};
+
+pub fn pg_url() -> String {
+    std::env::var("SWITCHBOARD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+async fn pg() -> Store {
+    let url = pg_url();
+    let schema = format!("sbtest_{}_{}", std::process::id(), fastrand::u32(..));
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {url} is required for these tests: {e}"));
+    tokio::spawn(conn);
+    // Schemas of test processes that are gone are dropped, so runs do not pile up.
+    for row in client
+        .query(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'sbtest\\_%'",
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        let name: String = row.get(0);
+        let pid = name.split('_').nth(1).unwrap_or("");
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                .await;
+        }
+    }
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{sep}options=-c%20search_path%3D{schema}");
+    let store = Store::Postgres(PgStore::new(&url, 4).unwrap());
+    store.migrate().await.unwrap();
+    store
+}
+
+async fn sqlite() -> Store {
+    let dir: PathBuf = std::env::temp_dir().join(format!(
+        "sb-store-{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    let store = Store::Sqlite(SqliteStore::open(&dir.join("test.db")).unwrap());
+    store.migrate().await.unwrap();
+    store
+}
+
+fn msg(conv: u64, seq: u64, sender: &str, cid: &str) -> StoredMessage {
+    StoredMessage {
+        conv: ConvId(conv),
+        seq,
+        sender: sender.into(),
+        cid: cid.into(),
+        body: format!("body {seq} ✓ \"q\""),
+        ts: 1_700_000_000_000 + seq,
+    }
+}
+
+fn opened(conv: u64, visitor: u64) -> ConvEvent {
+    ConvEvent::Opened {
+        conv: ConvId(conv),
+        visitor: VisitorId(visitor),
+        ts: 1,
+    }
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_store { $( #[tokio::test] async fn $name() { super::$name(super::sqlite().await).await } )* }
+        mod postgres_store { $( #[tokio::test] async fn $name() { super::$name(super::pg().await).await } )* }
+    };
+}
+
+both!(
+    migrations_are_idempotent,
+    history_is_ordered_bounded_and_newest_first_when_limited,
+    replayed_batches_store_nothing_twice,
+    conversations_load_with_their_state_and_recent_messages,
+    ids_use_all_64_bits,
+);
+
+async fn migrations_are_idempotent(s: Store) {
+    s.migrate().await.unwrap();
+    s.migrate().await.unwrap();
+    s.persist(vec![msg(1, 1, "v1", "a")], vec![opened(1, 9)])
+        .await
+        .unwrap();
+    s.migrate().await.unwrap();
+    assert_eq!(s.count_messages(ConvId(1)).await.unwrap(), 1);
+}
+
+async fn history_is_ordered_bounded_and_newest_first_when_limited(s: Store) {
+    let batch: Vec<StoredMessage> = (1..=30)
+        .rev()
+        .map(|i| msg(7, i, "v", &format!("c{i}")))
+        .collect();
+    s.persist(batch, vec![opened(7, 1)]).await.unwrap();
+    s.persist(vec![msg(8, 1, "v", "other")], vec![opened(8, 2)])
+        .await
+        .unwrap();
+    let all = s.history(ConvId(7), 0, u64::MAX, 100).await.unwrap();
+    assert_eq!(
+        all.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (1..=30).collect::<Vec<_>>()
+    );
+    assert_eq!(all[4], msg(7, 5, "v", "c5"), "every field round-trips");
+    let page = s.history(ConvId(7), 0, 21, 5).await.unwrap();
+    assert_eq!(
+        page.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![16, 17, 18, 19, 20]
+    );
+    let after = s.history(ConvId(7), 27, u64::MAX, 100).await.unwrap();
+    assert_eq!(
+        after.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![28, 29, 30]
+    );
+    assert!(s
+        .history(ConvId(99), 0, u64::MAX, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn replayed_batches_store_nothing_twice(s: Store) {
+    let batch = vec![
+        msg(3, 1, "v", "a"),
+        msg(3, 2, "ann", "a"),
+        msg(3, 3, "v", "b"),
+    ];
+    s.persist(batch.clone(), vec![opened(3, 5)]).await.unwrap();
+    s.persist(batch.clone(), vec![opened(3, 5)]).await.unwrap();
+    // The same client message under another seq (a resend after a crash) is not stored again.
+    s.persist(vec![msg(3, 4, "v", "a")], vec![]).await.unwrap();
+    let got = s.history(ConvId(3), 0, u64::MAX, 10).await.unwrap();
+    assert_eq!(got, batch);
+}
+
+async fn conversations_load_with_their_state_and_recent_messages(s: Store) {
+    assert_eq!(s.load_conv(ConvId(4), 10).await.unwrap(), None);
+    s.persist(vec![], vec![opened(4, 77)]).await.unwrap();
+    let info = s.load_conv(ConvId(4), 10).await.unwrap().unwrap();
+    assert_eq!(
+        (info.visitor, info.agent.clone(), info.closed, info.last_seq),
+        (VisitorId(77), None, false, 0)
+    );
+    let msgs: Vec<StoredMessage> = (1..=12).map(|i| msg(4, i, "v", &i.to_string())).collect();
+    s.persist(
+        msgs,
+        vec![ConvEvent::Assigned {
+            conv: ConvId(4),
+            agent: "ann".into(),
+            ts: 2,
+        }],
+    )
+    .await
+    .unwrap();
+    let info = s.load_conv(ConvId(4), 5).await.unwrap().unwrap();
+    assert_eq!(
+        (info.agent.as_deref(), info.closed, info.last_seq),
+        (Some("ann"), false, 12)
+    );
+    assert_eq!(
+        info.recent.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![8, 9, 10, 11, 12]
+    );
+    s.persist(
+        vec![],
+        vec![ConvEvent::Closed {
+            conv: ConvId(4),
+            by: "ann".into(),
+            ts: 3,
+        }],
+    )
+    .await
+    .unwrap();
+    assert!(s.load_conv(ConvId(4), 0).await.unwrap().unwrap().closed);
+}
+
+async fn ids_use_all_64_bits(s: Store) {
+    let big = u64::MAX - 5;
+    s.persist(vec![msg(big, 1, "v", "x")], vec![opened(big, u64::MAX)])
+        .await
+        .unwrap();
+    let info = s.load_conv(ConvId(big), 1).await.unwrap().unwrap();
+    assert_eq!(info.visitor, VisitorId(u64::MAX));
+    assert_eq!(info.recent[0].conv, ConvId(big));
+}
