@@ -119,6 +119,26 @@ impl Dispatcher {
         vec![Dispatch::Position { conv, position }]
     }
 
+    /// A conversation already assigned to `agent` (found in the store after a restart) is
+    /// counted again; if the agent is online its devices are told.
+    pub fn restore(&mut self, conv: ConvId, visitor: VisitorId, agent: AgentId) -> Vec<Dispatch> {
+        let a = self.agents.entry(agent.clone()).or_default();
+        if a.open.iter().any(|(c, _)| *c == conv) {
+            return Vec::new();
+        }
+        a.open.push((conv, visitor));
+        if a.is_online() {
+            vec![Dispatch::Assign {
+                conv,
+                visitor,
+                agent_shards: a.shards(),
+                agent,
+            }]
+        } else {
+            Vec::new()
+        }
+    }
+
     /// A device of `agent` connected on `shard`. Returns the agent's open conversations (for
     /// that device) and any queued conversations it now takes.
     pub fn agent_online(

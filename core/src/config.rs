@@ -53,6 +53,15 @@ pub struct CoreConfig {
     pub visitor_token_ttl_s: u64,
     /// How often queued visitors get position updates, at most.
     pub queue_update_interval: Duration,
+    /// Acks wait for the storage bridge (true when one is configured).
+    pub durable: bool,
+    /// Messages per shard sent to storage and not yet confirmed before new ones are refused
+    /// with `overloaded`.
+    pub max_unconfirmed: usize,
+    /// Most messages one `history` request returns.
+    pub history_max: u32,
+    /// Most stored messages fetched for one `resume` reaching past the window.
+    pub resume_fetch_max: u32,
 }
 
 impl Default for CoreConfig {
@@ -69,6 +78,10 @@ impl Default for CoreConfig {
             max_outbox_bytes: 256 * 1024,
             visitor_token_ttl_s: 30 * 24 * 3600,
             queue_update_interval: Duration::from_millis(500),
+            durable: false,
+            max_unconfirmed: 100_000,
+            history_max: 200,
+            resume_fetch_max: 1000,
         }
     }
 }

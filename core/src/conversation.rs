@@ -6,6 +6,7 @@ use crate::routing::ShardId;
 use crate::shard::ConnKey;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
+use switchboard_protocol::bridge::ConvInfo;
 use switchboard_protocol::server::{encode, ServerFrame};
 use switchboard_protocol::{AgentId, ConvId, ParticipantId, VisitorId};
 
@@ -36,6 +37,24 @@ pub struct Conversation {
     dedupe_cap: usize,
     /// Connections that receive this conversation's traffic, by shard.
     subscribers: Vec<(ShardId, ConnKey)>,
+    /// The newest seq the store has confirmed (with no store: every seq, at once).
+    pub confirmed: u64,
+    /// Acks held until the store confirms their seq.
+    pub ack_waiters: Vec<AckWaiter>,
+}
+
+/// An `ack` to send once `seq` is durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckWaiter {
+    pub seq: u64,
+    pub shard: ShardId,
+    pub conn: ConnKey,
+    pub cid: Box<str>,
+}
+
+/// Whether a sender id is an agent's (visitor ids have their own shape).
+fn sender_is_agent(sender: &str) -> bool {
+    VisitorId::parse(sender).is_none()
 }
 
 impl Conversation {
@@ -52,7 +71,55 @@ impl Conversation {
             dedupe_order: VecDeque::new(),
             dedupe_cap: dedupe_cap.max(1),
             subscribers: Vec::new(),
+            confirmed: 0,
+            ack_waiters: Vec::new(),
         }
+    }
+
+    /// Rebuilds a conversation from the store after a restart: its seq, participants, and
+    /// (from its newest stored messages) the resume window and the dedupe memory.
+    pub fn restore(id: ConvId, info: &ConvInfo, window_cap: usize, dedupe_cap: usize) -> Self {
+        let mut c = Self::new(id, info.visitor, window_cap, dedupe_cap);
+        c.agent = info.agent.as_deref().and_then(AgentId::new);
+        c.closed = info.closed;
+        for m in &info.recent {
+            let frame = msg_frame(id, m.seq, &m.sender, &m.cid, &m.body, m.ts);
+            c.remember(
+                m.seq,
+                (sender_is_agent(&m.sender), m.cid.as_str().into()),
+                frame,
+            );
+        }
+        c.seq = info.last_seq;
+        c.confirmed = info.last_seq;
+        c
+    }
+
+    /// The oldest seq still in the window.
+    pub fn oldest_kept(&self) -> Option<u64> {
+        self.window.front().map(|(s, _)| *s)
+    }
+
+    /// Window frames with seq greater than `after`, oldest first.
+    pub fn window_after(&self, after: u64) -> impl Iterator<Item = (u64, &Bytes)> {
+        self.window
+            .iter()
+            .filter(move |(s, _)| *s > after)
+            .map(|(s, f)| (*s, f))
+    }
+
+    fn remember(&mut self, seq: u64, key: CidKey, frame: Bytes) {
+        if self.window.len() == self.window_cap {
+            self.window.pop_front();
+        }
+        self.window.push_back((seq, frame));
+        if self.dedupe_order.len() == self.dedupe_cap {
+            if let Some(old) = self.dedupe_order.pop_front() {
+                self.dedupe.remove(&old);
+            }
+        }
+        self.dedupe.insert(key.clone(), seq);
+        self.dedupe_order.push_back(key);
     }
 
     /// The seq of the newest message (0 before the first).
@@ -75,26 +142,8 @@ impl Conversation {
         }
         self.seq += 1;
         let seq = self.seq;
-        let from = who.to_string();
-        let frame = encode(&ServerFrame::Msg {
-            conv: self.id,
-            seq,
-            from: from.into(),
-            cid: cid.into(),
-            body: body.into(),
-            ts,
-        });
-        if self.window.len() == self.window_cap {
-            self.window.pop_front();
-        }
-        self.window.push_back((seq, frame.clone()));
-        if self.dedupe_order.len() == self.dedupe_cap {
-            if let Some(old) = self.dedupe_order.pop_front() {
-                self.dedupe.remove(&old);
-            }
-        }
-        self.dedupe.insert(key.clone(), seq);
-        self.dedupe_order.push_back(key);
+        let frame = msg_frame(self.id, seq, &who.to_string(), cid, body, ts);
+        self.remember(seq, key, frame.clone());
         Posted::New { seq, frame }
     }
 
@@ -138,6 +187,29 @@ impl Conversation {
         self.dedupe_order = VecDeque::new();
         self.subscribers = Vec::new();
     }
+
+    /// Acks whose seq is now durable, removed from the waiting list.
+    pub fn confirm(&mut self, seq: u64) -> Vec<AckWaiter> {
+        self.confirmed = self.confirmed.max(seq);
+        let confirmed = self.confirmed;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ack_waiters)
+            .into_iter()
+            .partition(|w| w.seq <= confirmed);
+        self.ack_waiters = waiting;
+        ready
+    }
+}
+
+/// The encoded `msg` frame of a message.
+pub fn msg_frame(conv: ConvId, seq: u64, from: &str, cid: &str, body: &str, ts: u64) -> Bytes {
+    encode(&ServerFrame::Msg {
+        conv,
+        seq,
+        from: from.into(),
+        cid: cid.into(),
+        body: body.into(),
+        ts,
+    })
 }
 
 #[cfg(test)]

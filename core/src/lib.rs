@@ -7,6 +7,7 @@
 //! - [`idle`]: idle deadlines for many connections without a timer per frame.
 //! - [`ratelimit`]: the per-connection token bucket.
 //! - [`outbox`]: the bounded per-connection outbound queue.
+//! - [`persist`]: what a home shard asks the storage bridge, and what waits for it.
 //! - [`auth`]: who is connecting, from the upgrade request's query.
 //! - [`shard`]: one shard's whole state; it consumes client frames and [`ShardMsg`]s from other
 //!   shards, and produces frames for its connections and messages for other shards.
@@ -22,6 +23,7 @@ pub mod conversation;
 pub mod idle;
 pub mod messages;
 pub mod outbox;
+pub mod persist;
 pub mod ratelimit;
 pub mod routing;
 pub mod shard;

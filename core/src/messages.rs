@@ -58,6 +58,21 @@ pub enum ShardMsg {
         conv: ConvId,
         conn: ConnKey,
     },
+    /// A participant asks for older messages.
+    History {
+        conv: ConvId,
+        conn: ConnKey,
+        who: ParticipantId,
+        before: u64,
+        limit: u32,
+    },
+    /// A conversation loaded from the store, for the dispatcher to account for (re-queued
+    /// when it has no agent).
+    Restore {
+        conv: ConvId,
+        visitor: VisitorId,
+        agent: Option<AgentId>,
+    },
     /// A participant asks to close the conversation.
     Close {
         conv: ConvId,
@@ -125,4 +140,21 @@ pub enum ShardMsg {
         conn: ConnKey,
         convs: Vec<(ConvId, VisitorId)>,
     },
+}
+
+impl ShardMsg {
+    /// The conversation a message for a home shard is about, when that conversation must be
+    /// present (loaded from the store if need be) to handle it.
+    pub fn home_conv(&self) -> Option<ConvId> {
+        match self {
+            Self::Post { conv, .. }
+            | Self::Signal { conv, .. }
+            | Self::Subscribe { conv, .. }
+            | Self::Close { conv, .. }
+            | Self::History { conv, .. }
+            | Self::Assign { conv, .. }
+            | Self::QueuePosition { conv, .. } => Some(*conv),
+            _ => None,
+        }
+    }
 }

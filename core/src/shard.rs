@@ -9,16 +9,19 @@
 use crate::assignment::{Dispatch, Dispatcher};
 use crate::auth::Identity;
 use crate::config::{ClientKind, CoreConfig};
-use crate::conversation::{Conversation, Posted};
+use crate::conversation::{msg_frame, AckWaiter, Conversation, Posted};
 use crate::idle::{verdict, IdleVerdict, IdleWheel};
 use crate::messages::{ShardMsg, Signal};
 use crate::outbox::Outbox;
+use crate::persist::{Resolved, StoreLink, Wait};
 use crate::ratelimit::TokenBucket;
 use crate::routing::{home_shard, ShardId, DISPATCHER_SHARD};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::task::Waker;
+use switchboard_protocol::bridge::{BridgeMsg, ConvEvent, StoredMessage};
 use switchboard_protocol::client::{decode_client_frame, ClientFrame};
+use switchboard_protocol::server::HistoryItem;
 use switchboard_protocol::server::{encode, Role, ServerFrame, PROTOCOL_VERSION};
 use switchboard_protocol::token::{TokenKind, TokenSigner};
 use switchboard_protocol::{AgentId, CloseCode, ConvId, ErrorCode, ParticipantId, VisitorId};
@@ -109,6 +112,10 @@ pub struct ShardStats {
     pub errors_sent: u64,
     /// Frames refused by the rate limit.
     pub rate_limited: u64,
+    /// Messages refused because storage was too far behind.
+    pub overloaded: u64,
+    /// Messages sent to storage and not yet confirmed.
+    pub unconfirmed: u64,
     /// Conversations open on this shard (as a home shard).
     pub open_conversations: u64,
     /// Conversations waiting for an agent (dispatcher shard only).
@@ -165,6 +172,8 @@ pub struct Shard {
     outgoing: Vec<(ShardId, ShardMsg)>,
     local: VecDeque<ShardMsg>,
     stats: ShardStats,
+    /// Durability through the storage bridge; `None` when running without one.
+    store: Option<StoreLink>,
 }
 
 impl Shard {
@@ -177,6 +186,7 @@ impl Shard {
     ) -> Self {
         assert!(id < nr_shards, "shard {id} of {nr_shards}");
         let dispatcher = (id == DISPATCHER_SHARD).then(|| Dispatcher::new(cfg.agent_capacity));
+        let cfg_durable = cfg.durable;
         Self {
             id,
             nr_shards,
@@ -196,6 +206,7 @@ impl Shard {
             outgoing: Vec::new(),
             local: VecDeque::new(),
             stats: ShardStats::default(),
+            store: cfg_durable.then(StoreLink::default),
         }
     }
 
@@ -223,6 +234,114 @@ impl Shard {
     /// Messages for other shards produced since the last call.
     pub fn take_outgoing(&mut self) -> Vec<(ShardId, ShardMsg)> {
         std::mem::take(&mut self.outgoing)
+    }
+
+    /// Requests for the storage bridge produced since the last call.
+    pub fn take_bridge_requests(&mut self) -> Vec<BridgeMsg> {
+        let Some(link) = self.store.as_mut() else {
+            return Vec::new();
+        };
+        let out = link.take_requests();
+        self.stats.unconfirmed = link.unconfirmed as u64;
+        out
+    }
+
+    pub fn has_bridge_requests(&self) -> bool {
+        self.store.as_ref().is_some_and(StoreLink::has_requests)
+    }
+
+    /// An answer from the storage bridge.
+    pub fn on_bridge(&mut self, msg: BridgeMsg, now: Now) {
+        self.now = now;
+        let Some(link) = self.store.as_mut() else {
+            return;
+        };
+        let resolved = link.resolve(&msg);
+        self.stats.unconfirmed = link.unconfirmed as u64;
+        match resolved {
+            Resolved::Nothing => {}
+            Resolved::Persisted(heads) => {
+                for (conv, seq) in heads {
+                    let Some(c) = self.convs.get_mut(&conv) else {
+                        continue;
+                    };
+                    for w in c.confirm(seq) {
+                        let ack = encode(&ServerFrame::Ack {
+                            cid: w.cid.as_ref().into(),
+                            conv,
+                            seq: w.seq,
+                        });
+                        self.send(
+                            w.shard,
+                            ShardMsg::ToConn {
+                                conn: w.conn,
+                                frame: ack,
+                            },
+                        );
+                    }
+                }
+            }
+            Resolved::PersistFailed(heads) => {
+                for (conv, seq) in heads {
+                    let Some(c) = self.convs.get_mut(&conv) else {
+                        continue;
+                    };
+                    let (failed, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut c.ack_waiters)
+                        .into_iter()
+                        .partition(|w| w.seq <= seq);
+                    c.ack_waiters = waiting;
+                    for w in failed {
+                        self.stats.errors_sent += 1;
+                        let frame = error_frame(
+                            ErrorCode::Overloaded,
+                            "not stored; resend with the same cid",
+                            Some(&w.cid),
+                        );
+                        self.send(
+                            w.shard,
+                            ShardMsg::ToConn {
+                                conn: w.conn,
+                                frame,
+                            },
+                        );
+                    }
+                }
+            }
+            Resolved::Loaded(conv, parked) => {
+                if let BridgeMsg::ConvLoaded {
+                    info: Some(info), ..
+                } = &msg
+                {
+                    let c =
+                        Conversation::restore(conv, info, self.cfg.window, self.cfg.dedupe_window);
+                    if !c.closed {
+                        self.stats.open_conversations += 1;
+                        let restore = ShardMsg::Restore {
+                            conv,
+                            visitor: c.visitor,
+                            agent: c.agent.clone(),
+                        };
+                        self.send(DISPATCHER_SHARD, restore);
+                    }
+                    self.convs.insert(conv, c);
+                }
+                for (from, m) in parked {
+                    self.handle(from, m);
+                }
+            }
+            Resolved::LoadFailed(_, parked) => {
+                for (from, m) in parked {
+                    self.refuse(
+                        from,
+                        m,
+                        ErrorCode::Overloaded,
+                        "storage unavailable; try again",
+                    );
+                }
+            }
+            Resolved::Read(wait, stored) => self.finish_read(wait, stored),
+        }
+        self.pump();
     }
 
     /// Whether there are messages for other shards waiting.
@@ -549,6 +668,32 @@ impl Shard {
                     },
                 );
             }
+            ClientFrame::History {
+                conv,
+                before,
+                limit,
+            } => match target(conv, conn) {
+                Some(conv) => {
+                    let limit = limit.unwrap_or(50).min(u32::MAX as u64) as u32;
+                    let msg = ShardMsg::History {
+                        conv,
+                        conn: key,
+                        who,
+                        before: before.unwrap_or(u64::MAX),
+                        limit,
+                    };
+                    self.send(self.home(conv), msg);
+                }
+                None if is_agent => self.push_error(
+                    key,
+                    ErrorCode::MissingField,
+                    "agents must name `conv`",
+                    None,
+                ),
+                None => {
+                    self.push_error(key, ErrorCode::NoConversation, "no conversation yet", None)
+                }
+            },
             ClientFrame::Close { conv } => {
                 self.send(
                     self.home(conv),
@@ -626,6 +771,18 @@ impl Shard {
     }
 
     fn handle(&mut self, from: ShardId, msg: ShardMsg) {
+        // After a restart, a conversation may exist only in the store: load it first.
+        if let (Some(link), Some(conv)) = (self.store.as_mut(), msg.home_conv()) {
+            if !self.convs.contains_key(&conv) && !link.is_missing(conv) {
+                link.park(
+                    conv,
+                    from,
+                    msg,
+                    self.cfg.window.max(self.cfg.dedupe_window) as u32,
+                );
+                return;
+            }
+        }
         match msg {
             ShardMsg::Open {
                 conv,
@@ -640,6 +797,10 @@ impl Shard {
                 });
                 c.subscribe(from, conn);
                 self.stats.open_conversations += 1;
+                if let Some(link) = self.store.as_mut() {
+                    link.created(conv);
+                    link.event(ConvEvent::Opened { conv, visitor, ts });
+                }
                 self.post(
                     from,
                     conn,
@@ -717,6 +878,23 @@ impl Shard {
                 }
                 let c = self.convs.get_mut(&conv).expect("checked above");
                 c.subscribe(from, conn);
+                let oldest = c.oldest_kept().unwrap_or(c.head_seq() + 1);
+                if let Some(link) = self
+                    .store
+                    .as_mut()
+                    .filter(|_| last_seq + 1 < oldest && last_seq < c.head_seq())
+                {
+                    // Older than the window: fetch the gap from the store first. The
+                    // connection stays pending on its shard until the replay arrives.
+                    let wait = Wait::Resume {
+                        from,
+                        conn,
+                        conv,
+                        last_seq,
+                    };
+                    link.read(wait, conv, last_seq, oldest, self.cfg.resume_fetch_max);
+                    return;
+                }
                 let (mut frames, complete) = c.replay_after(last_seq);
                 frames.push(encode(&ServerFrame::Resumed {
                     conv,
@@ -767,6 +945,13 @@ impl Shard {
                         self.convs.remove(&old);
                     }
                 }
+                if let Some(link) = self.store.as_mut() {
+                    link.event(ConvEvent::Closed {
+                        conv,
+                        by: who.to_string(),
+                        ts: self.now.unix_ms,
+                    });
+                }
                 if let ParticipantId::Agent(agent) = who {
                     self.send(DISPATCHER_SHARD, ShardMsg::ConvClosed { conv, agent });
                 }
@@ -781,6 +966,14 @@ impl Shard {
                 };
                 c.agent = Some(agent.clone());
                 let visitor = c.visitor;
+                if let Some(link) = self.store.as_mut() {
+                    let ts = self.now.unix_ms;
+                    link.event(ConvEvent::Assigned {
+                        conv,
+                        agent: agent.to_string(),
+                        ts,
+                    });
+                }
                 let frame = encode(&ServerFrame::AgentJoined {
                     conv,
                     agent: agent.as_str().into(),
@@ -796,6 +989,69 @@ impl Shard {
                         },
                     );
                 }
+            }
+            ShardMsg::History {
+                conv,
+                conn,
+                who,
+                before,
+                limit,
+            } => {
+                let refusal = match self.convs.get(&conv) {
+                    Some(c) if c.is_participant(&who) => None,
+                    _ => Some("not a participant"),
+                };
+                if let Some(message) = refusal {
+                    self.stats.errors_sent += 1;
+                    let frame = error_frame(ErrorCode::NotInConversation, message, None);
+                    self.send(from, ShardMsg::ToConn { conn, frame });
+                    return;
+                }
+                let limit = limit.clamp(1, self.cfg.history_max);
+                let c = &self.convs[&conv];
+                let in_window = c.window_after(0).filter(|(s, _)| *s < before).count();
+                let covered = in_window >= limit as usize
+                    || c.oldest_kept().is_none_or(|o| o <= 1)
+                    || c.head_seq() == 0;
+                match self.store.as_mut() {
+                    Some(link) if !covered => {
+                        let upto = before.min(c.oldest_kept().unwrap_or(before));
+                        link.read(
+                            Wait::History {
+                                from,
+                                conn,
+                                conv,
+                                before,
+                                limit,
+                            },
+                            conv,
+                            0,
+                            upto,
+                            limit,
+                        );
+                    }
+                    _ => self.finish_read(
+                        Wait::History {
+                            from,
+                            conn,
+                            conv,
+                            before,
+                            limit,
+                        },
+                        Some(Vec::new()),
+                    ),
+                }
+            }
+            ShardMsg::Restore {
+                conv,
+                visitor,
+                agent,
+            } => {
+                let out = match agent {
+                    None => self.dispatcher_mut().enqueue(conv, visitor),
+                    Some(agent) => self.dispatcher_mut().restore(conv, visitor, agent),
+                };
+                self.dispatch(out);
             }
             ShardMsg::QueuePosition { conv, position } => {
                 if self
@@ -876,6 +1132,143 @@ impl Shard {
                 for (conv, visitor) in convs {
                     self.push(conn, encode(&ServerFrame::Assigned { conv, visitor }));
                 }
+            }
+        }
+    }
+
+    /// Answers a parked request that cannot be served.
+    fn refuse(&mut self, from: ShardId, msg: ShardMsg, code: ErrorCode, message: &str) {
+        let (conn, cid) = match &msg {
+            ShardMsg::Post { conn, cid, .. } => (*conn, Some(cid.as_str())),
+            ShardMsg::Signal { conn, .. }
+            | ShardMsg::Close { conn, .. }
+            | ShardMsg::History { conn, .. } => (*conn, None),
+            ShardMsg::Subscribe { conv, conn, .. } => {
+                self.stats.errors_sent += 1;
+                let frames = vec![error_frame(code, message, None)];
+                self.send(
+                    from,
+                    ShardMsg::Replay {
+                        conv: *conv,
+                        conn: *conn,
+                        frames,
+                        ok: false,
+                    },
+                );
+                return;
+            }
+            _ => return,
+        };
+        self.stats.errors_sent += 1;
+        let frame = error_frame(code, message, cid);
+        self.send(from, ShardMsg::ToConn { conn, frame });
+    }
+
+    /// Completes a store read: a resume reaching past the window, or a `history` request.
+    fn finish_read(&mut self, wait: Wait, stored: Option<Vec<StoredMessage>>) {
+        match wait {
+            Wait::Resume {
+                from,
+                conn,
+                conv,
+                last_seq,
+            } => {
+                let Some(c) = self.convs.get(&conv) else {
+                    return;
+                };
+                let mut complete = stored.is_some();
+                let mut frames = Vec::new();
+                let mut next = last_seq + 1;
+                for m in stored.unwrap_or_default() {
+                    complete &= m.seq == next;
+                    frames.push(msg_frame(conv, m.seq, &m.sender, &m.cid, &m.body, m.ts));
+                    next = m.seq + 1;
+                }
+                for (seq, f) in c.window_after(next - 1) {
+                    complete &= seq == next;
+                    frames.push(f.clone());
+                    next = seq + 1;
+                }
+                let replayed = frames.len() as u32;
+                frames.push(encode(&ServerFrame::Resumed {
+                    conv,
+                    last_seq: c.head_seq(),
+                    replayed,
+                    complete,
+                }));
+                self.send(
+                    from,
+                    ShardMsg::Replay {
+                        conv,
+                        conn,
+                        frames,
+                        ok: true,
+                    },
+                );
+            }
+            Wait::History {
+                from,
+                conn,
+                conv,
+                before,
+                limit,
+            } => {
+                let Some(stored) = stored else {
+                    self.refuse(
+                        from,
+                        ShardMsg::History {
+                            conv,
+                            conn,
+                            who: ParticipantId::Visitor(VisitorId(0)),
+                            before,
+                            limit,
+                        },
+                        ErrorCode::Overloaded,
+                        "storage unavailable; try again",
+                    );
+                    return;
+                };
+                let Some(c) = self.convs.get(&conv) else {
+                    return;
+                };
+                let newest_stored = stored.last().map_or(0, |m| m.seq);
+                let mut items: Vec<HistoryItem<'static>> = stored
+                    .into_iter()
+                    .map(|m| HistoryItem {
+                        seq: m.seq,
+                        from: m.sender.into(),
+                        cid: m.cid.into(),
+                        body: m.body.into(),
+                        ts: m.ts,
+                    })
+                    .collect();
+                for (seq, f) in c.window_after(newest_stored).filter(|(s, _)| *s < before) {
+                    if let Ok(ServerFrame::Msg {
+                        from,
+                        cid,
+                        body,
+                        ts,
+                        ..
+                    }) = serde_json::from_slice::<ServerFrame<'static>>(f)
+                    {
+                        items.push(HistoryItem {
+                            seq,
+                            from,
+                            cid,
+                            body,
+                            ts,
+                        });
+                    }
+                }
+                let skip = items.len().saturating_sub(limit as usize);
+                let items: Vec<HistoryItem<'static>> = items.into_iter().skip(skip).collect();
+                let complete = items.first().is_none_or(|m| m.seq <= 1);
+                let frame = encode(&ServerFrame::History {
+                    conv,
+                    messages: items,
+                    complete,
+                });
+                self.send(from, ShardMsg::ToConn { conn, frame });
             }
         }
     }
@@ -962,11 +1355,38 @@ impl Shard {
         body: &str,
         ts: u64,
     ) {
+        let max_unconfirmed = self.cfg.max_unconfirmed;
+        if self
+            .store
+            .as_ref()
+            .is_some_and(|l| l.backlog() >= max_unconfirmed)
+        {
+            self.stats.errors_sent += 1;
+            self.stats.overloaded += 1;
+            let frame = error_frame(
+                ErrorCode::Overloaded,
+                "storage is behind; resend with the same cid",
+                Some(cid),
+            );
+            self.send(from, ShardMsg::ToConn { conn, frame });
+            return;
+        }
         let c = self.convs.get_mut(&conv).expect("caller checked");
         let posted = c.post(&who, cid, body, ts);
         let seq = match posted {
             Posted::New { seq, frame } => {
                 self.stats.messages_posted += 1;
+                if let Some(link) = self.store.as_mut() {
+                    let sender = who.to_string();
+                    link.record(StoredMessage {
+                        conv,
+                        seq,
+                        sender,
+                        cid: cid.into(),
+                        body: body.into(),
+                        ts,
+                    });
+                }
                 self.fanout(conv, frame, Some((from, conn)), false);
                 seq
             }
@@ -975,6 +1395,17 @@ impl Shard {
                 seq
             }
         };
+        let c = self.convs.get_mut(&conv).expect("caller checked");
+        if self.store.is_some() && seq > c.confirmed {
+            // `ack` means durably stored: it waits for the bridge.
+            c.ack_waiters.push(AckWaiter {
+                seq,
+                shard: from,
+                conn,
+                cid: cid.into(),
+            });
+            return;
+        }
         let ack = encode(&ServerFrame::Ack {
             cid: cid.into(),
             conv,

@@ -32,6 +32,12 @@ pub enum ClientFrame {
     Resume { conv: ConvId, last_seq: u64 },
     /// Close a conversation (agents only).
     Close { conv: ConvId },
+    /// Up to `limit` messages before `before` (all newest when absent), oldest first.
+    History {
+        conv: Option<ConvId>,
+        before: Option<u64>,
+        limit: Option<u64>,
+    },
 }
 
 /// Why a frame was refused; becomes an `error` frame.
@@ -114,6 +120,10 @@ struct RawFrame<'a> {
     seq: Option<Loose<'a>>,
     #[serde(borrow, default)]
     last_seq: Option<Loose<'a>>,
+    #[serde(borrow, default)]
+    before: Option<Loose<'a>>,
+    #[serde(borrow, default)]
+    limit: Option<Loose<'a>>,
 }
 
 /// Decodes one text frame with serde_json.
@@ -224,6 +234,17 @@ fn validate(raw: RawFrame<'_>) -> Result<ClientFrame, DecodeError> {
             conv: conv(true)?.expect("required"),
             last_seq: uint(&raw.last_seq, "last_seq")?,
         }),
+        "history" => {
+            let optional = |field: &Option<Loose<'_>>, name: &str| match field {
+                None => Ok(None),
+                Some(_) => uint(field, name).map(Some),
+            };
+            Ok(ClientFrame::History {
+                conv: conv(false)?,
+                before: optional(&raw.before, "before")?,
+                limit: optional(&raw.limit, "limit")?,
+            })
+        }
         "close" => Ok(ClientFrame::Close {
             conv: conv(true)?.expect("required"),
         }),

@@ -86,12 +86,28 @@ pub enum ServerFrame<'a> {
         replayed: u32,
         complete: bool,
     },
+    /// Answer to `history`: messages oldest first; `complete` is false when older ones exist.
+    History {
+        conv: ConvId,
+        messages: Vec<HistoryItem<'a>>,
+        complete: bool,
+    },
     /// The client's frame was refused; the connection stays open.
     Error {
         code: Cow<'a, str>,
         message: Cow<'a, str>,
         cid: Option<Cow<'a, str>>,
     },
+}
+
+/// One message in a `history` answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryItem<'a> {
+    pub seq: u64,
+    pub from: Cow<'a, str>,
+    pub cid: Cow<'a, str>,
+    pub body: Cow<'a, str>,
+    pub ts: u64,
 }
 
 /// Encodes a frame as the payload of a WebSocket text message.

@@ -1,0 +1,400 @@
+//! Durability in the core: acks wait for the store, resends are recognised across a
+//! restart, resume and history reach into the store. The store here is an in-memory model
+//! answering the bridge protocol (the real bridge has its own tests); shards and their
+//! traffic are as in `cluster.rs`.
+
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use switchboard_core::{ClientKind, ConnKey, CoreConfig, Identity, Now, Shard, ShardMsg};
+use switchboard_protocol::bridge::{BridgeMsg, ConvEvent, ConvInfo, StoredMessage};
+use switchboard_protocol::token::TokenSigner;
+use switchboard_protocol::{AgentId, ConvId, ParticipantId, VisitorId};
+
+#[derive(Default, Clone)]
+struct MemStore {
+    messages: BTreeMap<(u64, u64), StoredMessage>,
+    convs: HashMap<u64, (VisitorId, Option<String>, bool)>,
+}
+
+impl MemStore {
+    fn answer(&mut self, req: BridgeMsg) -> BridgeMsg {
+        match req {
+            BridgeMsg::Persist {
+                req,
+                messages,
+                events,
+            } => {
+                for e in events {
+                    match e {
+                        ConvEvent::Opened { conv, visitor, .. } => {
+                            self.convs.entry(conv.0).or_insert((visitor, None, false));
+                        }
+                        ConvEvent::Assigned { conv, agent, .. } => {
+                            self.convs.get_mut(&conv.0).unwrap().1 = Some(agent)
+                        }
+                        ConvEvent::Closed { conv, .. } => {
+                            self.convs.get_mut(&conv.0).unwrap().2 = true
+                        }
+                    }
+                }
+                for m in messages {
+                    let dup = self
+                        .messages
+                        .values()
+                        .any(|x| x.conv == m.conv && x.sender == m.sender && x.cid == m.cid);
+                    if !dup {
+                        self.messages.entry((m.conv.0, m.seq)).or_insert(m);
+                    }
+                }
+                BridgeMsg::Persisted { req }
+            }
+            BridgeMsg::LoadConv { req, conv, recent } => {
+                let info = self.convs.get(&conv.0).map(|(visitor, agent, closed)| {
+                    let all = self.history(conv, 0, u64::MAX, recent);
+                    ConvInfo {
+                        visitor: *visitor,
+                        agent: agent.clone(),
+                        closed: *closed,
+                        last_seq: self
+                            .messages
+                            .range((conv.0, 0)..=(conv.0, u64::MAX))
+                            .last()
+                            .map_or(0, |(k, _)| k.1),
+                        recent: all,
+                    }
+                });
+                BridgeMsg::ConvLoaded { req, conv, info }
+            }
+            BridgeMsg::History {
+                req,
+                conv,
+                after,
+                before,
+                limit,
+            } => BridgeMsg::HistoryIs {
+                req,
+                conv,
+                messages: self.history(conv, after, before, limit),
+            },
+            other => panic!("unexpected request {other:?}"),
+        }
+    }
+
+    fn history(&self, conv: ConvId, after: u64, before: u64, limit: u32) -> Vec<StoredMessage> {
+        let v: Vec<StoredMessage> = self
+            .messages
+            .range((conv.0, after + 1)..(conv.0, before))
+            .map(|(_, m)| m.clone())
+            .collect();
+        let skip = v.len().saturating_sub(limit as usize);
+        v.into_iter().skip(skip).collect()
+    }
+}
+
+struct Node {
+    shards: Vec<Shard>,
+    store: MemStore,
+    /// Requests held back (to observe acks waiting), per shard.
+    held: Vec<Vec<BridgeMsg>>,
+    hold: bool,
+    now: Now,
+}
+
+#[derive(Clone, Copy)]
+struct Client {
+    shard: usize,
+    key: ConnKey,
+}
+
+fn cfg() -> CoreConfig {
+    CoreConfig {
+        durable: true,
+        window: 4,
+        rate_burst: 1e6,
+        ..CoreConfig::default()
+    }
+}
+
+impl Node {
+    fn new(n: usize, cfg: CoreConfig, store: MemStore) -> Self {
+        let signer = TokenSigner::new(b"durable test secret!").unwrap();
+        Self {
+            shards: (0..n)
+                .map(|i| {
+                    Shard::new(
+                        i as u32,
+                        n as u32,
+                        cfg.clone(),
+                        signer.clone(),
+                        7 + i as u64,
+                    )
+                })
+                .collect(),
+            store,
+            held: vec![Vec::new(); n],
+            hold: false,
+            now: Now {
+                mono_ms: 1,
+                unix_ms: 1_700_000_000_000,
+            },
+        }
+    }
+
+    fn settle(&mut self) {
+        loop {
+            let mut moved = false;
+            for i in 0..self.shards.len() {
+                for (to, msg) in self.shards[i].take_outgoing() {
+                    moved = true;
+                    let to = to as usize;
+                    let msg: ShardMsg = msg;
+                    self.shards[to].on_shard_msg(i as u32, msg, self.now);
+                }
+                let reqs = self.shards[i].take_bridge_requests();
+                if self.hold {
+                    self.held[i].extend(reqs);
+                } else {
+                    for r in reqs {
+                        moved = true;
+                        let answer = self.store.answer(r);
+                        self.shards[i].on_bridge(answer, self.now);
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn release(&mut self) {
+        self.hold = false;
+        for i in 0..self.shards.len() {
+            for r in std::mem::take(&mut self.held[i]) {
+                let answer = self.store.answer(r);
+                self.shards[i].on_bridge(answer, self.now);
+            }
+        }
+        self.settle();
+    }
+
+    fn connect(&mut self, shard: usize, who: ParticipantId) -> Client {
+        let key = self.shards[shard].connect(
+            Identity {
+                who,
+                client: ClientKind::Web,
+                resumed: false,
+            },
+            self.now,
+        );
+        self.settle();
+        Client { shard, key }
+    }
+
+    fn send(&mut self, c: Client, v: Value) {
+        self.shards[c.shard].on_text(c.key, &v.to_string(), self.now);
+        self.settle();
+    }
+
+    fn frames(&mut self, c: Client) -> Vec<Value> {
+        let io = self.shards[c.shard].io(c.key).unwrap();
+        std::iter::from_fn(|| io.outbox.pop())
+            .map(|f| serde_json::from_slice(&f).unwrap())
+            .collect()
+    }
+
+    fn of_type(&mut self, c: Client, ty: &str) -> Vec<Value> {
+        self.frames(c)
+            .into_iter()
+            .filter(|f| f["type"] == ty)
+            .collect()
+    }
+}
+
+fn visitor(id: u64) -> ParticipantId {
+    ParticipantId::Visitor(VisitorId(id))
+}
+
+fn msg(cid: &str, body: &str) -> Value {
+    json!({"type":"msg","cid":cid,"body":body})
+}
+
+#[test]
+fn acks_wait_for_the_store_and_resends_before_it_answers_wait_too() {
+    let mut n = Node::new(2, cfg(), MemStore::default());
+    let v = n.connect(1, visitor(1));
+    n.frames(v);
+    n.hold = true;
+    n.send(v, msg("m1", "hi"));
+    n.send(v, msg("m1", "hi again"));
+    assert!(
+        n.of_type(v, "ack").is_empty(),
+        "no ack before the store confirms"
+    );
+    assert_eq!(
+        n.shards.iter().map(|s| s.stats().unconfirmed).sum::<u64>(),
+        1
+    );
+    n.release();
+    let acks = n.of_type(v, "ack");
+    assert_eq!(
+        acks.iter()
+            .map(|a| a["seq"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![1, 1]
+    );
+    assert_eq!(n.store.messages.len(), 1);
+}
+
+#[test]
+fn past_the_unconfirmed_limit_new_messages_are_refused_as_overloaded() {
+    let mut n = Node::new(
+        1,
+        CoreConfig {
+            max_unconfirmed: 3,
+            ..cfg()
+        },
+        MemStore::default(),
+    );
+    let v = n.connect(0, visitor(1));
+    n.frames(v);
+    n.hold = true;
+    for i in 0..5 {
+        n.send(v, msg(&format!("m{i}"), "x"));
+    }
+    let errors = n.of_type(v, "error");
+    assert_eq!(errors.len(), 2);
+    assert_eq!(
+        (errors[0]["code"].as_str(), errors[0]["cid"].as_str()),
+        (Some("overloaded"), Some("m3"))
+    );
+    n.release();
+    assert_eq!(n.of_type(v, "ack").len(), 3);
+    n.send(v, msg("m3", "x"));
+    assert_eq!(
+        n.of_type(v, "ack")[0]["seq"],
+        4,
+        "accepted once storage caught up"
+    );
+}
+
+/// A gateway restart: new shards, same store. Seq continues, an acked message resent by a
+/// client is recognised, an unassigned conversation goes back in the queue, and resume
+/// reaches back into the store past the (small) window.
+#[test]
+fn after_a_restart_conversations_come_back_from_the_store() {
+    let mut before = Node::new(2, cfg(), MemStore::default());
+    let v = before.connect(1, visitor(5));
+    before.frames(v);
+    for i in 1..=10 {
+        before.send(v, msg(&format!("m{i}"), &format!("body {i}")));
+    }
+    let conv = before.of_type(v, "ack")[0]["conv"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(before.store.messages.len(), 10);
+
+    let mut after = Node::new(2, cfg(), before.store.clone());
+    let a = after.connect(0, ParticipantId::Agent(AgentId::new("ann").unwrap()));
+    after.frames(a);
+    let v = after.connect(1, visitor(5));
+    after.frames(v);
+    // A resend of an acked message: same seq, nothing stored twice.
+    after.send(
+        v,
+        json!({"type":"msg","cid":"m10","body":"body 10","conv":conv}),
+    );
+    let f = after.frames(v);
+    let ack = f.iter().find(|x| x["type"] == "ack").unwrap();
+    assert_eq!(ack["seq"], 10);
+    // The unassigned conversation was queued again and went to the agent who is online.
+    let assigned = after.of_type(a, "assigned");
+    assert_eq!(assigned[0]["conv"], conv.as_str());
+    // New messages continue the sequence.
+    after.send(
+        v,
+        json!({"type":"msg","cid":"m11","body":"new","conv":conv}),
+    );
+    assert_eq!(after.of_type(v, "ack")[0]["seq"], 11);
+    // The agent resumes from the start: 1-7 from the store, 8-11 from the window of 4.
+    after.send(a, json!({"type":"resume","conv":conv,"last_seq":0}));
+    let f = after.frames(a);
+    let seqs: Vec<u64> = f
+        .iter()
+        .filter(|x| x["type"] == "msg")
+        .map(|x| x["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=11).collect::<Vec<_>>());
+    let resumed = f.last().unwrap();
+    assert_eq!(
+        (
+            resumed["type"].as_str(),
+            resumed["complete"].as_bool(),
+            resumed["last_seq"].as_u64()
+        ),
+        (Some("resumed"), Some(true), Some(11))
+    );
+    assert_eq!(after.store.messages.len(), 11);
+}
+
+#[test]
+fn history_pages_through_window_and_store() {
+    let mut n = Node::new(2, cfg(), MemStore::default());
+    let v = n.connect(1, visitor(5));
+    for i in 1..=12 {
+        n.send(v, msg(&format!("m{i}"), &format!("b{i}")));
+    }
+    n.frames(v);
+    n.send(v, json!({"type":"history","limit":3}));
+    let h = n.of_type(v, "history").remove(0);
+    let seqs = |h: &Value| {
+        h["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        (seqs(&h), h["complete"].as_bool()),
+        (vec![10, 11, 12], Some(false))
+    );
+    n.send(v, json!({"type":"history","before":10,"limit":5}));
+    let h = n.of_type(v, "history").remove(0);
+    assert_eq!(
+        seqs(&h),
+        vec![5, 6, 7, 8, 9],
+        "crosses from the store into the window"
+    );
+    assert_eq!(h["messages"][0]["body"], "b5");
+    n.send(v, json!({"type":"history","before":3,"limit":50}));
+    let h = n.of_type(v, "history").remove(0);
+    assert_eq!(
+        (seqs(&h), h["complete"].as_bool()),
+        (vec![1, 2], Some(true))
+    );
+    // Strangers get nothing.
+    let s = n.connect(0, visitor(6));
+    n.frames(s);
+    let conv = h["conv"].as_str().unwrap();
+    n.send(s, json!({"type":"history","conv":conv}));
+    assert_eq!(n.of_type(s, "error")[0]["code"], "not_in_conversation");
+}
+
+#[test]
+fn frames_for_an_unknown_conversation_are_refused_after_asking_the_store() {
+    let mut n = Node::new(2, cfg(), MemStore::default());
+    let v = n.connect(0, visitor(1));
+    n.frames(v);
+    n.send(
+        v,
+        json!({"type":"msg","cid":"x","body":"y","conv":"c00000000000000aa"}),
+    );
+    assert_eq!(n.of_type(v, "error")[0]["code"], "not_in_conversation");
+    n.send(
+        v,
+        json!({"type":"resume","conv":"c00000000000000aa","last_seq":0}),
+    );
+    assert_eq!(n.of_type(v, "error")[0]["code"], "not_in_conversation");
+}
