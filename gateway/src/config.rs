@@ -11,6 +11,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use switchboard_core::CoreConfig;
 
+/// How the gateway reaches its storage bridge.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BridgeMode {
+    Spawn,
+    External,
+    Off,
+}
+
 /// Every setting of the gateway.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -60,6 +69,19 @@ pub struct Config {
     pub channel_capacity: usize,
     /// Visitor token lifetime, in seconds.
     pub visitor_token_ttl_s: u64,
+    /// The storage bridge: `spawn` runs it as a supervised child process, `external`
+    /// connects to one started separately, `off` keeps everything in memory (acks mean
+    /// sequenced, not stored).
+    pub bridge: BridgeMode,
+    /// The bridge's Unix socket; default `<data_dir>/bridge.sock`.
+    pub bridge_socket: Option<PathBuf>,
+    /// The `storage-bridge` executable for `spawn`; default: next to this executable.
+    pub bridge_command: Option<PathBuf>,
+    /// HTTP address the spawned bridge serves its API on (empty: none).
+    pub bridge_http: String,
+    /// Messages per shard sent to storage and not yet confirmed before new ones get
+    /// `overloaded`.
+    pub max_unconfirmed: usize,
     /// Test only: a path that echoes every WebSocket message back, through the same
     /// handshake, limits and framing as chat connections (for the Autobahn suite). Unset in
     /// production.
@@ -95,6 +117,11 @@ impl Default for Config {
             channel_capacity: 1024,
             visitor_token_ttl_s: core.visitor_token_ttl_s,
             echo_path: None,
+            bridge: BridgeMode::Spawn,
+            bridge_socket: None,
+            bridge_command: None,
+            bridge_http: "127.0.0.1:8081".into(),
+            max_unconfirmed: core.max_unconfirmed,
         }
     }
 }
@@ -190,6 +217,9 @@ impl Config {
         if !(16..=1_000_000).contains(&self.channel_capacity) {
             return Err(invalid("channel_capacity", "must be 16..=1000000"));
         }
+        if self.max_unconfirmed == 0 {
+            return Err(invalid("max_unconfirmed", "must be positive"));
+        }
         if self.visitor_token_ttl_s == 0 {
             return Err(invalid("visitor_token_ttl_s", "must be positive"));
         }
@@ -227,6 +257,13 @@ impl Config {
         toml::to_string(&c).expect("the config serialises")
     }
 
+    /// The bridge's socket path.
+    pub fn bridge_socket_path(&self) -> PathBuf {
+        self.bridge_socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("bridge.sock"))
+    }
+
     /// The number of shards to run.
     pub fn shard_count(&self) -> usize {
         if self.shards > 0 {
@@ -248,6 +285,8 @@ impl Config {
             rate_burst: self.rate_burst,
             max_outbox_bytes: self.max_outbox_bytes,
             visitor_token_ttl_s: self.visitor_token_ttl_s,
+            durable: self.bridge != BridgeMode::Off,
+            max_unconfirmed: self.max_unconfirmed,
             ..CoreConfig::default()
         }
     }
@@ -327,7 +366,13 @@ mod tests {
                 "docs/configuration.md lacks the row starting `{row}`"
             );
         }
-        for key in ["secret", "secret_file", "echo_path"] {
+        for key in [
+            "secret",
+            "secret_file",
+            "echo_path",
+            "bridge_socket",
+            "bridge_command",
+        ] {
             assert!(doc.contains(&format!("| `{key}` | unset |")), "{key}");
         }
     }

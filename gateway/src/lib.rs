@@ -6,10 +6,13 @@
 //! - [`connection`]: one client connection as one task, handshake to close.
 //! - [`http`]: sans-IO request parsing and responses.
 //! - [`metrics`]: Prometheus names and per-shard handles.
+//! - [`bridge_link`]: each shard's connection to the storage bridge.
+//! - [`supervisor`]: the storage bridge as a child process, for the one-command start.
 //!
 //! All decisions (routing, assignment, deadlines, validation) live in `switchboard-core`;
 //! this crate moves bytes between sockets, the core and other shards.
 
+pub mod bridge_link;
 pub mod config;
 pub mod connection;
 pub mod http;
@@ -17,3 +20,4 @@ pub mod metrics;
 mod notify;
 pub mod runtime;
 pub mod server;
+pub mod supervisor;

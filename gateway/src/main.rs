@@ -84,6 +84,18 @@ struct ServeArgs {
     /// Grace period for SIGTERM drain, in seconds.
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE_S", global = true)]
     shutdown_grace_s: Option<u64>,
+    /// Storage bridge: spawn (child process), external (already running), off (memory only).
+    #[arg(long, env = "SWITCHBOARD_BRIDGE", global = true)]
+    bridge: Option<gateway::config::BridgeMode>,
+    /// The bridge's Unix socket (default <data-dir>/bridge.sock).
+    #[arg(long, env = "SWITCHBOARD_BRIDGE_SOCKET", global = true)]
+    bridge_socket: Option<PathBuf>,
+    /// HTTP address for the spawned bridge's API ("" for none).
+    #[arg(long, env = "SWITCHBOARD_BRIDGE_HTTP", global = true)]
+    bridge_http: Option<String>,
+    /// Unconfirmed messages per shard before new ones get `overloaded`.
+    #[arg(long, env = "SWITCHBOARD_MAX_UNCONFIRMED", global = true)]
+    max_unconfirmed: Option<usize>,
     /// Test only: serve a WebSocket echo endpoint at this path (for the Autobahn suite).
     #[arg(long, env = "SWITCHBOARD_ECHO_PATH", global = true)]
     echo_path: Option<String>,
@@ -142,8 +154,14 @@ impl ServeArgs {
             max_message_bytes,
             max_outbox_bytes,
             handshake_timeout_ms,
-            shutdown_grace_s
+            shutdown_grace_s,
+            bridge,
+            bridge_http,
+            max_unconfirmed
         );
+        if let Some(p) = &self.bridge_socket {
+            c.bridge_socket = Some(p.clone());
+        }
         if let Some(p) = &self.echo_path {
             c.echo_path = Some(p.clone());
         }
@@ -205,7 +223,16 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     let prometheus = gateway::metrics::install()?;
     let shutdown = Arc::new(AtomicBool::new(false));
-    spawn_signal_thread(shutdown.clone())?;
+    // Load the secret first so a spawned bridge finds the same generated file.
+    config.load_secret()?;
+    let bridge = match config.bridge {
+        gateway::config::BridgeMode::Spawn => {
+            Some(gateway::supervisor::Supervisor::start(&config)?)
+        }
+        _ => None,
+    };
+    let bridge_pid = bridge.as_ref().map(|b| b.pid.clone());
+    spawn_signal_thread(shutdown.clone(), bridge_pid)?;
     {
         let handle = prometheus.clone();
         std::thread::Builder::new()
@@ -215,11 +242,19 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
                 handle.run_upkeep();
             })?;
     }
-    gateway::server::run(config, prometheus, shutdown)
+    let grace = Duration::from_secs(config.shutdown_grace_s);
+    let result = gateway::server::run(config, prometheus, shutdown);
+    if let Some(b) = bridge {
+        b.stop(grace);
+    }
+    result
 }
 
 /// SIGTERM drains gracefully (shards see the flag within 250 ms); SIGINT exits at once.
-fn spawn_signal_thread(shutdown: Arc<AtomicBool>) -> anyhow::Result<()> {
+fn spawn_signal_thread(
+    shutdown: Arc<AtomicBool>,
+    bridge_pid: Option<Arc<std::sync::atomic::AtomicU32>>,
+) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
     std::thread::Builder::new()
@@ -228,6 +263,9 @@ fn spawn_signal_thread(shutdown: Arc<AtomicBool>) -> anyhow::Result<()> {
             for sig in signals.forever() {
                 if sig == SIGINT {
                     eprintln!("gateway: interrupted");
+                    if let Some(pid) = &bridge_pid {
+                        gateway::supervisor::terminate(pid.load(Ordering::SeqCst));
+                    }
                     std::process::exit(130);
                 }
                 tracing::info!("SIGTERM: draining");

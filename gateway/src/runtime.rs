@@ -64,6 +64,8 @@ pub struct ShardCtx {
     epoch: Instant,
     /// Latency-sensitive work: connections and relaying.
     pub relay_queue: TaskQueueHandle,
+    /// Wakes the bridge link when the core has requests for the bridge.
+    pub bridge_wake: Notify,
 }
 
 impl ShardCtx {
@@ -81,6 +83,9 @@ impl ShardCtx {
     pub fn with_shard<R>(&self, f: impl FnOnce(&mut Shard) -> R) -> R {
         let mut shard = self.shard.borrow_mut();
         let r = f(&mut shard);
+        if shard.has_bridge_requests() {
+            self.bridge_wake.notify();
+        }
         if shard.has_outgoing() {
             for (to, msg) in shard.take_outgoing() {
                 self.pending[to as usize].borrow_mut().push(msg);
@@ -270,6 +275,7 @@ pub async fn shard_main(args: ShardArgs) -> anyhow::Result<()> {
         congestion_waiters: RefCell::new(Vec::new()),
         epoch: Instant::now(),
         relay_queue,
+        bridge_wake: Notify::default(),
         config,
     });
     let senders = Rc::new(senders);
@@ -284,6 +290,12 @@ pub async fn shard_main(args: ShardArgs) -> anyhow::Result<()> {
             .detach();
     }
     glommio::spawn_local(ticker_task(ctx.clone(), shutdown)).detach();
+    if ctx.config.bridge != crate::config::BridgeMode::Off {
+        let link = crate::bridge_link::run(ctx.clone(), ctx.config.bridge_socket_path());
+        glommio::spawn_local_into(link, relay_queue)
+            .map_err(|e| anyhow::anyhow!("spawn: {e}"))?
+            .detach();
+    }
 
     // SAFETY: the fd is a bound, listening TCP socket created by `server::bind_listeners`,
     // owned by this shard alone from here on.

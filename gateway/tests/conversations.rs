@@ -61,14 +61,14 @@ async fn visitor_and_agent_on_different_shards_talk_both_ways_in_order() {
     // Typing and read receipts relay to the other side.
     visitor.send(json!({"type":"typing"})).await;
     assert_eq!(
-        agent.recv().await,
+        agent.expect("typing").await,
         json!({"type":"typing","conv":conv,"from":visitor.id()})
     );
     agent
         .send(json!({"type":"read","conv":conv,"seq":20}))
         .await;
     assert_eq!(
-        visitor.recv().await,
+        visitor.expect("read").await,
         json!({"type":"read","conv":conv,"from":"ann","seq":20})
     );
     // A resend is acknowledged with its first seq and not delivered again.
@@ -91,7 +91,7 @@ async fn visitors_queue_and_drain_as_agents_arrive_and_close() {
         let mut v = gw.visitor().await;
         v.msg("m1", "help", None).await;
         let ack = v.expect("ack").await;
-        let queued = v.recv().await;
+        let queued = v.expect("queued").await;
         assert_eq!(
             queued,
             json!({"type":"queued","conv":ack["conv"],"position":i + 1})
@@ -213,7 +213,7 @@ async fn a_visitor_resumes_its_identity_and_missed_messages_after_reconnecting()
         assert_eq!(v.expect("msg").await["seq"], seq);
     }
     assert_eq!(
-        v.recv().await,
+        v.expect("resumed").await,
         json!({"type":"resumed","conv":conv,"last_seq":5,"replayed":3,"complete":true})
     );
     agent.msg("a5", "welcome back", Some(&conv)).await;

@@ -1,0 +1,152 @@
+//! Runs the storage bridge as a child process for the one-command start (`bridge = "spawn"`),
+//! restarting it with backoff if it dies, and stopping it when the gateway stops.
+//! Production runs the two as separate services (`bridge = "external"`).
+
+use crate::config::Config;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub struct Supervisor {
+    /// Why a mutex: the supervising thread and the stopping thread share the child.
+    child: Arc<Mutex<Option<Child>>>,
+    stopping: Arc<AtomicBool>,
+    /// The child's pid, for the signal thread (0 when none).
+    pub pid: Arc<AtomicU32>,
+}
+
+fn bridge_executable(config: &Config) -> anyhow::Result<PathBuf> {
+    if let Some(p) = &config.bridge_command {
+        return Ok(p.clone());
+    }
+    let exe = std::env::current_exe()?;
+    let candidate = exe.with_file_name("storage-bridge");
+    if candidate.exists() {
+        Ok(candidate)
+    } else {
+        anyhow::bail!(
+            "cannot find the storage-bridge executable next to {} (build the workspace, set bridge_command, or use --bridge off)",
+            exe.display()
+        )
+    }
+}
+
+impl Supervisor {
+    pub fn start(config: &Config) -> anyhow::Result<Self> {
+        let exe = bridge_executable(config)?;
+        let mut cmd = Command::new(&exe);
+        cmd.arg("--socket")
+            .arg(config.bridge_socket_path())
+            .arg("--data-dir")
+            .arg(&config.data_dir)
+            .arg("--http")
+            .arg(&config.bridge_http);
+        if let Some(f) = &config.secret_file {
+            cmd.arg("--secret-file").arg(f);
+        }
+        die_with_parent(&mut cmd);
+        let child =
+            Arc::new(Mutex::new(Some(cmd.spawn().map_err(|e| {
+                anyhow::anyhow!("starting {}: {e}", exe.display())
+            })?)));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let pid = Arc::new(AtomicU32::new(
+            child.lock().unwrap().as_ref().map_or(0, |c| c.id()),
+        ));
+        let (c, s, p) = (child.clone(), stopping.clone(), pid.clone());
+        std::thread::Builder::new()
+            .name("bridge-supervisor".into())
+            .spawn(move || supervise(cmd, c, s, p))?;
+        Ok(Self {
+            child,
+            stopping,
+            pid,
+        })
+    }
+
+    /// SIGTERM to the bridge, then wait for it (up to `grace`).
+    pub fn stop(&self, grace: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let mut guard = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(child) = guard.as_mut() {
+            terminate(child.id());
+            let deadline = std::time::Instant::now() + grace;
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The bridge gets SIGTERM if the gateway dies without stopping it (SIGKILL, a crash), so a
+/// spawned bridge never outlives its gateway.
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
+    // which is async-signal-safe and touches no memory of the parent.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Sends SIGTERM to a process we started.
+pub fn terminate(pid: u32) {
+    if pid != 0 {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+}
+
+fn supervise(
+    mut cmd: Command,
+    child: Arc<Mutex<Option<Child>>>,
+    stopping: Arc<AtomicBool>,
+    pid: Arc<AtomicU32>,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        if stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut guard = child.lock().unwrap_or_else(|p| p.into_inner());
+        let exited = match guard.as_mut().map(Child::try_wait) {
+            Some(Ok(Some(status))) => Some(status.to_string()),
+            Some(Ok(None)) => None,
+            Some(Err(e)) => Some(e.to_string()),
+            None => Some("not running".into()),
+        };
+        let Some(status) = exited else {
+            backoff = Duration::from_millis(200);
+            continue;
+        };
+        drop(guard);
+        tracing::warn!(%status, restart_in_ms = backoff.as_millis() as u64, "storage bridge exited; restarting it");
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+        if stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        match cmd.spawn() {
+            Ok(c) => {
+                pid.store(c.id(), Ordering::SeqCst);
+                *child.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot restart the storage bridge"),
+        }
+    }
+}
