@@ -21,6 +21,10 @@ pub struct Config {
     /// PostgreSQL URL, e.g. postgres://user@127.0.0.1/db. Unset: embedded SQLite.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Largest size of the embedded SQLite database, in bytes; writes past it fail (and are
+    /// retried) like a full disk. Unset: no limit but the disk.
+    #[arg(long, env = "SWITCHBOARD_SQLITE_MAX_BYTES")]
+    pub sqlite_max_bytes: Option<u64>,
     /// PostgreSQL connections in the pool.
     #[arg(long, env = "SWITCHBOARD_DB_POOL", default_value_t = 8)]
     pub db_pool: usize,

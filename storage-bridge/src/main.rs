@@ -64,9 +64,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Some(url) => Store::Postgres(PgStore::new(url, config.db_pool).context("DATABASE_URL")?),
         None => {
             let path = config.data_dir.join("switchboard.db");
-            Store::Sqlite(
-                SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?,
-            )
+            let store =
+                SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            if let Some(max) = config.sqlite_max_bytes {
+                store.set_max_bytes(max)?;
+            }
+            Store::Sqlite(store)
         }
     });
     // The database may not be up yet: retry migrations for a while, saying why.
@@ -125,6 +128,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("HTTP on {addr}"))?;
+        let addr = listener.local_addr()?;
+        // Tests and scripts read this line (the port may have been 0).
+        println!("storage-bridge http on {addr}");
         let app = storage_bridge::http::router(storage_bridge::http::Api {
             reads: reads.clone(),
             signer,

@@ -30,6 +30,19 @@ impl SqliteStore {
         })
     }
 
+    /// Caps the database size (SQLite's max_page_count); past it writes fail with
+    /// SQLITE_FULL, the same error as a full disk.
+    pub fn set_max_bytes(&self, bytes: u64) -> Result<(), StoreError> {
+        let c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let page: u64 = c.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))? as u64;
+        c.query_row(
+            &format!("PRAGMA max_page_count = {}", (bytes / page).max(1)),
+            [],
+            |_| Ok(()),
+        )?;
+        Ok(())
+    }
+
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,

@@ -1,0 +1,447 @@
+//! The bridge as a process: its Unix-socket protocol, refusals, stale sockets, the HTTP API,
+//! the Redis cache and its fallback, and durability across SIGKILL.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use switchboard_protocol::bridge::{
+    decode, encode, BridgeMsg, ConvEvent, StoredMessage, BRIDGE_PROTOCOL_VERSION,
+};
+use switchboard_protocol::token::{TokenKind, TokenSigner};
+use switchboard_protocol::{ConvId, VisitorId};
+
+struct Bridge {
+    child: Child,
+    dir: PathBuf,
+    http: Option<String>,
+}
+
+const SECRET: &str = "bridge test secret, long enough";
+
+impl Bridge {
+    fn start(dir: &Path, extra: &[&str]) -> Bridge {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("secret"), SECRET).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_storage-bridge"))
+            .args([
+                "--socket",
+                dir.join("b.sock").to_str().unwrap(),
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "--http",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .env("SWITCHBOARD_LOG", "warn")
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut http = None;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("bridge did not start");
+            if let Some(a) = line.strip_prefix("storage-bridge http on ") {
+                http = Some(a.trim().to_string());
+            }
+            if line.starts_with("storage-bridge listening on ") {
+                break;
+            }
+        }
+        Bridge {
+            child,
+            dir: dir.to_path_buf(),
+            http,
+        }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("b.sock")
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "sb-bridge-{name}-{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    ))
+}
+
+/// A raw link client.
+struct Link {
+    s: UnixStream,
+    buf: Vec<u8>,
+}
+
+impl Link {
+    fn connect(path: &Path) -> Link {
+        let s = UnixStream::connect(path).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Link { s, buf: Vec::new() }
+    }
+
+    fn hello(path: &Path) -> Link {
+        let mut l = Link::connect(path);
+        l.send(&BridgeMsg::Hello {
+            version: BRIDGE_PROTOCOL_VERSION,
+            shard: 0,
+        });
+        assert_eq!(
+            l.recv(),
+            Some(BridgeMsg::Welcome {
+                version: BRIDGE_PROTOCOL_VERSION
+            })
+        );
+        l
+    }
+
+    fn send(&mut self, m: &BridgeMsg) {
+        let mut out = Vec::new();
+        encode(m, &mut out);
+        self.s.write_all(&out).unwrap();
+    }
+
+    /// The next message, or None at EOF.
+    fn recv(&mut self) -> Option<BridgeMsg> {
+        loop {
+            if let Some(m) = decode(&mut self.buf).unwrap() {
+                return Some(m);
+            }
+            let mut chunk = [0u8; 65536];
+            let n = self.s.read(&mut chunk).unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+fn msg(conv: u64, seq: u64) -> StoredMessage {
+    StoredMessage {
+        conv: ConvId(conv),
+        seq,
+        sender: "v00000000000000aa".into(),
+        cid: format!("c{seq}"),
+        body: format!("m{seq}"),
+        ts: seq,
+    }
+}
+
+fn persist(req: u64, conv: u64, seqs: std::ops::RangeInclusive<u64>) -> BridgeMsg {
+    let events = if *seqs.start() == 1 {
+        vec![ConvEvent::Opened {
+            conv: ConvId(conv),
+            visitor: VisitorId(0xaa),
+            ts: 1,
+        }]
+    } else {
+        vec![]
+    };
+    BridgeMsg::Persist {
+        req,
+        messages: seqs.map(|s| msg(conv, s)).collect(),
+        events,
+    }
+}
+
+#[test]
+fn the_link_persists_loads_and_pages_history() {
+    let dir = tempdir("link");
+    let b = Bridge::start(&dir, &[]);
+    let mut l = Link::hello(&b.socket());
+    l.send(&persist(1, 7, 1..=5));
+    l.send(&persist(2, 7, 6..=9));
+    assert_eq!(l.recv(), Some(BridgeMsg::Persisted { req: 1 }));
+    assert_eq!(l.recv(), Some(BridgeMsg::Persisted { req: 2 }));
+    l.send(&BridgeMsg::LoadConv {
+        req: 3,
+        conv: ConvId(7),
+        recent: 3,
+    });
+    let Some(BridgeMsg::ConvLoaded {
+        req: 3,
+        info: Some(info),
+        ..
+    }) = l.recv()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (info.visitor, info.last_seq, info.recent.len()),
+        (VisitorId(0xaa), 9, 3)
+    );
+    l.send(&BridgeMsg::History {
+        req: 4,
+        conv: ConvId(7),
+        after: 2,
+        before: 6,
+        limit: 10,
+    });
+    let Some(BridgeMsg::HistoryIs {
+        req: 4, messages, ..
+    }) = l.recv()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
+    // The socket is owner-only.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(b.socket()).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn a_wrong_version_or_bad_frames_are_refused_and_the_bridge_keeps_serving() {
+    let dir = tempdir("refuse");
+    let b = Bridge::start(&dir, &[]);
+    let mut l = Link::connect(&b.socket());
+    l.send(&BridgeMsg::Hello {
+        version: 99,
+        shard: 0,
+    });
+    let Some(BridgeMsg::Refuse { reason }) = l.recv() else {
+        panic!("refused")
+    };
+    assert!(reason.contains("99"), "{reason}");
+    assert_eq!(l.recv(), None, "closed after refusing");
+
+    let mut l = Link::hello(&b.socket());
+    l.s.write_all(&[0, 0, 0, 5, b'{', b'o', b'o', b'p', b's'])
+        .unwrap();
+    let Some(BridgeMsg::Refuse { reason }) = l.recv() else {
+        panic!("refused")
+    };
+    assert!(reason.contains("bad frame"), "{reason}");
+
+    let mut l = Link::hello(&b.socket());
+    l.s.write_all(&u32::MAX.to_be_bytes()).unwrap();
+    assert!(matches!(l.recv(), Some(BridgeMsg::Refuse { .. })));
+
+    let mut l = Link::hello(&b.socket());
+    l.send(&persist(1, 1, 1..=1));
+    assert_eq!(
+        l.recv(),
+        Some(BridgeMsg::Persisted { req: 1 }),
+        "still serving"
+    );
+}
+
+#[test]
+fn a_stale_socket_file_is_replaced_and_a_live_one_is_not() {
+    let dir = tempdir("stale");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A crash leaves a socket file nobody listens on.
+    drop(std::os::unix::net::UnixListener::bind(dir.join("b.sock")).unwrap());
+    let b = Bridge::start(&dir, &[]);
+    Link::hello(&b.socket());
+    // A second bridge on the same socket refuses to start.
+    let out = Command::new(env!("CARGO_BIN_EXE_storage-bridge"))
+        .args([
+            "--socket",
+            b.socket().to_str().unwrap(),
+            "--data-dir",
+            dir.join("other").to_str().unwrap(),
+            "--http",
+            "",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by a running bridge"));
+}
+
+#[test]
+fn confirmed_writes_survive_sigkill() {
+    let dir = tempdir("kill");
+    let mut b = Bridge::start(&dir, &[]);
+    let mut l = Link::hello(&b.socket());
+    for r in 0..50u64 {
+        l.send(&persist(r + 1, 3, r * 10 + 1..=r * 10 + 10));
+    }
+    for r in 0..50u64 {
+        assert_eq!(l.recv(), Some(BridgeMsg::Persisted { req: r + 1 }));
+    }
+    b.kill9();
+    let b = Bridge::start(&dir, &[]);
+    let mut l = Link::hello(&b.socket());
+    l.send(&BridgeMsg::History {
+        req: 1,
+        conv: ConvId(3),
+        after: 0,
+        before: u64::MAX,
+        limit: 10_000,
+    });
+    let Some(BridgeMsg::HistoryIs { messages, .. }) = l.recv() else {
+        panic!()
+    };
+    assert_eq!(
+        messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (1..=500).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_full_database_is_an_error_that_is_retried_and_nothing_is_confirmed() {
+    let dir = tempdir("full");
+    let b = Bridge::start(&dir, &["--sqlite-max-bytes", "200000"]);
+    let mut l = Link::hello(&b.socket());
+    let big = |req: u64, seq: u64| BridgeMsg::Persist {
+        req,
+        messages: vec![StoredMessage {
+            body: "x".repeat(60_000),
+            ..msg(5, seq)
+        }],
+        events: vec![],
+    };
+    l.send(&big(1, 1));
+    assert_eq!(l.recv(), Some(BridgeMsg::Persisted { req: 1 }));
+    for i in 2..=6 {
+        l.send(&big(i, i));
+    }
+    // The store fills up: no confirmation arrives for what did not fit.
+    l.s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut confirmed = vec![1];
+    while let Some(BridgeMsg::Persisted { req }) = l.recv() {
+        confirmed.push(req);
+    }
+    assert!(
+        confirmed.len() < 6,
+        "some writes must not fit: {confirmed:?}"
+    );
+    // The bridge is still alive and says why in its metrics.
+    let (status, body) = http_get(b.http.as_deref().unwrap(), "/metrics", &[]);
+    assert_eq!(status, 200);
+    assert!(body.contains("bridge_store_errors_total"), "{body}");
+    // Everything confirmed is there.
+    let mut l2 = Link::hello(&b.socket());
+    l2.send(&BridgeMsg::History {
+        req: 9,
+        conv: ConvId(5),
+        after: 0,
+        before: u64::MAX,
+        limit: 100,
+    });
+    let Some(BridgeMsg::HistoryIs { messages, .. }) = l2.recv() else {
+        panic!()
+    };
+    assert!(messages.len() >= confirmed.len());
+}
+
+/// GET over plain HTTP/1.1; returns (status, body bytes as lossy text) and raw headers.
+fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let (status, _, body) = http_get_raw(addr, path, headers);
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn http_get_raw(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head, raw[split + 4..].to_vec())
+}
+
+#[test]
+fn the_http_api_serves_history_to_agents_compressed_with_zstd() {
+    let dir = tempdir("http");
+    let b = Bridge::start(&dir, &[]);
+    let mut l = Link::hello(&b.socket());
+    l.send(&persist(1, 0xabc, 1..=30));
+    assert_eq!(l.recv(), Some(BridgeMsg::Persisted { req: 1 }));
+    let addr = b.http.clone().unwrap();
+    let signer = TokenSigner::new(SECRET.as_bytes()).unwrap();
+    let token = signer.mint(TokenKind::Agent, "ann", u32::MAX as u64);
+    let auth = format!("Bearer {token}");
+    let path = format!(
+        "/api/v1/conversations/{}/messages?before=21&limit=5",
+        ConvId(0xabc)
+    );
+
+    assert_eq!(http_get(&addr, &path, &[]).0, 401);
+    let visitor_token = format!(
+        "Bearer {}",
+        signer.mint(TokenKind::Visitor, "v00000000000000aa", u32::MAX as u64)
+    );
+    assert_eq!(
+        http_get(&addr, &path, &[("Authorization", &visitor_token)]).0,
+        401
+    );
+    assert_eq!(
+        http_get(
+            &addr,
+            "/api/v1/conversations/nope/messages",
+            &[("Authorization", &auth)]
+        )
+        .0,
+        400
+    );
+
+    let (status, body) = http_get(&addr, &path, &[("Authorization", &auth)]);
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let seqs: Vec<u64> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![16, 17, 18, 19, 20]);
+    assert_eq!(v["messages"][0]["from"], "v00000000000000aa");
+
+    let (status, head, z) = http_get_raw(
+        &addr,
+        &path,
+        &[("Authorization", &auth), ("Accept-Encoding", "gzip, zstd")],
+    );
+    assert_eq!(status, 200);
+    assert!(
+        head.to_ascii_lowercase().contains("content-encoding: zstd"),
+        "{head}"
+    );
+    let plain = zstd::bulk::decompress(&z, 1 << 20).unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&plain).unwrap(),
+        v
+    );
+    assert_eq!(http_get(&addr, "/healthz", &[]), (200, "ok\n".into()));
+}
