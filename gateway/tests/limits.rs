@@ -208,20 +208,6 @@ async fn rate_limited_frames_are_refused_and_not_acked() {
     );
 }
 
-trait AnyExt {
-    async fn expect_any(&mut self, types: &[&str]) -> serde_json::Value;
-}
-impl AnyExt for Client {
-    async fn expect_any(&mut self, types: &[&str]) -> serde_json::Value {
-        loop {
-            let f = self.recv().await;
-            if types.contains(&f["type"].as_str().unwrap_or("")) {
-                return f;
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_reader_that_stalls_is_closed_as_a_slow_consumer_without_hurting_the_shard() {
     let gw = Gateway::start(&[

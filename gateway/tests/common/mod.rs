@@ -22,6 +22,8 @@ pub struct Gateway {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     pub shards: usize,
+    /// Whether dropping the gateway removes `data_dir` (not when a test restarts in it).
+    owns_dir: bool,
 }
 
 impl Gateway {
@@ -31,11 +33,19 @@ impl Gateway {
     }
 
     pub fn start_with(shards: usize, extra: &[&str], customise: impl FnOnce(&mut Command)) -> Self {
-        let data_dir = std::env::temp_dir().join(format!(
-            "sb-test-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
+        let mut g = Self::start_at(&temp_dir("gw"), shards, extra, customise);
+        g.owns_dir = true;
+        g
+    }
+
+    /// Starts in a given data directory, which outlives the gateway (for restarts).
+    pub fn start_at(
+        data_dir: &std::path::Path,
+        shards: usize,
+        extra: &[&str],
+        customise: impl FnOnce(&mut Command),
+    ) -> Self {
+        let data_dir = data_dir.to_path_buf();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_gateway"));
         cmd.args([
             "--listen",
@@ -78,7 +88,14 @@ impl Gateway {
             addr,
             data_dir,
             shards,
+            owns_dir: false,
         }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn pid(&self) -> u32 {
@@ -192,8 +209,139 @@ impl Drop for Gateway {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if self.owns_dir {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
+}
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir(what: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "sb-{what}-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A storage bridge run by a test (for `--bridge external`), killed when dropped.
+pub struct BridgeProc {
+    child: Child,
+    pub socket: PathBuf,
+    pub http: Option<String>,
+    dir: PathBuf,
+    envs: Vec<(String, String)>,
+}
+
+impl BridgeProc {
+    pub fn start(dir: &std::path::Path, envs: &[(&str, &str)]) -> BridgeProc {
+        let exe = PathBuf::from(env!("CARGO_BIN_EXE_gateway")).with_file_name("storage-bridge");
+        assert!(
+            exe.exists(),
+            "{} is missing: build the workspace",
+            exe.display()
+        );
+        let socket = dir.join("bridge.sock");
+        let mut cmd = Command::new(exe);
+        cmd.args([
+            "--socket",
+            socket.to_str().unwrap(),
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .env("SWITCHBOARD_LOG", "error")
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .stdout(Stdio::piped());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut http = None;
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the bridge did not start");
+            if let Some(a) = line.strip_prefix("storage-bridge http on ") {
+                http = Some(a.trim().to_string());
+            }
+            if line.starts_with("storage-bridge listening on ") {
+                break;
+            }
+        }
+        BridgeProc {
+            child,
+            socket,
+            http,
+            dir: dir.to_path_buf(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again with the same settings.
+    pub fn restart(&mut self) {
+        self.kill9();
+        let envs: Vec<(&str, &str)> = self
+            .envs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let fresh = BridgeProc::start(&self.dir, &envs);
+        let old = std::mem::replace(self, fresh);
+        std::mem::forget(old);
+    }
+
+    /// Gateway flags to use this bridge.
+    pub fn gateway_args(&self) -> Vec<String> {
+        vec![
+            "--bridge".into(),
+            "external".into(),
+            "--bridge-socket".into(),
+            self.socket.to_str().unwrap().into(),
+        ]
+    }
+}
+
+impl Drop for BridgeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every stored message in an embedded store: (conv, seq, sender, cid), in order.
+pub fn stored_messages(dir: &std::path::Path) -> Vec<(i64, i64, String, String)> {
+    let db = rusqlite::Connection::open_with_flags(
+        dir.join("switchboard.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut q = db
+        .prepare("SELECT conv, seq, sender, cid FROM messages ORDER BY conv, seq")
+        .unwrap();
+    q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
 }
 
 type Ws =
@@ -291,6 +439,21 @@ impl Client {
                 self.held.len() < 10_000,
                 "expected {ty}; holding too many other frames"
             );
+            self.held.push_back(v);
+        }
+    }
+
+    /// The first frame whose type is one of `types` (others are held).
+    pub async fn expect_any(&mut self, types: &[&str]) -> Value {
+        let is = |v: &Value| types.contains(&v["type"].as_str().unwrap_or(""));
+        if let Some(i) = self.held.iter().position(is) {
+            return self.held.remove(i).expect("in range");
+        }
+        loop {
+            let v = self.recv_new().await;
+            if is(&v) {
+                return v;
+            }
             self.held.push_back(v);
         }
     }
