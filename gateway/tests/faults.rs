@@ -73,6 +73,20 @@ fn assert_stored(dir: &std::path::Path, acked: &HashMap<String, u64>) {
     }
 }
 
+/// A plain HTTP GET's whole response as text.
+fn get_text(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 fn cids(prefix: &str, range: std::ops::Range<u32>) -> Vec<String> {
     range.map(|i| format!("{prefix}{i}")).collect()
 }
@@ -208,5 +222,273 @@ async fn gateway_killed_clients_resend_and_resume_and_nothing_is_lost_or_doubled
         assert_eq!(m["seq"], seq);
     }
     drop(gw2);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A PostgreSQL server owned by one test: its own data directory and port, run as the
+/// `postgres` user (PostgreSQL refuses root), stopped when dropped.
+struct OwnPostgres {
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+    port: u16,
+}
+
+impl OwnPostgres {
+    fn as_postgres(&self, args: &[&str]) -> std::process::Output {
+        let out = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join(args[0]))
+            .args(&args[1..])
+            .output()
+            .expect("runuser");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn init() -> OwnPostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries under /usr/lib/postgresql are required")
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("bin"))
+            .find(|p| p.join("initdb").exists())
+            .expect("initdb");
+        let dir = std::path::PathBuf::from(format!(
+            "/tmp/sb-pg-{}-{}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = std::process::Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let port = 20_000 + fastrand::u16(..20_000);
+        let pg = OwnPostgres { dir, bin, port };
+        pg.as_postgres(&[
+            "initdb",
+            "-D",
+            pg.data().to_str().unwrap(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ]);
+        pg.start();
+        pg
+    }
+
+    fn data(&self) -> std::path::PathBuf {
+        self.dir.join("data")
+    }
+
+    fn start(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("log");
+        self.as_postgres(&[
+            "pg_ctl",
+            "-D",
+            self.data().to_str().unwrap(),
+            "-l",
+            log.to_str().unwrap(),
+            "-o",
+            &opts,
+            "-w",
+            "start",
+        ]);
+    }
+
+    fn stop(&self) {
+        self.as_postgres(&[
+            "pg_ctl",
+            "-D",
+            self.data().to_str().unwrap(),
+            "-m",
+            "fast",
+            "-w",
+            "stop",
+        ]);
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args([
+                "-D",
+                self.data().to_str().unwrap(),
+                "-m",
+                "immediate",
+                "stop",
+            ])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn pg_messages(url: &str) -> Vec<(i64, String)> {
+    let out = std::process::Command::new("psql")
+        .args([
+            url,
+            "-Atc",
+            "SELECT seq, cid FROM messages ORDER BY conv, seq",
+        ])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (s, c) = l.split_once('|').unwrap();
+            (s.parse().unwrap(), c.to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_down_for_a_while_delays_acks_and_the_bridge_catches_up() {
+    let pg = OwnPostgres::init();
+    let dir = temp_dir("fault-pg");
+    let url = pg.url();
+    let bridge = BridgeProc::start(&dir, &[("DATABASE_URL", url.as_str())]);
+    let mut args: Vec<String> = bridge.gateway_args();
+    args.extend(FAST.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let gw = Gateway::start_at(&dir, 2, &args, |_| {});
+    let mut v = gw.visitor().await;
+    let mut acked = HashMap::new();
+    send_until_acked(
+        &mut v,
+        &cids("a", 0..100),
+        None,
+        &mut acked,
+        Duration::from_secs(30),
+    )
+    .await;
+
+    pg.stop();
+    let during = cids("b", 0..100);
+    for cid in &during {
+        v.msg(cid, "while the database is down", None).await;
+    }
+    let early = tokio::time::timeout(Duration::from_secs(1), v.expect("ack")).await;
+    assert!(early.is_err(), "no ack while PostgreSQL is down");
+    // The bridge says so in its metrics.
+    let http = bridge.http.clone().unwrap();
+    let metrics = get_text(&http, "/metrics");
+    assert!(metrics.contains("bridge_store_up 0"), "{metrics}");
+    pg.start();
+    send_until_acked(&mut v, &during, None, &mut acked, Duration::from_secs(60)).await;
+    let rows = pg_messages(&url);
+    assert_eq!(
+        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (1..=200).collect::<Vec<_>>()
+    );
+    for (cid, seq) in &acked {
+        assert!(rows.contains(&(*seq as i64, cid.clone())), "{cid} at {seq}");
+    }
+    drop(gw);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_redis_gone_history_and_resume_come_from_the_database() {
+    let dir = temp_dir("fault-redis");
+    let port = 20_000 + fastrand::u16(..20_000);
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut redis = Killed(
+        std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is required"),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let redis_url = format!("redis://127.0.0.1:{port}");
+    let bridge = BridgeProc::start(&dir, &[("REDIS_URL", redis_url.as_str())]);
+    let mut args: Vec<String> = bridge.gateway_args();
+    args.extend(FAST.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let gw = Gateway::start_at(&dir, 2, &args, |_| {});
+    let mut v = gw.visitor().await;
+    let mut acked = HashMap::new();
+    send_until_acked(
+        &mut v,
+        &cids("a", 0..400),
+        None,
+        &mut acked,
+        Duration::from_secs(30),
+    )
+    .await;
+    // History beyond the window works with Redis up (served from the cache)...
+    v.send(json!({"type":"history","before":50,"limit":10}))
+        .await;
+    let h = v.expect("history").await;
+    assert_eq!(h["messages"].as_array().unwrap().len(), 10);
+    assert_eq!(h["messages"][0]["seq"], 40);
+    let metrics = get_text(bridge.http.as_deref().unwrap(), "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("bridge_cache_hits_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    // ...and with Redis gone (from the database).
+    redis.0.kill().unwrap();
+    redis.0.wait().unwrap();
+    v.send(json!({"type":"history","before":30,"limit":5}))
+        .await;
+    let h = v.expect("history").await;
+    let seqs: Vec<u64> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![25, 26, 27, 28, 29]);
+    // A new agent resumes the whole conversation, reaching past the window into the store.
+    let mut agent = gw.agent("ann").await;
+    agent.assigned().await;
+    for seq in 1..=400u64 {
+        assert_eq!(agent.expect("msg").await["seq"], seq);
+    }
+    assert_eq!(agent.expect("resumed").await["complete"], true);
+    drop(gw);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -31,8 +31,9 @@ pub struct Config {
     /// Redis URL for the recent-history cache, e.g. redis://127.0.0.1:6379. Unset: no cache.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
-    /// Messages kept per conversation in the Redis cache.
-    #[arg(long, env = "SWITCHBOARD_CACHE_MESSAGES", default_value_t = 200)]
+    /// Messages kept per conversation in the Redis cache (more than the gateway's window, so
+    /// that resumes and history pages just past the window are served from it).
+    #[arg(long, env = "SWITCHBOARD_CACHE_MESSAGES", default_value_t = 1000)]
     pub cache_messages: usize,
     /// Group commit: write a batch when this many messages wait...
     #[arg(long, env = "SWITCHBOARD_BATCH_MAX", default_value_t = 1024)]
