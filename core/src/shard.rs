@@ -1010,8 +1010,9 @@ impl Shard {
                 let limit = limit.clamp(1, self.cfg.history_max);
                 let c = &self.convs[&conv];
                 let in_window = c.window_after(0).filter(|(s, _)| *s < before).count();
+                // A closed conversation's window is freed: its history is in the store.
                 let covered = in_window >= limit as usize
-                    || c.oldest_kept().is_none_or(|o| o <= 1)
+                    || c.oldest_kept().is_some_and(|o| o <= 1)
                     || c.head_seq() == 0;
                 match self.store.as_mut() {
                     Some(link) if !covered => {

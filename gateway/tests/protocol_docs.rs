@@ -70,7 +70,7 @@ fn every_example_in_the_document_matches_its_schema() {
     }
     assert_eq!(
         server_types.len(),
-        11,
+        12,
         "every server frame type has an example: {server_types:?}"
     );
 }
@@ -171,6 +171,10 @@ async fn every_frame_a_real_gateway_sends_matches_the_schema() {
     next_of(&mut v1, "resumed", &server, &mut seen).await;
     agent.send(json!({"type":"close","conv":conv})).await;
     next_of(&mut v1, "closed", &server, &mut seen).await;
+    v1.send(json!({"type":"history","conv":conv,"limit":5}))
+        .await;
+    let h = next_of(&mut v1, "history", &server, &mut seen).await;
+    assert_eq!(h["messages"][0]["body"], "hello");
     assert_eq!(
         seen.into_iter().collect::<Vec<_>>(),
         [
@@ -179,6 +183,7 @@ async fn every_frame_a_real_gateway_sends_matches_the_schema() {
             "assigned",
             "closed",
             "error",
+            "history",
             "msg",
             "queued",
             "read",
