@@ -274,23 +274,24 @@ async fn agent(mut ws: Ws, stats: Rc<RefCell<Stats>>, replies: f64, drain_until:
                     v["conv"].as_str().unwrap_or_default().to_string(),
                     v["seq"].as_u64().unwrap_or(0),
                 );
-                let mut s = stats.borrow_mut();
                 if !seen.insert(key) {
-                    s.dup_relays += 1;
+                    stats.borrow_mut().dup_relays += 1;
                     continue;
                 }
-                s.relayed += 1;
                 let sent = v["cid"]
                     .as_str()
                     .and_then(|c| c.split('-').nth(1))
                     .and_then(|t| t.parse::<u64>().ok());
-                if let Some(t0) = sent {
-                    s.relay_hist
-                        .as_mut()
-                        .unwrap()
-                        .saturating_record(now_us().saturating_sub(t0));
+                {
+                    let mut s = stats.borrow_mut();
+                    s.relayed += 1;
+                    if let Some(t0) = sent {
+                        s.relay_hist
+                            .as_mut()
+                            .unwrap()
+                            .saturating_record(now_us().saturating_sub(t0));
+                    }
                 }
-                drop(s);
                 rng ^= rng << 13;
                 rng ^= rng >> 7;
                 rng ^= rng << 17;
