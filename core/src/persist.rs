@@ -41,6 +41,15 @@ struct PersistInFlight {
     /// The newest seq of each conversation in the batch.
     heads: Vec<(ConvId, u64)>,
     count: usize,
+    /// The bridge's answer, once it came: committed or failed.
+    outcome: Option<bool>,
+}
+
+/// A persist batch, resolved in request order.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PersistOutcome {
+    pub heads: Vec<(ConvId, u64)>,
+    pub ok: bool,
 }
 
 /// Requests to the bridge and the state waiting on them.
@@ -51,7 +60,9 @@ pub struct StoreLink {
     batch_events: Vec<ConvEvent>,
     batch_heads: Vec<(ConvId, u64)>,
     out: Vec<BridgeMsg>,
-    persisting: HashMap<u64, PersistInFlight>,
+    /// In request order: the bridge may commit batches concurrently and answer out of
+    /// order, but a conversation is confirmed up to a seq only once every earlier batch is.
+    persisting: std::collections::BTreeMap<u64, PersistInFlight>,
     /// Messages sent to the bridge and not yet confirmed (the bounded buffer).
     pub unconfirmed: usize,
     /// Frames for conversations being loaded, in arrival order.
@@ -65,10 +76,9 @@ pub struct StoreLink {
 /// What a bridge answer resolved.
 #[derive(Debug)]
 pub enum Resolved {
-    /// A persist batch is durable: each conversation up to its seq.
-    Persisted(Vec<(ConvId, u64)>),
-    /// A persist batch failed for good: its acks must become errors.
-    PersistFailed(Vec<(ConvId, u64)>),
+    /// Persist batches now settled, oldest first: durable (each conversation up to its
+    /// seq) or failed for good (their acks become errors).
+    Persist(Vec<PersistOutcome>),
     /// A conversation load finished (the info is in the bridge message), with its frames.
     Loaded(ConvId, Vec<(ShardId, ShardMsg)>),
     /// A conversation load failed; its frames must be refused.
@@ -146,6 +156,7 @@ impl StoreLink {
                 PersistInFlight {
                     heads,
                     count: messages.len(),
+                    outcome: None,
                 },
             );
             self.out.push(BridgeMsg::Persist {
@@ -161,16 +172,30 @@ impl StoreLink {
         !self.out.is_empty() || !self.batch_messages.is_empty() || !self.batch_events.is_empty()
     }
 
+    /// Records a persist answer and releases every settled batch at the front.
+    fn settle(&mut self, req: u64, ok: bool) -> Resolved {
+        match self.persisting.get_mut(&req) {
+            Some(p) if p.outcome.is_none() => p.outcome = Some(ok),
+            _ => return Resolved::Nothing,
+        }
+        let mut out = Vec::new();
+        while let Some(entry) = self.persisting.first_entry() {
+            let Some(ok) = entry.get().outcome else { break };
+            let p = entry.remove();
+            self.unconfirmed -= p.count;
+            out.push(PersistOutcome { heads: p.heads, ok });
+        }
+        if out.is_empty() {
+            Resolved::Nothing
+        } else {
+            Resolved::Persist(out)
+        }
+    }
+
     /// Matches a bridge answer with what waited for it.
     pub fn resolve(&mut self, msg: &BridgeMsg) -> Resolved {
         match msg {
-            BridgeMsg::Persisted { req } => match self.persisting.remove(req) {
-                Some(p) => {
-                    self.unconfirmed -= p.count;
-                    Resolved::Persisted(p.heads)
-                }
-                None => Resolved::Nothing,
-            },
+            BridgeMsg::Persisted { req } => self.settle(*req, true),
             BridgeMsg::ConvLoaded { req, conv, info } => {
                 if self.load_reqs.remove(req).is_none() {
                     return Resolved::Nothing;
@@ -188,9 +213,8 @@ impl StoreLink {
                 None => Resolved::Nothing,
             },
             BridgeMsg::Failed { req, .. } => {
-                if let Some(p) = self.persisting.remove(req) {
-                    self.unconfirmed -= p.count;
-                    Resolved::PersistFailed(p.heads)
+                if self.persisting.contains_key(req) {
+                    self.settle(*req, false)
                 } else if let Some(conv) = self.load_reqs.remove(req) {
                     Resolved::LoadFailed(conv, self.loading.remove(&conv).unwrap_or_default())
                 } else if let Some(w) = self.reads.remove(req) {
@@ -235,7 +259,13 @@ mod tests {
         assert_eq!(l.unconfirmed, 3);
         assert!(l.take_requests().is_empty(), "nothing new");
         match l.resolve(&BridgeMsg::Persisted { req: *req }) {
-            Resolved::Persisted(heads) => assert_eq!(heads, vec![(ConvId(1), 2), (ConvId(2), 5)]),
+            Resolved::Persist(o) => assert_eq!(
+                o,
+                vec![PersistOutcome {
+                    heads: vec![(ConvId(1), 2), (ConvId(2), 5)],
+                    ok: true
+                }]
+            ),
             other => panic!("{other:?}"),
         }
         assert_eq!(l.unconfirmed, 0);
@@ -246,6 +276,39 @@ mod tests {
             ),
             "answered once"
         );
+    }
+
+    #[test]
+    fn batches_settle_in_request_order_even_when_answered_out_of_order() {
+        let mut l = StoreLink::default();
+        let mut reqs = Vec::new();
+        for seq in 1..=3 {
+            l.record(m(1, seq));
+            let BridgeMsg::Persist { req, .. } = l.take_requests().remove(0) else {
+                panic!()
+            };
+            reqs.push(req);
+        }
+        assert!(
+            matches!(
+                l.resolve(&BridgeMsg::Persisted { req: reqs[2] }),
+                Resolved::Nothing
+            ),
+            "waits for 1 and 2"
+        );
+        assert!(matches!(
+            l.resolve(&BridgeMsg::Persisted { req: reqs[1] }),
+            Resolved::Nothing
+        ));
+        assert_eq!(l.unconfirmed, 3);
+        match l.resolve(&BridgeMsg::Persisted { req: reqs[0] }) {
+            Resolved::Persist(o) => assert_eq!(
+                o.iter().map(|x| x.heads[0].1).collect::<Vec<_>>(),
+                vec![1, 2, 3]
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(l.unconfirmed, 0);
     }
 
     #[test]
@@ -287,7 +350,7 @@ mod tests {
                 req,
                 reason: "x".into()
             }),
-            Resolved::PersistFailed(_)
+            Resolved::Persist(o) if !o[0].ok
         ));
         assert_eq!(l.unconfirmed, 0);
         let wait = Wait::History {

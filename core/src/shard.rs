@@ -260,50 +260,10 @@ impl Shard {
         self.stats.unconfirmed = link.unconfirmed as u64;
         match resolved {
             Resolved::Nothing => {}
-            Resolved::Persisted(heads) => {
-                for (conv, seq) in heads {
-                    let Some(c) = self.convs.get_mut(&conv) else {
-                        continue;
-                    };
-                    for w in c.confirm(seq) {
-                        let ack = encode(&ServerFrame::Ack {
-                            cid: w.cid.as_ref().into(),
-                            conv,
-                            seq: w.seq,
-                        });
-                        self.send(
-                            w.shard,
-                            ShardMsg::ToConn {
-                                conn: w.conn,
-                                frame: ack,
-                            },
-                        );
-                    }
-                }
-            }
-            Resolved::PersistFailed(heads) => {
-                for (conv, seq) in heads {
-                    let Some(c) = self.convs.get_mut(&conv) else {
-                        continue;
-                    };
-                    let (failed, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut c.ack_waiters)
-                        .into_iter()
-                        .partition(|w| w.seq <= seq);
-                    c.ack_waiters = waiting;
-                    for w in failed {
-                        self.stats.errors_sent += 1;
-                        let frame = error_frame(
-                            ErrorCode::Overloaded,
-                            "not stored; resend with the same cid",
-                            Some(&w.cid),
-                        );
-                        self.send(
-                            w.shard,
-                            ShardMsg::ToConn {
-                                conn: w.conn,
-                                frame,
-                            },
-                        );
+            Resolved::Persist(outcomes) => {
+                for o in outcomes {
+                    for (conv, seq) in o.heads {
+                        self.settle_acks(conv, seq, o.ok);
                     }
                 }
             }
@@ -1134,6 +1094,45 @@ impl Shard {
                     self.push(conn, encode(&ServerFrame::Assigned { conv, visitor }));
                 }
             }
+        }
+    }
+
+    /// Acks of `conv` up to `seq`: sent when the store committed them, errors otherwise.
+    fn settle_acks(&mut self, conv: ConvId, seq: u64, ok: bool) {
+        let Some(c) = self.convs.get_mut(&conv) else {
+            return;
+        };
+        let ready = if ok {
+            c.confirm(seq)
+        } else {
+            let (failed, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut c.ack_waiters)
+                .into_iter()
+                .partition(|w| w.seq <= seq);
+            c.ack_waiters = waiting;
+            failed
+        };
+        for w in ready {
+            let frame = if ok {
+                encode(&ServerFrame::Ack {
+                    cid: w.cid.as_ref().into(),
+                    conv,
+                    seq: w.seq,
+                })
+            } else {
+                self.stats.errors_sent += 1;
+                error_frame(
+                    ErrorCode::Overloaded,
+                    "not stored; resend with the same cid",
+                    Some(&w.cid),
+                )
+            };
+            self.send(
+                w.shard,
+                ShardMsg::ToConn {
+                    conn: w.conn,
+                    frame,
+                },
+            );
         }
     }
 

@@ -19,16 +19,21 @@ pub struct CommitJob {
     pub reply: mpsc::UnboundedSender<BridgeMsg>,
 }
 
+#[derive(Clone)]
 pub struct Committer {
     pub store: Arc<Store>,
     pub cache: Option<Cache>,
     pub batch_max: usize,
     pub batch_delay: Duration,
+    /// Batches committing at once (each on its own database connection). Gateways settle
+    /// answers in request order, so batches may finish in any order.
+    pub concurrency: usize,
 }
 
 impl Committer {
     /// Runs until every sender of `rx` is gone and the last batch is written.
     pub async fn run(self, mut rx: mpsc::Receiver<CommitJob>) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.concurrency.max(1)));
         while let Some(first) = rx.recv().await {
             let mut count = first.messages.len();
             let mut jobs = vec![first];
@@ -43,8 +48,14 @@ impl Committer {
                 }
             }
             metrics::gauge!("bridge_commit_queue_depth").set(rx.len() as f64);
-            self.commit(jobs).await;
+            let slot = slots.clone().acquire_owned().await.expect("never closed");
+            let this = self.clone();
+            tokio::spawn(async move {
+                this.commit(jobs).await;
+                drop(slot);
+            });
         }
+        let _ = slots.acquire_many(self.concurrency.max(1) as u32).await;
         tracing::info!("committer: drained");
     }
 

@@ -121,6 +121,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         cache,
         batch_max: config.batch_max,
         batch_delay: config.batch_delay(),
+        concurrency: match *store {
+            Store::Postgres(_) => config.commit_concurrency.clamp(1, config.db_pool.max(1)),
+            Store::Sqlite(_) => 1,
+        },
     };
     let committer = tokio::spawn(committer.run(commit_rx));
 
