@@ -855,22 +855,9 @@ impl Shard {
                     link.read(wait, conv, last_seq, oldest, self.cfg.resume_fetch_max);
                     return;
                 }
-                let (mut frames, complete) = c.replay_after(last_seq);
-                frames.push(encode(&ServerFrame::Resumed {
-                    conv,
-                    last_seq: c.head_seq(),
-                    replayed: frames.len() as u32,
-                    complete,
-                }));
-                self.send(
-                    from,
-                    ShardMsg::Replay {
-                        conv,
-                        conn,
-                        frames,
-                        ok: true,
-                    },
-                );
+                let (frames, complete) = c.replay_after(last_seq);
+                let head = c.head_seq();
+                self.send_replay(from, conn, conv, frames, head, complete);
             }
             ShardMsg::Unsubscribe { conv, conn } => {
                 if let Some(c) = self.convs.get_mut(&conv) {
@@ -1097,6 +1084,34 @@ impl Shard {
         }
     }
 
+    /// Sends a resumed connection its replayed frames, closed by `resumed`.
+    fn send_replay(
+        &mut self,
+        from: ShardId,
+        conn: ConnKey,
+        conv: ConvId,
+        mut frames: Vec<Bytes>,
+        head: u64,
+        complete: bool,
+    ) {
+        let replayed = frames.len() as u32;
+        frames.push(encode(&ServerFrame::Resumed {
+            conv,
+            last_seq: head,
+            replayed,
+            complete,
+        }));
+        self.send(
+            from,
+            ShardMsg::Replay {
+                conv,
+                conn,
+                frames,
+                ok: true,
+            },
+        );
+    }
+
     /// Acks of `conv` up to `seq`: sent when the store committed them, errors otherwise.
     fn settle_acks(&mut self, conv: ConvId, seq: u64, ok: bool) {
         let Some(c) = self.convs.get_mut(&conv) else {
@@ -1189,22 +1204,8 @@ impl Shard {
                     frames.push(f.clone());
                     next = seq + 1;
                 }
-                let replayed = frames.len() as u32;
-                frames.push(encode(&ServerFrame::Resumed {
-                    conv,
-                    last_seq: c.head_seq(),
-                    replayed,
-                    complete,
-                }));
-                self.send(
-                    from,
-                    ShardMsg::Replay {
-                        conv,
-                        conn,
-                        frames,
-                        ok: true,
-                    },
-                );
+                let head = c.head_seq();
+                self.send_replay(from, conn, conv, frames, head, complete);
             }
             Wait::History {
                 from,

@@ -93,12 +93,18 @@ fn cids(prefix: &str, range: std::ops::Range<u32>) -> Vec<String> {
 
 const FAST: [&str; 4] = ["--rate-per-sec", "100000", "--rate-burst", "100000"];
 
+/// Flags for a gateway using `bridge`, with rate limits out of the way.
+fn gateway_args(bridge: &BridgeProc) -> Vec<String> {
+    let mut args = bridge.gateway_args();
+    args.extend(FAST.iter().map(|s| s.to_string()));
+    args
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bridge_killed_under_load_and_restarted_loses_nothing_acked() {
     let dir = temp_dir("fault-bridge");
     let mut bridge = BridgeProc::start(&dir, &[]);
-    let mut args: Vec<String> = bridge.gateway_args();
-    args.extend(FAST.iter().map(|s| s.to_string()));
+    let args = gateway_args(&bridge);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let gw = Gateway::start_at(&dir, 2, &args, |_| {});
     let mut agent = gw.agent("ann").await;
@@ -150,8 +156,7 @@ async fn bridge_killed_under_load_and_restarted_loses_nothing_acked() {
 async fn gateway_killed_clients_resend_and_resume_and_nothing_is_lost_or_doubled() {
     let dir = temp_dir("fault-gateway");
     let bridge = BridgeProc::start(&dir, &[]);
-    let mut args: Vec<String> = bridge.gateway_args();
-    args.extend(FAST.iter().map(|s| s.to_string()));
+    let args = gateway_args(&bridge);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut gw = Gateway::start_at(&dir, 2, &args, |_| {});
     let mut v = gw.visitor().await;
@@ -372,8 +377,7 @@ async fn postgres_down_for_a_while_delays_acks_and_the_bridge_catches_up() {
     let dir = temp_dir("fault-pg");
     let url = pg.url();
     let bridge = BridgeProc::start(&dir, &[("DATABASE_URL", url.as_str())]);
-    let mut args: Vec<String> = bridge.gateway_args();
-    args.extend(FAST.iter().map(|s| s.to_string()));
+    let args = gateway_args(&bridge);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let gw = Gateway::start_at(&dir, 2, &args, |_| {});
     let mut v = gw.visitor().await;
@@ -442,8 +446,7 @@ async fn with_redis_gone_history_and_resume_come_from_the_database() {
     std::thread::sleep(Duration::from_millis(300));
     let redis_url = format!("redis://127.0.0.1:{port}");
     let bridge = BridgeProc::start(&dir, &[("REDIS_URL", redis_url.as_str())]);
-    let mut args: Vec<String> = bridge.gateway_args();
-    args.extend(FAST.iter().map(|s| s.to_string()));
+    let args = gateway_args(&bridge);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let gw = Gateway::start_at(&dir, 2, &args, |_| {});
     let mut v = gw.visitor().await;
