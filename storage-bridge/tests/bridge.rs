@@ -213,12 +213,19 @@ fn the_link_persists_loads_and_pages_history() {
         messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
         vec![3, 4, 5]
     );
-    // The socket is owner-only.
+    // The socket and the database are owner-only.
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(b.socket()).unwrap().permissions().mode() & 0o777,
         0o600
     );
+    for f in ["switchboard.db", "switchboard.db-wal"] {
+        assert_eq!(
+            std::fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "{f}"
+        );
+    }
 }
 
 #[test]
