@@ -67,6 +67,14 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "Open conversations by home shard"
     );
     describe_gauge!(
+        "chat_storage_unconfirmed",
+        "Messages sent to the storage bridge and not yet confirmed (acks waiting)"
+    );
+    describe_counter!(
+        "chat_overloaded_total",
+        "Messages refused with `overloaded` because storage was too far behind"
+    );
+    describe_gauge!(
         "chat_cross_shard_pending",
         "Messages waiting to be sent to other shards"
     );
@@ -87,6 +95,8 @@ pub struct ShardMetrics {
     agents: Gauge,
     open_convs: Gauge,
     pub cross_pending: Gauge,
+    unconfirmed: Gauge,
+    overloaded: Counter,
     last: ShardStats,
 }
 
@@ -112,6 +122,8 @@ impl ShardMetrics {
             agents: gauge!("chat_agents_online", "shard" => s.clone()),
             open_convs: gauge!("chat_open_conversations", "shard" => s.clone()),
             cross_pending: gauge!("chat_cross_shard_pending", "shard" => s.clone()),
+            unconfirmed: gauge!("chat_storage_unconfirmed", "shard" => s.clone()),
+            overloaded: counter!("chat_overloaded_total", "shard" => s.clone()),
             shard: s,
             last: ShardStats::default(),
         }
@@ -135,6 +147,9 @@ impl ShardMetrics {
         self.queue.set(stats.queue_len as f64);
         self.agents.set(stats.agents_online as f64);
         self.open_convs.set(stats.open_conversations as f64);
+        self.unconfirmed.set(stats.unconfirmed as f64);
+        self.overloaded
+            .increment(stats.overloaded - self.last.overloaded);
         self.last = stats.clone();
     }
 

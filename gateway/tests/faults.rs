@@ -402,6 +402,8 @@ async fn postgres_down_for_a_while_delays_acks_and_the_bridge_catches_up() {
     let http = bridge.http.clone().unwrap();
     let metrics = get_text(&http, "/metrics");
     assert!(metrics.contains("bridge_store_up 0"), "{metrics}");
+    // And so does the gateway: acks waiting on storage.
+    assert!(gw.metric("chat_storage_unconfirmed", &[]) >= 1.0);
     pg.start();
     send_until_acked(&mut v, &during, None, &mut acked, Duration::from_secs(60)).await;
     let rows = pg_messages(&url);
