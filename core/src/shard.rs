@@ -561,7 +561,14 @@ impl Shard {
                     let ParticipantId::Visitor(visitor) = who else {
                         unreachable!("checked above")
                     };
-                    let conv = ConvId(self.rng.u64(..));
+                    // The new conversation's home is this shard: the visitor's own messages
+                    // then never cross shards (ids stay random; about nr_shards draws).
+                    let conv = loop {
+                        let c = ConvId(self.rng.u64(..));
+                        if home_shard(c, self.nr_shards) == self.id {
+                            break c;
+                        }
+                    };
                     let conn = self.conn_mut(key).expect("present above");
                     conn.visitor_conv = Some(conv);
                     conn.subs.push(conv);

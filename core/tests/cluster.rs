@@ -693,3 +693,15 @@ fn short_deadline_with_pongs_stays_open() {
         }
     }
 }
+
+#[test]
+fn a_new_conversation_lives_on_its_visitors_shard() {
+    let mut c = Cluster::new(4, CoreConfig::default(), 3);
+    for shard in 0..4 {
+        let v = c.visitor(shard, 100 + shard as u64);
+        c.send_json(v, msg("m", "hi"));
+        let conv = c.of_type(v, "ack")[0]["conv"].as_str().unwrap().to_string();
+        let id = switchboard_protocol::ConvId::parse(&conv).unwrap();
+        assert_eq!(switchboard_core::routing::home_shard(id, 4), shard as u32);
+    }
+}

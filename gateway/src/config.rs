@@ -65,6 +65,9 @@ pub struct Config {
     pub shutdown_grace_s: u64,
     /// io_uring registered buffer memory per shard, in KiB (counts against RLIMIT_MEMLOCK).
     pub io_memory_kib: usize,
+    /// After work, a shard spins this long (microseconds) before sleeping, so that traffic
+    /// arriving right after does not pay for a sleep and a wake-up (0: sleep at once).
+    pub spin_before_park_us: u64,
     /// Capacity of each cross-shard channel, in batches.
     pub channel_capacity: usize,
     /// Visitor token lifetime, in seconds.
@@ -114,6 +117,7 @@ impl Default for Config {
             backlog: 4096,
             shutdown_grace_s: 10,
             io_memory_kib: 512,
+            spin_before_park_us: 0,
             channel_capacity: 1024,
             visitor_token_ttl_s: core.visitor_token_ttl_s,
             echo_path: None,

@@ -96,6 +96,9 @@ struct ServeArgs {
     /// Unconfirmed messages per shard before new ones get `overloaded`.
     #[arg(long, env = "SWITCHBOARD_MAX_UNCONFIRMED", global = true)]
     max_unconfirmed: Option<usize>,
+    /// Microseconds a shard spins after work before sleeping.
+    #[arg(long, env = "SWITCHBOARD_SPIN_BEFORE_PARK_US", global = true)]
+    spin_before_park_us: Option<u64>,
     /// Test only: serve a WebSocket echo endpoint at this path (for the Autobahn suite).
     #[arg(long, env = "SWITCHBOARD_ECHO_PATH", global = true)]
     echo_path: Option<String>,
@@ -157,7 +160,8 @@ impl ServeArgs {
             shutdown_grace_s,
             bridge,
             bridge_http,
-            max_unconfirmed
+            max_unconfirmed,
+            spin_before_park_us
         );
         if let Some(p) = &self.bridge_socket {
             c.bridge_socket = Some(p.clone());

@@ -85,6 +85,7 @@ pub fn run(
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{i}"))
             .io_memory(config.io_memory_kib * 1024)
+            .spin_before_park(std::time::Duration::from_micros(config.spin_before_park_us))
             .spawn(move || shard_main(args))
             .map_err(|e| anyhow::anyhow!("cannot start shard {i}: {e} (RLIMIT_MEMLOCK must cover io_memory_kib per shard)"))?;
         handles.push(handle);
