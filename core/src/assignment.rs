@@ -55,6 +55,9 @@ pub struct Dispatcher {
     agents: HashMap<AgentId, Agent>,
     queue: VecDeque<Waiting>,
     clock: u64,
+    /// Every conversation queued or assigned, so that a conversation announced twice (by
+    /// the start-up listing and by its home shard loading it) is counted once.
+    known: std::collections::HashSet<ConvId>,
 }
 
 impl Dispatcher {
@@ -64,6 +67,7 @@ impl Dispatcher {
             agents: HashMap::new(),
             queue: VecDeque::new(),
             clock: 0,
+            known: Default::default(),
         }
     }
 
@@ -105,6 +109,9 @@ impl Dispatcher {
 
     /// A new conversation needs an agent.
     pub fn enqueue(&mut self, conv: ConvId, visitor: VisitorId) -> Vec<Dispatch> {
+        if !self.known.insert(conv) {
+            return Vec::new();
+        }
         if self.queue.is_empty() {
             if let Some(agent) = self.pick() {
                 return vec![self.assign(agent, conv, visitor)];
@@ -122,10 +129,10 @@ impl Dispatcher {
     /// A conversation already assigned to `agent` (found in the store after a restart) is
     /// counted again; if the agent is online its devices are told.
     pub fn restore(&mut self, conv: ConvId, visitor: VisitorId, agent: AgentId) -> Vec<Dispatch> {
-        let a = self.agents.entry(agent.clone()).or_default();
-        if a.open.iter().any(|(c, _)| *c == conv) {
+        if !self.known.insert(conv) {
             return Vec::new();
         }
+        let a = self.agents.entry(agent.clone()).or_default();
         a.open.push((conv, visitor));
         if a.is_online() {
             vec![Dispatch::Assign {
@@ -178,6 +185,7 @@ impl Dispatcher {
 
     /// `agent` closed `conv`: its slot frees up for the queue.
     pub fn closed(&mut self, conv: ConvId, agent: &AgentId) -> Vec<Dispatch> {
+        self.known.remove(&conv);
         if let Some(a) = self.agents.get_mut(agent) {
             a.open.retain(|(c, _)| *c != conv);
             if !a.is_online() && a.open.is_empty() {

@@ -10,7 +10,7 @@ use crate::messages::ShardMsg;
 use crate::routing::ShardId;
 use crate::shard::ConnKey;
 use std::collections::{HashMap, HashSet};
-use switchboard_protocol::bridge::{BridgeMsg, ConvEvent, StoredMessage};
+use switchboard_protocol::bridge::{BridgeMsg, ConvEvent, OpenConv, StoredMessage};
 use switchboard_protocol::ConvId;
 
 /// Forget this many conversations known to be absent from the store before starting over.
@@ -71,6 +71,8 @@ pub struct StoreLink {
     /// Conversations the store does not have.
     missing: HashSet<ConvId>,
     reads: HashMap<u64, Wait>,
+    /// The start-up listing of open conversations, while it is asked.
+    listing: Option<u64>,
 }
 
 /// What a bridge answer resolved.
@@ -83,6 +85,8 @@ pub enum Resolved {
     Loaded(ConvId, Vec<(ShardId, ShardMsg)>),
     /// A conversation load failed; its frames must be refused.
     LoadFailed(ConvId, Vec<(ShardId, ShardMsg)>),
+    /// The open conversations listed at start (`None`: the listing failed).
+    OpenConvs(Option<Vec<OpenConv>>),
     /// A store read finished (`None`: it failed).
     Read(Wait, Option<Vec<StoredMessage>>),
     /// Nothing known (a late or duplicate answer).
@@ -129,6 +133,13 @@ impl StoreLink {
             self.load_reqs.insert(req, conv);
             self.out.push(BridgeMsg::LoadConv { req, conv, recent });
         }
+    }
+
+    /// Asks for the open conversations (the dispatcher, after a restart).
+    pub fn list_open(&mut self, limit: u32) {
+        let req = self.req();
+        self.listing = Some(req);
+        self.out.push(BridgeMsg::OpenConvs { req, limit });
     }
 
     pub fn read(&mut self, wait: Wait, conv: ConvId, after: u64, before: u64, limit: u32) {
@@ -208,6 +219,10 @@ impl StoreLink {
                 }
                 Resolved::Loaded(*conv, self.loading.remove(conv).unwrap_or_default())
             }
+            BridgeMsg::OpenConvsAre { req, convs } if self.listing == Some(*req) => {
+                self.listing = None;
+                Resolved::OpenConvs(Some(convs.clone()))
+            }
             BridgeMsg::HistoryIs { req, messages, .. } => match self.reads.remove(req) {
                 Some(w) => Resolved::Read(w, Some(messages.clone())),
                 None => Resolved::Nothing,
@@ -217,6 +232,9 @@ impl StoreLink {
                     self.settle(*req, false)
                 } else if let Some(conv) = self.load_reqs.remove(req) {
                     Resolved::LoadFailed(conv, self.loading.remove(&conv).unwrap_or_default())
+                } else if self.listing == Some(*req) {
+                    self.listing = None;
+                    Resolved::OpenConvs(None)
                 } else if let Some(w) = self.reads.remove(req) {
                     Resolved::Read(w, None)
                 } else {

@@ -28,6 +28,8 @@ use switchboard_protocol::{AgentId, CloseCode, ConvId, ErrorCode, ParticipantId,
 
 /// Rate-limited frames in a row after which a connection is closed with 1008.
 const MAX_STRIKES: u16 = 50;
+/// Open conversations the dispatcher lists from the store at start, at most.
+const OPEN_LISTED: u32 = 1_000_000;
 /// Closed conversations remembered (to answer late frames with `conversation_closed`).
 const CLOSED_REMEMBERED: usize = 100_000;
 
@@ -206,7 +208,15 @@ impl Shard {
             outgoing: Vec::new(),
             local: VecDeque::new(),
             stats: ShardStats::default(),
-            store: cfg_durable.then(StoreLink::default),
+            store: cfg_durable.then(|| {
+                let mut link = StoreLink::default();
+                if id == DISPATCHER_SHARD {
+                    // After a restart, the dispatcher learns the open conversations at once:
+                    // agents get theirs back, waiting visitors get agents.
+                    link.list_open(OPEN_LISTED);
+                }
+                link
+            }),
         }
     }
 
@@ -300,6 +310,19 @@ impl Shard {
                 }
             }
             Resolved::Read(wait, stored) => self.finish_read(wait, stored),
+            Resolved::OpenConvs(listed) => {
+                for o in listed.unwrap_or_default() {
+                    let agent = o.agent.as_deref().and_then(AgentId::new);
+                    self.handle(
+                        self.id,
+                        ShardMsg::Restore {
+                            conv: o.conv,
+                            visitor: o.visitor,
+                            agent,
+                        },
+                    );
+                }
+            }
         }
         self.pump();
     }

@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use switchboard_core::{ClientKind, ConnKey, CoreConfig, Identity, Now, Shard, ShardMsg};
-use switchboard_protocol::bridge::{BridgeMsg, ConvEvent, ConvInfo, StoredMessage};
+use switchboard_protocol::bridge::{BridgeMsg, ConvEvent, ConvInfo, OpenConv, StoredMessage};
 use switchboard_protocol::token::TokenSigner;
 use switchboard_protocol::{AgentId, ConvId, ParticipantId, VisitorId};
 
@@ -65,6 +65,19 @@ impl MemStore {
                 });
                 BridgeMsg::ConvLoaded { req, conv, info }
             }
+            BridgeMsg::OpenConvs { req, .. } => BridgeMsg::OpenConvsAre {
+                req,
+                convs: self
+                    .convs
+                    .iter()
+                    .filter(|(_, (_, _, closed))| !closed)
+                    .map(|(c, (visitor, agent, _))| OpenConv {
+                        conv: ConvId(*c),
+                        visitor: *visitor,
+                        agent: agent.clone(),
+                    })
+                    .collect(),
+            },
             BridgeMsg::History {
                 req,
                 conv,
@@ -297,7 +310,14 @@ fn after_a_restart_conversations_come_back_from_the_store() {
 
     let mut after = Node::new(2, cfg(), before.store.clone());
     let a = after.connect(0, ParticipantId::Agent(AgentId::new("ann").unwrap()));
-    after.frames(a);
+    // The unassigned conversation was listed at start, queued again, and went to the agent
+    // who came online.
+    let assigned: Vec<Value> = after
+        .frames(a)
+        .into_iter()
+        .filter(|f| f["type"] == "assigned")
+        .collect();
+    assert_eq!(assigned[0]["conv"], conv.as_str());
     let v = after.connect(1, visitor(5));
     after.frames(v);
     // A resend of an acked message: same seq, nothing stored twice.
@@ -308,9 +328,10 @@ fn after_a_restart_conversations_come_back_from_the_store() {
     let f = after.frames(v);
     let ack = f.iter().find(|x| x["type"] == "ack").unwrap();
     assert_eq!(ack["seq"], 10);
-    // The unassigned conversation was queued again and went to the agent who is online.
-    let assigned = after.of_type(a, "assigned");
-    assert_eq!(assigned[0]["conv"], conv.as_str());
+    assert!(
+        after.of_type(a, "assigned").is_empty(),
+        "not assigned twice"
+    );
     // New messages continue the sequence.
     after.send(
         v,
@@ -397,4 +418,64 @@ fn frames_for_an_unknown_conversation_are_refused_after_asking_the_store() {
         json!({"type":"resume","conv":"c00000000000000aa","last_seq":0}),
     );
     assert_eq!(n.of_type(v, "error")[0]["code"], "not_in_conversation");
+}
+
+/// After a restart the dispatcher lists open conversations from the store: an agent who
+/// comes back is told of its conversations, and a waiting visitor gets the next agent,
+/// before any visitor reconnects.
+#[test]
+fn after_a_restart_agents_get_their_conversations_back_without_visitors_returning() {
+    let mut before = Node::new(
+        2,
+        CoreConfig {
+            agent_capacity: 1,
+            ..cfg()
+        },
+        MemStore::default(),
+    );
+    let ann = before.connect(0, ParticipantId::Agent(AgentId::new("ann").unwrap()));
+    let v1 = before.connect(1, visitor(1));
+    let v2 = before.connect(1, visitor(2));
+    before.send(v1, msg("m1", "mine"));
+    before.send(v2, msg("m1", "waiting"));
+    let conv1 = before.of_type(v1, "ack")[0]["conv"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let conv2 = before.of_type(v2, "ack")[0]["conv"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(before.of_type(ann, "assigned")[0]["conv"], conv1.as_str());
+
+    let mut after = Node::new(
+        2,
+        CoreConfig {
+            agent_capacity: 1,
+            ..cfg()
+        },
+        before.store.clone(),
+    );
+    after.settle();
+    let ann = after.connect(1, ParticipantId::Agent(AgentId::new("ann").unwrap()));
+    let told: Vec<String> = after
+        .of_type(ann, "assigned")
+        .iter()
+        .map(|a| a["conv"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        told,
+        vec![conv1.clone()],
+        "ann has her conversation back, and is full"
+    );
+    let bob = after.connect(0, ParticipantId::Agent(AgentId::new("bob").unwrap()));
+    assert_eq!(
+        after.of_type(bob, "assigned")[0]["conv"],
+        conv2.as_str(),
+        "the waiting visitor got bob"
+    );
+    // When the visitor does come back, nothing is assigned twice.
+    let v1 = after.connect(1, visitor(1));
+    after.send(v1, json!({"type":"resume","conv":conv1,"last_seq":0}));
+    assert!(after.of_type(bob, "assigned").is_empty());
 }

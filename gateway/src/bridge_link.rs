@@ -20,7 +20,9 @@ fn req_of(m: &BridgeMsg) -> Option<u64> {
     match m {
         BridgeMsg::Persist { req, .. }
         | BridgeMsg::LoadConv { req, .. }
-        | BridgeMsg::History { req, .. } => Some(*req),
+        | BridgeMsg::History { req, .. }
+        | BridgeMsg::OpenConvs { req, .. }
+        | BridgeMsg::OpenConvsAre { req, .. } => Some(*req),
         BridgeMsg::Persisted { req }
         | BridgeMsg::Failed { req, .. }
         | BridgeMsg::ConvLoaded { req, .. }

@@ -50,6 +50,14 @@ pub enum ConvEvent {
     },
 }
 
+/// An open conversation and its agent, if assigned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenConv {
+    pub conv: ConvId,
+    pub visitor: VisitorId,
+    pub agent: Option<String>,
+}
+
 /// A stored conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConvInfo {
@@ -91,6 +99,11 @@ pub enum BridgeMsg {
         conv: ConvId,
         recent: u32,
     },
+    /// Conversations not closed (at most `limit`), for the dispatcher after a restart.
+    OpenConvs {
+        req: u64,
+        limit: u32,
+    },
     /// Messages with `after < seq < before`, oldest first, at most `limit`, taking the newest
     /// when more match.
     History {
@@ -120,6 +133,10 @@ pub enum BridgeMsg {
         req: u64,
         conv: ConvId,
         messages: Vec<StoredMessage>,
+    },
+    OpenConvsAre {
+        req: u64,
+        convs: Vec<OpenConv>,
     },
 }
 

@@ -168,6 +168,19 @@ async fn connection(stream: UnixStream, commits: mpsc::Sender<CommitJob>, reads:
                     let _ = tx.send(reply);
                 });
             }
+            BridgeMsg::OpenConvs { req, limit } => {
+                let (reads, tx) = (reads.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let reply = match reads.store.open_conversations(limit).await {
+                        Ok(convs) => BridgeMsg::OpenConvsAre { req, convs },
+                        Err(e) => BridgeMsg::Failed {
+                            req,
+                            reason: e.to_string(),
+                        },
+                    };
+                    let _ = tx.send(reply);
+                });
+            }
             BridgeMsg::History {
                 req,
                 conv,
@@ -229,5 +242,7 @@ fn kind(m: &BridgeMsg) -> &'static str {
         BridgeMsg::Failed { .. } => "failed",
         BridgeMsg::ConvLoaded { .. } => "conv_loaded",
         BridgeMsg::HistoryIs { .. } => "history_is",
+        BridgeMsg::OpenConvs { .. } => "open_convs",
+        BridgeMsg::OpenConvsAre { .. } => "open_convs_are",
     }
 }

@@ -10,7 +10,7 @@ mod sqlite;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
-use switchboard_protocol::bridge::{ConvEvent, ConvInfo, StoredMessage};
+use switchboard_protocol::bridge::{ConvEvent, ConvInfo, OpenConv, StoredMessage};
 use switchboard_protocol::ConvId;
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +139,14 @@ impl Store {
         match self {
             Self::Sqlite(s) => s.history(conv, after, before, limit).await,
             Self::Postgres(s) => s.history(conv, after, before, limit).await,
+        }
+    }
+
+    /// Conversations not closed, oldest first, at most `limit`.
+    pub async fn open_conversations(&self, limit: u32) -> Result<Vec<OpenConv>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.open_conversations(limit).await,
+            Self::Postgres(s) => s.open_conversations(limit).await,
         }
     }
 

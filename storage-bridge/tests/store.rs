@@ -90,7 +90,39 @@ both!(
     replayed_batches_store_nothing_twice,
     conversations_load_with_their_state_and_recent_messages,
     ids_use_all_64_bits,
+    open_conversations_are_listed_with_their_agents,
 );
+
+async fn open_conversations_are_listed_with_their_agents(s: Store) {
+    s.persist(vec![], vec![opened(1, 10), opened(2, 20), opened(3, 30)])
+        .await
+        .unwrap();
+    s.persist(
+        vec![],
+        vec![
+            ConvEvent::Assigned {
+                conv: ConvId(2),
+                agent: "ann".into(),
+                ts: 2,
+            },
+            ConvEvent::Closed {
+                conv: ConvId(3),
+                by: "bob".into(),
+                ts: 3,
+            },
+        ],
+    )
+    .await
+    .unwrap();
+    let mut open = s.open_conversations(10).await.unwrap();
+    open.sort_by_key(|o| o.conv);
+    let got: Vec<(u64, u64, Option<&str>)> = open
+        .iter()
+        .map(|o| (o.conv.0, o.visitor.0, o.agent.as_deref()))
+        .collect();
+    assert_eq!(got, vec![(1, 10, None), (2, 20, Some("ann"))]);
+    assert_eq!(s.open_conversations(1).await.unwrap().len(), 1, "bounded");
+}
 
 async fn migrations_are_idempotent(s: Store) {
     s.migrate().await.unwrap();

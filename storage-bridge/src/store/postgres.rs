@@ -3,7 +3,7 @@
 
 use super::{id_from_db, id_to_db, StoreError, MIGRATIONS};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use switchboard_protocol::bridge::{ConvEvent, ConvInfo, StoredMessage};
+use switchboard_protocol::bridge::{ConvEvent, ConvInfo, OpenConv, StoredMessage};
 use switchboard_protocol::{ConvId, VisitorId};
 use tokio_postgres::NoTls;
 
@@ -154,6 +154,24 @@ impl PgStore {
             last_seq: row.get::<_, i64>(3) as u64,
             recent,
         }))
+    }
+
+    pub async fn open_conversations(&self, limit: u32) -> Result<Vec<OpenConv>, StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        let rows = c
+            .query(
+                "SELECT id, visitor, agent FROM conversations WHERE closed_at IS NULL ORDER BY opened_at LIMIT $1",
+                &[&(limit as i64)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| OpenConv {
+                conv: ConvId(id_from_db(r.get(0))),
+                visitor: VisitorId(id_from_db(r.get(1))),
+                agent: r.get(2),
+            })
+            .collect())
     }
 
     pub async fn history(

@@ -6,7 +6,7 @@ use super::{id_from_db, id_to_db, StoreError, MIGRATIONS};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use switchboard_protocol::bridge::{ConvEvent, ConvInfo, StoredMessage};
+use switchboard_protocol::bridge::{ConvEvent, ConvInfo, OpenConv, StoredMessage};
 use switchboard_protocol::{ConvId, VisitorId};
 
 #[derive(Clone)]
@@ -138,6 +138,23 @@ impl SqliteStore {
             last_seq: last_seq as u64,
             recent,
         }))
+    }
+
+    pub async fn open_conversations(&self, limit: u32) -> Result<Vec<OpenConv>, StoreError> {
+        self.run(move |c| {
+            let mut q = c.prepare_cached(
+                "SELECT id, visitor, agent FROM conversations WHERE closed_at IS NULL ORDER BY opened_at LIMIT ?1",
+            )?;
+            let rows = q.query_map([limit as i64], |r| {
+                Ok(OpenConv {
+                    conv: ConvId(id_from_db(r.get(0)?)),
+                    visitor: VisitorId(id_from_db(r.get(1)?)),
+                    agent: r.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
     }
 
     pub async fn history(
