@@ -93,20 +93,19 @@ fn cids(prefix: &str, range: std::ops::Range<u32>) -> Vec<String> {
 
 const FAST: [&str; 4] = ["--rate-per-sec", "100000", "--rate-burst", "100000"];
 
-/// Flags for a gateway using `bridge`, with rate limits out of the way.
-fn gateway_args(bridge: &BridgeProc) -> Vec<String> {
+/// A gateway in `dir` using `bridge`, with rate limits out of the way.
+fn gateway_on(bridge: &BridgeProc, dir: &std::path::Path) -> Gateway {
     let mut args = bridge.gateway_args();
     args.extend(FAST.iter().map(|s| s.to_string()));
-    args
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Gateway::start_at(dir, 2, &args, |_| {})
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bridge_killed_under_load_and_restarted_loses_nothing_acked() {
     let dir = temp_dir("fault-bridge");
     let mut bridge = BridgeProc::start(&dir, &[]);
-    let args = gateway_args(&bridge);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let gw = Gateway::start_at(&dir, 2, &args, |_| {});
+    let gw = gateway_on(&bridge, &dir);
     let mut agent = gw.agent("ann").await;
     let mut v = gw.visitor().await;
     let mut acked = HashMap::new();
@@ -156,9 +155,7 @@ async fn bridge_killed_under_load_and_restarted_loses_nothing_acked() {
 async fn gateway_killed_clients_resend_and_resume_and_nothing_is_lost_or_doubled() {
     let dir = temp_dir("fault-gateway");
     let bridge = BridgeProc::start(&dir, &[]);
-    let args = gateway_args(&bridge);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut gw = Gateway::start_at(&dir, 2, &args, |_| {});
+    let mut gw = gateway_on(&bridge, &dir);
     let mut v = gw.visitor().await;
     let token = v.welcome["token"].as_str().unwrap().to_string();
     let mut acked = HashMap::new();
@@ -191,7 +188,7 @@ async fn gateway_killed_clients_resend_and_resume_and_nothing_is_lost_or_doubled
     gw.kill9();
     drop(v);
 
-    let gw2 = Gateway::start_at(&dir, 2, &args, |_| {});
+    let gw2 = gateway_on(&bridge, &dir);
     let mut v = Client::connect(&gw2.url(&format!("/ws/visitor?token={token}")))
         .await
         .unwrap();
@@ -377,9 +374,7 @@ async fn postgres_down_for_a_while_delays_acks_and_the_bridge_catches_up() {
     let dir = temp_dir("fault-pg");
     let url = pg.url();
     let bridge = BridgeProc::start(&dir, &[("DATABASE_URL", url.as_str())]);
-    let args = gateway_args(&bridge);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let gw = Gateway::start_at(&dir, 2, &args, |_| {});
+    let gw = gateway_on(&bridge, &dir);
     let mut v = gw.visitor().await;
     let mut acked = HashMap::new();
     send_until_acked(
@@ -448,9 +443,7 @@ async fn with_redis_gone_history_and_resume_come_from_the_database() {
     std::thread::sleep(Duration::from_millis(300));
     let redis_url = format!("redis://127.0.0.1:{port}");
     let bridge = BridgeProc::start(&dir, &[("REDIS_URL", redis_url.as_str())]);
-    let args = gateway_args(&bridge);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let gw = Gateway::start_at(&dir, 2, &args, |_| {});
+    let gw = gateway_on(&bridge, &dir);
     let mut v = gw.visitor().await;
     let mut acked = HashMap::new();
     send_until_acked(
