@@ -137,14 +137,31 @@ async fn worker(a: ChatWorkerArgs) -> anyhow::Result<ExitCode> {
         relay_hist: Some(hist::new_hist()),
         ..Stats::default()
     }));
-    let stop_at = Instant::now() + Duration::from_secs(a.duration);
-    let drain_until = stop_at + Duration::from_secs(a.drain);
+    // Connect everyone first, so the measured window is steady traffic only.
     let expiry = now_us() / 1_000_000 + 24 * 3600;
-    let mut tasks = Vec::new();
+    let mut agents = Vec::new();
     for i in 0..a.agents {
         let token = signer.mint(TokenKind::Agent, &format!("{}{i}", a.agent_prefix), expiry);
         let url = format!("{}/ws/agent?token={token}&client=api", a.url);
-        let (ws, _) = connect(&url).await?;
+        agents.push(connect(&url).await?.0);
+    }
+    let mut visitors = Vec::new();
+    for _ in 0..a.visitors {
+        let url = format!("{}/ws/visitor?client=api", a.url);
+        visitors.push(connect(&url).await?.0);
+    }
+    println!("{}", json!({"ready": true}));
+    std::io::Write::flush(&mut std::io::stdout())?;
+    // Wait for the coordinator's go (a line on stdin).
+    tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    })
+    .await?;
+    let stop_at = Instant::now() + Duration::from_secs(a.duration);
+    let drain_until = stop_at + Duration::from_secs(a.drain);
+    let mut tasks = Vec::new();
+    for ws in agents {
         tasks.push(tokio::task::spawn_local(agent(
             ws,
             stats.clone(),
@@ -153,12 +170,11 @@ async fn worker(a: ChatWorkerArgs) -> anyhow::Result<ExitCode> {
         )));
     }
     let body = "x".repeat(a.size.max(1));
-    for i in 0..a.visitors {
-        let url = format!("{}/ws/visitor?client=api", a.url);
-        let (ws, _) = connect(&url).await?;
+    let n = visitors.len();
+    for (i, ws) in visitors.into_iter().enumerate() {
         let period = Duration::from_secs_f64(1.0 / a.rate.max(0.001));
         // Spread visitors over the period so the load is steady.
-        let offset = period.mul_f64(i as f64 / a.visitors.max(1) as f64);
+        let offset = period.mul_f64(i as f64 / n.max(1) as f64);
         tasks.push(tokio::task::spawn_local(visitor(
             ws,
             stats.clone(),
@@ -336,8 +352,6 @@ pub fn coordinate(a: ChatArgs) -> anyhow::Result<ExitCode> {
             .sum()
     };
     let exe = std::env::current_exe()?;
-    let cpu0 = cpu(&pids);
-    let started = Instant::now();
     let mut children = Vec::new();
     for w in 0..a.procs {
         let share = |n: usize| n / a.procs + usize::from(w < n % a.procs);
@@ -371,27 +385,62 @@ pub fn coordinate(a: ChatArgs) -> anyhow::Result<ExitCode> {
                 "--drain",
                 &a.drain.to_string(),
             ])
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;
         children.push(child);
     }
-    let mut results = Vec::new();
-    for mut c in children {
+    // Every worker connects, says ready, and waits; then the window starts for all.
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    let mut stdins = Vec::new();
+    for c in &mut children {
+        stdins.push(c.stdin.take().expect("piped"));
         let out = c.stdout.take().expect("piped");
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if let Some(r) = v.get("result") {
-                    results.push(r.clone());
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send(v);
                 }
             }
+        });
+    }
+    drop(tx);
+    let mut ready = 0;
+    let mut results = Vec::new();
+    while ready < a.procs {
+        let v = rx
+            .recv_timeout(Duration::from_secs(120))
+            .context("workers did not connect in time")?;
+        if v.get("ready").is_some() {
+            ready += 1;
         }
+    }
+    let cpu0 = cpu(&pids);
+    let started = Instant::now();
+    for s in &mut stdins {
+        std::io::Write::write_all(s, b"go\n")?;
+    }
+    std::thread::sleep(Duration::from_secs(a.duration));
+    let cpu_used = cpu(&pids) - cpu0;
+    let elapsed = started.elapsed().as_secs_f64();
+    while let Ok(v) = rx.recv_timeout(Duration::from_secs(a.drain + 30)) {
+        if let Some(r) = v.get("result") {
+            results.push(r.clone());
+            if results.len() == a.procs {
+                break;
+            }
+        }
+    }
+    for mut c in children {
         let status = c.wait()?;
         if !status.success() {
             bail!("a worker failed: {status}");
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu_used = cpu(&pids) - cpu0;
+    if results.len() < a.procs {
+        bail!("not every worker reported");
+    }
     let sum = |k: &str| {
         results
             .iter()
@@ -449,8 +498,8 @@ pub fn coordinate(a: ChatArgs) -> anyhow::Result<ExitCode> {
     let total_msgs = acked + sum("relayed");
     if !pids.is_empty() {
         println!(
-            "server CPU: {cpu_used:.2} s over {elapsed:.1} s = {:.1} us per stored message",
-            cpu_used * 1e6 / acked.max(1) as f64
+            "server CPU in the steady window: {cpu_used:.2} s over {elapsed:.1} s = {:.1} us per message sent (relayed, acked, stored)",
+            cpu_used * 1e6 / sent.max(1) as f64
         );
     }
     let out = json!({
@@ -458,7 +507,7 @@ pub fn coordinate(a: ChatArgs) -> anyhow::Result<ExitCode> {
         "settings": {"agents": a.agents, "visitors": a.visitors, "rate_per_visitor": a.rate, "size": a.size, "replies": a.replies, "duration_s": a.duration, "procs": a.procs},
         "sent": sent, "acked": acked, "relayed": relayed, "lost": lost, "duplicated": dup_acks + dup_relays,
         "stored_per_second": rate, "ack_us": ack, "relay_us": relay, "errors": errors,
-        "server_cpu_seconds": cpu_used, "server_cpu_us_per_stored_message": cpu_used * 1e6 / acked.max(1) as f64,
+        "server_cpu_seconds": cpu_used, "server_cpu_us_per_message": cpu_used * 1e6 / sent.max(1) as f64, "window_seconds": elapsed,
         "messages_total": total_msgs,
     });
     if let Some(p) = &a.json {
