@@ -136,13 +136,25 @@ impl Conversation {
 
     /// Appends a message from `who` (a participant; the caller checks), or recognises a resend.
     pub fn post(&mut self, who: &ParticipantId, cid: &str, body: &str, ts: u64) -> Posted {
+        self.post_from(who, &who.to_string(), cid, body, ts)
+    }
+
+    /// [`Self::post`] with the sender's text id already made (`from` is `who` as text).
+    pub fn post_from(
+        &mut self,
+        who: &ParticipantId,
+        from: &str,
+        cid: &str,
+        body: &str,
+        ts: u64,
+    ) -> Posted {
         let key: CidKey = (matches!(who, ParticipantId::Agent(_)), cid.into());
         if let Some(&seq) = self.dedupe.get(&key) {
             return Posted::Duplicate { seq };
         }
         self.seq += 1;
         let seq = self.seq;
-        let frame = msg_frame(self.id, seq, &who.to_string(), cid, body, ts);
+        let frame = msg_frame(self.id, seq, from, cid, body, ts);
         self.remember(seq, key, frame.clone());
         Posted::New { seq, frame }
     }
@@ -171,7 +183,13 @@ impl Conversation {
         self.subscribers.retain(|s| *s != (shard, conn));
     }
 
+    /// Subscribed connections, by shard (a shard may appear more than once).
+    pub fn subscribers(&self) -> &[(ShardId, ConnKey)] {
+        &self.subscribers
+    }
+
     /// Each shard with at least one subscriber, once.
+    #[cfg(test)]
     pub fn subscriber_shards(&self) -> Vec<ShardId> {
         let mut shards: Vec<ShardId> = self.subscribers.iter().map(|(s, _)| *s).collect();
         shards.sort_unstable();

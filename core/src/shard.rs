@@ -350,11 +350,7 @@ impl Shard {
     }
 
     fn send(&mut self, to: ShardId, msg: ShardMsg) {
-        if to == self.id {
-            self.local.push_back(msg);
-        } else {
-            self.outgoing.push((to, msg));
-        }
+        route(self.id, &mut self.local, &mut self.outgoing, to, msg);
     }
 
     fn home(&self, conv: ConvId) -> ShardId {
@@ -842,17 +838,7 @@ impl Shard {
                 who,
                 last_seq,
             } => {
-                let refusal = match self.convs.get(&conv) {
-                    None => Some((ErrorCode::NotInConversation, "no such conversation")),
-                    Some(c) if !c.is_participant(&who) => {
-                        Some((ErrorCode::NotInConversation, "not a participant"))
-                    }
-                    Some(c) if c.closed => {
-                        Some((ErrorCode::ConversationClosed, "conversation is closed"))
-                    }
-                    Some(_) => None,
-                };
-                if let Some((code, message)) = refusal {
+                if let Some((code, message)) = self.refusal(conv, &who) {
                     self.stats.errors_sent += 1;
                     let frames = vec![error_frame(code, message, None)];
                     self.send(
@@ -1342,6 +1328,18 @@ impl Shard {
     }
 
     /// On the home shard: is `who` allowed to act in `conv`? Answers the sender if not.
+    /// Why `who` may not act in `conv` (on its home shard), if it may not.
+    fn refusal(&self, conv: ConvId, who: &ParticipantId) -> Option<(ErrorCode, &'static str)> {
+        match self.convs.get(&conv) {
+            None => Some((ErrorCode::NotInConversation, "no such conversation")),
+            Some(c) if !c.is_participant(who) => {
+                Some((ErrorCode::NotInConversation, "not a participant"))
+            }
+            Some(c) if c.closed => Some((ErrorCode::ConversationClosed, "conversation is closed")),
+            Some(_) => None,
+        }
+    }
+
     fn check_participant(
         &mut self,
         from: ShardId,
@@ -1350,15 +1348,7 @@ impl Shard {
         who: &ParticipantId,
         cid: Option<&str>,
     ) -> bool {
-        let refusal = match self.convs.get(&conv) {
-            None => Some((ErrorCode::NotInConversation, "no such conversation")),
-            Some(c) if !c.is_participant(who) => {
-                Some((ErrorCode::NotInConversation, "not a participant"))
-            }
-            Some(c) if c.closed => Some((ErrorCode::ConversationClosed, "conversation is closed")),
-            Some(_) => None,
-        };
-        match refusal {
+        match self.refusal(conv, who) {
             None => true,
             Some((code, message)) => {
                 self.stats.errors_sent += 1;
@@ -1403,16 +1393,16 @@ impl Shard {
             return;
         }
         let c = self.convs.get_mut(&conv).expect("caller checked");
-        let posted = c.post(&who, cid, body, ts);
+        let from_label = who.to_string();
+        let posted = c.post_from(&who, &from_label, cid, body, ts);
         let seq = match posted {
             Posted::New { seq, frame } => {
                 self.stats.messages_posted += 1;
                 if let Some(link) = self.store.as_mut() {
-                    let sender = who.to_string();
                     link.record(StoredMessage {
                         conv,
                         seq,
-                        sender,
+                        sender: from_label,
                         cid: cid.into(),
                         body: body.into(),
                         ts,
@@ -1456,16 +1446,19 @@ impl Shard {
         let Some(c) = self.convs.get(&conv) else {
             return;
         };
-        for shard in c.subscriber_shards() {
-            self.send(
-                shard,
-                ShardMsg::Deliver {
-                    conv,
-                    frame: frame.clone(),
-                    exclude,
-                    closes,
-                },
-            );
+        // Per message: no allocation. Subscribers are few, so repeats are found by scanning.
+        let subs = c.subscribers();
+        for (i, (shard, _)) in subs.iter().enumerate() {
+            if subs[..i].iter().any(|(s, _)| s == shard) {
+                continue;
+            }
+            let msg = ShardMsg::Deliver {
+                conv,
+                frame: frame.clone(),
+                exclude,
+                closes,
+            };
+            route(self.id, &mut self.local, &mut self.outgoing, *shard, msg);
         }
     }
 
@@ -1478,10 +1471,11 @@ impl Shard {
         exclude: Option<(ShardId, ConnKey)>,
         closes: bool,
     ) {
+        // The list is taken out for the loop and put back (no copy per message).
         let Some(list) = (if closes {
             self.conv_subs.remove(&conv)
         } else {
-            self.conv_subs.get(&conv).cloned()
+            self.conv_subs.get_mut(&conv).map(std::mem::take)
         }) else {
             return;
         };
@@ -1498,5 +1492,25 @@ impl Shard {
                 }
             }
         }
+        if !closes {
+            if let Some(slot) = self.conv_subs.get_mut(&conv) {
+                *slot = list;
+            }
+        }
+    }
+}
+
+/// Queues a message for shard `to`: handled at once when it is this shard.
+fn route(
+    id: ShardId,
+    local: &mut VecDeque<ShardMsg>,
+    outgoing: &mut Vec<(ShardId, ShardMsg)>,
+    to: ShardId,
+    msg: ShardMsg,
+) {
+    if to == id {
+        local.push_back(msg);
+    } else {
+        outgoing.push((to, msg));
     }
 }
