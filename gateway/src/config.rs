@@ -30,7 +30,8 @@ pub struct Config {
     pub shards: usize,
     /// Pin each shard to a core.
     pub pin: bool,
-    /// Where the generated secret (and later, embedded data) lives.
+    /// Where the generated secret, the bridge socket and (with a spawned bridge and no
+    /// DATABASE_URL) the embedded SQLite database live.
     pub data_dir: PathBuf,
     /// The token-signing secret; prefer `secret_file` or the environment.
     pub secret: Option<String>,

@@ -48,7 +48,7 @@ struct ServeArgs {
     /// Number of shards (0 = one per core).
     #[arg(long, env = "SWITCHBOARD_SHARDS", global = true)]
     shards: Option<usize>,
-    /// Data directory (the generated secret lives here).
+    /// Data directory (generated secret, bridge socket, embedded database).
     #[arg(long, env = "SWITCHBOARD_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
     /// File holding the token secret.

@@ -46,6 +46,10 @@ impl Supervisor {
         if let Some(f) = &config.secret_file {
             cmd.arg("--secret-file").arg(f);
         }
+        // A secret given in the config file reaches the bridge's HTTP API too.
+        if let Some(s) = &config.secret {
+            cmd.env("SWITCHBOARD_SECRET", s);
+        }
         die_with_parent(&mut cmd);
         let child =
             Arc::new(Mutex::new(Some(cmd.spawn().map_err(|e| {
