@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
-# Prepares what the test suite needs beyond cargo: a Python virtualenv (.venv) with the
-# third-party WebSocket client (`websockets`) and the Autobahn runner (`kosoku`).
+# Prepares what the test suite needs beyond cargo: `promtool` (Debian's prometheus package,
+# for the alerting-rule tests) and a Python virtualenv (.venv) with the third-party
+# WebSocket client (`websockets`) and the Autobahn runner (`kosoku`).
 # Idempotent: does nothing when they are already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if ! command -v promtool >/dev/null; then
+    echo "setup-test-env: installing promtool (Debian package prometheus)"
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+        echo "setup-test-env: promtool is missing; install Debian's prometheus package" >&2
+        exit 1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null \
+        || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null; }
+    command -v promtool >/dev/null
+fi
 
 venv="${SWITCHBOARD_VENV:-.venv}"
 if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import websockets, kosoku' 2>/dev/null; then

@@ -77,14 +77,18 @@ async fn handshake(path: &Path, shard: u32) -> Result<(UnixStream, Vec<u8>), Lin
     }
 }
 
+/// Requests sent and not yet answered, with when the shard first sent them.
+type Inflight = BTreeMap<u64, (BridgeMsg, Instant)>;
+
 /// Moves new requests from the core into `inflight`; returns them encoded.
-fn take_new(ctx: &ShardCtx, inflight: &mut BTreeMap<u64, BridgeMsg>) -> Vec<u8> {
+fn take_new(ctx: &ShardCtx, inflight: &mut Inflight) -> Vec<u8> {
     let reqs = ctx.shard.borrow_mut().take_bridge_requests();
     let mut out = Vec::new();
+    let now = Instant::now();
     for r in reqs {
         encode(&r, &mut out);
         if let Some(id) = req_of(&r) {
-            inflight.insert(id, r);
+            inflight.insert(id, (r, now));
         }
     }
     out
@@ -97,7 +101,10 @@ enum Event {
 
 /// Runs for the shard's lifetime.
 pub async fn run(ctx: Rc<ShardCtx>, path: std::path::PathBuf) {
-    let mut inflight: BTreeMap<u64, BridgeMsg> = BTreeMap::new();
+    let mut inflight = Inflight::new();
+    // How long acks wait on storage: persist batch sent -> confirmed (resends included).
+    let confirm =
+        metrics::histogram!(crate::metrics::STORAGE_CONFIRM_SECONDS, "shard" => ctx.id.to_string());
     let mut backoff = Duration::from_millis(50);
     let mut last_warning: Option<Instant> = None;
     let up = metrics::gauge!("chat_bridge_up", "shard" => ctx.id.to_string());
@@ -127,7 +134,7 @@ pub async fn run(ctx: Rc<ShardCtx>, path: std::path::PathBuf) {
         );
         // Everything unanswered goes again, oldest first.
         let mut out = Vec::new();
-        for m in inflight.values() {
+        for (m, _) in inflight.values() {
             encode(m, &mut out);
         }
         out.extend(take_new(&ctx, &mut inflight));
@@ -159,8 +166,10 @@ pub async fn run(ctx: Rc<ShardCtx>, path: std::path::PathBuf) {
                             if let BridgeMsg::Refuse { reason } = msg {
                                 return Err(LinkError::Refused(reason));
                             }
-                            if let Some(id) = req_of(&msg) {
-                                inflight.remove(&id);
+                            if let Some((BridgeMsg::Persist { .. }, sent)) =
+                                req_of(&msg).and_then(|id| inflight.remove(&id))
+                            {
+                                confirm.record(sent.elapsed().as_secs_f64());
                             }
                             ctx.with_shard(|s| s.on_bridge(msg, now));
                         }

@@ -115,6 +115,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
             return;
         }
         Route::Metrics => {
+            crate::metrics::publish_fd_usage();
             let body = ctx.prometheus.render();
             let _ = stream
                 .write_all(&http::response(

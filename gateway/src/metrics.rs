@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use switchboard_core::{ClientKind, ShardStats};
 
 pub const PROCESS_SECONDS: &str = "chat_message_process_seconds";
+pub const STORAGE_CONFIRM_SECONDS: &str = "chat_storage_confirm_seconds";
 
 /// Installs the global recorder; returns the handle that renders `/metrics`.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
@@ -21,6 +22,12 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     ];
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(PROCESS_SECONDS.into()), &buckets)?
+        .set_buckets_for_metric(
+            Matcher::Full(STORAGE_CONFIRM_SECONDS.into()),
+            &[
+                1e-3, 2.5e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ],
+        )?
         .install_recorder()?;
     describe_gauge!(
         "chat_active_connections",
@@ -58,6 +65,19 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "accept(2) failures, by kind (emfile: the open-files limit)"
     );
     describe_gauge!("chat_queue_length", "Conversations waiting for an agent");
+    describe_histogram!(
+        STORAGE_CONFIRM_SECONDS,
+        Unit::Seconds,
+        "Time from a persist batch leaving a shard to its confirmation by the storage bridge: what acks wait for"
+    );
+    describe_gauge!(
+        "process_open_fds",
+        "Open file descriptors of the gateway process"
+    );
+    describe_gauge!(
+        "process_max_fds",
+        "The gateway's open-files limit (RLIMIT_NOFILE soft)"
+    );
     describe_gauge!(
         "chat_agents_online",
         "Agents with at least one connected device"
@@ -103,6 +123,17 @@ pub struct ShardMetrics {
 impl ShardMetrics {
     pub fn new(shard: u32) -> Self {
         let s = shard.to_string();
+        // Series that appear only when something happens start at zero, so alerts on their
+        // rate see a baseline (and dashboards a flat line) from the first scrape.
+        for code in switchboard_protocol::CloseCode::ALL {
+            counter!("chat_connections_closed_total", "reason" => code.reason(), "shard" => s.clone()).absolute(0);
+        }
+        for kind in ["emfile", "nomem", "other"] {
+            counter!("chat_accept_errors_total", "kind" => kind, "shard" => s.clone()).absolute(0);
+        }
+        for status in [400u16, 401, 403, 404, 405, 408, 426, 431] {
+            counter!("chat_handshakes_refused_total", "status" => status.to_string(), "shard" => s.clone()).absolute(0);
+        }
         let mut connections = Vec::new();
         for (r, role) in ["visitor", "agent"].iter().enumerate() {
             for (c, kind) in ClientKind::ALL.iter().enumerate() {
@@ -164,5 +195,29 @@ impl ShardMetrics {
     pub fn accept_error(&self, kind: &'static str) {
         counter!("chat_accept_errors_total", "kind" => kind, "shard" => self.shard.clone())
             .increment(1);
+    }
+}
+
+/// Sets `process_open_fds` and `process_max_fds` from /proc/self. Called when `/metrics`
+/// is scraped (not on a timer): counting 100k descriptors costs a few milliseconds, once
+/// per scrape. Alerts compare the two to warn before the gateway stops accepting.
+pub fn publish_fd_usage() {
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        gauge!("process_open_fds").set(dir.count() as f64);
+    }
+    let limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| {
+                    l["Max open files".len()..]
+                        .split_whitespace()
+                        .next()
+                        .map(str::to_owned)
+                })
+        });
+    if let Some(Ok(n)) = limit.map(|s| s.parse::<f64>()) {
+        gauge!("process_max_fds").set(n);
     }
 }

@@ -51,6 +51,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
             &[1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0],
         )?
         .install_recorder()?;
+    // Start error series at zero so alerts on their rate have a baseline.
+    for kind in ["transient", "permanent"] {
+        metrics::counter!("bridge_store_errors_total", "kind" => kind).absolute(0);
+    }
     {
         let h = prometheus.clone();
         tokio::spawn(async move {
