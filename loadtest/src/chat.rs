@@ -1,26 +1,34 @@
-//! The `chat` scenario: a customer-service mix. A agents and V visitors; each visitor
-//! opens a conversation and sends messages at a steady rate; agents answer a share of them.
-//! Measured: ack latency (send -> ack, so: durably stored), relay latency (send -> receipt
-//! by the agent), delivered/s, and lost and duplicated messages (both must be zero).
+//! The `chat` and `churn` scenarios: a customer-service mix. A agents and V visitors; each
+//! visitor opens a conversation and sends messages at a steady rate; agents answer a share
+//! of them. Measured: ack latency (send -> ack, so: durably stored), relay latency (send ->
+//! receipt by the agent), stored messages per second, lost and duplicated messages.
 //!
-//! Bounded: it runs for `--duration` seconds, then waits at most `--drain` seconds for
-//! outstanding acks; anything unacked then is counted lost.
+//! `churn` is the same mix with visitors that drop their connection every few seconds,
+//! reconnect with their token, `resume` from their last seq and resend what was not acked;
+//! the ledgers then prove nothing was missed or stored twice across reconnects.
+//!
+//! Bounded: load for `--duration` seconds, then at most `--drain` seconds for outstanding
+//! acks; anything unacked then is counted lost.
 
+use crate::coord::{self, Common};
 use anyhow::{bail, Context};
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
-use loadtest::{hist, procfs};
+use loadtest::hist;
+use loadtest::ledger::{Ack, ReceiverLedger, SenderLedger};
 use serde_json::{json, Value};
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, ExitCode, Stdio};
+use std::collections::BTreeMap;
+use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use switchboard_protocol::token::{TokenKind, TokenSigner};
 use tokio_tungstenite::tungstenite::Message;
 
-#[derive(Args, Clone)]
+/// Figures `--slo` may name in `chat` and `churn`.
+pub const FIGURES: &str = "ack_p50..ack_max, relay_p50..relay_max (us unless a unit is given), sent, acked, rate (stored/s), lost, duplicated, undelivered, errors, reconnects";
+
+#[derive(Args, Clone, Debug)]
 pub struct ChatArgs {
     /// Gateway base URL, e.g. ws://127.0.0.1:8080
     #[arg(long)]
@@ -41,24 +49,20 @@ pub struct ChatArgs {
     /// Share of visitor messages an agent answers (0..=1).
     #[arg(long, default_value_t = 0.0)]
     replies: f64,
-    /// Seconds of load.
-    #[arg(long, default_value_t = 10)]
-    duration: u64,
-    /// Seconds to wait for outstanding acks at the end.
-    #[arg(long, default_value_t = 10)]
-    drain: u64,
-    /// Worker processes (agents and visitors are split between them).
-    #[arg(long, default_value_t = 1)]
-    procs: usize,
-    /// Server PIDs (comma-separated) whose CPU time is reported per message.
-    #[arg(long)]
-    server_pids: Option<String>,
-    /// Write the full result as JSON here.
-    #[arg(long)]
-    json: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    common: Common,
 }
 
-#[derive(Args, Clone)]
+#[derive(Args, Clone, Debug)]
+pub struct ChurnArgs {
+    #[command(flatten)]
+    chat: ChatArgs,
+    /// Each visitor drops its connection and resumes this often (seconds).
+    #[arg(long, default_value_t = 2.0)]
+    reconnect_every: f64,
+}
+
+#[derive(Args, Clone, Debug)]
 pub struct ChatWorkerArgs {
     #[arg(long)]
     url: String,
@@ -80,6 +84,11 @@ pub struct ChatWorkerArgs {
     duration: u64,
     #[arg(long)]
     drain: u64,
+    /// Seconds between a visitor's reconnects; 0: never.
+    #[arg(long, default_value_t = 0.0)]
+    reconnect_every: f64,
+    #[arg(long)]
+    core: Option<usize>,
 }
 
 fn now_us() -> u64 {
@@ -88,34 +97,79 @@ fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-#[derive(Default)]
 struct Stats {
+    connections: u64,
     sent: u64,
     acked: u64,
     dup_acks: u64,
+    lost: u64,
     relayed: u64,
     dup_relays: u64,
-    errors: HashMap<String, u64>,
-    ack_hist: Option<hdrhistogram::Histogram<u64>>,
-    relay_hist: Option<hdrhistogram::Histogram<u64>>,
+    gaps: u64,
+    reconnects: u64,
+    errors: BTreeMap<String, u64>,
+    ack_hist: hdrhistogram::Histogram<u64>,
+    relay_hist: hdrhistogram::Histogram<u64>,
+}
+
+impl Stats {
+    fn new() -> Self {
+        Stats {
+            connections: 0,
+            sent: 0,
+            acked: 0,
+            dup_acks: 0,
+            lost: 0,
+            relayed: 0,
+            dup_relays: 0,
+            gaps: 0,
+            reconnects: 0,
+            errors: BTreeMap::new(),
+            ack_hist: hist::new_hist(),
+            relay_hist: hist::new_hist(),
+        }
+    }
+
+    fn error(&mut self, kind: &str) {
+        *self.errors.entry(kind.to_string()).or_default() += 1;
+    }
+
+    fn report(&self) -> Value {
+        json!({
+            "connections": self.connections, "sent": self.sent, "acked": self.acked,
+            "dup_acks": self.dup_acks, "lost": self.lost, "relayed": self.relayed,
+            "dup_relays": self.dup_relays, "gaps": self.gaps, "reconnects": self.reconnects,
+            "errors": self.errors,
+            "ack": hist::encode(&self.ack_hist), "relay": hist::encode(&self.relay_hist),
+        })
+    }
 }
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(url: &str) -> anyhow::Result<(Ws, Value)> {
+/// Opens a connection and checks the first frame is Switchboard's `welcome`.
+pub async fn connect(url: &str) -> anyhow::Result<(Ws, Value)> {
+    // Errors name the endpoint, never the token in the query.
+    let shown = url.split('?').next().unwrap_or(url);
     let (mut ws, _) = tokio_tungstenite::connect_async(url)
         .await
-        .with_context(|| format!("connecting to {url}"))?;
+        .with_context(|| {
+            format!("WebSocket handshake with {shown} failed: is it a Switchboard gateway?")
+        })?;
     let first = tokio::time::timeout(Duration::from_secs(10), ws.next())
         .await
-        .context("no welcome")?;
+        .with_context(|| {
+            format!("{shown}: no welcome frame within 10 s: not a Switchboard gateway?")
+        })?;
     let welcome = match first {
-        Some(Ok(Message::Text(t))) => serde_json::from_str::<Value>(t.as_str())?,
-        other => bail!("not a Switchboard gateway (first frame {other:?})"),
+        Some(Ok(Message::Text(t))) => {
+            serde_json::from_str::<Value>(t.as_str()).unwrap_or(Value::Null)
+        }
+        other => bail!("{shown}: not a Switchboard gateway (first frame {other:?})"),
     };
     if welcome["type"] != "welcome" || welcome["server"] != "switchboard" {
-        bail!("not a Switchboard gateway (first frame {welcome})");
+        bail!("{shown}: not a Switchboard gateway (first frame {welcome})");
     }
     Ok((ws, welcome))
 }
@@ -125,18 +179,18 @@ pub fn work(a: ChatWorkerArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, worker(a))
+    Ok(match local.block_on(&rt, worker(a)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => coord::fatal(&e),
+    })
 }
 
-async fn worker(a: ChatWorkerArgs) -> anyhow::Result<ExitCode> {
+async fn worker(a: ChatWorkerArgs) -> anyhow::Result<()> {
     let secret = std::fs::read_to_string(&a.secret_file)
         .with_context(|| format!("reading {}", a.secret_file.display()))?;
-    let signer = TokenSigner::new(secret.trim().as_bytes()).context("secret")?;
-    let stats = Rc::new(RefCell::new(Stats {
-        ack_hist: Some(hist::new_hist()),
-        relay_hist: Some(hist::new_hist()),
-        ..Stats::default()
-    }));
+    let signer = TokenSigner::new(secret.trim().as_bytes())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.secret_file.display()))?;
+    let stats = Rc::new(RefCell::new(Stats::new()));
     // Connect everyone first, so the measured window is steady traffic only.
     let expiry = now_us() / 1_000_000 + 24 * 3600;
     let mut agents = Vec::new();
@@ -148,39 +202,54 @@ async fn worker(a: ChatWorkerArgs) -> anyhow::Result<ExitCode> {
     let mut visitors = Vec::new();
     for _ in 0..a.visitors {
         let url = format!("{}/ws/visitor?client=api", a.url);
-        visitors.push(connect(&url).await?.0);
+        visitors.push(connect(&url).await?);
     }
-    println!("{}", json!({"ready": true}));
-    std::io::Write::flush(&mut std::io::stdout())?;
-    // Wait for the coordinator's go (a line on stdin).
-    tokio::task::spawn_blocking(|| {
-        let mut line = String::new();
-        let _ = std::io::stdin().read_line(&mut line);
-    })
-    .await?;
-    let stop_at = Instant::now() + Duration::from_secs(a.duration);
+    stats.borrow_mut().connections = (a.agents + a.visitors) as u64;
+    coord::ready_then_wait_for_go(a.core).await?;
+    let cpu0 = loadtest::host::own_cpu_seconds();
+    let started = Instant::now();
+    let stop_at = started + Duration::from_secs(a.duration);
     let drain_until = stop_at + Duration::from_secs(a.drain);
+    let reporter = {
+        let stats = stats.clone();
+        tokio::task::spawn_local(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                coord::emit("progress", stats.borrow().report());
+            }
+        })
+    };
     let mut tasks = Vec::new();
     for ws in agents {
         tasks.push(tokio::task::spawn_local(agent(
             ws,
             stats.clone(),
             a.replies,
+            stop_at,
             drain_until,
         )));
     }
     let body = "x".repeat(a.size.max(1));
     let n = visitors.len();
-    for (i, ws) in visitors.into_iter().enumerate() {
+    let churn = (a.reconnect_every > 0.0).then(|| Duration::from_secs_f64(a.reconnect_every));
+    for (i, (ws, welcome)) in visitors.into_iter().enumerate() {
         let period = Duration::from_secs_f64(1.0 / a.rate.max(0.001));
-        // Spread visitors over the period so the load is steady.
-        let offset = period.mul_f64(i as f64 / n.max(1) as f64);
-        tasks.push(tokio::task::spawn_local(visitor(
+        // Spread visitors over the period (and reconnects over theirs) for a steady load.
+        let frac = i as f64 / n.max(1) as f64;
+        let v = Visitor {
             ws,
-            stats.clone(),
-            body.clone(),
+            token: welcome["token"].as_str().unwrap_or_default().to_string(),
+            base: a.url.clone(),
+            stats: stats.clone(),
+            ledger: SenderLedger::default(),
+            body: body.clone(),
+            conv: None,
+            last_seq: 0,
+        };
+        tasks.push(tokio::task::spawn_local(v.run(
             period,
-            offset,
+            period.mul_f64(frac),
+            churn.map(|c| (c, c.mul_f64(frac))),
             stop_at,
             drain_until,
         )));
@@ -188,89 +257,173 @@ async fn worker(a: ChatWorkerArgs) -> anyhow::Result<ExitCode> {
     for t in tasks {
         let _ = t.await;
     }
-    let s = stats.borrow();
-    println!(
-        "{}",
-        json!({"result": {
-            "sent": s.sent, "acked": s.acked, "dup_acks": s.dup_acks, "relayed": s.relayed, "dup_relays": s.dup_relays,
-            "errors": s.errors,
-            "ack": hist::encode(s.ack_hist.as_ref().unwrap()),
-            "relay": hist::encode(s.relay_hist.as_ref().unwrap()),
-        }})
-    );
-    Ok(ExitCode::SUCCESS)
+    reporter.abort();
+    let window_s = started
+        .elapsed()
+        .as_secs_f64()
+        .min(a.duration as f64 + a.drain as f64);
+    let mut r = stats.borrow().report();
+    r["cpu_s"] = json!(loadtest::host::own_cpu_seconds() - cpu0);
+    r["window_s"] = json!(window_s);
+    coord::emit("result", r);
+    Ok(())
 }
 
-async fn visitor(
+struct Visitor {
+    ws: Ws,
+    token: String,
+    base: String,
+    stats: Rc<RefCell<Stats>>,
+    ledger: SenderLedger,
+    body: String,
+    conv: Option<String>,
+    last_seq: u64,
+}
+
+impl Visitor {
+    async fn send_msg(&mut self, cid: &str) -> bool {
+        let frame = json!({"type":"msg","cid":cid,"body":self.body}).to_string();
+        self.ws.send(Message::text(frame)).await.is_ok()
+    }
+
+    /// Drops the connection, reconnects with the visitor token, resumes and resends
+    /// everything unacked (same cids: the gateway stores each once).
+    async fn reconnect(&mut self, give_up: Instant) {
+        let _ = self.ws.close(None).await;
+        let url = format!("{}/ws/visitor?token={}&client=api", self.base, self.token);
+        loop {
+            match connect(&url).await {
+                Ok((ws, _)) => {
+                    self.ws = ws;
+                    break;
+                }
+                Err(_) if Instant::now() < give_up => {
+                    self.stats.borrow_mut().error("reconnect_failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(_) => return,
+            }
+        }
+        self.stats.borrow_mut().reconnects += 1;
+        if let Some(conv) = &self.conv {
+            let r = json!({"type":"resume","conv":conv,"last_seq":self.last_seq}).to_string();
+            let _ = self.ws.send(Message::text(r)).await;
+        }
+        for cid in self.ledger.unacked() {
+            let _ = self.send_msg(&cid).await;
+        }
+    }
+
+    async fn run(
+        mut self,
+        period: Duration,
+        offset: Duration,
+        churn: Option<(Duration, Duration)>,
+        stop_at: Instant,
+        drain_until: Instant,
+    ) {
+        let start = Instant::now();
+        let mut next = start + offset;
+        let mut next_churn = churn.map(|(every, off)| start + every + off);
+        let mut n = 0u64;
+        loop {
+            let now = Instant::now();
+            if now >= stop_at && self.ledger.lost() == 0 || now >= drain_until {
+                break;
+            }
+            let until_send = if now < stop_at {
+                next.saturating_duration_since(now)
+            } else {
+                drain_until - now
+            };
+            let until_churn = next_churn
+                .filter(|_| now < stop_at)
+                .map_or(Duration::MAX, |t| t.saturating_duration_since(now));
+            tokio::select! {
+                _ = tokio::time::sleep(until_churn.min(until_send)), if now < stop_at => {
+                    if until_churn <= until_send {
+                        self.reconnect(drain_until).await;
+                        if let (Some(t), Some((every, _))) = (next_churn.as_mut(), churn) {
+                            *t += every;
+                        }
+                        continue;
+                    }
+                    n += 1;
+                    let t = now_us();
+                    let cid = format!("{n}-{t}");
+                    self.ledger.sent(&cid, t);
+                    self.stats.borrow_mut().sent += 1;
+                    // A failed send is resent after the next reconnect (or counted lost).
+                    let _ = self.send_msg(&cid).await;
+                    next += period;
+                }
+                m = self.ws.next() => {
+                    let Some(Ok(Message::Text(t))) = m else {
+                        if matches!(m, None | Some(Err(_))) {
+                            if churn.is_some() && Instant::now() < drain_until {
+                                self.reconnect(drain_until).await;
+                                continue;
+                            }
+                            break;
+                        }
+                        continue;
+                    };
+                    let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
+                    self.on_frame(&v);
+                }
+            }
+        }
+        self.stats.borrow_mut().lost += self.ledger.lost();
+        let _ = self.ws.close(None).await;
+    }
+
+    fn on_frame(&mut self, v: &Value) {
+        let mut s = self.stats.borrow_mut();
+        match v["type"].as_str() {
+            Some("ack") => {
+                let cid = v["cid"].as_str().unwrap_or_default();
+                let seq = v["seq"].as_u64().unwrap_or(0);
+                if self.conv.is_none() {
+                    self.conv = v["conv"].as_str().map(str::to_owned);
+                }
+                self.last_seq = self.last_seq.max(seq);
+                match self.ledger.ack(cid, seq, now_us()) {
+                    Ack::First { latency_us } => {
+                        s.acked += 1;
+                        s.ack_hist.saturating_record(latency_us);
+                    }
+                    Ack::Duplicate => s.dup_acks += 1,
+                    Ack::Repeat | Ack::Unknown => {}
+                }
+            }
+            Some("msg") => {
+                self.last_seq = self.last_seq.max(v["seq"].as_u64().unwrap_or(0));
+            }
+            Some("error") => s.error(v["code"].as_str().unwrap_or("?")),
+            _ => {}
+        }
+    }
+}
+
+async fn agent(
     mut ws: Ws,
     stats: Rc<RefCell<Stats>>,
-    body: String,
-    period: Duration,
-    offset: Duration,
+    replies: f64,
     stop_at: Instant,
     drain_until: Instant,
 ) {
-    let mut pending: HashMap<String, u64> = HashMap::new();
-    let mut acked: HashSet<String> = HashSet::new();
-    let mut next = Instant::now() + offset;
-    let mut n = 0u64;
-    loop {
-        let now = Instant::now();
-        if now >= stop_at && pending.is_empty() || now >= drain_until {
-            break;
-        }
-        let sleep = if now < stop_at {
-            next.saturating_duration_since(now)
-        } else {
-            drain_until - now
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(sleep), if now < stop_at => {
-                n += 1;
-                let t = now_us();
-                let cid = format!("{n}-{t}");
-                let frame = json!({"type":"msg","cid":cid,"body":body}).to_string();
-                if ws.send(Message::text(frame)).await.is_err() {
-                    break;
-                }
-                pending.insert(cid, t);
-                stats.borrow_mut().sent += 1;
-                next += period;
-            }
-            m = ws.next() => {
-                let Some(Ok(Message::Text(t))) = m else {
-                    if matches!(m, None | Some(Err(_))) { break } else { continue }
-                };
-                let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
-                let mut s = stats.borrow_mut();
-                match v["type"].as_str() {
-                    Some("ack") => {
-                        let cid = v["cid"].as_str().unwrap_or_default();
-                        if let Some(t0) = pending.remove(cid) {
-                            s.acked += 1;
-                            s.ack_hist.as_mut().unwrap().saturating_record(now_us().saturating_sub(t0));
-                            acked.insert(cid.to_string());
-                        } else if acked.contains(cid) {
-                            s.dup_acks += 1;
-                        }
-                    }
-                    Some("error") => {
-                        *s.errors.entry(v["code"].as_str().unwrap_or("?").to_string()).or_default() += 1;
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    let _ = ws.close(None).await;
-}
-
-async fn agent(mut ws: Ws, stats: Rc<RefCell<Stats>>, replies: f64, drain_until: Instant) {
-    let mut seen: HashSet<(String, u64)> = HashSet::new();
+    let mut ledger = ReceiverLedger::default();
     let mut n = 0u64;
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     while Instant::now() < drain_until {
-        let m = tokio::time::timeout(drain_until - Instant::now(), ws.next()).await;
+        // After the load stops, an agent that has heard nothing for 2 s is done.
+        let now = Instant::now();
+        let wait = if now < stop_at {
+            drain_until - now
+        } else {
+            (drain_until - now).min(Duration::from_secs(2))
+        };
+        let m = tokio::time::timeout(wait, ws.next()).await;
         let Ok(Some(Ok(Message::Text(t)))) = m else {
             match m {
                 Ok(Some(Ok(_))) => continue,
@@ -286,11 +439,8 @@ async fn agent(mut ws: Ws, stats: Rc<RefCell<Stats>>, replies: f64, drain_until:
                 let _ = ws.send(Message::text(r)).await;
             }
             Some("msg") if v["from"].as_str().is_some_and(|f| f.starts_with('v')) => {
-                let key = (
-                    v["conv"].as_str().unwrap_or_default().to_string(),
-                    v["seq"].as_u64().unwrap_or(0),
-                );
-                if !seen.insert(key) {
+                let conv = v["conv"].as_str().unwrap_or_default();
+                if !ledger.delivered(conv, v["seq"].as_u64().unwrap_or(0)) {
                     stats.borrow_mut().dup_relays += 1;
                     continue;
                 }
@@ -302,10 +452,7 @@ async fn agent(mut ws: Ws, stats: Rc<RefCell<Stats>>, replies: f64, drain_until:
                     let mut s = stats.borrow_mut();
                     s.relayed += 1;
                     if let Some(t0) = sent {
-                        s.relay_hist
-                            .as_mut()
-                            .unwrap()
-                            .saturating_record(now_us().saturating_sub(t0));
+                        s.relay_hist.saturating_record(now_us().saturating_sub(t0));
                     }
                 }
                 rng ^= rng << 13;
@@ -317,205 +464,181 @@ async fn agent(mut ws: Ws, stats: Rc<RefCell<Stats>>, replies: f64, drain_until:
                     let _ = ws.send(Message::text(r)).await;
                 }
             }
+            Some("error") => stats.borrow_mut().error(v["code"].as_str().unwrap_or("?")),
             _ => {}
         }
     }
+    // Gaps mean a delivered sequence skipped messages; with replies interleaved the
+    // agent's own messages are not delivered back to it, so gaps are only counted without.
+    if replies == 0.0 {
+        stats.borrow_mut().gaps += ledger.gaps();
+    }
+}
+
+pub fn coordinate_churn(a: ChurnArgs) -> anyhow::Result<ExitCode> {
+    if !(a.reconnect_every > 0.0 && a.reconnect_every <= 3600.0) {
+        bail!("--reconnect-every must be in (0, 3600] seconds");
+    }
+    coordinate_with(a.chat, a.reconnect_every, "churn")
 }
 
 pub fn coordinate(a: ChatArgs) -> anyhow::Result<ExitCode> {
-    let rest = a
-        .url
-        .strip_prefix("ws://")
-        .context("--url must start with ws://")?;
-    let host: std::net::SocketAddr = rest
-        .trim_end_matches('/')
-        .parse()
-        .context("--url: give the gateway as ws://IP:port")?;
-    if !host.ip().is_loopback() {
-        bail!("{host}: load may only target loopback addresses");
+    coordinate_with(a, 0.0, "chat")
+}
+
+fn coordinate_with(a: ChatArgs, reconnect_every: f64, scenario: &str) -> anyhow::Result<ExitCode> {
+    let (pids, cores, clauses) = a.common.validate()?;
+    coord::loopback_target(&a.url)?;
+    let c = &a.common;
+    if a.agents < c.procs || a.visitors < c.procs {
+        bail!(
+            "--agents and --visitors must each be at least --procs ({})",
+            c.procs
+        );
     }
-    if a.procs == 0 || a.agents < a.procs || a.visitors < a.procs {
-        bail!("--procs must be at least 1 and at most --agents and --visitors");
+    if !(a.rate > 0.0 && a.rate <= 10_000.0) {
+        bail!("--rate must be in (0, 10000] messages per second per visitor");
     }
-    let pids: Vec<u32> = a
-        .server_pids
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| s.trim().parse())
-        .collect::<Result<_, _>>()
-        .context("--server-pids")?;
-    let cpu = |pids: &[u32]| -> f64 {
-        pids.iter()
-            .filter_map(|p| procfs::cpu_seconds(*p).ok())
-            .sum()
-    };
-    let exe = std::env::current_exe()?;
-    let mut children = Vec::new();
-    for w in 0..a.procs {
-        let share = |n: usize| n / a.procs + usize::from(w < n % a.procs);
-        let child = Command::new(&exe)
-            .args([
-                "__chat_worker",
-                "--url",
-                a.url.trim_end_matches('/'),
-                "--secret-file",
-            ])
-            .arg(&a.secret_file)
-            .args([
-                "--agents",
-                &share(a.agents).to_string(),
-                "--agent-prefix",
-                &format!("lt{w}-"),
-            ])
-            .args([
-                "--visitors",
-                &share(a.visitors).to_string(),
-                "--rate",
-                &a.rate.to_string(),
-                "--size",
-                &a.size.to_string(),
-            ])
-            .args([
-                "--replies",
-                &a.replies.to_string(),
-                "--duration",
-                &a.duration.to_string(),
-                "--drain",
-                &a.drain.to_string(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        children.push(child);
+    if !(0.0..=1.0).contains(&a.replies) {
+        bail!("--replies is a share: 0..=1");
     }
-    // Every worker connects, says ready, and waits; then the window starts for all.
-    let (tx, rx) = std::sync::mpsc::channel::<Value>();
-    let mut stdins = Vec::new();
-    for c in &mut children {
-        stdins.push(c.stdin.take().expect("piped"));
-        let out = c.stdout.take().expect("piped");
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    let _ = tx.send(v);
-                }
+    if a.size == 0 || a.size > 1 << 20 {
+        bail!("--size must be 1..=1048576 bytes");
+    }
+    std::fs::read_to_string(&a.secret_file)
+        .with_context(|| format!("--secret-file {}", a.secret_file.display()))?;
+    let worker_args: Vec<Vec<String>> = (0..c.procs)
+        .map(|w| {
+            let share = |n: usize| n / c.procs + usize::from(w < n % c.procs);
+            let mut v: Vec<String> = vec![
+                "__chat_worker".into(),
+                "--url".into(),
+                a.url.trim_end_matches('/').into(),
+            ];
+            v.push("--secret-file".into());
+            v.push(a.secret_file.display().to_string());
+            for (k, val) in [
+                ("--agents", share(a.agents).to_string()),
+                ("--agent-prefix", format!("lt{}-{w}-", std::process::id())),
+                ("--visitors", share(a.visitors).to_string()),
+                ("--rate", a.rate.to_string()),
+                ("--size", a.size.to_string()),
+                ("--replies", a.replies.to_string()),
+                ("--duration", c.duration.to_string()),
+                ("--drain", c.drain.to_string()),
+                ("--reconnect-every", reconnect_every.to_string()),
+            ] {
+                v.push(k.into());
+                v.push(val);
             }
-        });
-    }
-    drop(tx);
-    let mut ready = 0;
-    let mut results = Vec::new();
-    while ready < a.procs {
-        let v = rx
-            .recv_timeout(Duration::from_secs(120))
-            .context("workers did not connect in time")?;
-        if v.get("ready").is_some() {
-            ready += 1;
-        }
-    }
-    let cpu0 = cpu(&pids);
-    let started = Instant::now();
-    for s in &mut stdins {
-        std::io::Write::write_all(s, b"go\n")?;
-    }
-    std::thread::sleep(Duration::from_secs(a.duration));
-    let cpu_used = cpu(&pids) - cpu0;
-    let elapsed = started.elapsed().as_secs_f64();
-    while let Ok(v) = rx.recv_timeout(Duration::from_secs(a.drain + 30)) {
-        if let Some(r) = v.get("result") {
-            results.push(r.clone());
-            if results.len() == a.procs {
-                break;
-            }
-        }
-    }
-    for mut c in children {
-        let status = c.wait()?;
-        if !status.success() {
-            bail!("a worker failed: {status}");
-        }
-    }
-    if results.len() < a.procs {
-        bail!("not every worker reported");
-    }
-    let sum = |k: &str| {
-        results
-            .iter()
-            .map(|r| r[k].as_u64().unwrap_or(0))
-            .sum::<u64>()
-    };
-    let (sent, acked, relayed) = (sum("sent"), sum("acked"), sum("relayed"));
-    let (dup_acks, dup_relays) = (sum("dup_acks"), sum("dup_relays"));
-    let mut errors: HashMap<String, u64> = HashMap::new();
-    for r in &results {
-        for (k, v) in r["errors"].as_object().into_iter().flatten() {
+            v
+        })
+        .collect();
+    let last = RefCell::new((0u64, 0.0f64));
+    let run = coord::run_workers(
+        worker_args,
+        &cores,
+        c.duration,
+        c.drain,
+        &pids,
+        |latest, t| {
+            let sent = coord::sum(latest, "sent");
+            let (prev, prev_t) = *last.borrow();
+            *last.borrow_mut() = (sent, t);
+            let rate = (sent - prev.min(sent)) as f64 / (t - prev_t).max(0.001);
+            let ack = coord::merged(latest, "ack")
+                .map(|h| hist::summary(&h).p99)
+                .unwrap_or(0);
+            let relay = coord::merged(latest, "relay")
+                .map(|h| hist::summary(&h).p99)
+                .unwrap_or(0);
+            let errors: u64 = latest
+                .iter()
+                .flat_map(|r| r["errors"].as_object().into_iter().flatten())
+                .map(|(_, v)| v.as_u64().unwrap_or(0))
+                .sum();
+            format!(
+            "conns {} | sent {} ({:.0}/s) | acked {} | relayed {} | reconnects {} | ack p99 {:.1} ms | relay p99 {:.1} ms | errors {}",
+            coord::sum(latest, "connections"), sent, rate, coord::sum(latest, "acked"), coord::sum(latest, "relayed"),
+            coord::sum(latest, "reconnects"), ack as f64 / 1000.0, relay as f64 / 1000.0, errors
+        )
+        },
+    )?;
+    let r = &run.results;
+    let (sent, acked, relayed) = (
+        coord::sum(r, "sent"),
+        coord::sum(r, "acked"),
+        coord::sum(r, "relayed"),
+    );
+    let duplicated = coord::sum(r, "dup_acks") + coord::sum(r, "dup_relays");
+    let gaps = coord::sum(r, "gaps");
+    let lost = coord::sum(r, "lost") + gaps;
+    let undelivered = acked.saturating_sub(relayed);
+    let reconnects = coord::sum(r, "reconnects");
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for x in r {
+        for (k, v) in x["errors"].as_object().into_iter().flatten() {
             *errors.entry(k.clone()).or_default() += v.as_u64().unwrap_or(0);
         }
     }
-    let decode = |k: &str| -> anyhow::Result<Vec<hdrhistogram::Histogram<u64>>> {
-        results
-            .iter()
-            .map(|r| hist::decode(r[k].as_str().unwrap_or("")).map_err(anyhow::Error::msg))
-            .collect()
-    };
-    let ack = hist::summary(&hist::merge(&decode("ack")?));
-    let relay = hist::summary(&hist::merge(&decode("relay")?));
-    let lost = sent - acked;
-    let rate = acked as f64 / a.duration as f64;
+    let ack = hist::summary(&coord::merged(r, "ack")?);
+    let relay = hist::summary(&coord::merged(r, "relay")?);
+    let rate = acked as f64 / c.duration as f64;
     println!(
-        "chat: {} agents, {} visitors at {}/s each ({} msg/s offered), {} B bodies, {} s",
+        "{scenario}: {} agents, {} visitors at {}/s each ({} msg/s offered), {} B bodies, {} s, {} worker(s){}",
         a.agents,
         a.visitors,
         a.rate,
         a.visitors as f64 * a.rate,
         a.size,
-        a.duration
+        c.duration,
+        c.procs,
+        if reconnect_every > 0.0 { format!(", reconnect every {reconnect_every} s") } else { String::new() }
     );
-    println!("sent {sent}, acked (stored) {acked} = {rate:.0}/s, relayed to agents {relayed}, lost {lost}, duplicated {}", dup_acks + dup_relays);
-    let ms = |us: u64| us as f64 / 1000.0;
-    println!(
-        "ack latency ms:   p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
-        ms(ack.p50),
-        ms(ack.p90),
-        ms(ack.p99),
-        ms(ack.p999),
-        ms(ack.max)
-    );
-    println!(
-        "relay latency ms: p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
-        ms(relay.p50),
-        ms(relay.p90),
-        ms(relay.p99),
-        ms(relay.p999),
-        ms(relay.max)
-    );
+    println!("sent {sent}, acked (stored) {acked} = {rate:.0}/s, relayed to agents {relayed}, lost {lost}, duplicated {duplicated}, undelivered {undelivered}, reconnects {reconnects}");
+    coord::print_latency("ack latency", &ack);
+    coord::print_latency("relay latency", &relay);
     if !errors.is_empty() {
         println!("errors: {errors:?}");
     }
-    let total_msgs = acked + sum("relayed");
+    let cpu_us = run.server_cpu_s * 1e6 / sent.max(1) as f64;
     if !pids.is_empty() {
         println!(
-            "server CPU in the steady window: {cpu_used:.2} s over {elapsed:.1} s = {:.1} us per message sent (relayed, acked, stored)",
-            cpu_used * 1e6 / sent.max(1) as f64
+            "server CPU in the steady window: {:.2} s over {:.1} s = {cpu_us:.1} us per message sent",
+            run.server_cpu_s, run.window_s
         );
     }
-    let out = json!({
-        "scenario": "chat",
-        "settings": {"agents": a.agents, "visitors": a.visitors, "rate_per_visitor": a.rate, "size": a.size, "replies": a.replies, "duration_s": a.duration, "procs": a.procs},
-        "sent": sent, "acked": acked, "relayed": relayed, "lost": lost, "duplicated": dup_acks + dup_relays,
-        "stored_per_second": rate, "ack_us": ack, "relay_us": relay, "errors": errors,
-        "server_cpu_seconds": cpu_used, "server_cpu_us_per_message": cpu_used * 1e6 / sent.max(1) as f64, "window_seconds": elapsed,
-        "messages_total": total_msgs,
-    });
-    if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&out)?)?;
+    let mut figures: BTreeMap<String, f64> = [
+        ("sent", sent as f64),
+        ("acked", acked as f64),
+        ("rate", rate),
+        ("lost", lost as f64),
+        ("duplicated", duplicated as f64),
+        ("undelivered", undelivered as f64),
+        ("errors", errors.values().sum::<u64>() as f64),
+        ("reconnects", reconnects as f64),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    coord::latency_figures(&mut figures, "ack", &ack);
+    coord::latency_figures(&mut figures, "relay", &relay);
+    if !pids.is_empty() {
+        figures.insert("server_cpu_us_per_message".into(), cpu_us);
     }
-    Ok(if lost == 0 && dup_acks + dup_relays == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    let out = json!({
+        "scenario": scenario,
+        "settings": {"agents": a.agents, "visitors": a.visitors, "rate_per_visitor": a.rate, "size": a.size, "replies": a.replies, "duration_s": c.duration, "drain_s": c.drain, "procs": c.procs, "reconnect_every_s": reconnect_every, "cores": c.cores},
+        "sent": sent, "acked": acked, "relayed": relayed, "lost": lost, "duplicated": duplicated, "undelivered": undelivered, "reconnects": reconnects,
+        "stored_per_second": rate, "ack_us": ack, "relay_us": relay, "errors": errors,
+        "server_cpu_seconds": run.server_cpu_s, "server_cpu_us_per_message": cpu_us, "window_seconds": run.window_s,
+        "worker_cpu_seconds": r.iter().map(|x| x["cpu_s"].clone()).collect::<Vec<_>>(),
+    });
+    coord::finish(
+        out,
+        &figures,
+        &clauses,
+        c.json.as_deref(),
+        lost > 0 || duplicated > 0,
+    )
 }

@@ -50,6 +50,10 @@ pub struct ConnectArgs {
     /// Write the full result as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Objectives, e.g. 'failed=0,handshake_p99<20ms,bytes_per_connection<6144'; the exit
+    /// status is 1 when one is missed.
+    #[arg(long)]
+    slo: Option<String>,
 }
 
 #[derive(Args)]
@@ -251,7 +255,13 @@ enum Report {
 }
 
 pub fn coordinate(a: ConnectArgs) -> anyhow::Result<ExitCode> {
-    parse_target(&a.url)?;
+    let target = parse_target(&a.url)?;
+    std::net::TcpStream::connect_timeout(&target, Duration::from_secs(3))
+        .with_context(|| format!("cannot connect to {target}: is the server running?"))?;
+    let clauses = match &a.slo {
+        Some(s) => loadtest::slo::parse(s)?,
+        None => Vec::new(),
+    };
     let all_sources = sources::parse_sources(&a.source).map_err(anyhow::Error::msg)?;
     if a.procs == 0 || a.procs > 256 {
         bail!("--procs must be 1..=256");
@@ -400,7 +410,6 @@ pub fn coordinate(a: ConnectArgs) -> anyhow::Result<ExitCode> {
     let mut out = json!({
         "scenario": "connect",
         "settings": {"url": a.url, "connections": a.connections, "rate": a.rate, "procs": a.procs, "sources": all_sources.len(), "hold_s": a.hold},
-        "host": host_facts(),
         "connected": connected,
         "failed": failed,
         "errors": errors,
@@ -439,14 +448,19 @@ pub fn coordinate(a: ConnectArgs) -> anyhow::Result<ExitCode> {
             "cpu_seconds_ramp": l.cpu - b.cpu, "cpu_seconds_hold": cpu_idle,
         });
     }
-    if let Some(path) = &a.json {
-        std::fs::write(path, serde_json::to_string_pretty(&out)?)?;
+    let mut figures: BTreeMap<String, f64> = [
+        ("connected", connected as f64),
+        ("failed", failed as f64),
+        ("rate", connected as f64 / ramp.as_secs_f64()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    crate::coord::latency_figures(&mut figures, "handshake", &h);
+    if let Some(per_conn) = out["server"]["rss_per_connection_bytes"].as_f64() {
+        figures.insert("bytes_per_connection".into(), per_conn);
     }
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    crate::coord::finish(out, &figures, &clauses, a.json.as_deref(), failed > 0)
 }
 
 #[derive(Clone, Copy)]
@@ -473,20 +487,4 @@ fn print_progress(progress: &[(u64, u64)], total: u64, started: Instant, pid: Op
         "[{:>5.1}s] connected {connected}/{total} failed {failed}{rss}",
         started.elapsed().as_secs_f64()
     );
-}
-
-fn host_facts() -> Value {
-    let read = |p: &str| {
-        std::fs::read_to_string(p)
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default()
-    };
-    json!({
-        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
-        "arch": std::env::consts::ARCH,
-        "kernel": read("/proc/sys/kernel/osrelease"),
-        "somaxconn": read("/proc/sys/net/core/somaxconn"),
-        "ip_local_port_range": read("/proc/sys/net/ipv4/ip_local_port_range"),
-        "file_max": read("/proc/sys/fs/file-max"),
-    })
 }

@@ -1,0 +1,412 @@
+//! A short real run of every scenario against a real gateway (2 shards, its storage bridge
+//! spawned with an embedded store), plus the CLI's errors and SLO gating.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const LOADTEST: &str = env!("CARGO_BIN_EXE_loadtest");
+
+struct Gateway {
+    child: Child,
+    url: String,
+    http: String,
+    dir: PathBuf,
+}
+
+impl Gateway {
+    fn start(tag: &str) -> Gateway {
+        let exe = Path::new(LOADTEST).with_file_name("gateway");
+        assert!(
+            exe.exists(),
+            "{} is missing: build the workspace",
+            exe.display()
+        );
+        let dir = std::env::temp_dir().join(format!("loadtest-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let http = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let mut child = Command::new(exe)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--shards",
+                "2",
+                "--bridge-http",
+                &http,
+                "--data-dir",
+            ])
+            .arg(&dir)
+            .env("SWITCHBOARD_LOG", "error")
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("switchboard gateway listening on ") {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap().to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("gateway started");
+        // The bridge's HTTP API comes up beside it.
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&http).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Gateway {
+            child,
+            url: format!("ws://{addr}"),
+            http,
+            dir,
+        }
+    }
+
+    fn secret(&self) -> String {
+        self.dir.join("secret").display().to_string()
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn loadtest(args: &[&str]) -> Output {
+    let out = Command::new(LOADTEST).args(args).output().unwrap();
+    eprintln!(
+        "$ loadtest {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn json_result(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn chat_and_churn_lose_and_duplicate_nothing() {
+    let gw = Gateway::start("chat");
+    let json = gw.dir.join("chat.json");
+    let (secret, pid) = (gw.secret(), gw.pid());
+    let out = loadtest(&[
+        "chat",
+        "--url",
+        &gw.url,
+        "--secret-file",
+        &secret,
+        "--agents",
+        "4",
+        "--visitors",
+        "20",
+        "--rate",
+        "5",
+        "--replies",
+        "0.2",
+        "--duration",
+        "3",
+        "--drain",
+        "10",
+        "--procs",
+        "2",
+        "--server-pids",
+        &pid,
+        "--json",
+        json.to_str().unwrap(),
+        "--slo",
+        "lost=0,duplicated=0",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let r = json_result(&json);
+    assert!(r["sent"].as_u64().unwrap() >= 200, "{r}");
+    assert_eq!(r["acked"], r["sent"]);
+    assert_eq!(r["lost"], 0);
+    assert_eq!(r["duplicated"], 0);
+    assert!(r["relay_us"]["count"].as_u64().unwrap() > 0);
+    assert!(r["server_cpu_seconds"].as_f64().unwrap() > 0.0);
+    assert!(r["host"]["cores"].as_u64().unwrap() >= 1);
+    assert!(r["host"]["sysctls"]["net.core.somaxconn"].is_string());
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        progress.lines().filter(|l| l.contains("| acked ")).count() >= 2,
+        "a progress line each second"
+    );
+
+    let json = gw.dir.join("churn.json");
+    let out = loadtest(&[
+        "churn",
+        "--url",
+        &gw.url,
+        "--secret-file",
+        &secret,
+        "--agents",
+        "2",
+        "--visitors",
+        "10",
+        "--rate",
+        "10",
+        "--duration",
+        "4",
+        "--drain",
+        "10",
+        "--reconnect-every",
+        "0.7",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let r = json_result(&json);
+    assert!(r["reconnects"].as_u64().unwrap() >= 30, "{r}");
+    assert_eq!(r["lost"], 0);
+    assert_eq!(r["duplicated"], 0);
+    assert_eq!(r["acked"], r["sent"]);
+}
+
+#[test]
+fn history_and_ping_read_back_what_they_should() {
+    let gw = Gateway::start("reads");
+    let json = gw.dir.join("history.json");
+    let out = loadtest(&[
+        "history",
+        "--url",
+        &gw.url,
+        "--http",
+        &gw.http,
+        "--secret-file",
+        &gw.secret(),
+        "--messages",
+        "150",
+        "--limit",
+        "20",
+        "--clients",
+        "3",
+        "--http-clients",
+        "2",
+        "--rate",
+        "10",
+        "--duration",
+        "2",
+        "--procs",
+        "2",
+        "--json",
+        json.to_str().unwrap(),
+        "--slo",
+        "bad=0,errors=0",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let r = json_result(&json);
+    assert!(r["ws_requests"].as_u64().unwrap() >= 30, "{r}");
+    assert!(r["http_requests"].as_u64().unwrap() >= 20, "{r}");
+    assert_eq!(r["bad"], 0);
+
+    let json = gw.dir.join("ping.json");
+    let url = format!("{}/ws/visitor?client=api", gw.url);
+    let out = loadtest(&[
+        "ping",
+        "--url",
+        &url,
+        "--conns",
+        "20",
+        "--rate",
+        "20",
+        "--duration",
+        "2",
+        "--procs",
+        "2",
+        "--cores",
+        "0",
+        "--json",
+        json.to_str().unwrap(),
+        "--slo",
+        "lost=0,rtt_p99<1s",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let r = json_result(&json);
+    assert!(r["pongs"].as_u64().unwrap() >= 600, "{r}");
+    assert_eq!(r["pings"], r["pongs"]);
+}
+
+#[test]
+fn connect_holds_connections_and_reports_server_memory() {
+    let gw = Gateway::start("connect");
+    let json = gw.dir.join("connect.json");
+    let url = format!("{}/ws/visitor?client=web", gw.url);
+    let out = loadtest(&[
+        "connect",
+        "--url",
+        &url,
+        "-n",
+        "300",
+        "--rate",
+        "1000",
+        "--hold",
+        "1",
+        "--procs",
+        "2",
+        "--source",
+        "127.0.0.2-127.0.0.3",
+        "--server-pid",
+        &gw.pid(),
+        "--json",
+        json.to_str().unwrap(),
+        "--slo",
+        "failed=0",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let r = json_result(&json);
+    assert_eq!(r["connected"], 300);
+    assert!(
+        r["server"]["rss_per_connection_bytes"].as_f64().is_some(),
+        "{r}"
+    );
+    assert_eq!(r["slo"][0]["met"], true);
+}
+
+#[test]
+fn a_missed_objective_fails_the_exit_status() {
+    let gw = Gateway::start("slo");
+    let url = format!("{}/ws/visitor?client=api", gw.url);
+    let out = loadtest(&[
+        "ping",
+        "--url",
+        &url,
+        "--conns",
+        "2",
+        "--duration",
+        "1",
+        "--slo",
+        "rtt_p50<1us",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("slo MISSED rtt_p50<1us"));
+}
+
+#[test]
+fn bad_arguments_and_targets_get_clear_errors() {
+    let gw = Gateway::start("errors");
+    let secret = gw.secret();
+    let bridge_url = format!("ws://{}", gw.http);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "chat",
+                "--url",
+                "ws://127.0.0.1:1",
+                "--secret-file",
+                &secret,
+            ],
+            "is the server running?",
+        ),
+        (
+            vec![
+                "chat",
+                "--url",
+                "ws://10.1.2.3:80",
+                "--secret-file",
+                &secret,
+            ],
+            "loopback",
+        ),
+        (
+            vec![
+                "chat",
+                "--url",
+                "http://127.0.0.1:80",
+                "--secret-file",
+                &secret,
+            ],
+            "ws://",
+        ),
+        (
+            vec!["chat", "--url", &gw.url, "--secret-file", "/nonexistent"],
+            "--secret-file",
+        ),
+        (
+            vec![
+                "chat",
+                "--url",
+                &gw.url,
+                "--secret-file",
+                &secret,
+                "--slo",
+                "ack_p99 fast",
+            ],
+            "--slo clause",
+        ),
+        (
+            vec![
+                "chat",
+                "--url",
+                &gw.url,
+                "--secret-file",
+                &secret,
+                "--slo",
+                "nope<1",
+                "--duration",
+                "1",
+                "--drain",
+                "1",
+            ],
+            "no figure `nope`",
+        ),
+        (
+            vec![
+                "chat",
+                "--url",
+                &gw.url,
+                "--secret-file",
+                &secret,
+                "--replies",
+                "2",
+            ],
+            "--replies",
+        ),
+        (vec!["ping", "--url", &gw.url, "--size", "200"], "--size"),
+        // The bridge's HTTP port speaks HTTP but is no gateway.
+        (
+            vec![
+                "chat",
+                "--url",
+                &bridge_url,
+                "--secret-file",
+                &secret,
+                "--duration",
+                "1",
+            ],
+            "is it a Switchboard gateway?",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = loadtest(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(
+            !err.contains("sb1."),
+            "tokens never appear in errors: {err}"
+        );
+    }
+}
