@@ -131,12 +131,12 @@ pub fn route<'a>(
                     message: "missing or malformed Sec-WebSocket-Key",
                 };
             };
-            if !allowed_origins.is_empty() {
-                let allowed = req
-                    .origin
-                    .as_ref()
-                    .is_some_and(|o| allowed_origins.iter().any(|a| a == o));
-                if !allowed {
+            // Browsers always send Origin, so the allowlist stops cross-site pages from
+            // opening sockets with a visitor's cookies or tokens. Apps and bots send none and
+            // authenticate with their tokens like everyone else; refusing them would protect
+            // nothing (any non-browser client can write any Origin).
+            if let (false, Some(origin)) = (allowed_origins.is_empty(), req.origin.as_ref()) {
+                if !allowed_origins.iter().any(|a| a == origin) {
                     return Route::Reject {
                         status: 403,
                         message: "origin not allowed",
@@ -285,6 +285,13 @@ mod tests {
             route(&req, &["https://other.example".into()], None),
             Route::Reject { status: 403, .. }
         ));
+        assert!(matches!(
+            route(&req, &["https://shop.example".into()], None),
+            Route::Upgrade { .. }
+        ));
+        // No Origin: not a browser (an app or a bot); its token decides.
+        let (req, _) = complete(&UPGRADE.replace("Origin: https://shop.example\r\n", ""));
+        assert!(req.origin.is_none());
         assert!(matches!(
             route(&req, &["https://shop.example".into()], None),
             Route::Upgrade { .. }

@@ -146,6 +146,25 @@ async fn handshakes_are_refused_with_http_errors_never_a_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_origin_allowlist_refuses_other_sites_but_not_apps_without_origin() {
+    let dir = common::temp_dir("origins");
+    let config = dir.join("gateway.toml");
+    std::fs::write(&config, "allowed_origins = [\"https://shop.example\"]\n").unwrap();
+    let gw = Gateway::start(&["--config", config.to_str().unwrap()]);
+    let upgrade = |origin: &str| {
+        let mut r = Raw::connect(gw.addr);
+        r.request(&format!(
+            "GET /ws/visitor?client=web HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{origin}\r\n"
+        ))
+    };
+    assert!(upgrade("Origin: https://evil.example\r\n").starts_with("HTTP/1.1 403"));
+    assert!(upgrade("Origin: https://shop.example\r\n").starts_with("HTTP/1.1 101"));
+    // A mobile app or bot sends no Origin: its token (here: a new visitor) decides.
+    assert!(upgrade("").starts_with("HTTP/1.1 101"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn idle_connections_are_pinged_then_closed_with_4000_while_active_ones_stay() {
     let gw = Gateway::start(&["--idle-web-s", "2", "--idle-api-s", "300"]);
     // A raw client that never answers pings.

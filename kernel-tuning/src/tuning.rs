@@ -104,7 +104,9 @@ impl Files {
             sysctl_dropin: host.under_root(&format!("etc/sysctl.d/60-switchboard-{name}.conf")),
             limits_dropin: host
                 .under_root(&format!("etc/security/limits.d/60-switchboard-{name}.conf")),
-            saved: host.under_root(&format!("var/lib/switchboard/kernel-tuning/{name}.saved")),
+            // Not under /var/lib/switchboard: that is the services' StateDirectory, owned by
+            // the unprivileged service user, and root restores these values on `revert`.
+            saved: host.under_root(&format!("var/lib/kernel-tuning/switchboard-{name}.saved")),
         }
     }
 }

@@ -112,7 +112,7 @@ fn apply_then_revert_in_a_network_namespace_restores_every_value() {
     let dropin = read(root.path(), "etc/sysctl.d/60-switchboard-gateway.conf");
     let saved = read(
         root.path(),
-        "var/lib/switchboard/kernel-tuning/gateway.saved",
+        "var/lib/kernel-tuning/switchboard-gateway.saved",
     );
     // Keys read-only in a namespace (nf_conntrack_max when conntrack is loaded) are skipped.
     let writable = |k: &str| !dropin.contains(&format!("# {k} is read-only here; skipped."));
@@ -146,7 +146,7 @@ fn apply_then_revert_in_a_network_namespace_restores_every_value() {
     assert_eq!(
         read(
             root.path(),
-            "var/lib/switchboard/kernel-tuning/gateway.saved"
+            "var/lib/kernel-tuning/switchboard-gateway.saved"
         ),
         saved
     );
@@ -172,7 +172,7 @@ fn apply_then_revert_in_a_network_namespace_restores_every_value() {
     for f in [
         "etc/sysctl.d/60-switchboard-gateway.conf",
         "etc/security/limits.d/60-switchboard-gateway.conf",
-        "var/lib/switchboard/kernel-tuning/gateway.saved",
+        "var/lib/kernel-tuning/switchboard-gateway.saved",
     ] {
         assert!(!root.path().join(f).exists(), "{f} left behind");
     }
