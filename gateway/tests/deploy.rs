@@ -292,19 +292,6 @@ fn exported(body: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_metric_in_the_rules_and_dashboard_is_exported() {
     let rules: serde_json::Value = {
@@ -349,7 +336,7 @@ async fn every_metric_in_the_rules_and_dashboard_is_exported() {
     // Counters and gauges are published once a second.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let mut have = exported(&gw.http_get("/metrics").1);
-    have.extend(exported(&http_get(
+    have.extend(exported(&common::http_get_text(
         bridge.http.as_deref().unwrap(),
         "/metrics",
     )));

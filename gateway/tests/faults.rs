@@ -73,20 +73,6 @@ fn assert_stored(dir: &std::path::Path, acked: &HashMap<String, u64>) {
     }
 }
 
-/// A plain HTTP GET's whole response as text.
-fn get_text(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 fn cids(prefix: &str, range: std::ops::Range<u32>) -> Vec<String> {
     range.map(|i| format!("{prefix}{i}")).collect()
 }
@@ -395,7 +381,7 @@ async fn postgres_down_for_a_while_delays_acks_and_the_bridge_catches_up() {
     assert!(early.is_err(), "no ack while PostgreSQL is down");
     // The bridge says so in its metrics.
     let http = bridge.http.clone().unwrap();
-    let metrics = get_text(&http, "/metrics");
+    let metrics = common::http_get_text(&http, "/metrics");
     assert!(metrics.contains("bridge_store_up 0"), "{metrics}");
     // And so does the gateway: acks waiting on storage.
     assert!(gw.metric("chat_storage_unconfirmed", &[]) >= 1.0);
@@ -460,7 +446,7 @@ async fn with_redis_gone_history_and_resume_come_from_the_database() {
     let h = v.expect("history").await;
     assert_eq!(h["messages"].as_array().unwrap().len(), 10);
     assert_eq!(h["messages"][0]["seq"], 40);
-    let metrics = get_text(bridge.http.as_deref().unwrap(), "/metrics");
+    let metrics = common::http_get_text(bridge.http.as_deref().unwrap(), "/metrics");
     assert!(
         metrics
             .lines()

@@ -175,14 +175,7 @@ pub async fn connect(url: &str) -> anyhow::Result<(Ws, Value)> {
 }
 
 pub fn work(a: ChatWorkerArgs) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let local = tokio::task::LocalSet::new();
-    Ok(match local.block_on(&rt, worker(a)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => coord::fatal(&e),
-    })
+    coord::run_worker(worker(a))
 }
 
 async fn worker(a: ChatWorkerArgs) -> anyhow::Result<()> {
@@ -212,12 +205,7 @@ async fn worker(a: ChatWorkerArgs) -> anyhow::Result<()> {
     let drain_until = stop_at + Duration::from_secs(a.drain);
     let reporter = {
         let stats = stats.clone();
-        tokio::task::spawn_local(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                coord::emit("progress", stats.borrow().report());
-            }
-        })
+        coord::spawn_reporter(move || stats.borrow().report())
     };
     let mut tasks = Vec::new();
     for ws in agents {

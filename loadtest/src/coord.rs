@@ -365,6 +365,31 @@ pub fn emit(kind: &str, v: Value) {
     let _ = std::io::stdout().flush();
 }
 
+/// Runs a worker's body on a single-threaded runtime (its tasks share `Rc` state); an
+/// error becomes a `fatal` report.
+pub fn run_worker(
+    body: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    Ok(match local.block_on(&rt, body) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fatal(&e),
+    })
+}
+
+/// Emits `report()` as a progress line every second until aborted.
+pub fn spawn_reporter(report: impl Fn() -> Value + 'static) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_local(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            emit("progress", report());
+        }
+    })
+}
+
 /// A worker that cannot start says why, in a form the coordinator passes on.
 pub fn fatal(e: &anyhow::Error) -> ExitCode {
     emit("fatal", Value::String(format!("{e:#}")));

@@ -105,14 +105,7 @@ struct Counts {
 }
 
 pub fn work(a: HistoryWorkerArgs) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let local = tokio::task::LocalSet::new();
-    Ok(match local.block_on(&rt, worker(a)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => coord::fatal(&e),
-    })
+    coord::run_worker(worker(a))
 }
 
 struct Http {
@@ -199,15 +192,7 @@ async fn worker(a: HistoryWorkerArgs) -> anyhow::Result<()> {
                    "ws": hist::encode(&w.borrow()), "http": hist::encode(&h.borrow())})
         }
     };
-    let reporter = {
-        let report = report.clone();
-        tokio::task::spawn_local(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                coord::emit("progress", report());
-            }
-        })
-    };
+    let reporter = coord::spawn_reporter(report.clone());
     let period = Duration::from_secs_f64(1.0 / a.rate.max(0.001));
     let mut tasks = Vec::new();
     let mut seed = (std::process::id() as u64) << 32 | 0x9e37;

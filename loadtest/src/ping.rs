@@ -63,14 +63,7 @@ struct Counts {
 }
 
 pub fn work(a: PingWorkerArgs) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let local = tokio::task::LocalSet::new();
-    Ok(match local.block_on(&rt, worker(a)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => coord::fatal(&e),
-    })
+    coord::run_worker(worker(a))
 }
 
 async fn worker(a: PingWorkerArgs) -> anyhow::Result<()> {
@@ -96,15 +89,7 @@ async fn worker(a: PingWorkerArgs) -> anyhow::Result<()> {
             json!({"connections": c.connections, "failed": c.failed, "pings": c.pings, "pongs": c.pongs, "rtt": hist::encode(&rtt.borrow())})
         }
     };
-    let reporter = {
-        let report = report.clone();
-        tokio::task::spawn_local(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                coord::emit("progress", report());
-            }
-        })
-    };
+    let reporter = coord::spawn_reporter(report.clone());
     let period = Duration::from_secs_f64(1.0 / a.rate.max(0.001));
     let n = conns.len().max(1);
     let mut tasks = Vec::new();

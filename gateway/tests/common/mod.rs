@@ -580,3 +580,16 @@ pub fn venv_bin(tool: &str) -> PathBuf {
     );
     bin
 }
+
+/// A plain HTTP GET's whole response (head and body) as text.
+pub fn http_get_text(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
