@@ -596,7 +596,7 @@ fn coordinate_with(a: ChatArgs, reconnect_every: f64, scenario: &str) -> anyhow:
             run.server_cpu_s, run.window_s
         );
     }
-    let mut figures: BTreeMap<String, f64> = [
+    let mut figures = coord::figures(&[
         ("sent", sent as f64),
         ("acked", acked as f64),
         ("rate", rate),
@@ -605,10 +605,7 @@ fn coordinate_with(a: ChatArgs, reconnect_every: f64, scenario: &str) -> anyhow:
         ("undelivered", undelivered as f64),
         ("errors", errors.values().sum::<u64>() as f64),
         ("reconnects", reconnects as f64),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    ]);
     coord::latency_figures(&mut figures, "ack", &ack);
     coord::latency_figures(&mut figures, "relay", &relay);
     if !pids.is_empty() {

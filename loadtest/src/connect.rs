@@ -448,14 +448,11 @@ pub fn coordinate(a: ConnectArgs) -> anyhow::Result<ExitCode> {
             "cpu_seconds_ramp": l.cpu - b.cpu, "cpu_seconds_hold": cpu_idle,
         });
     }
-    let mut figures: BTreeMap<String, f64> = [
+    let mut figures = crate::coord::figures(&[
         ("connected", connected as f64),
         ("failed", failed as f64),
         ("rate", connected as f64 / ramp.as_secs_f64()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    ]);
     crate::coord::latency_figures(&mut figures, "handshake", &h);
     if let Some(per_conn) = out["server"]["rss_per_connection_bytes"].as_f64() {
         figures.insert("bytes_per_connection".into(), per_conn);

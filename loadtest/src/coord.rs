@@ -278,6 +278,11 @@ pub fn merged(values: &[Value], key: &str) -> anyhow::Result<hdrhistogram::Histo
     Ok(loadtest::hist::merge(&hs))
 }
 
+/// The SLO figures of a run, from `(name, value)` pairs.
+pub fn figures(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
 /// Adds `<name>_p50.._max` (microseconds) for a latency summary to the SLO figures.
 pub fn latency_figures(
     figures: &mut BTreeMap<String, f64>,

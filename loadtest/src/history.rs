@@ -12,7 +12,6 @@ use futures_util::{SinkExt, StreamExt};
 use loadtest::hist;
 use serde_json::{json, Value};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -479,16 +478,13 @@ pub fn coordinate(a: HistoryArgs) -> anyhow::Result<ExitCode> {
     );
     coord::print_latency("ws history", &ws);
     coord::print_latency("http history", &http);
-    let mut figures: BTreeMap<String, f64> = [
+    let mut figures = coord::figures(&[
         ("ws_requests", wsn as f64),
         ("http_requests", httpn as f64),
         ("bad", bad as f64),
         ("errors", errors as f64),
         ("rate", rate),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    ]);
     coord::latency_figures(&mut figures, "ws", &ws);
     coord::latency_figures(&mut figures, "http", &http);
     let out = json!({

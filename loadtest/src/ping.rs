@@ -9,7 +9,6 @@ use futures_util::{SinkExt, StreamExt};
 use loadtest::hist;
 use serde_json::{json, Value};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -211,16 +210,13 @@ pub fn coordinate(a: PingArgs) -> anyhow::Result<ExitCode> {
             run.server_cpu_s
         );
     }
-    let mut figures: BTreeMap<String, f64> = [
+    let mut figures = coord::figures(&[
         ("pings", pings as f64),
         ("pongs", pongs as f64),
         ("lost", lost as f64),
         ("failed", failed as f64),
         ("rate", rate),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    ]);
     coord::latency_figures(&mut figures, "rtt", &rtt);
     let out = json!({
         "scenario": "ping",
