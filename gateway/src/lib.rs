@@ -18,6 +18,7 @@ pub mod connection;
 pub mod http;
 pub mod metrics;
 mod notify;
+pub mod preflight;
 pub mod runtime;
 pub mod server;
 pub mod supervisor;

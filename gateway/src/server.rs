@@ -57,6 +57,7 @@ pub fn run(
     prometheus: PrometheusHandle,
     shutdown: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
+    crate::preflight::check(&crate::preflight::Facts::of_this_process())?;
     let n = config.shard_count();
     let secret = config.load_secret()?;
     let signer = TokenSigner::new(&secret).context("token secret")?;
