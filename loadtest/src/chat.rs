@@ -152,7 +152,10 @@ type Ws =
 pub async fn connect(url: &str) -> anyhow::Result<(Ws, Value)> {
     // Errors name the endpoint, never the token in the query.
     let shown = url.split('?').next().unwrap_or(url);
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+    // TCP_NODELAY: with Nagle on, a client's small frame waits for the ACK of the one
+    // before (up to the server's 40 ms delayed ACK), and that wait would be measured as
+    // server latency.
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
         .await
         .with_context(|| {
             format!("WebSocket handshake with {shown} failed: is it a Switchboard gateway?")
