@@ -245,18 +245,12 @@ async fn worker(a: ChatWorkerArgs) -> anyhow::Result<()> {
             drain_until,
         )));
     }
-    for t in tasks {
-        let _ = t.await;
-    }
-    reporter.abort();
+    coord::join_all(tasks, reporter).await;
     let window_s = started
         .elapsed()
         .as_secs_f64()
         .min(a.duration as f64 + a.drain as f64);
-    let mut r = stats.borrow().report();
-    r["cpu_s"] = json!(loadtest::host::own_cpu_seconds() - cpu0);
-    r["window_s"] = json!(window_s);
-    coord::emit("result", r);
+    coord::emit_result(stats.borrow().report(), cpu0, window_s);
     Ok(())
 }
 

@@ -395,6 +395,25 @@ pub fn spawn_reporter(report: impl Fn() -> Value + 'static) -> tokio::task::Join
     })
 }
 
+/// Waits for a worker's tasks, then stops its progress reports.
+pub async fn join_all(
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    reporter: tokio::task::JoinHandle<()>,
+) {
+    for t in tasks {
+        let _ = t.await;
+    }
+    reporter.abort();
+}
+
+/// Emits a worker's result with the CPU it used since `cpu0` over `window_s` seconds (the
+/// coordinator warns when that is close to a whole core).
+pub fn emit_result(mut r: Value, cpu0: f64, window_s: f64) {
+    r["cpu_s"] = serde_json::json!(host::own_cpu_seconds() - cpu0);
+    r["window_s"] = serde_json::json!(window_s);
+    emit("result", r);
+}
+
 /// A worker that cannot start says why, in a form the coordinator passes on.
 pub fn fatal(e: &anyhow::Error) -> ExitCode {
     emit("fatal", Value::String(format!("{e:#}")));

@@ -293,14 +293,8 @@ async fn worker(a: HistoryWorkerArgs) -> anyhow::Result<()> {
             }
         }));
     }
-    for t in tasks {
-        let _ = t.await;
-    }
-    reporter.abort();
-    let mut r = report();
-    r["cpu_s"] = json!(loadtest::host::own_cpu_seconds() - cpu0);
-    r["window_s"] = json!(a.duration as f64);
-    coord::emit("result", r);
+    coord::join_all(tasks, reporter).await;
+    coord::emit_result(report(), cpu0, a.duration as f64);
     Ok(())
 }
 
