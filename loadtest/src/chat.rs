@@ -145,7 +145,7 @@ impl Stats {
     }
 }
 
-type Ws =
+pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Opens a connection and checks the first frame is Switchboard's `welcome`.

@@ -159,6 +159,67 @@ impl Http {
     }
 }
 
+/// One reader of history pages, over either interface.
+enum Reader {
+    Ws(crate::chat::Ws),
+    /// The bridge's HTTP API, with the agent token it needs.
+    Http(Http, String),
+}
+
+/// What one page request got.
+enum Page {
+    /// A page: the seqs it held, in order.
+    Seqs(Vec<u64>),
+    /// An error answer (error frame, non-200 status); the connection carries on.
+    Refused,
+    /// No answer within 10 s, or the connection broke: this reader stops.
+    Broken,
+}
+
+impl Reader {
+    fn is_ws(&self) -> bool {
+        matches!(self, Reader::Ws(_))
+    }
+
+    async fn page(&mut self, conv: &str, before: u64, limit: u64) -> Page {
+        let wait = Duration::from_secs(10);
+        match self {
+            Reader::Ws(ws) => {
+                let req = json!({"type":"history","conv":conv,"before":before,"limit":limit});
+                if ws.send(Message::text(req.to_string())).await.is_err() {
+                    return Page::Broken;
+                }
+                loop {
+                    match tokio::time::timeout(wait, ws.next()).await {
+                        Ok(Some(Ok(Message::Text(t)))) => {
+                            let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
+                            match v["type"].as_str() {
+                                Some("history") => return Page::Seqs(seqs(&v["messages"])),
+                                Some("error") => return Page::Refused,
+                                _ => {}
+                            }
+                        }
+                        Ok(Some(Ok(_))) => {}
+                        _ => return Page::Broken,
+                    }
+                }
+            }
+            Reader::Http(http, token) => {
+                let path =
+                    format!("/api/v1/conversations/{conv}/messages?before={before}&limit={limit}");
+                match tokio::time::timeout(wait, http.get(&path, token)).await {
+                    Ok(Ok((200, body))) => {
+                        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        Page::Seqs(seqs(&v["messages"]))
+                    }
+                    Ok(Ok(_)) => Page::Refused,
+                    _ => Page::Broken,
+                }
+            }
+        }
+    }
+}
+
 async fn worker(a: HistoryWorkerArgs) -> anyhow::Result<()> {
     let counts = Rc::new(RefCell::new(Counts::default()));
     let ws_hist = Rc::new(RefCell::new(hist::new_hist()));
@@ -201,8 +262,18 @@ async fn worker(a: HistoryWorkerArgs) -> anyhow::Result<()> {
         seed ^= seed << 17;
         2 + seed % messages
     };
-    for mut ws in wss {
-        let (counts, h) = (counts.clone(), ws_hist.clone());
+    let readers = wss.into_iter().map(Reader::Ws).chain(
+        https
+            .into_iter()
+            .map(|h| Reader::Http(h, a.agent_token.clone())),
+    );
+    for mut reader in readers {
+        let counts = counts.clone();
+        let h = if reader.is_ws() {
+            ws_hist.clone()
+        } else {
+            http_hist.clone()
+        };
         let (conv, limit, messages) = (a.conv.clone(), a.limit, a.messages);
         let befores: Vec<u64> = (0..(a.duration as f64 * a.rate) as usize + 1)
             .map(|_| next_before(messages))
@@ -216,76 +287,23 @@ async fn worker(a: HistoryWorkerArgs) -> anyhow::Result<()> {
                 tokio::time::sleep_until(next.into()).await;
                 next += period;
                 let t0 = Instant::now();
-                let req =
-                    json!({"type":"history","conv":conv,"before":before,"limit":limit}).to_string();
-                if ws.send(Message::text(req)).await.is_err() {
-                    counts.borrow_mut().errors += 1;
-                    break;
-                }
-                let answer = loop {
-                    match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-                        Ok(Some(Ok(Message::Text(t)))) => {
-                            let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
-                            if v["type"] == "history" || v["type"] == "error" {
-                                break Some(v);
-                            }
-                        }
-                        Ok(Some(Ok(_))) => {}
-                        _ => break None,
-                    }
-                };
+                let page = reader.page(&conv, before, limit).await;
                 let mut c = counts.borrow_mut();
-                c.ws += 1;
-                match answer {
-                    Some(v) if v["type"] == "history" => {
+                *(if reader.is_ws() {
+                    &mut c.ws
+                } else {
+                    &mut c.http
+                }) += 1;
+                match page {
+                    Page::Seqs(seqs) => {
                         h.borrow_mut()
                             .saturating_record(t0.elapsed().as_micros() as u64);
-                        if !page_is_right(&seqs(&v["messages"]), before, limit, messages) {
+                        if !page_is_right(&seqs, before, limit, messages) {
                             c.bad += 1;
                         }
                     }
-                    Some(_) => c.errors += 1,
-                    None => {
-                        c.errors += 1;
-                        break;
-                    }
-                }
-            }
-        }));
-    }
-    for mut http in https {
-        let (counts, h) = (counts.clone(), http_hist.clone());
-        let (conv, limit, messages, token) =
-            (a.conv.clone(), a.limit, a.messages, a.agent_token.clone());
-        let befores: Vec<u64> = (0..(a.duration as f64 * a.rate) as usize + 1)
-            .map(|_| next_before(messages))
-            .collect();
-        tasks.push(tokio::task::spawn_local(async move {
-            let mut next = Instant::now();
-            for before in befores {
-                if Instant::now() >= stop_at {
-                    break;
-                }
-                tokio::time::sleep_until(next.into()).await;
-                next += period;
-                let t0 = Instant::now();
-                let path =
-                    format!("/api/v1/conversations/{conv}/messages?before={before}&limit={limit}");
-                let res =
-                    tokio::time::timeout(Duration::from_secs(10), http.get(&path, &token)).await;
-                let mut c = counts.borrow_mut();
-                c.http += 1;
-                match res {
-                    Ok(Ok((200, body))) => {
-                        h.borrow_mut()
-                            .saturating_record(t0.elapsed().as_micros() as u64);
-                        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                        if !page_is_right(&seqs(&v["messages"]), before, limit, messages) {
-                            c.bad += 1;
-                        }
-                    }
-                    Ok(Ok(_)) => c.errors += 1,
-                    _ => {
+                    Page::Refused => c.errors += 1,
+                    Page::Broken => {
                         c.errors += 1;
                         break;
                     }
