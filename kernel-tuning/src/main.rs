@@ -28,7 +28,8 @@ struct Common {
     #[arg(long, value_enum, default_value = "gateway")]
     profile: ProfileName,
     /// Only keys starting with this prefix (repeatable), e.g. `--only net.`; `check` then
-    /// skips the host and service checks.
+    /// skips the host and service checks, and `apply` writes a drop-in holding only those
+    /// keys (replacing a full one): meant for trying a subset, e.g. in a network namespace.
     #[arg(long)]
     only: Vec<String>,
     /// Where /proc is (live sysctl values are under <proc>/sys).
