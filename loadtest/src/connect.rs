@@ -16,7 +16,6 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 #[derive(Args, Clone)]
 pub struct ConnectArgs {
@@ -82,13 +81,6 @@ fn parse_target(url: &str) -> anyhow::Result<SocketAddr> {
         bail!("{addr}: load may only target loopback addresses (127.0.0.0/8, ::1)");
     }
     Ok(addr)
-}
-
-fn client_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0)
-        .max_message_size(Some(1 << 20))
 }
 
 // ------------------------------------------------------------------ worker
@@ -212,15 +204,18 @@ async fn open(
             .await
             .map_err(|e| format!("connect: {}", e.kind()))?;
         let _ = stream.set_nodelay(true);
-        let (mut ws, _) =
-            tokio_tungstenite::client_async_with_config(url, stream, Some(client_config()))
-                .await
-                .map_err(|e| match e {
-                    tokio_tungstenite::tungstenite::Error::Http(r) => {
-                        format!("http_{}", r.status().as_u16())
-                    }
-                    other => format!("handshake: {other}"),
-                })?;
+        let (mut ws, _) = tokio_tungstenite::client_async_with_config(
+            url,
+            stream,
+            Some(crate::coord::ws_config()),
+        )
+        .await
+        .map_err(|e| match e {
+            tokio_tungstenite::tungstenite::Error::Http(r) => {
+                format!("http_{}", r.status().as_u16())
+            }
+            other => format!("handshake: {other}"),
+        })?;
         if !any_server {
             let first = ws.next().await;
             let ok = matches!(&first, Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Options every multi-process scenario shares.
 #[derive(Args, Clone, Debug)]
@@ -100,6 +101,16 @@ fn parse_cores(list: &str) -> anyhow::Result<Vec<usize>> {
 }
 
 /// Checks that a URL is `ws://IP:port[/path]` on loopback; returns the address.
+/// The WebSocket settings of every load client. The read buffer matters most: tungstenite
+/// zero-fills its free space before each read, and at the 128 KiB default that memset was
+/// 38% of a chat worker's CPU (perf), enough to make the client the bottleneck.
+pub fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(Some(16 << 20))
+}
+
 pub fn loopback_target(url: &str) -> anyhow::Result<std::net::SocketAddr> {
     let rest = url
         .strip_prefix("ws://")

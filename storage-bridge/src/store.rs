@@ -5,6 +5,7 @@
 //! Writes are idempotent: a message is unique on (conversation, seq) and on
 //! (conversation, sender, client message id), and a replayed batch changes nothing.
 
+mod events;
 mod postgres;
 mod sqlite;
 

@@ -1,6 +1,9 @@
 //! PostgreSQL through `tokio-postgres` with a `deadpool` connection pool. A batch is one
-//! transaction: messages go in with a single multi-row `INSERT ... SELECT FROM UNNEST(...)`.
+//! transaction: messages go in with a single multi-row `INSERT ... SELECT FROM UNNEST(...)`,
+//! and the batch's conversation events, folded to one row per key, with one statement per
+//! table (a burst of new conversations once cost four round trips each).
 
+use super::events::EventRows;
 use super::{id_from_db, id_to_db, StoreError, MIGRATIONS};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use switchboard_protocol::bridge::{ConvEvent, ConvInfo, OpenConv, StoredMessage};
@@ -86,45 +89,64 @@ impl PgStore {
             tx.execute(&stmt, &[&convs, &seqs, &senders, &cids, &bodies, &tss])
                 .await?;
         }
-        for e in events {
-            match e {
-                ConvEvent::Opened { conv, visitor, ts } => {
-                    let (c, v, t) = (id_to_db(conv.0), id_to_db(visitor.0), *ts as i64);
-                    tx.execute(
-                        "INSERT INTO conversations (id, visitor, opened_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                        &[&c, &v, &t],
-                    )
-                    .await?;
-                    tx.execute(
-                        "INSERT INTO visitors (id, first_seen, last_seen) VALUES ($1, $2, $2)
-                         ON CONFLICT (id) DO UPDATE SET last_seen = GREATEST(visitors.last_seen, EXCLUDED.last_seen)",
-                        &[&v, &t],
-                    )
-                    .await?;
-                }
-                ConvEvent::Assigned { conv, agent, ts } => {
-                    let (c, t) = (id_to_db(conv.0), *ts as i64);
-                    tx.execute(
-                        "UPDATE conversations SET agent = $2, assigned_at = $3 WHERE id = $1",
-                        &[&c, agent, &t],
-                    )
-                    .await?;
-                    tx.execute(
-                        "INSERT INTO agents (id, first_seen, last_seen) VALUES ($1, $2, $2)
-                         ON CONFLICT (id) DO UPDATE SET last_seen = GREATEST(agents.last_seen, EXCLUDED.last_seen)",
-                        &[agent, &t],
-                    )
-                    .await?;
-                }
-                ConvEvent::Closed { conv, by, ts } => {
-                    let (c, t) = (id_to_db(conv.0), *ts as i64);
-                    tx.execute(
-                        "UPDATE conversations SET closed_at = $2, closed_by = $3 WHERE id = $1 AND closed_at IS NULL",
-                        &[&c, &t, by],
-                    )
-                    .await?;
-                }
-            }
+        let rows = EventRows::fold(events);
+        if !rows.opened.is_empty() {
+            let convs: Vec<i64> = rows.opened.iter().map(|r| id_to_db(r.0 .0)).collect();
+            let visitors: Vec<i64> = rows.opened.iter().map(|r| id_to_db(r.1 .0)).collect();
+            let tss: Vec<i64> = rows.opened.iter().map(|r| r.2 as i64).collect();
+            tx.execute(
+                "INSERT INTO conversations (id, visitor, opened_at)
+                 SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[])
+                 ON CONFLICT DO NOTHING",
+                &[&convs, &visitors, &tss],
+            )
+            .await?;
+        }
+        if !rows.visitors.is_empty() {
+            let ids: Vec<i64> = rows.visitors.iter().map(|r| id_to_db(r.0 .0)).collect();
+            let tss: Vec<i64> = rows.visitors.iter().map(|r| r.1 as i64).collect();
+            tx.execute(
+                "INSERT INTO visitors (id, first_seen, last_seen)
+                 SELECT id, ts, ts FROM UNNEST($1::bigint[], $2::bigint[]) AS u(id, ts)
+                 ON CONFLICT (id) DO UPDATE SET last_seen = GREATEST(visitors.last_seen, EXCLUDED.last_seen)",
+                &[&ids, &tss],
+            )
+            .await?;
+        }
+        if !rows.assigned.is_empty() {
+            let convs: Vec<i64> = rows.assigned.iter().map(|r| id_to_db(r.0 .0)).collect();
+            let agents: Vec<&str> = rows.assigned.iter().map(|r| r.1.as_str()).collect();
+            let tss: Vec<i64> = rows.assigned.iter().map(|r| r.2 as i64).collect();
+            tx.execute(
+                "UPDATE conversations SET agent = u.agent, assigned_at = u.ts
+                 FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) AS u(id, agent, ts)
+                 WHERE conversations.id = u.id",
+                &[&convs, &agents, &tss],
+            )
+            .await?;
+        }
+        if !rows.agents.is_empty() {
+            let ids: Vec<&str> = rows.agents.iter().map(|r| r.0.as_str()).collect();
+            let tss: Vec<i64> = rows.agents.iter().map(|r| r.1 as i64).collect();
+            tx.execute(
+                "INSERT INTO agents (id, first_seen, last_seen)
+                 SELECT id, ts, ts FROM UNNEST($1::text[], $2::bigint[]) AS u(id, ts)
+                 ON CONFLICT (id) DO UPDATE SET last_seen = GREATEST(agents.last_seen, EXCLUDED.last_seen)",
+                &[&ids, &tss],
+            )
+            .await?;
+        }
+        if !rows.closed.is_empty() {
+            let convs: Vec<i64> = rows.closed.iter().map(|r| id_to_db(r.0 .0)).collect();
+            let bys: Vec<&str> = rows.closed.iter().map(|r| r.1.as_str()).collect();
+            let tss: Vec<i64> = rows.closed.iter().map(|r| r.2 as i64).collect();
+            tx.execute(
+                "UPDATE conversations SET closed_at = u.ts, closed_by = u.by
+                 FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) AS u(id, by, ts)
+                 WHERE conversations.id = u.id AND conversations.closed_at IS NULL",
+                &[&convs, &bys, &tss],
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(())
