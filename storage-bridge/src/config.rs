@@ -42,7 +42,7 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_BATCH_DELAY_MS", default_value_t = 2)]
     pub batch_delay_ms: u64,
     /// Batches committing at once on PostgreSQL (SQLite always commits one at a time).
-    #[arg(long, env = "SWITCHBOARD_COMMIT_CONCURRENCY", default_value_t = 1)]
+    #[arg(long, env = "SWITCHBOARD_COMMIT_CONCURRENCY", default_value_t = 2)]
     pub commit_concurrency: usize,
     /// HTTP API address (history, health, metrics). Empty: no HTTP.
     #[arg(
