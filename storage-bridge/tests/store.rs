@@ -91,7 +91,55 @@ both!(
     conversations_load_with_their_state_and_recent_messages,
     ids_use_all_64_bits,
     open_conversations_are_listed_with_their_agents,
+    events_in_one_batch_end_as_if_applied_one_by_one,
 );
+
+async fn events_in_one_batch_end_as_if_applied_one_by_one(s: Store) {
+    let assigned = |conv, agent: &str| ConvEvent::Assigned {
+        conv: ConvId(conv),
+        agent: agent.into(),
+        ts: 2,
+    };
+    let closed = |conv, by: &str| ConvEvent::Closed {
+        conv: ConvId(conv),
+        by: by.into(),
+        ts: 3,
+    };
+    // Many conversations in one batch (PostgreSQL writes each kind with one statement).
+    let mut events: Vec<ConvEvent> = (100..300).map(|c| opened(c, c + 1000)).collect();
+    events.extend([
+        opened(5, 50),
+        opened(5, 51),
+        assigned(5, "ann"),
+        assigned(5, "bob"),
+        closed(5, "bob"),
+        closed(5, "carl"),
+        opened(6, 50),
+        assigned(6, "ann"),
+        assigned(7, "ann"),
+    ]);
+    events.extend((100..300).map(|c| assigned(c, "dee")));
+    s.persist(vec![], events).await.unwrap();
+    let five = s.load_conv(ConvId(5), 0).await.unwrap().unwrap();
+    assert_eq!(
+        (five.visitor, five.agent.as_deref(), five.closed),
+        (VisitorId(50), Some("bob"), true),
+        "first open, last assignment, closed"
+    );
+    let six = s.load_conv(ConvId(6), 0).await.unwrap().unwrap();
+    assert_eq!((six.agent.as_deref(), six.closed), (Some("ann"), false));
+    assert_eq!(
+        s.load_conv(ConvId(7), 0).await.unwrap(),
+        None,
+        "never opened"
+    );
+    let open = s.open_conversations(1000).await.unwrap();
+    assert_eq!(open.len(), 201, "6 and 100..300");
+    assert!(open
+        .iter()
+        .filter(|o| o.conv.0 >= 100)
+        .all(|o| o.agent.as_deref() == Some("dee") && o.visitor.0 == o.conv.0 + 1000));
+}
 
 async fn open_conversations_are_listed_with_their_agents(s: Store) {
     s.persist(vec![], vec![opened(1, 10), opened(2, 20), opened(3, 30)])
