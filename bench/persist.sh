@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Sustained chat traffic through gateway + storage bridge + store; prints stored messages/s,
-# ack latency (= durably stored) and relay latency percentiles, lost/duplicated counts and
-# the server's CPU time per stored message. A benchmark, not a test: it asserts nothing
+# ack latency (= durably stored) and relay latency percentiles, lost/duplicated counts, the
+# server's CPU time per stored message, and where the whole machine's CPU went per message
+# (load generator, gateway+bridge, PostgreSQL). A benchmark, not a test: it asserts nothing
 # but zero lost and duplicated messages (its exit status).
 #
 #   bench/persist.sh [pg|sqlite] [visitors] [messages/s per visitor] [seconds]
 #
+# Writes bench/results/persist-<store>-<offered rate>.json.
 # pg uses postgres://postgres@127.0.0.1:5432/switchboard_bench (created and emptied here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,12 +40,13 @@ pg_ticks() {
     done
     echo "$s"
 }
+out=bench/results/persist-$db-$(awk "BEGIN {print $visitors * $rate}").json
 pg0=$(pg_ticks); t0=$(date +%s.%N)
 ./target/release/loadtest chat --url "ws://$addr" --secret-file "$dir/secret" --agents 10 \
     --visitors "$visitors" --rate "$rate" --duration "$duration" --procs 2 \
-    --server-pids "$gw,$bridge" --json "bench/results/persist-$db.json"
+    --server-pids "$gw,$bridge" --json "$out"
 pg1=$(pg_ticks); t1=$(date +%s.%N)
-python3 - "bench/results/persist-$db.json" "$db" "$(( pg1 - pg0 ))" "$(getconf CLK_TCK)" "$t0" "$t1" <<'PY'
+python3 - "$out" "$db" "$(( pg1 - pg0 ))" "$(getconf CLK_TCK)" "$t0" "$t1" <<'PY'
 import json, sys
 path, db, ticks, hz, t0, t1 = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])
 r = json.load(open(path))
