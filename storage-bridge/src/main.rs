@@ -21,7 +21,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let config = Config::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(config.threads.max(1))
         .enable_all()
         .build()
     {
