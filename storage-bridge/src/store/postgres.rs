@@ -8,7 +8,8 @@ use super::{id_from_db, id_to_db, StoreError, MIGRATIONS};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use switchboard_protocol::bridge::{ConvEvent, ConvInfo, OpenConv, StoredMessage};
 use switchboard_protocol::{ConvId, VisitorId};
-use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Transaction};
 
 #[derive(Clone)]
 pub struct PgStore {
@@ -105,48 +106,21 @@ impl PgStore {
         if !rows.visitors.is_empty() {
             let ids: Vec<i64> = rows.visitors.iter().map(|r| id_to_db(r.0 .0)).collect();
             let tss: Vec<i64> = rows.visitors.iter().map(|r| r.1 as i64).collect();
-            tx.execute(
-                "INSERT INTO visitors (id, first_seen, last_seen)
-                 SELECT id, ts, ts FROM UNNEST($1::bigint[], $2::bigint[]) AS u(id, ts)
-                 ON CONFLICT (id) DO UPDATE SET last_seen = GREATEST(visitors.last_seen, EXCLUDED.last_seen)",
-                &[&ids, &tss],
-            )
-            .await?;
-        }
-        if !rows.assigned.is_empty() {
-            let convs: Vec<i64> = rows.assigned.iter().map(|r| id_to_db(r.0 .0)).collect();
-            let agents: Vec<&str> = rows.assigned.iter().map(|r| r.1.as_str()).collect();
-            let tss: Vec<i64> = rows.assigned.iter().map(|r| r.2 as i64).collect();
-            tx.execute(
-                "UPDATE conversations SET agent = u.agent, assigned_at = u.ts
-                 FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) AS u(id, agent, ts)
-                 WHERE conversations.id = u.id",
-                &[&convs, &agents, &tss],
-            )
-            .await?;
+            seen(&tx, "visitors", "bigint", &ids, &tss).await?;
         }
         if !rows.agents.is_empty() {
             let ids: Vec<&str> = rows.agents.iter().map(|r| r.0.as_str()).collect();
             let tss: Vec<i64> = rows.agents.iter().map(|r| r.1 as i64).collect();
-            tx.execute(
-                "INSERT INTO agents (id, first_seen, last_seen)
-                 SELECT id, ts, ts FROM UNNEST($1::text[], $2::bigint[]) AS u(id, ts)
-                 ON CONFLICT (id) DO UPDATE SET last_seen = GREATEST(agents.last_seen, EXCLUDED.last_seen)",
-                &[&ids, &tss],
-            )
-            .await?;
+            seen(&tx, "agents", "text", &ids, &tss).await?;
+        }
+        if !rows.assigned.is_empty() {
+            let set = "agent = u.who, assigned_at = u.ts";
+            update_conversations(&tx, set, "", &rows.assigned).await?;
         }
         if !rows.closed.is_empty() {
-            let convs: Vec<i64> = rows.closed.iter().map(|r| id_to_db(r.0 .0)).collect();
-            let bys: Vec<&str> = rows.closed.iter().map(|r| r.1.as_str()).collect();
-            let tss: Vec<i64> = rows.closed.iter().map(|r| r.2 as i64).collect();
-            tx.execute(
-                "UPDATE conversations SET closed_at = u.ts, closed_by = u.by
-                 FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) AS u(id, by, ts)
-                 WHERE conversations.id = u.id AND conversations.closed_at IS NULL",
-                &[&convs, &bys, &tss],
-            )
-            .await?;
+            let set = "closed_at = u.ts, closed_by = u.who";
+            let only_open = "AND conversations.closed_at IS NULL";
+            update_conversations(&tx, set, only_open, &rows.closed).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -231,4 +205,39 @@ impl PgStore {
         out.reverse();
         Ok(out)
     }
+}
+
+/// Records visitors or agents as seen, keeping each one's newest `last_seen`.
+async fn seen(
+    tx: &Transaction<'_>,
+    table: &'static str,
+    id_type: &'static str,
+    ids: &(dyn ToSql + Sync),
+    tss: &[i64],
+) -> Result<(), tokio_postgres::Error> {
+    let sql = format!(
+        "INSERT INTO {table} (id, first_seen, last_seen)
+         SELECT id, ts, ts FROM UNNEST($1::{id_type}[], $2::bigint[]) AS u(id, ts)
+         ON CONFLICT (id) DO UPDATE SET last_seen = GREATEST({table}.last_seen, EXCLUDED.last_seen)"
+    );
+    tx.execute(&sql, &[ids, &tss]).await.map(drop)
+}
+
+/// Applies (conversation, who, when) rows to `conversations` with one `UPDATE ... FROM
+/// UNNEST`; `set` names the columns from `u.who` and `u.ts`.
+async fn update_conversations(
+    tx: &Transaction<'_>,
+    set: &'static str,
+    condition: &'static str,
+    rows: &[(ConvId, String, u64)],
+) -> Result<(), tokio_postgres::Error> {
+    let convs: Vec<i64> = rows.iter().map(|r| id_to_db(r.0 .0)).collect();
+    let whos: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    let tss: Vec<i64> = rows.iter().map(|r| r.2 as i64).collect();
+    let sql = format!(
+        "UPDATE conversations SET {set}
+         FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) AS u(id, who, ts)
+         WHERE conversations.id = u.id {condition}"
+    );
+    tx.execute(&sql, &[&convs, &whos, &tss]).await.map(drop)
 }
