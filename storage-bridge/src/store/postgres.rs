@@ -8,6 +8,7 @@ use super::{id_from_db, id_to_db, StoreError, MIGRATIONS};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use switchboard_protocol::bridge::{ConvEvent, ConvInfo, OpenConv, StoredMessage};
 use switchboard_protocol::{ConvId, VisitorId};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Transaction};
 
@@ -66,10 +67,29 @@ impl PgStore {
         Ok(())
     }
 
+    /// Writes a batch. Messages go in with a plain `INSERT` first: with `ON CONFLICT`
+    /// PostgreSQL probes both unique indexes before inserting into them, twice the index
+    /// descents for the rare batch that repeats a message (a replay after a restart). Such a
+    /// batch fails with a unique violation and is written again, skipping what is stored.
     pub async fn persist(
         &self,
         messages: &[StoredMessage],
         events: &[ConvEvent],
+    ) -> Result<(), StoreError> {
+        match self.write_batch(messages, events, false).await {
+            Err(StoreError::Postgres(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                metrics::counter!("bridge_batches_with_repeats_total").increment(1);
+                self.write_batch(messages, events, true).await
+            }
+            other => other,
+        }
+    }
+
+    async fn write_batch(
+        &self,
+        messages: &[StoredMessage],
+        events: &[ConvEvent],
+        skip_stored: bool,
     ) -> Result<(), StoreError> {
         let mut c = self.pool.get().await.map_err(pool_err)?;
         let tx = c.transaction().await?;
@@ -80,13 +100,14 @@ impl PgStore {
             let cids: Vec<&str> = messages.iter().map(|m| m.cid.as_str()).collect();
             let bodies: Vec<&str> = messages.iter().map(|m| m.body.as_str()).collect();
             let tss: Vec<i64> = messages.iter().map(|m| m.ts as i64).collect();
-            let stmt = tx
-                .prepare_cached(
-                    "INSERT INTO messages (conv, seq, sender, cid, body, ts)
-                     SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[])
-                     ON CONFLICT DO NOTHING",
-                )
-                .await?;
+            let insert = "INSERT INTO messages (conv, seq, sender, cid, body, ts)
+                 SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[])";
+            let stmt = if skip_stored {
+                tx.prepare_cached(&format!("{insert} ON CONFLICT DO NOTHING"))
+                    .await?
+            } else {
+                tx.prepare_cached(insert).await?
+            };
             tx.execute(&stmt, &[&convs, &seqs, &senders, &cids, &bodies, &tss])
                 .await?;
         }
