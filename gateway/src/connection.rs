@@ -34,8 +34,10 @@ type Ws = WebSocketStream<TcpStream>;
 pub fn ws_config(cfg: &crate::config::Config) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(cfg.read_buffer_bytes)
-        // Frames are buffered until our explicit flush; the out buffer may hold one batch.
-        .write_buffer_size(0)
+        // Frames are buffered until our explicit flush, so a batch is one write. (With 0,
+        // tungstenite writes every frame to the socket as it is fed: one sendto per frame,
+        // which is what this gateway did until the persistence benchmark counted them.)
+        .write_buffer_size(cfg.max_outbox_bytes)
         .max_write_buffer_size(cfg.max_outbox_bytes + cfg.max_message_bytes)
         .max_message_size(Some(cfg.max_message_bytes))
         .max_frame_size(Some(cfg.max_message_bytes))
