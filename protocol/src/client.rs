@@ -130,17 +130,10 @@ struct RawFrame<'a> {
 pub fn decode_client_frame(text: &str) -> Result<ClientFrame, DecodeError> {
     // serde would also read a struct from a JSON array; the protocol only has objects.
     if !text.trim_start().starts_with('{') {
-        return Err(DecodeError {
-            code: ErrorCode::BadJson,
-            message: "a frame must be a JSON object".into(),
-            cid: None,
-        });
+        return Err(bad_json("a frame must be a JSON object".into()));
     }
-    let raw: RawFrame<'_> = serde_json::from_str(text).map_err(|e| DecodeError {
-        code: ErrorCode::BadJson,
-        message: format!("not a JSON object: {e}"),
-        cid: None,
-    })?;
+    let raw: RawFrame<'_> =
+        serde_json::from_str(text).map_err(|e| bad_json(format!("not a JSON object: {e}")))?;
     validate(raw)
 }
 
@@ -149,18 +142,19 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame, DecodeError> {
 #[cfg(feature = "simd")]
 pub fn decode_client_frame_simd(text: &mut [u8]) -> Result<ClientFrame, DecodeError> {
     if text.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(DecodeError {
-            code: ErrorCode::BadJson,
-            message: "a frame must be a JSON object".into(),
-            cid: None,
-        });
+        return Err(bad_json("a frame must be a JSON object".into()));
     }
-    let raw: RawFrame<'_> = simd_json::serde::from_slice(text).map_err(|e| DecodeError {
-        code: ErrorCode::BadJson,
-        message: format!("not a JSON object: {e}"),
-        cid: None,
-    })?;
+    let raw: RawFrame<'_> = simd_json::serde::from_slice(text)
+        .map_err(|e| bad_json(format!("not a JSON object: {e}")))?;
     validate(raw)
+}
+
+fn bad_json(message: String) -> DecodeError {
+    DecodeError {
+        code: ErrorCode::BadJson,
+        message,
+        cid: None,
+    }
 }
 
 fn validate(raw: RawFrame<'_>) -> Result<ClientFrame, DecodeError> {
