@@ -77,15 +77,12 @@ pub fn check(f: &Facts) -> Result<(), Unavailable> {
     }
     match f.disabled {
         Some(2) => Err(Unavailable::Disabled),
-        Some(1) => {
-            let root = f.euid == Some(0);
-            match f.group {
-                Some(g) if g >= 0 && (root || f.groups.contains(&(g as u32))) => Ok(()),
-                _ if root => Ok(()),
-                Some(g) if g >= 0 => Err(Unavailable::NotInGroup(g as u32)),
-                _ => Err(Unavailable::Disabled),
-            }
-        }
+        Some(1) if f.euid == Some(0) => Ok(()),
+        Some(1) => match f.group.and_then(|g| u32::try_from(g).ok()) {
+            Some(g) if f.groups.contains(&g) => Ok(()),
+            Some(g) => Err(Unavailable::NotInGroup(g)),
+            None => Err(Unavailable::Disabled),
+        },
         _ => Ok(()),
     }
 }
