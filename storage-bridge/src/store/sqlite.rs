@@ -38,8 +38,9 @@ impl SqliteStore {
         // SQLite's defaults (a 2 MB page cache, a checkpoint every 1,000 WAL pages) made the
         // store fall behind at 15k messages/s, most of the bridge's CPU copying pages in and
         // out of the kernel (perf): ack p50 83 ms, p99 405 ms. With a 64 MiB cache (the
-        // indexes' hot pages) and checkpoints ten times rarer: p50 6 ms, p99 57 ms
-        // (`bench/persist.sh sqlite 1000 15`). A map (mmap_size) made no further difference.
+        // indexes' hot pages) and checkpoints ten times rarer: p50 6-13 ms, p99 57-120 ms
+        // over several runs of `bench/persist.sh sqlite 1000 15`. A map (mmap_size) made no
+        // further difference.
         conn.pragma_update(None, "cache_size", -65_536)?;
         conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
