@@ -325,7 +325,8 @@ async fn every_metric_in_the_rules_and_dashboard_is_exported() {
 
     // A real gateway and bridge after one conversation: every series exists.
     let dir = temp_dir("deploy-metrics");
-    let bridge = BridgeProc::start(&dir, &[]);
+    let redis = common::RedisProc::start();
+    let bridge = BridgeProc::start(&dir, &[("REDIS_URL", redis.url().as_str())]);
     let args = bridge.gateway_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let gw = Gateway::start_at(&dir, 2, &args, |_| {});

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{stored_messages, temp_dir, BridgeProc, Client, Gateway};
+use common::{free_port, stored_messages, temp_dir, BridgeProc, Client, Gateway, RedisProc};
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -256,7 +256,7 @@ impl OwnPostgres {
             .status()
             .unwrap();
         assert!(status.success());
-        let port = 20_000 + fastrand::u16(..20_000);
+        let port = free_port();
         let pg = OwnPostgres { dir, bin, port };
         pg.as_postgres(&[
             "initdb",
@@ -402,32 +402,10 @@ async fn postgres_down_for_a_while_delays_acks_and_the_bridge_catches_up() {
 #[tokio::test(flavor = "multi_thread")]
 async fn with_redis_gone_history_and_resume_come_from_the_database() {
     let dir = temp_dir("fault-redis");
-    let port = 20_000 + fastrand::u16(..20_000);
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut redis = Killed(
-        std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is required"),
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    let redis_url = format!("redis://127.0.0.1:{port}");
+    // Answering before the bridge starts, or the bridge caches only from when it connects
+    // (retrying each second) and the cache hit below would depend on timing.
+    let mut redis = RedisProc::start();
+    let redis_url = redis.url();
     let bridge = BridgeProc::start(&dir, &[("REDIS_URL", redis_url.as_str())]);
     let gw = gateway_on(&bridge, &dir);
     let mut v = gw.visitor().await;
@@ -454,8 +432,7 @@ async fn with_redis_gone_history_and_resume_come_from_the_database() {
         "{metrics}"
     );
     // ...and with Redis gone (from the database).
-    redis.0.kill().unwrap();
-    redis.0.wait().unwrap();
+    redis.kill();
     v.send(json!({"type":"history","before":30,"limit":5}))
         .await;
     let h = v.expect("history").await;

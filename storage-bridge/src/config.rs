@@ -35,6 +35,10 @@ pub struct Config {
     /// that resumes and history pages just past the window are served from it).
     #[arg(long, env = "SWITCHBOARD_CACHE_MESSAGES", default_value_t = 1000)]
     pub cache_messages: usize,
+    /// Prefix of every Redis key the bridge uses. Each bridge sharing a Redis needs its own:
+    /// at start a bridge deletes the keys under its prefix that it did not write.
+    #[arg(long, env = "SWITCHBOARD_CACHE_PREFIX", default_value = "sb:")]
+    pub cache_prefix: String,
     /// Group commit: write a batch when this many messages wait...
     #[arg(long, env = "SWITCHBOARD_BATCH_MAX", default_value_t = 1024)]
     pub batch_max: usize,

@@ -92,13 +92,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(store = store.kind(), "store ready");
     let cache = match &config.redis_url {
-        Some(url) => match Cache::connect(url, config.cache_messages, "sb:").await {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::warn!(error = %e, "redis unavailable at start; running without the cache");
-                None
-            }
-        },
+        Some(url) => Some(
+            Cache::start(url, config.cache_messages, &config.cache_prefix)
+                .await
+                .context("REDIS_URL")?,
+        ),
         None => None,
     };
     let secret_path = config

@@ -452,3 +452,224 @@ fn the_http_api_serves_history_to_agents_compressed_with_zstd() {
     );
     assert_eq!(http_get(&addr, "/healthz", &[]), (200, "ok\n".into()));
 }
+
+/// A redis-server of the test's own, on a free port, killed when dropped.
+struct RedisProc {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl RedisProc {
+    /// A free port for a Redis to come later.
+    fn reserve(dir: &Path) -> RedisProc {
+        std::fs::create_dir_all(dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        RedisProc {
+            child: None,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn start(dir: &Path) -> RedisProc {
+        let mut r = RedisProc::reserve(dir);
+        r.run();
+        r
+    }
+
+    /// Starts it (again: it loads the snapshot in its directory, if any).
+    fn run(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--dir", self.dir.to_str().unwrap()])
+            .args(["--enable-debug-command", "local"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is required (scripts/ensure-services.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.cmd("PING").as_deref() != Some("+PONG") {
+            assert!(Instant::now() < deadline, "redis-server did not answer");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// One inline command; the first line of the reply.
+    fn cmd(&self, command: &str) -> Option<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(format!("{command}\r\n").as_bytes()).ok()?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).ok()?;
+        Some(line.trim_end().to_string())
+    }
+
+    /// Every key under `pattern` (KEYS is fine on a test's own Redis).
+    fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(format!("KEYS {pattern}\r\n").as_bytes())
+            .unwrap();
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let n: usize = line.trim_end().trim_start_matches('*').parse().unwrap();
+        let mut keys = Vec::new();
+        for _ in 0..n {
+            line.clear();
+            r.read_line(&mut line).unwrap(); // $len
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            keys.push(line.trim_end().to_string());
+        }
+        keys
+    }
+}
+
+impl Drop for RedisProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The seqs of conversation `conv`'s newest `limit` messages below `before`.
+fn history_seqs(l: &mut Link, conv: u64, before: u64, limit: u32) -> Vec<u64> {
+    l.send(&BridgeMsg::History {
+        req: 1_000,
+        conv: ConvId(conv),
+        after: 0,
+        before,
+        limit,
+    });
+    let Some(BridgeMsg::HistoryIs { messages, .. }) = l.recv() else {
+        panic!("no history")
+    };
+    messages.iter().map(|m| m.seq).collect()
+}
+
+fn persisted(l: &mut Link, conv: u64, seqs: std::ops::RangeInclusive<u64>) {
+    let req = *seqs.end();
+    l.send(&persist(req, conv, seqs));
+    assert_eq!(l.recv(), Some(BridgeMsg::Persisted { req }));
+}
+
+/// A counter's value on the bridge's /metrics (0 when not exported yet).
+fn counter(b: &Bridge, name: &str) -> u64 {
+    let (_, body) = http_get(b.http.as_deref().unwrap(), "/metrics", &[]);
+    body.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn the_cache_answers_only_for_what_this_process_wrote_into_it() {
+    let dir = tempdir("cache-restarts");
+    let redis = RedisProc::start(&dir.join("redis"));
+    let url = redis.url();
+    let with_redis = ["--redis-url", url.as_str()];
+    let mut a = Bridge::start(&dir, &with_redis);
+    let mut l = Link::hello(&a.socket());
+    persisted(&mut l, 9, 1..=100);
+    assert_eq!(
+        history_seqs(&mut l, 9, u64::MAX, 5),
+        vec![96, 97, 98, 99, 100]
+    );
+    assert_eq!(counter(&a, "bridge_cache_hits_total"), 1);
+    a.kill9();
+    // Messages stored while no bridge wrote to the cache...
+    let mut b = Bridge::start(&dir, &[]);
+    let mut l = Link::hello(&b.socket());
+    persisted(&mut l, 9, 101..=200);
+    b.kill9();
+    // ...must not be hidden by what the first bridge cached.
+    let c = Bridge::start(&dir, &with_redis);
+    let mut l = Link::hello(&c.socket());
+    assert_eq!(
+        history_seqs(&mut l, 9, 150, 10),
+        (140..150).collect::<Vec<_>>()
+    );
+    assert_eq!(history_seqs(&mut l, 9, u64::MAX, 3), vec![198, 199, 200]);
+    assert_eq!(counter(&c, "bridge_cache_hits_total"), 0);
+    // What this bridge writes it serves from the cache.
+    persisted(&mut l, 9, 201..=210);
+    assert_eq!(history_seqs(&mut l, 9, u64::MAX, 3), vec![208, 209, 210]);
+    assert_eq!(counter(&c, "bridge_cache_hits_total"), 1);
+    // The first bridge's keys are deleted in the background.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !redis.keys("sb:e1:*").is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", redis.keys("sb:*"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!redis.keys("sb:e2:*").is_empty());
+}
+
+#[test]
+fn a_bridge_started_before_redis_uses_it_later_and_never_trusts_a_restored_snapshot() {
+    let dir = tempdir("cache-late");
+    let mut redis = RedisProc::reserve(&dir.join("redis"));
+    let url = redis.url();
+    let b = Bridge::start(&dir, &["--redis-url", url.as_str()]);
+    let mut l = Link::hello(&b.socket());
+    persisted(&mut l, 4, 1..=10);
+    assert_eq!(history_seqs(&mut l, 4, u64::MAX, 3), vec![8, 9, 10]);
+    redis.run();
+    // The bridge connects within a few seconds; every answer is right meanwhile.
+    let mut last = 10;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while counter(&b, "bridge_cache_hits_total") == 0 {
+        assert!(Instant::now() < deadline, "the bridge never used Redis");
+        persisted(&mut l, 4, last + 1..=last + 10);
+        last += 10;
+        assert_eq!(
+            history_seqs(&mut l, 4, u64::MAX, 3),
+            vec![last - 2, last - 1, last]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Redis goes back to a snapshot that misses the newest messages, without dropping
+    // the connection: the cached list looks whole, but the bridge must not trust it.
+    assert_eq!(redis.cmd("SAVE").as_deref(), Some("+OK"));
+    persisted(&mut l, 4, last + 1..=last + 10);
+    last += 10;
+    assert_eq!(
+        redis.cmd("DEBUG RELOAD NOSAVE").as_deref(),
+        Some("+OK"),
+        "redis could not reload its snapshot"
+    );
+    let hits = counter(&b, "bridge_cache_hits_total");
+    assert_eq!(
+        history_seqs(&mut l, 4, u64::MAX, 3),
+        vec![last - 2, last - 1, last]
+    );
+    assert_eq!(counter(&b, "bridge_cache_hits_total"), hits);
+    assert_eq!(counter(&b, "bridge_cache_resets_total"), 1);
+    // A new namespace follows, and the cache is used again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while counter(&b, "bridge_cache_hits_total") == hits {
+        assert!(
+            Instant::now() < deadline,
+            "the bridge never used Redis again"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        persisted(&mut l, 4, last + 1..=last + 10);
+        last += 10;
+        assert_eq!(
+            history_seqs(&mut l, 4, u64::MAX, 3),
+            vec![last - 2, last - 1, last]
+        );
+    }
+}

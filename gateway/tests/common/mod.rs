@@ -593,3 +593,69 @@ pub fn http_get_text(addr: &str, path: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+/// A loopback port nothing listens on now (the kernel's pick, outside any fixed range).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A redis-server of the test's own on a free port; killed (by its PID) when dropped.
+pub struct RedisProc {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl RedisProc {
+    /// Started and answering PING.
+    pub fn start() -> RedisProc {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is required (scripts/ensure-services.sh installs it)");
+        let redis = RedisProc {
+            child: Some(child),
+            port,
+        };
+        let deadline = Instant::now() + TIMEOUT;
+        while !redis.answers() {
+            assert!(Instant::now() < deadline, "redis-server did not answer");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn answers(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut line = String::new();
+        s.write_all(b"PING\r\n").is_ok()
+            && BufReader::new(s).read_line(&mut line).is_ok()
+            && line.starts_with("+PONG")
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
