@@ -22,6 +22,11 @@ pub enum StoreError {
     Postgres(#[from] tokio_postgres::Error),
     #[error("postgres pool: {0}")]
     Pool(String),
+    #[error(
+        "the database schema is at version {found}, newer than this bridge knows (up to \
+         {known}): it was migrated by a newer storage-bridge; run that version or newer"
+    )]
+    NewerSchema { found: i64, known: i64 },
     #[error("{0}")]
     Other(String),
 }
@@ -39,6 +44,16 @@ impl StoreError {
             Self::Postgres(_) | Self::Pool(_) => true,
             _ => false,
         }
+    }
+}
+
+/// Refuses a database migrated past what this build knows: an older bridge would write
+/// rows a newer schema may not expect, and its migrations would not notice.
+pub(crate) fn check_schema_version(applied_max: Option<i64>) -> Result<(), StoreError> {
+    let known = MIGRATIONS.iter().map(|(v, _)| *v).max().unwrap_or(0);
+    match applied_max {
+        Some(found) if found > known => Err(StoreError::NewerSchema { found, known }),
+        _ => Ok(()),
     }
 }
 
@@ -154,5 +169,21 @@ impl Store {
     /// Messages stored for a conversation (tests and checks).
     pub async fn count_messages(&self, conv: ConvId) -> Result<u64, StoreError> {
         Ok(self.history(conv, 0, u64::MAX, u32::MAX).await?.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_schema_newer_than_the_migrations_is_refused() {
+        let known = MIGRATIONS.last().unwrap().0;
+        assert!(check_schema_version(None).is_ok());
+        assert!(check_schema_version(Some(known)).is_ok());
+        assert!(matches!(
+            check_schema_version(Some(known + 1)),
+            Err(StoreError::NewerSchema { found, .. }) if found == known + 1
+        ));
     }
 }

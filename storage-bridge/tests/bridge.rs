@@ -289,6 +289,45 @@ fn a_stale_socket_file_is_replaced_and_a_live_one_is_not() {
 }
 
 #[test]
+fn a_database_migrated_by_a_newer_bridge_is_refused_and_left_alone() {
+    let dir = tempdir("newer");
+    let mut b = Bridge::start(&dir, &[]);
+    let mut l = Link::hello(&b.socket());
+    persisted(&mut l, 2, 1..=3);
+    b.kill9();
+    let db = rusqlite::Connection::open(dir.join("switchboard.db")).unwrap();
+    db.execute(
+        "INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    let out = Command::new(env!("CARGO_BIN_EXE_storage-bridge"))
+        .args(["--socket", dir.join("b.sock").to_str().unwrap()])
+        .args(["--data-dir", dir.to_str().unwrap(), "--http", ""])
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("schema is at version 99, newer than this bridge knows"),
+        "{stderr}"
+    );
+    // Nothing was changed: an older bridge taken out of service again finds it as it was.
+    let db = rusqlite::Connection::open(dir.join("switchboard.db")).unwrap();
+    let (versions, messages): (i64, i64) = db
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM schema_migrations), (SELECT COUNT(*) FROM messages)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((versions, messages), (2, 3));
+}
+
+#[test]
 fn confirmed_writes_survive_sigkill() {
     let dir = tempdir("kill");
     let mut b = Bridge::start(&dir, &[]);

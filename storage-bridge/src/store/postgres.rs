@@ -4,7 +4,7 @@
 //! table (a burst of new conversations once cost four round trips each).
 
 use super::events::EventRows;
-use super::{id_from_db, id_to_db, StoreError, MIGRATIONS};
+use super::{check_schema_version, id_from_db, id_to_db, StoreError, MIGRATIONS};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use switchboard_protocol::bridge::{ConvEvent, ConvInfo, OpenConv, StoredMessage};
 use switchboard_protocol::{ConvId, VisitorId};
@@ -48,6 +48,11 @@ impl PgStore {
             // Serialise concurrent starts: one migrator at a time.
             tx.batch_execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
                 .await?;
+            let applied: Option<i64> = tx
+                .query_one("SELECT MAX(version) FROM schema_migrations", &[])
+                .await?
+                .get(0);
+            check_schema_version(applied)?;
             let done = tx
                 .query_opt(
                     "SELECT version FROM schema_migrations WHERE version = $1",

@@ -2,7 +2,7 @@
 //! committed batch survives power loss). SQLite calls block, so they run on tokio's blocking
 //! pool; one connection behind a mutex serialises writers, which SQLite does anyway.
 
-use super::{id_from_db, id_to_db, StoreError, MIGRATIONS};
+use super::{check_schema_version, id_from_db, id_to_db, StoreError, MIGRATIONS};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -80,6 +80,9 @@ impl SqliteStore {
             c.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")?;
             for (version, sql) in MIGRATIONS {
                 let tx = c.transaction()?;
+                let applied: Option<i64> =
+                    tx.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get(0))?;
+                check_schema_version(applied)?;
                 let done: Option<i64> =
                     tx.query_row("SELECT version FROM schema_migrations WHERE version = ?1", [version], |r| r.get(0)).optional()?;
                 if done.is_none() {
