@@ -9,6 +9,7 @@
 use crate::messages::ShardMsg;
 use crate::routing::ShardId;
 use crate::shard::ConnKey;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use switchboard_protocol::bridge::{BridgeMsg, ConvEvent, OpenConv, StoredMessage};
 use switchboard_protocol::ConvId;
@@ -59,6 +60,9 @@ pub struct StoreLink {
     batch_messages: Vec<StoredMessage>,
     batch_events: Vec<ConvEvent>,
     batch_heads: Vec<(ConvId, u64)>,
+    /// Where each conversation of the batch is in `batch_heads`: a batch gathered while the
+    /// bridge is away can span thousands of conversations.
+    batch_head_at: HashMap<ConvId, usize>,
     out: Vec<BridgeMsg>,
     /// In request order: the bridge may commit batches concurrently and answer out of
     /// order, but a conversation is confirmed up to a seq only once every earlier batch is.
@@ -105,9 +109,15 @@ impl StoreLink {
     }
 
     pub fn record(&mut self, m: StoredMessage) {
-        match self.batch_heads.iter_mut().find(|(c, _)| *c == m.conv) {
-            Some((_, head)) => *head = (*head).max(m.seq),
-            None => self.batch_heads.push((m.conv, m.seq)),
+        match self.batch_head_at.entry(m.conv) {
+            Entry::Occupied(at) => {
+                let head = &mut self.batch_heads[*at.get()].1;
+                *head = (*head).max(m.seq);
+            }
+            Entry::Vacant(at) => {
+                at.insert(self.batch_heads.len());
+                self.batch_heads.push((m.conv, m.seq));
+            }
         }
         self.batch_messages.push(m);
     }
@@ -161,6 +171,7 @@ impl StoreLink {
             let messages = std::mem::take(&mut self.batch_messages);
             let events = std::mem::take(&mut self.batch_events);
             let heads = std::mem::take(&mut self.batch_heads);
+            self.batch_head_at.clear();
             self.unconfirmed += messages.len();
             self.persisting.insert(
                 req,
@@ -294,6 +305,15 @@ mod tests {
             ),
             "answered once"
         );
+        // The next batch starts with no heads of its own.
+        l.record(m(2, 6));
+        let BridgeMsg::Persist { req, .. } = l.take_requests().remove(0) else {
+            panic!()
+        };
+        match l.resolve(&BridgeMsg::Persisted { req }) {
+            Resolved::Persist(o) => assert_eq!(o[0].heads, vec![(ConvId(2), 6)]),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
