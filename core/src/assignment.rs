@@ -184,12 +184,29 @@ impl Dispatcher {
     }
 
     /// `agent` closed `conv`: its slot frees up for the queue.
-    pub fn closed(&mut self, conv: ConvId, agent: &AgentId) -> Vec<Dispatch> {
-        self.known.remove(&conv);
-        if let Some(a) = self.agents.get_mut(agent) {
+    /// `conv` is closed: it leaves the queue or its agent's list, wherever it is. `agent`
+    /// is where to look first; an idle close can cross an assignment still on its way to
+    /// the conversation's shard, so the dispatcher may have given it to someone since.
+    pub fn closed(&mut self, conv: ConvId, agent: Option<&AgentId>) -> Vec<Dispatch> {
+        if !self.known.remove(&conv) {
+            return Vec::new();
+        }
+        self.queue.retain(|w| w.conv != conv);
+        let holds = |a: &Agent| a.open.iter().any(|(c, _)| *c == conv);
+        let holder = agent
+            .filter(|id| self.agents.get(*id).is_some_and(holds))
+            .cloned()
+            .or_else(|| {
+                self.agents
+                    .iter()
+                    .find(|(_, a)| holds(a))
+                    .map(|(id, _)| id.clone())
+            });
+        if let Some(id) = holder {
+            let a = self.agents.get_mut(&id).expect("found above");
             a.open.retain(|(c, _)| *c != conv);
             if !a.is_online() && a.open.is_empty() {
-                self.agents.remove(agent);
+                self.agents.remove(&id);
             }
         }
         self.drain()
@@ -279,7 +296,7 @@ mod tests {
         assert!(d.position_updates().is_empty());
         // Bob closes one: the oldest waiting conversation is his, and the other moves up.
         assert_eq!(
-            assigned_to(&d.closed(ConvId(1), &agent("bob"))),
+            assigned_to(&d.closed(ConvId(1), Some(&agent("bob")))),
             vec![(4, "bob".into())]
         );
         assert_eq!(
@@ -396,7 +413,7 @@ mod tests {
                         let name = format!("a{a}");
                         if let Some(c) = assigned.iter().find(|(_, v)| **v == name).map(|(c, _)| *c) {
                             assigned.remove(&c);
-                            let out = d.closed(ConvId(c), &agent(&name));
+                            let out = d.closed(ConvId(c), Some(&agent(&name)));
                             apply(out, &mut assigned, &mut queued);
                         }
                     }

@@ -62,6 +62,9 @@ pub struct CoreConfig {
     pub history_max: u32,
     /// Most stored messages fetched for one `resume` reaching past the window.
     pub resume_fetch_max: u32,
+    /// A conversation nobody wrote in for this long is closed (frees its agent's place and
+    /// its memory). `None`: never.
+    pub conversation_idle_close: Option<Duration>,
 }
 
 impl Default for CoreConfig {
@@ -82,6 +85,7 @@ impl Default for CoreConfig {
             max_unconfirmed: 100_000,
             history_max: 200,
             resume_fetch_max: 1000,
+            conversation_idle_close: Some(Duration::from_secs(30 * 60)),
         }
     }
 }

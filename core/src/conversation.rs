@@ -41,6 +41,11 @@ pub struct Conversation {
     pub confirmed: u64,
     /// Acks held until the store confirms their seq.
     pub ack_waiters: Vec<AckWaiter>,
+    /// When someone last wrote in it (the shard's monotonic milliseconds), for closing
+    /// idle conversations.
+    pub last_active_ms: u64,
+    /// Whether the shard's idle timer holds a check for it.
+    pub idle_watched: bool,
 }
 
 /// An `ack` to send once `seq` is durable.
@@ -73,6 +78,8 @@ impl Conversation {
             subscribers: Vec::new(),
             confirmed: 0,
             ack_waiters: Vec::new(),
+            last_active_ms: 0,
+            idle_watched: false,
         }
     }
 
@@ -93,6 +100,11 @@ impl Conversation {
         c.seq = info.last_seq;
         c.confirmed = info.last_seq;
         c
+    }
+
+    /// When its newest stored message was written (Unix milliseconds), if any is stored.
+    pub fn last_written_unix_ms(info: &ConvInfo) -> Option<u64> {
+        info.recent.iter().map(|m| m.ts).max()
     }
 
     /// The oldest seq still in the window.

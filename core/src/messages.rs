@@ -58,6 +58,12 @@ pub enum ShardMsg {
         conv: ConvId,
         conn: ConnKey,
     },
+    /// Close `conv` if nobody wrote in it for `conversation_idle_close` (else check again
+    /// later). Comes from the home shard's own timer, or from the dispatcher for
+    /// conversations listed at start-up that no one has touched since.
+    IdleCheck {
+        conv: ConvId,
+    },
     /// A participant asks for older messages.
     History {
         conv: ConvId,
@@ -103,9 +109,10 @@ pub enum ShardMsg {
     AgentOffline {
         agent: AgentId,
     },
+    /// `conv` was closed; `agent` is who had it as the home shard knew it.
     ConvClosed {
         conv: ConvId,
-        agent: AgentId,
+        agent: Option<AgentId>,
     },
 
     // ---- to a connection's shard ----
@@ -153,7 +160,8 @@ impl ShardMsg {
             | Self::Close { conv, .. }
             | Self::History { conv, .. }
             | Self::Assign { conv, .. }
-            | Self::QueuePosition { conv, .. } => Some(*conv),
+            | Self::QueuePosition { conv, .. }
+            | Self::IdleCheck { conv } => Some(*conv),
             _ => None,
         }
     }

@@ -22,7 +22,7 @@ use std::task::Waker;
 use switchboard_protocol::bridge::{BridgeMsg, ConvEvent, StoredMessage};
 use switchboard_protocol::client::{decode_client_frame, ClientFrame};
 use switchboard_protocol::server::HistoryItem;
-use switchboard_protocol::server::{encode, Role, ServerFrame, PROTOCOL_VERSION};
+use switchboard_protocol::server::{encode, CloseReason, Role, ServerFrame, PROTOCOL_VERSION};
 use switchboard_protocol::token::{TokenKind, TokenSigner};
 use switchboard_protocol::{AgentId, CloseCode, ConvId, ErrorCode, ParticipantId, VisitorId};
 
@@ -32,6 +32,8 @@ const MAX_STRIKES: u16 = 50;
 const OPEN_LISTED: u32 = 1_000_000;
 /// Closed conversations remembered (to answer late frames with `conversation_closed`).
 const CLOSED_REMEMBERED: usize = 100_000;
+/// Who the store records as having closed an idle conversation.
+pub const IDLE_CLOSER: &str = "(idle)";
 
 /// A connection on its shard: a slot index and the slot's generation, so a key held by
 /// another shard never reaches the slot's next occupant.
@@ -124,6 +126,8 @@ pub struct ShardStats {
     pub queue_len: u64,
     /// Agents online (dispatcher shard only).
     pub agents_online: u64,
+    /// Conversations closed because nobody wrote in them for `conversation_idle_close`.
+    pub idle_closed: u64,
 }
 
 fn role_index(who: &ParticipantId) -> usize {
@@ -171,6 +175,9 @@ pub struct Shard {
     dispatcher: Option<Dispatcher>,
     last_queue_update: u64,
     idle: IdleWheel<ConnKey>,
+    /// Idle-close checks of conversations: this shard's own, and on the dispatcher shard
+    /// those listed at start-up.
+    conv_idle: IdleWheel<ConvId>,
     outgoing: Vec<(ShardId, ShardMsg)>,
     local: VecDeque<ShardMsg>,
     stats: ShardStats,
@@ -205,6 +212,7 @@ impl Shard {
             dispatcher,
             last_queue_update: 0,
             idle: IdleWheel::default(),
+            conv_idle: IdleWheel::default(),
             outgoing: Vec::new(),
             local: VecDeque::new(),
             stats: ShardStats::default(),
@@ -282,8 +290,16 @@ impl Shard {
                     info: Some(info), ..
                 } = &msg
                 {
-                    let c =
+                    let mut c =
                         Conversation::restore(conv, info, self.cfg.window, self.cfg.dedupe_window);
+                    // Idle since its newest stored message (or since now, if it has none).
+                    c.last_active_ms = match Conversation::last_written_unix_ms(info) {
+                        Some(ts) => self
+                            .now
+                            .mono_ms
+                            .saturating_sub(self.now.unix_ms.saturating_sub(ts)),
+                        None => self.now.mono_ms,
+                    };
                     if !c.closed {
                         self.stats.open_conversations += 1;
                         let restore = ShardMsg::Restore {
@@ -294,6 +310,7 @@ impl Shard {
                         self.send(DISPATCHER_SHARD, restore);
                     }
                     self.convs.insert(conv, c);
+                    self.watch_idle(conv);
                 }
                 for (from, m) in parked {
                     self.handle(from, m);
@@ -312,6 +329,12 @@ impl Shard {
             Resolved::Read(wait, stored) => self.finish_read(wait, stored),
             Resolved::OpenConvs(listed) => {
                 for o in listed.unwrap_or_default() {
+                    // Its home shard loads it when someone touches it; if nobody does, it
+                    // is checked (and loaded) after one idle period.
+                    if let Some(idle) = self.cfg.conversation_idle_close {
+                        let due = self.now.mono_ms + idle.as_millis() as u64;
+                        self.conv_idle.schedule(o.conv, due);
+                    }
                     let agent = o.agent.as_deref().and_then(AgentId::new);
                     self.handle(
                         self.id,
@@ -722,6 +745,17 @@ impl Shard {
                 }
             }
         }
+        for conv in self.conv_idle.take_due(now.mono_ms) {
+            let home = home_shard(conv, self.nr_shards);
+            if home != self.id {
+                self.send(home, ShardMsg::IdleCheck { conv });
+                continue;
+            }
+            if let Some(c) = self.convs.get_mut(&conv) {
+                c.idle_watched = false;
+            }
+            self.handle(self.id, ShardMsg::IdleCheck { conv });
+        }
         let interval = self.cfg.queue_update_interval.as_millis() as u64;
         if self.dispatcher.is_some() && now.mono_ms >= self.last_queue_update + interval {
             self.last_queue_update = now.mono_ms;
@@ -733,6 +767,57 @@ impl Shard {
             self.dispatch(updates);
         }
         self.pump();
+    }
+
+    /// Files an idle-close check of `conv` (in memory, open) at its deadline, unless one is
+    /// filed already.
+    fn watch_idle(&mut self, conv: ConvId) {
+        let Some(idle) = self.cfg.conversation_idle_close else {
+            return;
+        };
+        let Some(c) = self.convs.get_mut(&conv).filter(|c| !c.closed) else {
+            return;
+        };
+        if !c.idle_watched {
+            c.idle_watched = true;
+            self.conv_idle
+                .schedule(conv, c.last_active_ms + idle.as_millis() as u64);
+        }
+    }
+
+    /// Closes `conv`: by its agent, or (`None`) because it was idle. Tells every
+    /// participant, the store and the dispatcher.
+    fn close_conversation(&mut self, conv: ConvId, by: Option<AgentId>) {
+        let frame = encode(&ServerFrame::Closed {
+            conv,
+            by: by.as_ref().map(|a| a.to_string().into()),
+            reason: match by {
+                Some(_) => CloseReason::Agent,
+                None => CloseReason::Idle,
+            },
+        });
+        self.fanout(conv, frame, None, true);
+        let Some(c) = self.convs.get_mut(&conv) else {
+            return;
+        };
+        let agent = c.agent.clone();
+        c.close();
+        self.stats.open_conversations -= 1;
+        self.closed_order.push_back(conv);
+        if self.closed_order.len() > CLOSED_REMEMBERED {
+            if let Some(old) = self.closed_order.pop_front() {
+                self.convs.remove(&old);
+            }
+        }
+        if let Some(link) = self.store.as_mut() {
+            link.event(ConvEvent::Closed {
+                conv,
+                // Not a possible agent id: agents' ids have no parentheses.
+                by: by.map_or_else(|| IDLE_CLOSER.to_string(), |a| a.to_string()),
+                ts: self.now.unix_ms,
+            });
+        }
+        self.send(DISPATCHER_SHARD, ShardMsg::ConvClosed { conv, agent });
     }
 
     /// Asks every connection to close with 1001 (graceful shutdown).
@@ -782,6 +867,7 @@ impl Shard {
                     Conversation::new(conv, visitor, self.cfg.window, self.cfg.dedupe_window)
                 });
                 c.subscribe(from, conn);
+                c.last_active_ms = self.now.mono_ms;
                 self.stats.open_conversations += 1;
                 if let Some(link) = self.store.as_mut() {
                     link.created(conv);
@@ -797,6 +883,7 @@ impl Shard {
                     ts,
                 );
                 self.send(DISPATCHER_SHARD, ShardMsg::Enqueue { conv, visitor });
+                self.watch_idle(conv);
             }
             ShardMsg::Post {
                 conv,
@@ -894,29 +981,22 @@ impl Shard {
                 if !self.check_participant(from, conn, conv, &who, None) {
                     return;
                 }
-                let frame = encode(&ServerFrame::Closed {
-                    conv,
-                    by: who.to_string().into(),
-                });
-                self.fanout(conv, frame, None, true);
-                let c = self.convs.get_mut(&conv).expect("checked participant");
-                c.close();
-                self.stats.open_conversations -= 1;
-                self.closed_order.push_back(conv);
-                if self.closed_order.len() > CLOSED_REMEMBERED {
-                    if let Some(old) = self.closed_order.pop_front() {
-                        self.convs.remove(&old);
-                    }
-                }
-                if let Some(link) = self.store.as_mut() {
-                    link.event(ConvEvent::Closed {
-                        conv,
-                        by: who.to_string(),
-                        ts: self.now.unix_ms,
-                    });
-                }
                 if let ParticipantId::Agent(agent) = who {
-                    self.send(DISPATCHER_SHARD, ShardMsg::ConvClosed { conv, agent });
+                    self.close_conversation(conv, Some(agent));
+                }
+            }
+            ShardMsg::IdleCheck { conv } => {
+                let Some(idle) = self.cfg.conversation_idle_close else {
+                    return;
+                };
+                let Some(c) = self.convs.get(&conv).filter(|c| !c.closed) else {
+                    return;
+                };
+                if self.now.mono_ms >= c.last_active_ms + idle.as_millis() as u64 {
+                    self.stats.idle_closed += 1;
+                    self.close_conversation(conv, None);
+                } else {
+                    self.watch_idle(conv);
                 }
             }
             ShardMsg::Assign {
@@ -1046,7 +1126,7 @@ impl Shard {
                 self.refresh_dispatch_stats();
             }
             ShardMsg::ConvClosed { conv, agent } => {
-                let out = self.dispatcher_mut().closed(conv, &agent);
+                let out = self.dispatcher_mut().closed(conv, agent.as_ref());
                 self.dispatch(out);
             }
 
@@ -1398,6 +1478,7 @@ impl Shard {
         let seq = match posted {
             Posted::New { seq, frame } => {
                 self.stats.messages_posted += 1;
+                c.last_active_ms = self.now.mono_ms;
                 if let Some(link) = self.store.as_mut() {
                     link.record(StoredMessage {
                         conv,

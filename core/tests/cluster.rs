@@ -705,3 +705,117 @@ fn a_new_conversation_lives_on_its_visitors_shard() {
         assert_eq!(switchboard_core::routing::home_shard(id, 4), shard as u32);
     }
 }
+
+fn idle_close_after(seconds: u64, agent_capacity: u32) -> CoreConfig {
+    CoreConfig {
+        agent_capacity,
+        conversation_idle_close: Some(Duration::from_secs(seconds)),
+        idle_web: Duration::from_secs(86_400),
+        ..CoreConfig::default()
+    }
+}
+
+/// The conversation a visitor's first message opened, and the position it was queued at
+/// (if it was). Reads the visitor's frames.
+fn opened(c: &mut Cluster, v: Client) -> (String, Option<u64>) {
+    let frames = c.frames(v);
+    let of = |ty: &str| frames.iter().find(|f| f["type"] == ty);
+    (
+        of("ack").unwrap()["conv"].as_str().unwrap().to_string(),
+        of("queued").map(|q| q["position"].as_u64().unwrap()),
+    )
+}
+
+#[test]
+fn a_conversation_nobody_writes_in_is_closed_and_its_agent_gets_the_next_one() {
+    let mut c = Cluster::new(2, idle_close_after(60, 1), 3);
+    let a = c.agent(0, "ann");
+    let v1 = c.visitor(1, 1);
+    let v2 = c.visitor(0, 2);
+    c.send_json(v1, msg("m1", "hi"));
+    c.send_json(v2, msg("m1", "hello"));
+    let (conv1, _) = opened(&mut c, v1);
+    let (conv2, queued) = opened(&mut c, v2);
+    assert_eq!(queued, Some(1));
+    c.frames_resuming(a);
+    for _ in 0..30 {
+        c.advance(1_000);
+    }
+    // Writing keeps a conversation open, even one still waiting for an agent.
+    c.send_json(v2, msg("m2", "still there?"));
+    for _ in 0..29 {
+        c.advance(1_000);
+    }
+    assert!(c.of_type(v1, "closed").is_empty(), "not idle for 60 s yet");
+    c.advance(1_000);
+    c.advance(1_000);
+    assert_eq!(
+        c.of_type(v1, "closed"),
+        vec![serde_json::json!({"type":"closed","conv":conv1,"reason":"idle"})]
+    );
+    let to_ann = c.frames(a);
+    let of = |ty: &str| -> Vec<&Value> { to_ann.iter().filter(|f| f["type"] == ty).collect() };
+    assert_eq!(of("closed")[0]["conv"], conv1.as_str());
+    assert_eq!(
+        of("assigned")[0]["conv"],
+        conv2.as_str(),
+        "ann's place freed"
+    );
+    assert_eq!(c.of_type(v2, "agent_joined").len(), 1);
+    // The closed conversation refuses messages; v2's, written in at 30 s, closes at 90 s.
+    c.send_json(
+        a,
+        serde_json::json!({"type":"msg","cid":"late","body":"x","conv":conv1}),
+    );
+    assert_eq!(c.of_type(a, "error")[0]["code"], "conversation_closed");
+    for _ in 0..27 {
+        c.advance(1_000);
+    }
+    assert!(c.of_type(v2, "closed").is_empty());
+    for _ in 0..3 {
+        c.advance(1_000);
+    }
+    assert_eq!(c.of_type(v2, "closed")[0]["reason"], "idle");
+    let idle_closed: u64 = c.shards.iter().map(|s| s.stats().idle_closed).sum();
+    assert_eq!(idle_closed, 2);
+}
+
+#[test]
+fn an_idle_conversation_waiting_for_an_agent_leaves_the_queue() {
+    let mut c = Cluster::new(2, idle_close_after(60, 1), 5);
+    let v1 = c.visitor(1, 1);
+    let v2 = c.visitor(0, 2);
+    c.send_json(v1, msg("m1", "anyone?"));
+    for _ in 0..30 {
+        c.advance(1_000);
+    }
+    c.send_json(v2, msg("m1", "hello"));
+    let (conv2, queued) = opened(&mut c, v2);
+    assert_eq!(queued, Some(2));
+    for _ in 0..31 {
+        c.advance(1_000);
+    }
+    assert_eq!(c.of_type(v1, "closed")[0]["reason"], "idle");
+    assert_eq!(c.of_type(v2, "queued").last().unwrap()["position"], 1);
+    // The first agent gets the conversation still open, not the closed one.
+    let a = c.agent(1, "ann");
+    let assigned = c.of_type(a, "assigned");
+    assert_eq!(assigned.len(), 1);
+    assert_eq!(assigned[0]["conv"], conv2.as_str());
+}
+
+#[test]
+fn with_idle_close_off_conversations_stay_open() {
+    let cfg = CoreConfig {
+        conversation_idle_close: None,
+        idle_web: Duration::from_secs(86_400),
+        ..CoreConfig::default()
+    };
+    let mut c = Cluster::new(1, cfg, 6);
+    let v = c.visitor(0, 1);
+    c.send_json(v, msg("m1", "hi"));
+    for _ in 0..120 {
+        c.advance(60_000);
+    }
+    assert!(c.of_type(v, "closed").is_empty());
+}

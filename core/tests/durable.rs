@@ -222,6 +222,18 @@ impl Node {
             .filter(|f| f["type"] == ty)
             .collect()
     }
+
+    /// Moves both clocks on, one tick a second.
+    fn advance_s(&mut self, seconds: u64) {
+        for _ in 0..seconds {
+            self.now.mono_ms += 1_000;
+            self.now.unix_ms += 1_000;
+            for s in &mut self.shards {
+                s.tick(self.now);
+            }
+            self.settle();
+        }
+    }
 }
 
 fn visitor(id: u64) -> ParticipantId {
@@ -478,4 +490,49 @@ fn after_a_restart_agents_get_their_conversations_back_without_visitors_returnin
     let v1 = after.connect(1, visitor(1));
     after.send(v1, json!({"type":"resume","conv":conv1,"last_seq":0}));
     assert!(after.of_type(bob, "assigned").is_empty());
+}
+
+#[test]
+fn after_a_restart_a_conversation_nobody_touches_is_closed_one_idle_period_later() {
+    let cfg = || CoreConfig {
+        agent_capacity: 1,
+        conversation_idle_close: Some(std::time::Duration::from_secs(60)),
+        idle_web: std::time::Duration::from_secs(86_400),
+        ..cfg()
+    };
+    let mut before = Node::new(2, cfg(), MemStore::default());
+    let ann = before.connect(0, ParticipantId::Agent(AgentId::new("ann").unwrap()));
+    let v1 = before.connect(1, visitor(1));
+    let v2 = before.connect(1, visitor(2));
+    before.send(v1, msg("m1", "mine"));
+    before.send(v2, msg("m1", "waiting"));
+    let conv2 = before.of_type(v2, "ack")[0]["conv"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(before.of_type(ann, "assigned").len(), 1);
+
+    // The gateway restarts a minute later (the stored messages are a minute old).
+    let mut after = Node::new(2, cfg(), before.store.clone());
+    after.now.unix_ms += 60_000;
+    after.settle();
+    let ann = after.connect(0, ParticipantId::Agent(AgentId::new("ann").unwrap()));
+    after.frames(ann);
+    after.advance_s(30);
+    // The waiting visitor comes back and writes: their conversation is active again.
+    let v2 = after.connect(1, visitor(2));
+    after.send(v2, json!({"type":"resume","conv":conv2,"last_seq":1}));
+    after.send(v2, msg("m2", "still waiting"));
+    assert_eq!(after.of_type(v2, "ack")[0]["conv"], conv2.as_str());
+    after.advance_s(29);
+    assert_eq!(after.store.convs.values().filter(|c| c.2).count(), 0);
+    after.advance_s(2);
+    // Nobody touched ann's conversation since the restart: closed one period after it.
+    let closed: Vec<bool> = after.store.convs.values().map(|c| c.2).collect();
+    assert_eq!(closed.iter().filter(|c| **c).count(), 1, "{closed:?}");
+    assert_eq!(
+        after.of_type(ann, "assigned")[0]["conv"],
+        conv2.as_str(),
+        "ann's place went to the waiting visitor"
+    );
 }

@@ -73,6 +73,9 @@ pub struct Config {
     pub channel_capacity: usize,
     /// Visitor token lifetime, in seconds.
     pub visitor_token_ttl_s: u64,
+    /// A conversation nobody wrote in for this many seconds is closed (its agent gets the
+    /// place back); 0 never closes one.
+    pub conversation_idle_close_s: u64,
     /// The storage bridge: `spawn` runs it as a supervised child process, `external`
     /// connects to one started separately, `off` keeps everything in memory (acks mean
     /// sequenced, not stored).
@@ -121,6 +124,7 @@ impl Default for Config {
             spin_before_park_us: 0,
             channel_capacity: 1024,
             visitor_token_ttl_s: core.visitor_token_ttl_s,
+            conversation_idle_close_s: core.conversation_idle_close.map_or(0, |d| d.as_secs()),
             echo_path: None,
             bridge: BridgeMode::Spawn,
             bridge_socket: None,
@@ -225,6 +229,12 @@ impl Config {
         if self.max_unconfirmed == 0 {
             return Err(invalid("max_unconfirmed", "must be positive"));
         }
+        if self.conversation_idle_close_s > 365 * 86_400 {
+            return Err(invalid(
+                "conversation_idle_close_s",
+                "must be 0 (never) or at most a year (31536000)",
+            ));
+        }
         if self.visitor_token_ttl_s == 0 {
             return Err(invalid("visitor_token_ttl_s", "must be positive"));
         }
@@ -292,6 +302,8 @@ impl Config {
             visitor_token_ttl_s: self.visitor_token_ttl_s,
             durable: self.bridge != BridgeMode::Off,
             max_unconfirmed: self.max_unconfirmed,
+            conversation_idle_close: (self.conversation_idle_close_s > 0)
+                .then(|| Duration::from_secs(self.conversation_idle_close_s)),
             ..CoreConfig::default()
         }
     }

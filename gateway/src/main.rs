@@ -93,6 +93,9 @@ struct ServeArgs {
     /// HTTP address for the spawned bridge's API ("" for none).
     #[arg(long, env = "SWITCHBOARD_BRIDGE_HTTP", global = true)]
     bridge_http: Option<String>,
+    /// Seconds without a message after which a conversation is closed (0: never).
+    #[arg(long, env = "SWITCHBOARD_CONVERSATION_IDLE_CLOSE_S", global = true)]
+    conversation_idle_close_s: Option<u64>,
     /// Unconfirmed messages per shard before new ones get `overloaded`.
     #[arg(long, env = "SWITCHBOARD_MAX_UNCONFIRMED", global = true)]
     max_unconfirmed: Option<usize>,
@@ -161,6 +164,7 @@ impl ServeArgs {
             bridge,
             bridge_http,
             max_unconfirmed,
+            conversation_idle_close_s,
             spin_before_park_us
         );
         if let Some(p) = &self.bridge_socket {

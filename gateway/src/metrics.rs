@@ -94,6 +94,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "chat_overloaded_total",
         "Messages refused with `overloaded` because storage was too far behind"
     );
+    describe_counter!(
+        "chat_conversations_idle_closed_total",
+        "Conversations closed because nobody wrote in them for conversation_idle_close_s"
+    );
     describe_gauge!(
         "chat_cross_shard_pending",
         "Messages waiting to be sent to other shards"
@@ -117,6 +121,7 @@ pub struct ShardMetrics {
     pub cross_pending: Gauge,
     unconfirmed: Gauge,
     overloaded: Counter,
+    idle_closed: Counter,
     last: ShardStats,
 }
 
@@ -155,6 +160,7 @@ impl ShardMetrics {
             cross_pending: gauge!("chat_cross_shard_pending", "shard" => s.clone()),
             unconfirmed: gauge!("chat_storage_unconfirmed", "shard" => s.clone()),
             overloaded: counter!("chat_overloaded_total", "shard" => s.clone()),
+            idle_closed: counter!("chat_conversations_idle_closed_total", "shard" => s.clone()),
             shard: s,
             last: ShardStats::default(),
         }
@@ -181,6 +187,8 @@ impl ShardMetrics {
         self.unconfirmed.set(stats.unconfirmed as f64);
         self.overloaded
             .increment(stats.overloaded - self.last.overloaded);
+        self.idle_closed
+            .increment(stats.idle_closed - self.last.idle_closed);
         self.last = stats.clone();
     }
 

@@ -119,7 +119,7 @@ async fn visitors_queue_and_drain_as_agents_arrive_and_close() {
     let closed = visitors[0].0.expect("closed").await;
     assert_eq!(
         closed,
-        json!({"type":"closed","conv":visitors[0].1,"by":"ann"})
+        json!({"type":"closed","conv":visitors[0].1,"by":"ann","reason":"agent"})
     );
     assert_eq!(agent.expect("closed").await["conv"], visitors[0].1);
     assert_eq!(agent.assigned().await["conv"], visitors[1].1);
@@ -153,6 +153,38 @@ impl QueuedExt for Client {
                 );
             }
         }
+    }
+}
+
+#[tokio::test]
+async fn a_conversation_nobody_writes_in_closes_by_itself_and_frees_its_agent() {
+    let gw = Gateway::start(&["--conversation-idle-close-s", "2", "--agent-capacity", "1"]);
+    let mut agent = gw.agent("ann").await;
+    let mut v1 = gw.visitor().await;
+    v1.msg("m1", "hello", None).await;
+    let conv1 = v1.expect("ack").await["conv"].clone();
+    assert_eq!(agent.assigned().await["conv"], conv1);
+    // A second visitor waits; opening later, their conversation stays open for a while
+    // after the first one closes.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let mut v2 = gw.visitor().await;
+    v2.msg("m1", "me too", None).await;
+    let conv2 = v2.expect("ack").await["conv"].clone();
+    v2.expect("queued").await;
+    assert_eq!(
+        v1.expect("closed").await,
+        json!({"type":"closed","conv":conv1,"reason":"idle"})
+    );
+    assert_eq!(agent.expect("closed").await["conv"], conv1);
+    assert_eq!(agent.assigned().await["conv"], conv2, "ann's place freed");
+    // The visitor's next message opens a new conversation.
+    v1.msg("m2", "back again", None).await;
+    let ack = v1.expect("ack").await;
+    assert_ne!(ack["conv"], conv1);
+    let deadline = std::time::Instant::now() + common::TIMEOUT;
+    while gw.metric("chat_conversations_idle_closed_total", &[]) < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "metric never counted");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 

@@ -29,6 +29,16 @@ impl Role {
     }
 }
 
+/// Why a conversation was closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// Its agent closed it.
+    Agent,
+    /// Nobody wrote in it for the configured idle period.
+    Idle,
+}
+
 /// Every frame the server sends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -68,8 +78,14 @@ pub enum ServerFrame<'a> {
     Queued { conv: ConvId, position: u32 },
     /// To a visitor: an agent has joined the conversation.
     AgentJoined { conv: ConvId, agent: Cow<'a, str> },
-    /// The conversation was closed by `by`.
-    Closed { conv: ConvId, by: Cow<'a, str> },
+    /// The conversation was closed: by its agent `by`, or by the gateway after nobody wrote
+    /// in it for `conversation_idle_close_s` (no `by`).
+    Closed {
+        conv: ConvId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<Cow<'a, str>>,
+        reason: CloseReason,
+    },
     /// `from` is typing.
     Typing { conv: ConvId, from: Cow<'a, str> },
     /// `from` has read up to `seq`.

@@ -68,7 +68,7 @@ async def main(base, token):
     # The agent closes; the visitor is told.
     await agent.send(json.dumps({"type": "close", "conv": conv}))
     closed = await recv(visitor, "closed")
-    assert closed == {"type": "closed", "conv": conv, "by": "py-agent"}, closed
+    assert closed == {"type": "closed", "conv": conv, "by": "py-agent", "reason": "agent"}, closed
     await visitor.close()
     await agent.close()
     print("ok")
