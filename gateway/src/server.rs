@@ -8,10 +8,12 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 use metrics_exporter_prometheus::PrometheusHandle;
 use socket2::{Domain, Protocol, Socket, Type};
-use std::net::SocketAddr;
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use switchboard_protocol::token::TokenSigner;
 
 /// `n` sockets listening on the same address; with port 0 the first picks the port and the
@@ -51,6 +53,56 @@ pub fn bind_listeners(
     Ok((fds, addr))
 }
 
+/// How long a start waits for a port held only by a previous process's closing connections.
+const BIND_PATIENCE: Duration = Duration::from_secs(10);
+/// How long it waits even while something listens on the port: a killed gateway's
+/// listening sockets outlive it by some milliseconds (its io_uring instance is torn down
+/// after the process, holding them).
+const LISTENER_LINGER: Duration = Duration::from_secs(1);
+
+/// [`bind_listeners`], tried again while the port is taken by what a killed gateway left:
+/// right after a crash its listeners linger briefly and its connections are still closing
+/// (FIN-WAIT-1), which refuses the bind, and a supervisor restarting it at once would fail.
+/// A port someone still listens on after [`LISTENER_LINGER`] is an error then.
+fn bind_listeners_after_a_crash(
+    addr: SocketAddr,
+    n: usize,
+    backlog: u32,
+    patience: Duration,
+) -> std::io::Result<(Vec<OwnedFd>, SocketAddr)> {
+    let started = Instant::now();
+    let mut said = false;
+    loop {
+        match bind_listeners(addr, n, backlog) {
+            Err(e)
+                if e.kind() == ErrorKind::AddrInUse
+                    && started.elapsed() < patience
+                    && (started.elapsed() < LISTENER_LINGER.min(patience)
+                        || !someone_listens_on(addr)) =>
+            {
+                if !said {
+                    said = true;
+                    tracing::warn!(%addr, "port still held by closing connections of an earlier process; waiting");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Whether a connection to `addr` (its loopback, for a wildcard address) is accepted.
+fn someone_listens_on(addr: SocketAddr) -> bool {
+    let mut probe = addr;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(match addr {
+            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(500)).is_ok()
+}
+
 /// Runs the gateway until every shard has stopped (after `shutdown` is set).
 pub fn run(
     config: Config,
@@ -61,8 +113,9 @@ pub fn run(
     let n = config.shard_count();
     let secret = config.load_secret()?;
     let signer = TokenSigner::new(&secret).context("token secret")?;
-    let (listeners, addr) = bind_listeners(config.listen, n, config.backlog)
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let (listeners, addr) =
+        bind_listeners_after_a_crash(config.listen, n, config.backlog, BIND_PATIENCE)
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
     let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
     let mesh: MeshBuilder<Batch, _> = MeshBuilder::full(n, config.channel_capacity);
     let seed = fastrand::u64(..);
@@ -104,4 +157,34 @@ pub fn run(
         }
     }
     failed.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_on_the_port_is_told_apart_from_a_free_port() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        assert!(someone_listens_on(addr));
+        let wildcard = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+        assert!(someone_listens_on(wildcard), "probed on loopback");
+        drop(l);
+        assert!(!someone_listens_on(addr));
+    }
+
+    #[test]
+    fn a_port_someone_keeps_listening_on_fails_without_waiting_out_the_patience() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let started = Instant::now();
+        let err =
+            bind_listeners_after_a_crash(l.local_addr().unwrap(), 2, 16, Duration::from_secs(30))
+                .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AddrInUse);
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "gave up once the listener outlived its linger"
+        );
+    }
 }
