@@ -7,6 +7,9 @@
 //! reconnect with their token, `resume` from their last seq and resend what was not acked;
 //! the ledgers then prove nothing was missed or stored twice across reconnects.
 //!
+//! In both, a client whose connection ends (a gateway restarted mid-run) reconnects the
+//! same way, agents too, so a rolling restart under load is measured, not fatal.
+//!
 //! Bounded: load for `--duration` seconds, then at most `--drain` seconds for outstanding
 //! acks; anything unacked then is counted lost.
 
@@ -221,7 +224,8 @@ async fn worker(a: ChatWorkerArgs) -> anyhow::Result<()> {
     for i in 0..a.agents {
         let token = signer.mint(TokenKind::Agent, &format!("{}{i}", a.agent_prefix), expiry);
         let url = format!("{}/ws/agent?token={token}&client=api", a.url);
-        agents.push(connect(&url).await?.0);
+        let ws = connect(&url).await?.0;
+        agents.push((url, ws));
     }
     let mut visitors = Vec::new();
     for _ in 0..a.visitors {
@@ -239,8 +243,9 @@ async fn worker(a: ChatWorkerArgs) -> anyhow::Result<()> {
         coord::spawn_reporter(move || stats.borrow().report())
     };
     let mut tasks = Vec::new();
-    for ws in agents {
+    for (url, ws) in agents {
         tasks.push(tokio::task::spawn_local(agent(
+            url,
             ws,
             stats.clone(),
             a.replies,
@@ -376,7 +381,8 @@ impl Visitor {
                 m = self.ws.next() => {
                     let Some(Ok(Message::Text(t))) = m else {
                         if matches!(m, None | Some(Err(_))) {
-                            if churn.is_some() && Instant::now() < drain_until {
+                            // Churn, or the gateway went away (a restart): come back.
+                            if Instant::now() < drain_until {
                                 self.reconnect(drain_until).await;
                                 continue;
                             }
@@ -419,7 +425,29 @@ impl Visitor {
     }
 }
 
+/// A new connection for an agent whose connection ended, tried every 100 ms until
+/// `give_up`. The gateway then announces the agent's conversations again.
+async fn reconnect_agent(url: &str, stats: &RefCell<Stats>, give_up: Instant) -> Option<Ws> {
+    loop {
+        match connect(url).await {
+            Ok((ws, _)) => {
+                stats.borrow_mut().reconnects += 1;
+                return Some(ws);
+            }
+            Err(_) if Instant::now() < give_up => {
+                stats.borrow_mut().error("reconnect_failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// An agent device: resumes every conversation it is given, records what it is delivered,
+/// replies to a share of it. If the gateway goes away it reconnects (until the drain ends)
+/// and resumes each conversation after the last message it had.
 async fn agent(
+    url: String,
     mut ws: Ws,
     stats: Rc<RefCell<Stats>>,
     replies: f64,
@@ -441,7 +469,16 @@ async fn agent(
         let Ok(Some(Ok(Message::Text(t)))) = m else {
             match m {
                 Ok(Some(Ok(_))) => continue,
-                _ => break,
+                // Heard nothing for the whole wait: done.
+                Err(_) => break,
+                // The connection ended.
+                Ok(None | Some(Err(_))) => match reconnect_agent(&url, &stats, drain_until).await {
+                    Some(fresh) => {
+                        ws = fresh;
+                        continue;
+                    }
+                    None => break,
+                },
             }
         };
         let Ok(f) = serde_json::from_str::<Frame>(t.as_str()) else {
@@ -449,7 +486,8 @@ async fn agent(
         };
         match f.kind.as_ref() {
             "assigned" => {
-                let r = json!({"type":"resume","conv":f.conv,"last_seq":0}).to_string();
+                let last = ledger.last(f.conv.as_deref().unwrap_or_default());
+                let r = json!({"type":"resume","conv":f.conv,"last_seq":last}).to_string();
                 let _ = ws.send(Message::text(r)).await;
             }
             "msg" if f.from.as_deref().is_some_and(|f| f.starts_with('v')) => {

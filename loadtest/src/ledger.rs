@@ -92,6 +92,14 @@ impl ReceiverLedger {
         self.seen.values().map(|s| s.len() as u64).sum()
     }
 
+    /// The newest seq delivered in `conv` (0: none): where to resume it from.
+    pub fn last(&self, conv: &str) -> u64 {
+        self.seen
+            .get(conv)
+            .and_then(|s| s.last().copied())
+            .unwrap_or(0)
+    }
+
     /// Seqs missing between the first and last seen of each conversation: messages this
     /// receiver should have had. Meaningful when it receives every message of its
     /// conversations (no replies of its own interleaved).

@@ -18,12 +18,6 @@ struct Gateway {
 
 impl Gateway {
     fn start(tag: &str) -> Gateway {
-        let exe = Path::new(LOADTEST).with_file_name("gateway");
-        assert!(
-            exe.exists(),
-            "{} is missing: build the workspace",
-            exe.display()
-        );
         let dir = std::env::temp_dir().join(format!("loadtest-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -31,17 +25,43 @@ impl Gateway {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().to_string()
         };
+        let (child, url) = Self::spawn(&dir, "127.0.0.1:0", &http);
+        Gateway {
+            child,
+            url,
+            http,
+            dir,
+        }
+    }
+
+    /// SIGKILL, then the same gateway again at once: same address, data and bridge
+    /// settings (as systemd's `Restart=` would).
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let listen = self.url.trim_start_matches("ws://").to_string();
+        (self.child, self.url) = Self::spawn(&self.dir, &listen, &self.http);
+    }
+
+    /// The gateway process and its WebSocket URL, once it listens.
+    fn spawn(dir: &Path, listen: &str, http: &str) -> (Child, String) {
+        let exe = Path::new(LOADTEST).with_file_name("gateway");
+        assert!(
+            exe.exists(),
+            "{} is missing: build the workspace",
+            exe.display()
+        );
         let mut child = Command::new(exe)
             .args([
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--shards",
                 "2",
                 "--bridge-http",
-                &http,
+                http,
                 "--data-dir",
             ])
-            .arg(&dir)
+            .arg(dir)
             .env("SWITCHBOARD_LOG", "error")
             .env_remove("DATABASE_URL")
             .env_remove("REDIS_URL")
@@ -62,17 +82,12 @@ impl Gateway {
             .expect("gateway started");
         // The bridge's HTTP API comes up beside it.
         for _ in 0..100 {
-            if std::net::TcpStream::connect(&http).is_ok() {
+            if std::net::TcpStream::connect(http).is_ok() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Gateway {
-            child,
-            url: format!("ws://{addr}"),
-            http,
-            dir,
-        }
+        (child, format!("ws://{addr}"))
     }
 
     fn secret(&self) -> String {
@@ -183,6 +198,56 @@ fn chat_and_churn_lose_and_duplicate_nothing() {
     assert_eq!(r["lost"], 0);
     assert_eq!(r["duplicated"], 0);
     assert_eq!(r["acked"], r["sent"]);
+}
+
+#[test]
+fn chat_rides_through_a_gateway_restart_losing_and_duplicating_nothing() {
+    let mut gw = Gateway::start("restart");
+    let json = gw.dir.join("restart.json");
+    let secret = gw.secret();
+    let args = [
+        "chat",
+        "--url",
+        &gw.url,
+        "--secret-file",
+        &secret,
+        "--agents",
+        "2",
+        "--visitors",
+        "10",
+        "--rate",
+        "10",
+        "--duration",
+        "6",
+        "--drain",
+        "20",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    let run = Command::new(LOADTEST)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    gw.restart();
+    let out = run.wait_with_output().unwrap();
+    eprintln!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let r = json_result(&json);
+    // Every client came back...
+    assert!(r["reconnects"].as_u64().unwrap() >= 12, "{r}");
+    // ...and every message sent was stored once and reached its agent.
+    assert!(r["sent"].as_u64().unwrap() >= 300, "{r}");
+    assert_eq!(r["acked"], r["sent"]);
+    assert_eq!(r["lost"], 0);
+    assert_eq!(r["duplicated"], 0);
+    assert_eq!(r["undelivered"], 0, "{r}");
 }
 
 #[test]
