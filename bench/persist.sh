@@ -34,7 +34,8 @@ fi
 SWITCHBOARD_LOG=warn ./target/release/gateway --listen 127.0.0.1:0 --data-dir "$dir" --bridge-http "" \
     --agent-capacity 1000 --rate-per-sec 1000 --rate-burst 2000 > "$dir/gw.out" 2> "$dir/gw.err" &
 gw=$!
-trap 'kill $gw 2>/dev/null; wait $gw 2>/dev/null; rm -rf "$dir"' EXIT
+trap 'kill $gw 2>/dev/null; wait $gw 2>/dev/null; rm -rf "$dir"
+      [ "$cache" = redis ] && redis-cli --scan --pattern "sbbench:*" | xargs -r redis-cli del >/dev/null' EXIT
 for _ in $(seq 1 50); do grep -q "gateway listening" "$dir/gw.out" 2>/dev/null && break; sleep 0.1; done
 addr=$(grep -o 'gateway listening on [0-9.:]*' "$dir/gw.out" | awk '{print $4}')
 sleep 1
