@@ -181,7 +181,7 @@ impl Conversation {
             .map(|(_, f)| f.clone())
             .collect();
         let oldest_kept = self.window.front().map_or(self.seq + 1, |(s, _)| *s);
-        let complete = last_seq + 1 >= oldest_kept || last_seq >= self.seq;
+        let complete = last_seq.saturating_add(1) >= oldest_kept || last_seq >= self.seq;
         (frames, complete)
     }
 

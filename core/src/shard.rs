@@ -945,7 +945,7 @@ impl Shard {
                 if let Some(link) = self
                     .store
                     .as_mut()
-                    .filter(|_| last_seq + 1 < oldest && last_seq < c.head_seq())
+                    .filter(|_| last_seq.saturating_add(1) < oldest && last_seq < c.head_seq())
                 {
                     // Older than the window: fetch the gap from the store first. The
                     // connection stays pending on its shard until the replay arrives.

@@ -819,3 +819,30 @@ fn with_idle_close_off_conversations_stay_open() {
     }
     assert!(c.of_type(v, "closed").is_empty());
 }
+
+#[test]
+fn resume_and_history_with_extreme_numbers_answer_without_panicking() {
+    let mut c = Cluster::new(2, CoreConfig::default(), 8);
+    let v = c.visitor(0, 1);
+    c.send_json(v, msg("m1", "hi"));
+    let (conv, _) = opened(&mut c, v);
+    c.send_json(
+        v,
+        serde_json::json!({"type":"resume","conv":conv,"last_seq":u64::MAX}),
+    );
+    let resumed = c.of_type(v, "resumed");
+    assert_eq!(resumed[0]["replayed"], 0, "nothing is after the newest");
+    for before in [0, 1, u64::MAX] {
+        c.send_json(
+            v,
+            serde_json::json!({"type":"history","conv":conv,"before":before,"limit":u64::MAX}),
+        );
+        assert_eq!(c.of_type(v, "history").len(), 1, "before {before}");
+    }
+    c.send_json(
+        v,
+        serde_json::json!({"type":"read","conv":conv,"seq":u64::MAX}),
+    );
+    c.send_json(v, msg("m2", "still fine"));
+    assert_eq!(c.of_type(v, "ack")[0]["seq"], 2);
+}
