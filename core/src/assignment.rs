@@ -354,6 +354,9 @@ mod tests {
         Offline(u8),
         Enqueue,
         Close(u8),
+        /// An idle close of the n-th oldest open conversation, queued or assigned, told
+        /// without its agent (as when it crossed an assignment in flight).
+        IdleClose(u8),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -363,6 +366,7 @@ mod tests {
             Just(Op::Enqueue),
             Just(Op::Enqueue),
             (0u8..4).prop_map(Op::Close),
+            (0u8..8).prop_map(Op::IdleClose),
         ]
     }
 
@@ -415,6 +419,18 @@ mod tests {
                             assigned.remove(&c);
                             let out = d.closed(ConvId(c), Some(&agent(&name)));
                             apply(out, &mut assigned, &mut queued);
+                        }
+                    }
+                    Op::IdleClose(n) => {
+                        let mut open: Vec<u64> = assigned.keys().copied().chain(queued.iter().copied()).collect();
+                        open.sort_unstable();
+                        if let Some(&c) = open.get(n as usize) {
+                            assigned.remove(&c);
+                            queued.retain(|q| *q != c);
+                            let out = d.closed(ConvId(c), None);
+                            apply(out, &mut assigned, &mut queued);
+                            // Told twice (a late duplicate): nothing changes.
+                            prop_assert!(d.closed(ConvId(c), None).is_empty());
                         }
                     }
                 }
