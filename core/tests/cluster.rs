@@ -846,3 +846,74 @@ fn resume_and_history_with_extreme_numbers_answer_without_panicking() {
     c.send_json(v, msg("m2", "still fine"));
     assert_eq!(c.of_type(v, "ack")[0]["seq"], 2);
 }
+
+/// Any sequence of frames, valid or not, with numbers at their extremes, from visitors and
+/// agents on several shards, with time passing and clients leaving: no shard panics, and
+/// the shards keep serving.
+#[test]
+fn random_frames_and_extreme_numbers_never_break_a_shard() {
+    let numbers = [0u64, 1, 2, 255, u32::MAX as u64, i64::MAX as u64, u64::MAX];
+    for seed in 0..40 {
+        let mut c = Cluster::new(
+            3,
+            CoreConfig {
+                agent_capacity: 2,
+                conversation_idle_close: Some(Duration::from_secs(5)),
+                rate_burst: 1e6,
+                ..CoreConfig::default()
+            },
+            seed,
+        );
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut clients: Vec<Client> = Vec::new();
+        for i in 0..3 {
+            clients.push(c.agent(i, &format!("ag{i}")));
+        }
+        for i in 0..6 {
+            clients.push(c.visitor(i % 3, i as u64 + 100));
+        }
+        let mut convs: Vec<String> = vec!["c0000000000000000".into(), "cffffffffffffffff".into()];
+        for step in 0..300 {
+            let who = clients[rng.usize(..clients.len())];
+            let conv = convs[rng.usize(..convs.len())].clone();
+            let n = numbers[rng.usize(..numbers.len())];
+            let frame = match rng.u8(..10) {
+                0 => msg(&format!("m{step}"), "hello"),
+                1 => {
+                    serde_json::json!({"type":"msg","cid":format!("m{step}"),"body":"x","conv":conv})
+                }
+                2 => serde_json::json!({"type":"resume","conv":conv,"last_seq":n}),
+                3 => {
+                    serde_json::json!({"type":"history","conv":conv,"before":n,"limit":numbers[rng.usize(..numbers.len())]})
+                }
+                4 => serde_json::json!({"type":"history"}),
+                5 => serde_json::json!({"type":"read","conv":conv,"seq":n}),
+                6 => serde_json::json!({"type":"typing"}),
+                7 => serde_json::json!({"type":"close","conv":conv}),
+                8 => {
+                    c.advance(rng.u64(0..3_000));
+                    continue;
+                }
+                _ => {
+                    // A client leaves and another (a returning visitor) arrives.
+                    let i = rng.usize(3..clients.len());
+                    c.disconnect(clients[i]);
+                    clients[i] = c.visitor(rng.usize(..3), i as u64 + 100);
+                    continue;
+                }
+            };
+            c.send_json(who, frame);
+            for f in c.frames(who) {
+                if let Some(conv) = f["conv"].as_str() {
+                    if !convs.iter().any(|k| k == conv) {
+                        convs.push(conv.to_string());
+                    }
+                }
+            }
+        }
+        // Still serving: a new visitor's message is acked and sequenced.
+        let v = c.visitor(0, 999);
+        c.send_json(v, msg("last", "still there?"));
+        assert_eq!(c.of_type(v, "ack")[0]["seq"], 1, "seed {seed}");
+    }
+}
