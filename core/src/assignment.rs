@@ -58,6 +58,9 @@ pub struct Dispatcher {
     /// Every conversation queued or assigned, so that a conversation announced twice (by
     /// the start-up listing and by its home shard loading it) is counted once.
     known: std::collections::HashSet<ConvId>,
+    /// Each visitor's open conversation (the newest, if several), for a visitor who comes
+    /// back on a new connection without naming it.
+    open_by_visitor: HashMap<VisitorId, ConvId>,
 }
 
 impl Dispatcher {
@@ -68,7 +71,13 @@ impl Dispatcher {
             queue: VecDeque::new(),
             clock: 0,
             known: Default::default(),
+            open_by_visitor: HashMap::new(),
         }
+    }
+
+    /// The visitor's open conversation, if it has one.
+    pub fn open_conv_of(&self, visitor: VisitorId) -> Option<ConvId> {
+        self.open_by_visitor.get(&visitor).copied()
     }
 
     pub fn queue_len(&self) -> usize {
@@ -112,6 +121,7 @@ impl Dispatcher {
         if !self.known.insert(conv) {
             return Vec::new();
         }
+        self.open_by_visitor.insert(visitor, conv);
         if self.queue.is_empty() {
             if let Some(agent) = self.pick() {
                 return vec![self.assign(agent, conv, visitor)];
@@ -132,6 +142,7 @@ impl Dispatcher {
         if !self.known.insert(conv) {
             return Vec::new();
         }
+        self.open_by_visitor.insert(visitor, conv);
         let a = self.agents.entry(agent.clone()).or_default();
         a.open.push((conv, visitor));
         if a.is_online() {
@@ -191,7 +202,10 @@ impl Dispatcher {
         if !self.known.remove(&conv) {
             return Vec::new();
         }
-        self.queue.retain(|w| w.conv != conv);
+        let mut visitor = None;
+        if let Some(i) = self.queue.iter().position(|w| w.conv == conv) {
+            visitor = self.queue.remove(i).map(|w| w.visitor);
+        }
         let holds = |a: &Agent| a.open.iter().any(|(c, _)| *c == conv);
         let holder = agent
             .filter(|id| self.agents.get(*id).is_some_and(holds))
@@ -204,9 +218,16 @@ impl Dispatcher {
             });
         if let Some(id) = holder {
             let a = self.agents.get_mut(&id).expect("found above");
-            a.open.retain(|(c, _)| *c != conv);
+            if let Some(i) = a.open.iter().position(|(c, _)| *c == conv) {
+                visitor = Some(a.open.remove(i).1);
+            }
             if !a.is_online() && a.open.is_empty() {
                 self.agents.remove(&id);
+            }
+        }
+        if let Some(v) = visitor {
+            if self.open_by_visitor.get(&v) == Some(&conv) {
+                self.open_by_visitor.remove(&v);
             }
         }
         self.drain()

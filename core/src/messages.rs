@@ -109,6 +109,12 @@ pub enum ShardMsg {
     AgentOffline {
         agent: AgentId,
     },
+    /// A returning visitor (token presented) sent a frame about its current conversation
+    /// on a connection that has none: which one is open, if any?
+    FindOpenConv {
+        visitor: VisitorId,
+        conn: ConnKey,
+    },
     /// `conv` was closed; `agent` is who had it as the home shard knew it.
     ConvClosed {
         conv: ConvId,
@@ -116,6 +122,11 @@ pub enum ShardMsg {
     },
 
     // ---- to a connection's shard ----
+    /// Answer to `FindOpenConv`.
+    OpenConvIs {
+        conn: ConnKey,
+        conv: Option<ConvId>,
+    },
     /// One frame for one connection (an ack, an error).
     ToConn {
         conn: ConnKey,

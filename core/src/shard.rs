@@ -87,6 +87,8 @@ struct Conn {
     io: ConnIo,
     /// A visitor's current conversation.
     visitor_conv: Option<ConvId>,
+    /// For a returning visitor: whether its open conversation has been looked up.
+    lookup: Lookup,
     /// Conversations this connection is subscribed to (live or awaiting replay).
     subs: Vec<ConvId>,
     last_seen: u64,
@@ -94,6 +96,21 @@ struct Conn {
     rate: TokenBucket,
     strikes: u16,
 }
+
+/// A returning visitor's first frame about "my conversation" on a new connection asks the
+/// dispatcher which one is open, and waits (with whatever follows) for the answer.
+#[derive(Debug)]
+enum Lookup {
+    /// Nothing to look up: an agent, a new visitor, or already answered.
+    Done,
+    /// A returning visitor that has not needed its conversation yet.
+    Due,
+    /// Asked; these frames wait for the answer, in order.
+    Asked(Vec<ClientFrame>),
+}
+
+/// Frames a connection may park while its lookup is answered.
+const LOOKUP_PARKED_MAX: usize = 64;
 
 #[derive(Debug)]
 struct Slot {
@@ -413,12 +430,21 @@ impl Shard {
     /// Registers an authenticated connection and queues its `welcome` frame.
     pub fn connect(&mut self, identity: Identity, now: Now) -> ConnKey {
         self.now = now;
-        let Identity { who, client, .. } = identity;
+        let Identity {
+            who,
+            client,
+            resumed,
+        } = identity;
+        let lookup = match who {
+            ParticipantId::Visitor(_) if resumed => Lookup::Due,
+            _ => Lookup::Done,
+        };
         let conn = Conn {
             who: who.clone(),
             client,
             io: ConnIo::default(),
             visitor_conv: None,
+            lookup,
             subs: Vec::new(),
             last_seen: now.mono_ms,
             pinged: false,
@@ -574,6 +600,41 @@ impl Shard {
         let Some(conn) = self.conn_mut(key) else {
             return;
         };
+        // A returning visitor's frame about "my conversation": find it first.
+        let about_current = match &frame {
+            ClientFrame::Msg { conv, .. }
+            | ClientFrame::Typing { conv }
+            | ClientFrame::Read { conv, .. }
+            | ClientFrame::History { conv, .. } => conv.is_none(),
+            ClientFrame::Resume { .. } | ClientFrame::Close { .. } => false,
+        };
+        match &mut conn.lookup {
+            Lookup::Asked(parked) if parked.len() < LOOKUP_PARKED_MAX => {
+                parked.push(frame);
+                return;
+            }
+            Lookup::Asked(_) => {
+                self.push_error(
+                    key,
+                    ErrorCode::RateLimited,
+                    "too many frames while finding your conversation; resend",
+                    None,
+                );
+                return;
+            }
+            Lookup::Due if about_current && conn.visitor_conv.is_none() => {
+                let ParticipantId::Visitor(visitor) = conn.who else {
+                    unreachable!("only visitors look up")
+                };
+                conn.lookup = Lookup::Asked(vec![frame]);
+                self.send(
+                    DISPATCHER_SHARD,
+                    ShardMsg::FindOpenConv { visitor, conn: key },
+                );
+                return;
+            }
+            _ => {}
+        }
         let who = conn.who.clone();
         let is_agent = matches!(who, ParticipantId::Agent(_));
         // The conversation a frame is about: named, or (visitors only) the current one.
@@ -1128,6 +1189,31 @@ impl Shard {
             ShardMsg::ConvClosed { conv, agent } => {
                 let out = self.dispatcher_mut().closed(conv, agent.as_ref());
                 self.dispatch(out);
+            }
+            ShardMsg::FindOpenConv { visitor, conn } => {
+                let conv = self.dispatcher_mut().open_conv_of(visitor);
+                self.send(from, ShardMsg::OpenConvIs { conn, conv });
+            }
+            ShardMsg::OpenConvIs { conn, conv } => {
+                let Some(c) = self.conn_mut(conn) else { return };
+                let parked = match std::mem::replace(&mut c.lookup, Lookup::Done) {
+                    Lookup::Asked(parked) => parked,
+                    _ => Vec::new(),
+                };
+                if let (Some(conv), None) = (conv, c.visitor_conv) {
+                    // Back in it, live from its newest message: `resumed` says which and
+                    // up to where (`history` reads back).
+                    self.on_frame(
+                        conn,
+                        ClientFrame::Resume {
+                            conv,
+                            last_seq: u64::MAX,
+                        },
+                    );
+                }
+                for frame in parked {
+                    self.on_frame(conn, frame);
+                }
             }
 
             ShardMsg::ToConn { conn, frame } => self.push(conn, frame),

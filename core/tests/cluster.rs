@@ -70,11 +70,16 @@ impl Cluster {
     }
 
     fn connect(&mut self, shard: usize, who: ParticipantId) -> Client {
+        self.connect_as(shard, who, false)
+    }
+
+    /// `resumed`: the client presented its token (a returning visitor).
+    fn connect_as(&mut self, shard: usize, who: ParticipantId, resumed: bool) -> Client {
         let key = self.shards[shard].connect(
             Identity {
                 who,
                 client: ClientKind::Web,
-                resumed: false,
+                resumed,
             },
             self.now,
         );
@@ -898,7 +903,12 @@ fn random_frames_and_extreme_numbers_never_break_a_shard() {
                     // A client leaves and another (a returning visitor) arrives.
                     let i = rng.usize(3..clients.len());
                     c.disconnect(clients[i]);
-                    clients[i] = c.visitor(rng.usize(..3), i as u64 + 100);
+                    let returning = rng.bool();
+                    clients[i] = c.connect_as(
+                        rng.usize(..3),
+                        ParticipantId::Visitor(VisitorId(i as u64 + 100)),
+                        returning,
+                    );
                     continue;
                 }
             };
@@ -916,4 +926,69 @@ fn random_frames_and_extreme_numbers_never_break_a_shard() {
         c.send_json(v, msg("last", "still there?"));
         assert_eq!(c.of_type(v, "ack")[0]["seq"], 1, "seed {seed}");
     }
+}
+
+#[test]
+fn a_returning_visitor_that_does_not_name_its_conversation_is_put_back_in_it() {
+    let mut c = Cluster::new(3, CoreConfig::default(), 11);
+    let a = c.agent(0, "ann");
+    let v = c.visitor(1, 7);
+    c.send_json(v, msg("m1", "my order is late"));
+    let (conv, _) = opened(&mut c, v);
+    c.frames_resuming(a);
+    c.disconnect(v);
+    // Back on another shard with its token; it kept no conversation id.
+    let v = c.connect_as(2, ParticipantId::Visitor(VisitorId(7)), true);
+    c.frames(v);
+    c.send_json(v, serde_json::json!({"type":"history","limit":5}));
+    c.send_json(v, msg("m2", "still here"));
+    let frames = c.frames(v);
+    let types: Vec<&str> = frames.iter().filter_map(|f| f["type"].as_str()).collect();
+    assert_eq!(types, ["resumed", "history", "ack"], "{frames:?}");
+    assert_eq!(frames[0]["conv"], conv.as_str());
+    assert_eq!(frames[0]["last_seq"], 1);
+    assert_eq!(frames[1]["messages"][0]["body"], "my order is late");
+    assert_eq!(
+        (frames[2]["conv"].as_str(), frames[2]["seq"].as_u64()),
+        (Some(&*conv), Some(2))
+    );
+    // The agent gets it in the same conversation, and its answer reaches the new connection.
+    assert_eq!(seqs(&c.frames(a)), vec![2]);
+    c.send_json(
+        a,
+        serde_json::json!({"type":"msg","cid":"a1","body":"on its way","conv":conv}),
+    );
+    assert_eq!(seqs(&c.frames(v)), vec![3]);
+    // Only agents and a closed conversation end it: then the next message opens a new one.
+    c.send_json(a, serde_json::json!({"type":"close","conv":conv}));
+    c.disconnect(v);
+    let v = c.connect_as(1, ParticipantId::Visitor(VisitorId(7)), true);
+    c.send_json(v, msg("m3", "one more thing"));
+    let (again, _) = opened(&mut c, v);
+    assert_ne!(again, conv);
+}
+
+#[test]
+fn a_visitor_that_resumes_by_itself_or_is_new_is_not_looked_up() {
+    let mut c = Cluster::new(2, CoreConfig::default(), 12);
+    let v = c.visitor(1, 8);
+    c.send_json(v, msg("m1", "hello"));
+    let (conv, _) = opened(&mut c, v);
+    c.disconnect(v);
+    let v = c.connect_as(0, ParticipantId::Visitor(VisitorId(8)), true);
+    c.frames(v);
+    c.send_json(
+        v,
+        serde_json::json!({"type":"resume","conv":conv,"last_seq":1}),
+    );
+    c.send_json(v, msg("m2", "again"));
+    let frames = c.frames(v);
+    let types: Vec<&str> = frames.iter().filter_map(|f| f["type"].as_str()).collect();
+    assert_eq!(types, ["resumed", "ack"], "one resume, the client's own");
+    assert_eq!(frames[1]["seq"], 2);
+    // A new visitor's first message opens its conversation at once.
+    let fresh = c.visitor(0, 9);
+    c.send_json(fresh, msg("m1", "hi"));
+    let (other, _) = opened(&mut c, fresh);
+    assert_ne!(other, conv);
 }

@@ -192,11 +192,16 @@ impl Node {
     }
 
     fn connect(&mut self, shard: usize, who: ParticipantId) -> Client {
+        self.connect_as(shard, who, false)
+    }
+
+    /// `resumed`: the client presented its token (a returning visitor).
+    fn connect_as(&mut self, shard: usize, who: ParticipantId, resumed: bool) -> Client {
         let key = self.shards[shard].connect(
             Identity {
                 who,
                 client: ClientKind::Web,
-                resumed: false,
+                resumed,
             },
             self.now,
         );
@@ -535,4 +540,28 @@ fn after_a_restart_a_conversation_nobody_touches_is_closed_one_idle_period_later
         conv2.as_str(),
         "ann's place went to the waiting visitor"
     );
+}
+
+#[test]
+fn after_a_restart_a_returning_visitor_is_put_back_in_its_stored_conversation() {
+    let mut before = Node::new(2, cfg(), MemStore::default());
+    let v = before.connect(1, visitor(5));
+    before.send(v, msg("m1", "before the restart"));
+    let conv = before.of_type(v, "ack")[0]["conv"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut after = Node::new(2, cfg(), before.store.clone());
+    after.settle();
+    let v = after.connect_as(0, visitor(5), true);
+    after.send(v, msg("m2", "after it"));
+    let frames = after.frames(v);
+    let ack = frames.iter().find(|f| f["type"] == "ack").unwrap();
+    assert_eq!(
+        (ack["conv"].as_str(), ack["seq"].as_u64()),
+        (Some(&*conv), Some(2))
+    );
+    assert!(frames
+        .iter()
+        .any(|f| f["type"] == "resumed" && f["last_seq"] == 1));
 }

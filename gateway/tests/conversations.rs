@@ -256,6 +256,31 @@ async fn a_visitor_resumes_its_identity_and_missed_messages_after_reconnecting()
         conv.as_str(),
         "resumed conversation is current"
     );
+    drop(v);
+
+    // Back again, this time without naming the conversation (a page reload that kept only
+    // the token): the first frame about it puts the connection back in it.
+    let mut v = Client::connect(&gw.url(&format!("/ws/visitor?client=web&token={token}")))
+        .await
+        .unwrap();
+    v.msg("m3", "one more thing", None).await;
+    assert_eq!(
+        v.expect("resumed").await,
+        json!({"type":"resumed","conv":conv,"last_seq":7,"replayed":0,"complete":true})
+    );
+    let ack = v.expect("ack").await;
+    assert_eq!(
+        (ack["conv"].as_str(), ack["seq"].as_u64()),
+        (Some(&*conv), Some(8))
+    );
+    assert_eq!(
+        agent.expect("msg").await["seq"],
+        7,
+        "the earlier \"thanks\""
+    );
+    assert_eq!(agent.expect("msg").await["seq"], 8);
+    agent.msg("a6", "sure", Some(&conv)).await;
+    assert_eq!(v.expect("msg").await["seq"], 9);
 
     // An altered token is refused at the upgrade.
     let mut altered = token.clone();
