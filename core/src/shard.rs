@@ -111,6 +111,19 @@ enum Lookup {
 
 /// Frames a connection may park while its lookup is answered.
 const LOOKUP_PARKED_MAX: usize = 64;
+/// How long the dispatcher holds lookups for the start-up listing before answering from
+/// what it knows (the bridge may be down), and how many it holds.
+const LOOKUP_WAIT_MS: u64 = 5_000;
+const LOOKUPS_HELD_MAX: usize = 100_000;
+
+/// A returning visitor's lookup held by the dispatcher until the start-up listing is in.
+#[derive(Debug)]
+struct HeldLookup {
+    from: ShardId,
+    visitor: VisitorId,
+    conn: ConnKey,
+    since_ms: u64,
+}
 
 #[derive(Debug)]
 struct Slot {
@@ -190,6 +203,8 @@ pub struct Shard {
     closed_order: VecDeque<ConvId>,
     /// Present on the dispatcher shard only.
     dispatcher: Option<Dispatcher>,
+    /// Dispatcher shard: lookups waiting for the start-up listing.
+    held_lookups: Vec<HeldLookup>,
     last_queue_update: u64,
     idle: IdleWheel<ConnKey>,
     /// Idle-close checks of conversations: this shard's own, and on the dispatcher shard
@@ -227,6 +242,7 @@ impl Shard {
             convs: HashMap::new(),
             closed_order: VecDeque::new(),
             dispatcher,
+            held_lookups: Vec::new(),
             last_queue_update: 0,
             idle: IdleWheel::default(),
             conv_idle: IdleWheel::default(),
@@ -362,6 +378,7 @@ impl Shard {
                         },
                     );
                 }
+                self.answer_held_lookups(u64::MAX);
             }
         }
         self.pump();
@@ -806,6 +823,9 @@ impl Shard {
                 }
             }
         }
+        if !self.held_lookups.is_empty() {
+            self.answer_held_lookups(now.mono_ms.saturating_sub(LOOKUP_WAIT_MS));
+        }
         for conv in self.conv_idle.take_due(now.mono_ms) {
             let home = home_shard(conv, self.nr_shards);
             if home != self.id {
@@ -828,6 +848,19 @@ impl Shard {
             self.dispatch(updates);
         }
         self.pump();
+    }
+
+    /// Answers the held lookups asked at or before `asked_by_ms` from what the dispatcher
+    /// knows now.
+    fn answer_held_lookups(&mut self, asked_by_ms: u64) {
+        let (due, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held_lookups)
+            .into_iter()
+            .partition(|h| h.since_ms <= asked_by_ms);
+        self.held_lookups = held;
+        for h in due {
+            let conv = self.dispatcher_mut().open_conv_of(h.visitor);
+            self.send(h.from, ShardMsg::OpenConvIs { conn: h.conn, conv });
+        }
     }
 
     /// Files an idle-close check of `conv` (in memory, open) at its deadline, unless one is
@@ -1191,6 +1224,17 @@ impl Shard {
                 self.dispatch(out);
             }
             ShardMsg::FindOpenConv { visitor, conn } => {
+                let listing = self.store.as_ref().is_some_and(StoreLink::is_listing);
+                if listing && self.held_lookups.len() < LOOKUPS_HELD_MAX {
+                    // Just started: the visitor's conversation may be among those listed.
+                    self.held_lookups.push(HeldLookup {
+                        from,
+                        visitor,
+                        conn,
+                        since_ms: self.now.mono_ms,
+                    });
+                    return;
+                }
                 let conv = self.dispatcher_mut().open_conv_of(visitor);
                 self.send(from, ShardMsg::OpenConvIs { conn, conv });
             }

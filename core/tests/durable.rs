@@ -565,3 +565,45 @@ fn after_a_restart_a_returning_visitor_is_put_back_in_its_stored_conversation() 
         .iter()
         .any(|f| f["type"] == "resumed" && f["last_seq"] == 1));
 }
+
+#[test]
+fn just_after_a_restart_a_returning_visitor_waits_for_the_listing_of_open_conversations() {
+    let mut before = Node::new(2, cfg(), MemStore::default());
+    let v = before.connect(1, visitor(6));
+    before.send(v, msg("m1", "before the restart"));
+    let conv = before.of_type(v, "ack")[0]["conv"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The bridge has not answered anything yet when the visitor is back.
+    let mut after = Node::new(2, cfg(), before.store.clone());
+    after.hold = true;
+    after.settle();
+    let v = after.connect_as(1, visitor(6), true);
+    after.frames(v);
+    after.send(v, msg("m2", "hello again"));
+    assert!(after.frames(v).is_empty(), "waiting for the listing");
+    after.release();
+    let frames = after.frames(v);
+    let ack = frames.iter().find(|f| f["type"] == "ack").unwrap();
+    assert_eq!(
+        (ack["conv"].as_str(), ack["seq"].as_u64()),
+        (Some(&*conv), Some(2))
+    );
+
+    // If the listing does not come (the bridge is down), the wait ends after 5 s and the
+    // visitor's message opens a conversation rather than waiting on.
+    let mut stuck = Node::new(2, cfg(), before.store.clone());
+    stuck.hold = true;
+    stuck.settle();
+    let v = stuck.connect_as(0, visitor(6), true);
+    stuck.frames(v);
+    stuck.send(v, msg("m3", "anyone?"));
+    stuck.advance_s(4);
+    assert!(stuck.frames(v).is_empty());
+    stuck.advance_s(2);
+    stuck.release();
+    let frames = stuck.frames(v);
+    let ack = frames.iter().find(|f| f["type"] == "ack").unwrap();
+    assert_ne!(ack["conv"].as_str(), Some(&*conv));
+}
