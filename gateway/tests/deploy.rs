@@ -325,7 +325,7 @@ async fn every_metric_in_the_rules_and_dashboard_is_exported() {
 
     // A real gateway and bridge after one conversation: every series exists.
     let dir = temp_dir("deploy-metrics");
-    let redis = common::RedisProc::start();
+    let redis = switchboard_test_support::RedisProc::start();
     let bridge = BridgeProc::start(&dir, &[("REDIS_URL", redis.url().as_str())]);
     let args = bridge.gateway_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -4,10 +4,11 @@
 
 mod common;
 
-use common::{free_port, stored_messages, temp_dir, BridgeProc, Client, Gateway, RedisProc};
+use common::{stored_messages, temp_dir, BridgeProc, Client, Gateway};
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+use switchboard_test_support::{free_port, RedisProc};
 
 /// Sends each cid (if not already acked) and waits until every one is acked, resending the
 /// ones refused with `overloaded`. Returns cid -> seq for all acks seen.

@@ -11,6 +11,7 @@ use switchboard_protocol::bridge::{
 };
 use switchboard_protocol::token::{TokenKind, TokenSigner};
 use switchboard_protocol::{ConvId, VisitorId};
+use switchboard_test_support::RedisProc;
 
 struct Bridge {
     child: Child,
@@ -492,98 +493,6 @@ fn the_http_api_serves_history_to_agents_compressed_with_zstd() {
     assert_eq!(http_get(&addr, "/healthz", &[]), (200, "ok\n".into()));
 }
 
-/// A redis-server of the test's own, on a free port, killed when dropped.
-struct RedisProc {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl RedisProc {
-    /// A free port for a Redis to come later.
-    fn reserve(dir: &Path) -> RedisProc {
-        std::fs::create_dir_all(dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        RedisProc {
-            child: None,
-            port,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn start(dir: &Path) -> RedisProc {
-        let mut r = RedisProc::reserve(dir);
-        r.run();
-        r
-    }
-
-    /// Starts it (again: it loads the snapshot in its directory, if any).
-    fn run(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(["--dir", self.dir.to_str().unwrap()])
-            .args(["--enable-debug-command", "local"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is required (scripts/ensure-services.sh installs it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.cmd("PING").as_deref() != Some("+PONG") {
-            assert!(Instant::now() < deadline, "redis-server did not answer");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// One inline command; the first line of the reply.
-    fn cmd(&self, command: &str) -> Option<String> {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(format!("{command}\r\n").as_bytes()).ok()?;
-        let mut line = String::new();
-        BufReader::new(s).read_line(&mut line).ok()?;
-        Some(line.trim_end().to_string())
-    }
-
-    /// Every key under `pattern` (KEYS is fine on a test's own Redis).
-    fn keys(&self, pattern: &str) -> Vec<String> {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(format!("KEYS {pattern}\r\n").as_bytes())
-            .unwrap();
-        let mut r = BufReader::new(s);
-        let mut line = String::new();
-        r.read_line(&mut line).unwrap();
-        let n: usize = line.trim_end().trim_start_matches('*').parse().unwrap();
-        let mut keys = Vec::new();
-        for _ in 0..n {
-            line.clear();
-            r.read_line(&mut line).unwrap(); // $len
-            line.clear();
-            r.read_line(&mut line).unwrap();
-            keys.push(line.trim_end().to_string());
-        }
-        keys
-    }
-}
-
-impl Drop for RedisProc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// The seqs of conversation `conv`'s newest `limit` messages below `before`.
 fn history_seqs(l: &mut Link, conv: u64, before: u64, limit: u32) -> Vec<u64> {
     l.send(&BridgeMsg::History {
@@ -617,7 +526,7 @@ fn counter(b: &Bridge, name: &str) -> u64 {
 #[test]
 fn the_cache_answers_only_for_what_this_process_wrote_into_it() {
     let dir = tempdir("cache-restarts");
-    let redis = RedisProc::start(&dir.join("redis"));
+    let redis = RedisProc::start();
     let url = redis.url();
     let with_redis = ["--redis-url", url.as_str()];
     let mut a = Bridge::start(&dir, &with_redis);
@@ -659,7 +568,7 @@ fn the_cache_answers_only_for_what_this_process_wrote_into_it() {
 #[test]
 fn a_bridge_started_before_redis_uses_it_later_and_never_trusts_a_restored_snapshot() {
     let dir = tempdir("cache-late");
-    let mut redis = RedisProc::reserve(&dir.join("redis"));
+    let mut redis = RedisProc::reserve();
     let url = redis.url();
     let b = Bridge::start(&dir, &["--redis-url", url.as_str()]);
     let mut l = Link::hello(&b.socket());
