@@ -8,10 +8,12 @@
 //!   before this one): each time the bridge (re)starts using Redis it opens a new
 //!   *namespace* (`{prefix}e{N}:`, N from `INCR {prefix}epoch`), so a list only ever holds
 //!   what this process wrote into it. Older namespaces are deleted in the background.
-//! - A write that failed or was skipped: the conversation gets a *hole* at the batch's
-//!   highest seq, and its list answers only once everything at or below the hole has been
-//!   trimmed out of it (a later, lower batch may still land in the list: commits run
-//!   concurrently).
+//! - A write that failed or was skipped: the namespace is abandoned (failed) or was not
+//!   open (skipped), so later writes go to a new one whose lists start above it; and the
+//!   conversation gets a *hole* at the batch's highest seq, its list answering only once
+//!   everything at or below the hole is trimmed out of it. Both rest on batches reaching
+//!   the cache in the order they were formed (`commit.rs`), so a list only ever grows at
+//!   its newest end.
 //! - Redis restarted and restored an older snapshot, or lost everything: every write also
 //!   increments the namespace's write counter; a read that finds the counter lower than a
 //!   value already seen knows writes were lost, and abandons the namespace.

@@ -3,13 +3,17 @@
 //! transaction, and only then confirms each request. A transient store error (database
 //! away, disk full) is retried with backoff, holding the batch: nothing confirmed is lost,
 //! and nothing is confirmed that is not committed.
+//!
+//! Batches commit concurrently but reach the Redis cache in the order they were formed, so
+//! each conversation's cached list only ever grows at its newest end (`cache.rs` relies on
+//! that when it starts a new namespace).
 
 use crate::cache::Cache;
 use crate::store::Store;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchboard_protocol::bridge::{BridgeMsg, ConvEvent, StoredMessage};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// One `persist` request and where to confirm it.
 pub struct CommitJob {
@@ -34,6 +38,9 @@ impl Committer {
     /// Runs until every sender of `rx` is gone and the last batch is written.
     pub async fn run(self, mut rx: mpsc::Receiver<CommitJob>) {
         let slots = Arc::new(tokio::sync::Semaphore::new(self.concurrency.max(1)));
+        // Whose turn it is to write to the cache: batches in the order they were formed.
+        let turns = Turns::default();
+        let mut turn = 0u64;
         while let Some(first) = rx.recv().await {
             let mut count = first.messages.len();
             let mut jobs = vec![first];
@@ -50,16 +57,18 @@ impl Committer {
             metrics::gauge!("bridge_commit_queue_depth").set(rx.len() as f64);
             let slot = slots.clone().acquire_owned().await.expect("never closed");
             let this = self.clone();
+            let turns = turns.clone();
             tokio::spawn(async move {
-                this.commit(jobs).await;
+                this.commit(jobs, turn, &turns).await;
                 drop(slot);
             });
+            turn += 1;
         }
         let _ = slots.acquire_many(self.concurrency.max(1) as u32).await;
         tracing::info!("committer: drained");
     }
 
-    async fn commit(&self, jobs: Vec<CommitJob>) {
+    async fn commit(&self, jobs: Vec<CommitJob>, turn: u64, turns: &Turns) {
         let messages: Vec<StoredMessage> = jobs
             .iter()
             .flat_map(|j| j.messages.iter().cloned())
@@ -82,6 +91,7 @@ impl Committer {
                     metrics::counter!("bridge_store_errors_total", "kind" => "permanent")
                         .increment(1);
                     tracing::error!(error = %e, batch = messages.len(), "store write failed permanently");
+                    self.in_turn(turn, turns, None).await;
                     for j in jobs {
                         let _ = j.reply.send(BridgeMsg::Failed {
                             req: j.req,
@@ -96,11 +106,68 @@ impl Committer {
         metrics::histogram!("bridge_commit_seconds").record(start.elapsed().as_secs_f64());
         metrics::histogram!("bridge_batch_messages").record(messages.len() as f64);
         metrics::counter!("bridge_messages_persisted_total").increment(messages.len() as u64);
-        if let Some(cache) = &self.cache {
-            cache.append(&messages).await;
-        }
+        self.in_turn(turn, turns, Some(&messages)).await;
         for j in jobs {
             let _ = j.reply.send(BridgeMsg::Persisted { req: j.req });
         }
+    }
+
+    /// Once every earlier batch has had its turn: writes `messages` (committed) to the
+    /// cache, then passes the turn on. Without a cache there is nothing to order.
+    async fn in_turn(&self, turn: u64, turns: &Turns, messages: Option<&[StoredMessage]>) {
+        let Some(cache) = &self.cache else {
+            return;
+        };
+        turns.wait(turn).await;
+        if let Some(m) = messages {
+            cache.append(m).await;
+        }
+        turns.pass();
+    }
+}
+
+/// Numbered turns taken in order: turn n waits until turns 0..n have passed.
+#[derive(Clone)]
+struct Turns(Arc<watch::Sender<u64>>);
+
+impl Default for Turns {
+    fn default() -> Self {
+        Turns(Arc::new(watch::channel(0).0))
+    }
+}
+
+impl Turns {
+    async fn wait(&self, turn: u64) {
+        // The sender lives in `self`, so waiting cannot fail.
+        let _ = self.0.subscribe().wait_for(|next| *next == turn).await;
+    }
+
+    fn pass(&self) {
+        self.0.send_modify(|next| *next += 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn turns_are_taken_in_order_whatever_order_they_arrive_in() {
+        let turns = Turns::default();
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for turn in [3u64, 1, 4, 0, 2] {
+            let (turns, order) = (turns.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                turns.wait(turn).await;
+                order.lock().unwrap().push(turn);
+                turns.pass();
+            }));
+            tokio::task::yield_now().await;
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4]);
     }
 }
