@@ -544,13 +544,7 @@ fn after_a_restart_a_conversation_nobody_touches_is_closed_one_idle_period_later
 
 #[test]
 fn after_a_restart_a_returning_visitor_is_put_back_in_its_stored_conversation() {
-    let mut before = Node::new(2, cfg(), MemStore::default());
-    let v = before.connect(1, visitor(5));
-    before.send(v, msg("m1", "before the restart"));
-    let conv = before.of_type(v, "ack")[0]["conv"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (before, conv) = visitor_opened_a_conversation(5);
     let mut after = Node::new(2, cfg(), before.store.clone());
     after.settle();
     let v = after.connect_as(0, visitor(5), true);
@@ -568,13 +562,7 @@ fn after_a_restart_a_returning_visitor_is_put_back_in_its_stored_conversation() 
 
 #[test]
 fn just_after_a_restart_a_returning_visitor_waits_for_the_listing_of_open_conversations() {
-    let mut before = Node::new(2, cfg(), MemStore::default());
-    let v = before.connect(1, visitor(6));
-    before.send(v, msg("m1", "before the restart"));
-    let conv = before.of_type(v, "ack")[0]["conv"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (before, conv) = visitor_opened_a_conversation(6);
     // The bridge has not answered anything yet when the visitor is back.
     let mut after = Node::new(2, cfg(), before.store.clone());
     after.hold = true;
@@ -606,4 +594,16 @@ fn just_after_a_restart_a_returning_visitor_waits_for_the_listing_of_open_conver
     let frames = stuck.frames(v);
     let ack = frames.iter().find(|f| f["type"] == "ack").unwrap();
     assert_ne!(ack["conv"].as_str(), Some(&*conv));
+}
+
+/// A node where visitor `id` (on shard 1) opened a conversation, stored; and its id.
+fn visitor_opened_a_conversation(id: u64) -> (Node, String) {
+    let mut node = Node::new(2, cfg(), MemStore::default());
+    let v = node.connect(1, visitor(id));
+    node.send(v, msg("m1", "before the restart"));
+    let conv = node.of_type(v, "ack")[0]["conv"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (node, conv)
 }
