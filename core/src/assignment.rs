@@ -194,7 +194,6 @@ impl Dispatcher {
         }
     }
 
-    /// `agent` closed `conv`: its slot frees up for the queue.
     /// `conv` is closed: it leaves the queue or its agent's list, wherever it is. `agent`
     /// is where to look first; an idle close can cross an assignment still on its way to
     /// the conversation's shard, so the dispatcher may have given it to someone since.

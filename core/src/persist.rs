@@ -145,12 +145,12 @@ impl StoreLink {
         }
     }
 
-    /// Asks for the open conversations (the dispatcher, after a restart).
     /// Whether the start-up listing is asked and not answered yet.
     pub fn is_listing(&self) -> bool {
         self.listing.is_some()
     }
 
+    /// Asks for the open conversations (the dispatcher, after a restart).
     pub fn list_open(&mut self, limit: u32) {
         let req = self.req();
         self.listing = Some(req);

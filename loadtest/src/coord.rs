@@ -100,7 +100,6 @@ fn parse_cores(list: &str) -> anyhow::Result<Vec<usize>> {
     Ok(out)
 }
 
-/// Checks that a URL is `ws://IP:port[/path]` on loopback; returns the address.
 /// The WebSocket settings of every load client. The read buffer matters most: tungstenite
 /// zero-fills its free space before each read, and at the 128 KiB default that memset was
 /// 38% of a chat worker's CPU (perf), enough to make the client the bottleneck.
@@ -111,6 +110,7 @@ pub fn ws_config() -> WebSocketConfig {
         .max_message_size(Some(16 << 20))
 }
 
+/// Checks that a URL is `ws://IP:port[/path]` on loopback; returns the address.
 pub fn loopback_target(url: &str) -> anyhow::Result<std::net::SocketAddr> {
     let rest = url
         .strip_prefix("ws://")
