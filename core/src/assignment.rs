@@ -201,35 +201,35 @@ impl Dispatcher {
         if !self.known.remove(&conv) {
             return Vec::new();
         }
-        let mut visitor = None;
-        if let Some(i) = self.queue.iter().position(|w| w.conv == conv) {
-            visitor = self.queue.remove(i).map(|w| w.visitor);
-        }
-        let holds = |a: &Agent| a.open.iter().any(|(c, _)| *c == conv);
-        let holder = agent
-            .filter(|id| self.agents.get(*id).is_some_and(holds))
-            .cloned()
+        let visitor = agent
+            .and_then(|id| self.take_from_agent(id, conv))
             .or_else(|| {
-                self.agents
-                    .iter()
-                    .find(|(_, a)| holds(a))
-                    .map(|(id, _)| id.clone())
+                let i = self.queue.iter().position(|w| w.conv == conv)?;
+                self.queue.remove(i).map(|w| w.visitor)
+            })
+            .or_else(|| {
+                let holds = |a: &Agent| a.open.iter().any(|(c, _)| *c == conv);
+                let (id, _) = self.agents.iter().find(|(_, a)| holds(a))?;
+                self.take_from_agent(&id.clone(), conv)
             });
-        if let Some(id) = holder {
-            let a = self.agents.get_mut(&id).expect("found above");
-            if let Some(i) = a.open.iter().position(|(c, _)| *c == conv) {
-                visitor = Some(a.open.remove(i).1);
-            }
-            if !a.is_online() && a.open.is_empty() {
-                self.agents.remove(&id);
-            }
-        }
         if let Some(v) = visitor {
             if self.open_by_visitor.get(&v) == Some(&conv) {
                 self.open_by_visitor.remove(&v);
             }
         }
         self.drain()
+    }
+
+    /// Takes `conv` off `agent`'s list (forgetting an offline agent left with none); its
+    /// visitor, if the agent had it.
+    fn take_from_agent(&mut self, agent: &AgentId, conv: ConvId) -> Option<VisitorId> {
+        let a = self.agents.get_mut(agent)?;
+        let i = a.open.iter().position(|(c, _)| *c == conv)?;
+        let (_, visitor) = a.open.remove(i);
+        if !a.is_online() && a.open.is_empty() {
+            self.agents.remove(agent);
+        }
+        Some(visitor)
     }
 
     /// Assigns queued conversations, oldest first, while any agent has room.
