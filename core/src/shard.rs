@@ -617,41 +617,16 @@ impl Shard {
         let Some(conn) = self.conn_mut(key) else {
             return;
         };
-        // A returning visitor's frame about "my conversation": find it first.
-        let about_current = match &frame {
-            ClientFrame::Msg { conv, .. }
-            | ClientFrame::Typing { conv }
-            | ClientFrame::Read { conv, .. }
-            | ClientFrame::History { conv, .. } => conv.is_none(),
-            ClientFrame::Resume { .. } | ClientFrame::Close { .. } => false,
+        let frame = match conn.lookup {
+            Lookup::Done => frame,
+            _ => match self.lookup_first(key, frame) {
+                Some(frame) => frame,
+                None => return,
+            },
         };
-        match &mut conn.lookup {
-            Lookup::Asked(parked) if parked.len() < LOOKUP_PARKED_MAX => {
-                parked.push(frame);
-                return;
-            }
-            Lookup::Asked(_) => {
-                self.push_error(
-                    key,
-                    ErrorCode::RateLimited,
-                    "too many frames while finding your conversation; resend",
-                    None,
-                );
-                return;
-            }
-            Lookup::Due if about_current && conn.visitor_conv.is_none() => {
-                let ParticipantId::Visitor(visitor) = conn.who else {
-                    unreachable!("only visitors look up")
-                };
-                conn.lookup = Lookup::Asked(vec![frame]);
-                self.send(
-                    DISPATCHER_SHARD,
-                    ShardMsg::FindOpenConv { visitor, conn: key },
-                );
-                return;
-            }
-            _ => {}
-        }
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
         let who = conn.who.clone();
         let is_agent = matches!(who, ParticipantId::Agent(_));
         // The conversation a frame is about: named, or (visitors only) the current one.
@@ -848,6 +823,46 @@ impl Shard {
             self.dispatch(updates);
         }
         self.pump();
+    }
+
+    /// A returning visitor's frame while its open conversation may still be unknown: parks
+    /// it while a lookup is out, or starts one for a frame about "my conversation" (no
+    /// `conv`, none current). Gives the frame back when it is to be handled now.
+    fn lookup_first(&mut self, key: ConnKey, frame: ClientFrame) -> Option<ClientFrame> {
+        let conn = self.conn_mut(key)?;
+        let about_current = match &frame {
+            ClientFrame::Msg { conv, .. }
+            | ClientFrame::Typing { conv }
+            | ClientFrame::Read { conv, .. }
+            | ClientFrame::History { conv, .. } => conv.is_none(),
+            ClientFrame::Resume { .. } | ClientFrame::Close { .. } => false,
+        };
+        match &mut conn.lookup {
+            Lookup::Asked(parked) if parked.len() < LOOKUP_PARKED_MAX => parked.push(frame),
+            Lookup::Asked(_) => self.push_error(
+                key,
+                ErrorCode::RateLimited,
+                "too many frames while finding your conversation; resend",
+                None,
+            ),
+            // It named its conversation itself (`resume`): nothing to find.
+            _ if conn.visitor_conv.is_some() => {
+                conn.lookup = Lookup::Done;
+                return Some(frame);
+            }
+            _ if !about_current => return Some(frame),
+            _ => {
+                let ParticipantId::Visitor(visitor) = conn.who else {
+                    unreachable!("only visitors look up")
+                };
+                conn.lookup = Lookup::Asked(vec![frame]);
+                self.send(
+                    DISPATCHER_SHARD,
+                    ShardMsg::FindOpenConv { visitor, conn: key },
+                );
+            }
+        }
+        None
     }
 
     /// Answers the held lookups asked at or before `asked_by_ms` from what the dispatcher
