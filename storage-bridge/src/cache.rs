@@ -116,18 +116,17 @@ impl Cache {
             self.holes(messages);
             return;
         };
-        let mut pipe = redis::pipe();
-        let mut convs = Vec::new();
+        // One LPUSH per conversation with its messages in seq order (the list ends newest
+        // first, as with one LPUSH each), then its trim and expiry.
+        let mut by_conv: HashMap<ConvId, Vec<String>> = HashMap::new();
         for m in messages {
-            let k = self.list_key(ns.epoch, m.conv);
-            pipe.lpush(&k, serde_json::to_string(m).expect("serialises"))
-                .ignore();
-            if !convs.contains(&m.conv) {
-                convs.push(m.conv);
-            }
+            let json = serde_json::to_string(m).expect("serialises");
+            by_conv.entry(m.conv).or_default().push(json);
         }
-        for c in convs {
-            let k = self.list_key(ns.epoch, c);
+        let mut pipe = redis::pipe();
+        for (conv, values) in by_conv {
+            let k = self.list_key(ns.epoch, conv);
+            pipe.lpush(&k, values).ignore();
             pipe.ltrim(&k, 0, self.inner.keep as isize - 1).ignore();
             pipe.expire(&k, TTL_SECONDS).ignore();
         }
