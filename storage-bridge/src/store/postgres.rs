@@ -5,12 +5,13 @@
 
 use super::events::EventRows;
 use super::{check_schema_version, id_from_db, id_to_db, StoreError, MIGRATIONS};
+use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use switchboard_protocol::bridge::{ConvEvent, ConvInfo, OpenConv, StoredMessage};
 use switchboard_protocol::{ConvId, VisitorId};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Transaction};
+use tokio_postgres::NoTls;
 
 #[derive(Clone)]
 pub struct PgStore {
@@ -121,13 +122,14 @@ impl PgStore {
             let convs: Vec<i64> = rows.opened.iter().map(|r| id_to_db(r.0 .0)).collect();
             let visitors: Vec<i64> = rows.opened.iter().map(|r| id_to_db(r.1 .0)).collect();
             let tss: Vec<i64> = rows.opened.iter().map(|r| r.2 as i64).collect();
-            tx.execute(
-                "INSERT INTO conversations (id, visitor, opened_at)
-                 SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[])
-                 ON CONFLICT DO NOTHING",
-                &[&convs, &visitors, &tss],
-            )
-            .await?;
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO conversations (id, visitor, opened_at)
+                     SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[])
+                     ON CONFLICT DO NOTHING",
+                )
+                .await?;
+            tx.execute(&stmt, &[&convs, &visitors, &tss]).await?;
         }
         if !rows.visitors.is_empty() {
             let ids: Vec<i64> = rows.visitors.iter().map(|r| id_to_db(r.0 .0)).collect();
@@ -246,7 +248,8 @@ async fn seen(
          SELECT id, ts, ts FROM UNNEST($1::{id_type}[], $2::bigint[]) AS u(id, ts)
          ON CONFLICT (id) DO UPDATE SET last_seen = GREATEST({table}.last_seen, EXCLUDED.last_seen)"
     );
-    tx.execute(&sql, &[ids, &tss]).await.map(drop)
+    let stmt = tx.prepare_cached(&sql).await?;
+    tx.execute(&stmt, &[ids, &tss]).await.map(drop)
 }
 
 /// Applies (conversation, who, when) rows to `conversations` with one `UPDATE ... FROM
@@ -265,5 +268,6 @@ async fn update_conversations(
          FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) AS u(id, who, ts)
          WHERE conversations.id = u.id {condition}"
     );
-    tx.execute(&sql, &[&convs, &whos, &tss]).await.map(drop)
+    let stmt = tx.prepare_cached(&sql).await?;
+    tx.execute(&stmt, &[&convs, &whos, &tss]).await.map(drop)
 }
