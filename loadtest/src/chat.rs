@@ -312,20 +312,10 @@ impl Visitor {
     async fn reconnect(&mut self, give_up: Instant) {
         let _ = self.ws.close(None).await;
         let url = format!("{}/ws/visitor?token={}&client=api", self.base, self.token);
-        loop {
-            match connect(&url).await {
-                Ok((ws, _)) => {
-                    self.ws = ws;
-                    break;
-                }
-                Err(_) if Instant::now() < give_up => {
-                    self.stats.borrow_mut().error("reconnect_failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(_) => return,
-            }
+        match connect_again(&url, &self.stats, give_up).await {
+            Some(ws) => self.ws = ws,
+            None => return,
         }
-        self.stats.borrow_mut().reconnects += 1;
         if let Some(conv) = &self.conv {
             let r = json!({"type":"resume","conv":conv,"last_seq":self.last_seq}).to_string();
             let _ = self.ws.send(Message::text(r)).await;
@@ -425,9 +415,9 @@ impl Visitor {
     }
 }
 
-/// A new connection for an agent whose connection ended, tried every 100 ms until
-/// `give_up`. The gateway then announces the agent's conversations again.
-async fn reconnect_agent(url: &str, stats: &RefCell<Stats>, give_up: Instant) -> Option<Ws> {
+/// A new connection for a client whose connection ended (or, under churn, was dropped),
+/// tried every 100 ms until `give_up`; counted as a reconnect once it is up.
+async fn connect_again(url: &str, stats: &RefCell<Stats>, give_up: Instant) -> Option<Ws> {
     loop {
         match connect(url).await {
             Ok((ws, _)) => {
@@ -472,7 +462,7 @@ async fn agent(
                 // Heard nothing for the whole wait: done.
                 Err(_) => break,
                 // The connection ended.
-                Ok(None | Some(Err(_))) => match reconnect_agent(&url, &stats, drain_until).await {
+                Ok(None | Some(Err(_))) => match connect_again(&url, &stats, drain_until).await {
                     Some(fresh) => {
                         ws = fresh;
                         continue;

@@ -49,10 +49,10 @@ impl SenderLedger {
     }
 
     pub fn ack(&mut self, cid: &str, seq: u64, now_us: u64) -> Ack {
-        if let Some(t0) = self.pending.remove(cid) {
+        if let Some((cid, t0)) = self.pending.remove_entry(cid) {
             self.acked += 1;
-            self.recent.insert(cid.to_string(), seq);
-            self.recent_order.push_back(cid.to_string());
+            self.recent.insert(cid.clone(), seq);
+            self.recent_order.push_back(cid);
             if self.recent_order.len() > RECENT_ACKS {
                 if let Some(old) = self.recent_order.pop_front() {
                     self.recent.remove(&old);
