@@ -7,14 +7,46 @@
 //!
 //! Sans-IO: [`encode`] appends a frame to a buffer, [`decode`] takes one complete frame off
 //! the front of a buffer, telling "need more bytes" apart from "invalid".
+//!
+//! Every frame is bounded by construction, never by luck: whatever can grow (a persist
+//! batch, a history or resume read, a conversation load, the open-conversation listing) is
+//! cut into pages of at most [`PAGE_BYTES`] of payload, and each page says where to go on.
+//! One message always fits a page, because the gateway refuses at start-up a
+//! `max_message_bytes` above [`MAX_MESSAGE_BYTES`]. [`encode`] refuses what [`decode`] would
+//! refuse, so a too-large frame is an error on the side that made it, never a link that
+//! breaks and is retried forever.
 
 use crate::ids::{ConvId, VisitorId};
 use serde::{Deserialize, Serialize};
 
 /// Version of this link protocol; both sides must agree exactly.
-pub const BRIDGE_PROTOCOL_VERSION: u32 = 1;
+/// 2: paged reads (`more`, `next`), seq leases, bounded frames.
+pub const BRIDGE_PROTOCOL_VERSION: u32 = 2;
 /// The largest frame either side accepts.
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+/// The most payload (by [`StoredMessage::encoded_len`] and friends) one frame carries; the
+/// rest of [`MAX_FRAME`] is room for the envelope.
+pub const PAGE_BYTES: usize = 8 * 1024 * 1024;
+/// The room one stored message takes besides its `body` and `cid`: the keys, the sender
+/// (an id of at most 64 bytes) and three numbers, with margin.
+pub const STORED_OVERHEAD: usize = 256;
+/// The largest `max_message_bytes` a gateway may be configured with: one client frame of
+/// that size stores as one message that still fits a page.
+pub const MAX_MESSAGE_BYTES: usize = PAGE_BYTES - STORED_OVERHEAD;
+/// The longest lease of seqs a gateway may ask for at once.
+pub const MAX_SEQ_LEASE: u64 = 1 << 20;
+
+/// The length of `s` as a JSON string, quotes included, exactly as `serde_json` writes it.
+pub fn json_str_len(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | 0x08 | 0x0c | b'\n' | b'\r' | b'\t' => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+}
 
 /// One stored chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,14 +61,42 @@ pub struct StoredMessage {
     pub ts: u64,
 }
 
+impl StoredMessage {
+    /// An upper bound of its encoded size (exact strings, numbers at their widest).
+    pub fn encoded_len(&self) -> usize {
+        json_str_len(&self.body)
+            + json_str_len(&self.cid)
+            + json_str_len(&self.sender)
+            + STORED_OVERHEAD
+            - 64
+    }
+}
+
+/// Takes messages (in the order given) while their [`StoredMessage::encoded_len`] adds up to
+/// at most `budget`, and always the first: how many.
+pub fn fitting(messages: &[StoredMessage], budget: usize) -> usize {
+    let mut used = 0usize;
+    for (i, m) in messages.iter().enumerate() {
+        used += m.encoded_len();
+        if used > budget && i > 0 {
+            return i;
+        }
+    }
+    messages.len()
+}
+
 /// A conversation's lifecycle facts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum ConvEvent {
+    /// A new conversation, with its first seq lease (see `SeqLease`): one fact, so that no
+    /// lease is ever written for a conversation the store does not have yet.
     Opened {
         conv: ConvId,
         visitor: VisitorId,
         ts: u64,
+        #[serde(default)]
+        lease: u64,
     },
     Assigned {
         conv: ConvId,
@@ -48,6 +108,9 @@ pub enum ConvEvent {
         by: String,
         ts: u64,
     },
+    /// The gateway may hand out seqs up to `upto`: written (and confirmed) before any of
+    /// them is used, so that after a crash the next seq starts above every seq anyone saw.
+    SeqLease { conv: ConvId, upto: u64 },
 }
 
 /// An open conversation and its agent, if assigned.
@@ -58,6 +121,21 @@ pub struct OpenConv {
     pub agent: Option<String>,
 }
 
+/// A client message id seen in a conversation, for dedupe after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenCid {
+    pub seq: u64,
+    pub sender: String,
+    pub cid: String,
+}
+
+impl SeenCid {
+    /// An upper bound of its encoded size.
+    pub fn encoded_len(&self) -> usize {
+        json_str_len(&self.sender) + json_str_len(&self.cid) + 48
+    }
+}
+
 /// A stored conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConvInfo {
@@ -66,8 +144,15 @@ pub struct ConvInfo {
     pub closed: bool,
     /// The newest stored seq (0 when no message is stored).
     pub last_seq: u64,
-    /// The newest messages, oldest first.
+    /// Every seq up to this one is stored or was never used (seqs above the newest stored
+    /// one may have been shown before a crash and are skipped): the next seq is above it.
+    pub seq_floor: u64,
+    /// Seqs may be handed out up to this one (the lease the load took, already durable).
+    pub seq_lease: u64,
+    /// The newest messages, oldest first, as many as fit half a page.
     pub recent: Vec<StoredMessage>,
+    /// The client message ids of the newest messages (as many as asked), oldest first.
+    pub cids: Vec<SeenCid>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,25 +178,32 @@ pub enum BridgeMsg {
         events: Vec<ConvEvent>,
     },
     /// What the store knows of a conversation, with its `recent` newest messages (to rebuild
-    /// the resume window and the dedupe memory after a gateway restart).
+    /// the resume window, as many as fit) and their cids (the dedupe memory) after a gateway
+    /// restart. Takes a new seq lease of `lease` seqs above the floor.
     LoadConv {
         req: u64,
         conv: ConvId,
         recent: u32,
+        cids: u32,
+        lease: u64,
     },
-    /// Conversations not closed (at most `limit`), for the dispatcher after a restart.
+    /// Conversations not closed with an id above `after` (in id order), at most `limit`:
+    /// one page of the listing the dispatcher reads after a restart.
     OpenConvs {
         req: u64,
+        after: Option<ConvId>,
         limit: u32,
     },
-    /// Messages with `after < seq < before`, oldest first, at most `limit`, taking the newest
-    /// when more match.
+    /// Messages with `after < seq < before`, oldest first, at most `limit` and at most a
+    /// page: the oldest of those when `oldest_first` (a resume reading forward), else the
+    /// newest (history reading back).
     History {
         req: u64,
         conv: ConvId,
         after: u64,
         before: u64,
         limit: u32,
+        oldest_first: bool,
     },
 
     // ---- bridge -> gateway ----
@@ -129,15 +221,56 @@ pub enum BridgeMsg {
         conv: ConvId,
         info: Option<ConvInfo>,
     },
+    /// `more`: the page stopped at `limit` or at the page size, so more may match (past
+    /// the newest given when `oldest_first`, before the oldest given otherwise).
     HistoryIs {
         req: u64,
         conv: ConvId,
         messages: Vec<StoredMessage>,
+        more: bool,
     },
+    /// `next`: where the next page starts (`after`), when there may be one.
     OpenConvsAre {
         req: u64,
         convs: Vec<OpenConv>,
+        next: Option<ConvId>,
     },
+}
+
+impl BridgeMsg {
+    /// The request id a request carries and its answer repeats.
+    pub fn req(&self) -> Option<u64> {
+        match self {
+            Self::Persist { req, .. }
+            | Self::LoadConv { req, .. }
+            | Self::OpenConvs { req, .. }
+            | Self::History { req, .. }
+            | Self::Persisted { req }
+            | Self::Failed { req, .. }
+            | Self::ConvLoaded { req, .. }
+            | Self::HistoryIs { req, .. }
+            | Self::OpenConvsAre { req, .. } => Some(*req),
+            Self::Hello { .. } | Self::Welcome { .. } | Self::Refuse { .. } => None,
+        }
+    }
+
+    /// Its name on the wire, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Hello { .. } => "hello",
+            Self::Welcome { .. } => "welcome",
+            Self::Refuse { .. } => "refuse",
+            Self::Persist { .. } => "persist",
+            Self::LoadConv { .. } => "load_conv",
+            Self::OpenConvs { .. } => "open_convs",
+            Self::History { .. } => "history",
+            Self::Persisted { .. } => "persisted",
+            Self::Failed { .. } => "failed",
+            Self::ConvLoaded { .. } => "conv_loaded",
+            Self::HistoryIs { .. } => "history_is",
+            Self::OpenConvsAre { .. } => "open_convs_are",
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -148,13 +281,19 @@ pub enum CodecError {
     Malformed(String),
 }
 
-/// Appends `msg` as one frame.
-pub fn encode(msg: &BridgeMsg, out: &mut Vec<u8>) {
+/// Appends `msg` as one frame, or refuses it (leaving `out` as it was) when [`decode`]
+/// would refuse it as too large.
+pub fn encode(msg: &BridgeMsg, out: &mut Vec<u8>) -> Result<(), CodecError> {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     serde_json::to_writer(&mut *out, msg).expect("bridge messages serialise");
-    let len = (out.len() - start - 4) as u32;
-    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    let len = out.len() - start - 4;
+    if len > MAX_FRAME {
+        out.truncate(start);
+        return Err(CodecError::TooLarge(len));
+    }
+    out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
 }
 
 /// Takes one frame off the front of `buf`: `Ok(None)` when it is not complete yet.
@@ -195,6 +334,7 @@ mod tests {
                 conv: ConvId(1),
                 visitor: VisitorId(1),
                 ts: 3,
+                lease: 64,
             }],
         }
     }
@@ -202,8 +342,8 @@ mod tests {
     #[test]
     fn round_trip_byte_by_byte() {
         let mut wire = Vec::new();
-        encode(&sample(), &mut wire);
-        encode(&BridgeMsg::Persisted { req: 7 }, &mut wire);
+        encode(&sample(), &mut wire).unwrap();
+        encode(&BridgeMsg::Persisted { req: 7 }, &mut wire).unwrap();
         let mut buf = Vec::new();
         let mut got = Vec::new();
         for b in wire {
@@ -225,7 +365,104 @@ mod tests {
         assert!(buf.is_empty(), "the bad frame is consumed");
     }
 
+    #[test]
+    fn encode_refuses_what_decode_would_refuse() {
+        let big = StoredMessage {
+            conv: ConvId(1),
+            seq: 1,
+            sender: "v".into(),
+            cid: "c".into(),
+            body: "x".repeat(MAX_FRAME),
+            ts: 0,
+        };
+        let mut out = b"kept".to_vec();
+        let msg = BridgeMsg::Persist {
+            req: 1,
+            messages: vec![big],
+            events: vec![],
+        };
+        assert!(matches!(encode(&msg, &mut out), Err(CodecError::TooLarge(n)) if n > MAX_FRAME));
+        assert_eq!(out, b"kept", "nothing half-written");
+    }
+
+    #[test]
+    fn json_lengths_are_exact() {
+        for s in ["", "abc", "q\"b\\", "\u{1}\n\t\r\u{8}\u{c}\u{1f}\u{7f}", "héllo 😀"] {
+            assert_eq!(json_str_len(s), serde_json::to_string(s).unwrap().len(), "{s:?}");
+        }
+    }
+
+    /// Any text, with every character that JSON escapes likely.
+    fn text(max: usize) -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just('"'),
+                Just('\\'),
+                Just('\n'),
+                Just('\u{1}'),
+                Just('é'),
+                Just('😀'),
+                any::<char>()
+            ],
+            0..max,
+        )
+        .prop_map(|v| v.into_iter().collect())
+    }
+
+    fn message() -> impl Strategy<Value = StoredMessage> {
+        (any::<u64>(), any::<u64>(), text(64), text(64), text(400), any::<u64>()).prop_map(
+            |(conv, seq, sender, cid, body, ts)| StoredMessage {
+                conv: ConvId(conv),
+                seq,
+                sender,
+                cid,
+                body,
+                ts,
+            },
+        )
+    }
+
     proptest! {
+        /// The size bound is a bound, whatever the text.
+        #[test]
+        fn encoded_len_bounds_the_encoding(m in message()) {
+            prop_assert!(serde_json::to_vec(&m).unwrap().len() <= m.encoded_len());
+        }
+
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// A page cut with `fitting` always encodes within the frame limit, whatever the
+        /// page budget (up to PAGE_BYTES) and the message sizes (up to MAX_MESSAGE_BYTES),
+        /// and always makes progress.
+        #[test]
+        fn pages_always_fit_a_frame(
+            sizes in proptest::collection::vec(0usize..=MAX_MESSAGE_BYTES, 1..6),
+            budget in 0usize..=PAGE_BYTES,
+            escapes in any::<bool>(),
+        ) {
+            // A body of the largest client frame a size allows: every byte a 6-byte escape
+            // costs the client 6 bytes of its frame too.
+            let messages: Vec<StoredMessage> = sizes.iter().enumerate().map(|(i, &n)| StoredMessage {
+                conv: ConvId(u64::MAX),
+                seq: u64::MAX - i as u64,
+                sender: "a".repeat(64),
+                cid: "\u{1}".repeat(10),
+                body: if escapes { "\u{1}".repeat(n.saturating_sub(70) / 6) } else { "x".repeat(n.saturating_sub(70)) },
+                ts: u64::MAX,
+            }).collect();
+            let take = fitting(&messages, budget);
+            prop_assert!(take >= 1);
+            let msg = BridgeMsg::HistoryIs {
+                req: u64::MAX,
+                conv: ConvId(u64::MAX),
+                messages: messages[..take].to_vec(),
+                more: true,
+            };
+            let mut out = Vec::new();
+            prop_assert!(encode(&msg, &mut out).is_ok());
+            prop_assert!(out.len() <= MAX_FRAME + 4);
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let mut buf = bytes;

@@ -9,6 +9,7 @@
 //! - [`codes`]: error codes (in `error` frames) and WebSocket close codes.
 //! - [`token`]: HMAC-signed agent and visitor tokens.
 //! - [`bridge`]: the framed link between gateway shards and the storage bridge.
+//! - [`throttle`]: repeated identical warnings logged once per period, with their count.
 //!
 //! `docs/protocol.md` documents every frame; `docs/schema/*.json` are their JSON Schemas.
 
@@ -18,6 +19,7 @@ pub mod codes;
 pub mod ids;
 pub mod server;
 pub mod token;
+pub mod throttle;
 
 pub use client::{decode_client_frame, ClientFrame, DecodeError};
 pub use codes::{CloseCode, ErrorCode};

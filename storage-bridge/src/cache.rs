@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use switchboard_protocol::bridge::StoredMessage;
 use switchboard_protocol::ConvId;
+use crate::store::From;
 
 /// How often a lost Redis connection or namespace is tried again.
 const RETRY: Duration = Duration::from_secs(1);
@@ -150,14 +151,15 @@ impl Cache {
         }
     }
 
-    /// Messages with `after < seq < before`, the newest `limit`, oldest first, if the cache
-    /// certainly holds all of them; `None` means "ask the database".
+    /// Messages with `after < seq < before`, `limit` of them from `from`, oldest first, if
+    /// the cache certainly holds all of them; `None` means "ask the database".
     pub async fn range(
         &self,
         conv: ConvId,
         after: u64,
         before: u64,
         limit: u32,
+        from: From,
     ) -> Option<Vec<StoredMessage>> {
         let mut ns = self.namespace()?;
         let reply = redis::pipe()
@@ -195,7 +197,7 @@ impl Cache {
                 self.state().holes.remove(&conv);
             }
         }
-        let answer = answer_from(&cached, hole, after, before, limit);
+        let answer = answer_from(&cached, hole, after, before, limit, from);
         match &answer {
             Some(_) => metrics::counter!("bridge_cache_hits_total").increment(1),
             None => metrics::counter!("bridge_cache_misses_total").increment(1),
@@ -306,6 +308,7 @@ fn answer_from(
     after: u64,
     before: u64,
     limit: u32,
+    from: From,
 ) -> Option<Vec<StoredMessage>> {
     let oldest = cached.first()?.seq;
     if hole.is_some_and(|h| h >= oldest) {
@@ -318,6 +321,13 @@ fn answer_from(
         .iter()
         .filter(|m| m.seq > after && m.seq < before)
         .collect();
+    if from == From::Oldest {
+        // Reading forward from `after`: only if the list reaches back to it.
+        if oldest > after.saturating_add(1) {
+            return None;
+        }
+        return Some(wanted.into_iter().take(limit as usize).cloned().collect());
+    }
     if oldest > after + 1 && wanted.len() < limit as usize {
         return None;
     }
@@ -394,30 +404,39 @@ mod tests {
     fn a_contiguous_list_answers_what_it_holds() {
         let cached = list(11..=20);
         assert_eq!(
-            seqs(answer_from(&cached, None, 0, u64::MAX, 3)),
+            seqs(answer_from(&cached, None, 0, u64::MAX, 3, From::Newest)),
             Some(vec![18, 19, 20])
         );
         assert_eq!(
-            seqs(answer_from(&cached, None, 12, 15, 10)),
+            seqs(answer_from(&cached, None, 12, 15, 10, From::Newest)),
             Some(vec![13, 14])
         );
         // Reaching below the oldest cached message with room left: the database's.
-        assert_eq!(seqs(answer_from(&cached, None, 0, 15, 10)), None);
-        assert_eq!(seqs(answer_from(&[], None, 0, u64::MAX, 10)), None);
+        assert_eq!(seqs(answer_from(&cached, None, 0, 15, 10, From::Newest)), None);
+        assert_eq!(seqs(answer_from(&[], None, 0, u64::MAX, 10, From::Newest)), None);
+        // Reading forward: the oldest after `after`, only when the list reaches back to it.
+        assert_eq!(
+            seqs(answer_from(&cached, None, 12, u64::MAX, 3, From::Oldest)),
+            Some(vec![13, 14, 15])
+        );
+        assert_eq!(
+            seqs(answer_from(&cached, None, 9, u64::MAX, 3, From::Oldest)),
+            None
+        );
     }
 
     #[test]
     fn a_gap_or_a_hole_inside_the_list_sends_the_read_to_the_database() {
         let mut gapped = list(1..=5);
         gapped.extend(list(7..=9));
-        assert_eq!(seqs(answer_from(&gapped, None, 0, u64::MAX, 2)), None);
+        assert_eq!(seqs(answer_from(&gapped, None, 0, u64::MAX, 2, From::Newest)), None);
         // A failed write of 11..=20 while a lower batch landed: 1..=10 looks whole but is not.
         let cached = list(1..=10);
-        assert_eq!(seqs(answer_from(&cached, Some(20), 0, u64::MAX, 2)), None);
+        assert_eq!(seqs(answer_from(&cached, Some(20), 0, u64::MAX, 2, From::Newest)), None);
         // Once the list starts above the hole it answers again.
         let cached = list(21..=30);
         assert_eq!(
-            seqs(answer_from(&cached, Some(20), 0, u64::MAX, 2)),
+            seqs(answer_from(&cached, Some(20), 0, u64::MAX, 2, From::Newest)),
             Some(vec![29, 30])
         );
     }

@@ -63,6 +63,10 @@ pub struct Config {
     /// File holding the token secret (same as the gateway's); default `<data_dir>/secret`.
     #[arg(long, env = "SWITCHBOARD_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
+    /// Test-only fault: while this file exists, `persist` requests are dropped unanswered
+    /// and never committed (what a gateway crash loses). Never set it in production.
+    #[arg(long, hide = true)]
+    pub fault_drop_persists_while: Option<PathBuf>,
 }
 
 impl Config {

@@ -88,7 +88,7 @@ async fn history(
     };
     let limit = q.limit.unwrap_or(50).clamp(1, MAX_LIMIT);
     let before = q.before.unwrap_or(u64::MAX);
-    let messages = match api.reads.history(conv, 0, before, limit).await {
+    let messages = match api.reads.history(conv, before, limit).await {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(error = %e, "history query failed");

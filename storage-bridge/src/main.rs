@@ -165,7 +165,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         tracing::info!("stopping: finishing queued writes");
     };
-    storage_bridge::server::serve(listener, commit_tx, reads, shutdown).await;
+    let faults = storage_bridge::server::Faults {
+        drop_persists_while: config.fault_drop_persists_while.clone(),
+    };
+    if faults.drop_persists_while.is_some() {
+        tracing::warn!("test fault enabled: persists are dropped while the fault file exists");
+    }
+    storage_bridge::server::serve(listener, commit_tx, reads, faults, shutdown).await;
     // Connections still hold senders; give in-flight writes a moment to land, then stop.
     let _ = tokio::time::timeout(Duration::from_secs(5), committer).await;
     let _ = std::fs::remove_file(&config.socket);

@@ -3,12 +3,18 @@
 //!
 //! Threading model: one tokio task reads each connection and one writes it; queries run as
 //! their own tasks; writes all go through the single committer task.
+//!
+//! Every answer is one page at most (`reads.rs` cuts them); should one still not encode,
+//! the gateway gets `failed` for that request, never a frame it would refuse.
 
 use crate::commit::CommitJob;
 use crate::reads::Reads;
+use crate::store::From;
 use std::path::Path;
 use std::sync::Arc;
-use switchboard_protocol::bridge::{decode, encode, BridgeMsg, BRIDGE_PROTOCOL_VERSION};
+use switchboard_protocol::bridge::{
+    decode, encode, BridgeMsg, OpenConv, BRIDGE_PROTOCOL_VERSION, PAGE_BYTES,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
@@ -32,20 +38,29 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
+/// Faults a test can switch on (none by default).
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// While this file exists, `persist` requests are dropped: not committed, not answered.
+    pub drop_persists_while: Option<std::path::PathBuf>,
+}
+
 /// Accepts connections until `shutdown` resolves.
 pub async fn serve(
     listener: UnixListener,
     commits: mpsc::Sender<CommitJob>,
     reads: Arc<Reads>,
+    faults: Faults,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let faults = Arc::new(faults);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(connection(stream, commits.clone(), reads.clone()));
+                    tokio::spawn(connection(stream, commits.clone(), reads.clone(), faults.clone()));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -73,7 +88,12 @@ async fn read_frame(
     }
 }
 
-async fn connection(stream: UnixStream, commits: mpsc::Sender<CommitJob>, reads: Arc<Reads>) {
+async fn connection(
+    stream: UnixStream,
+    commits: mpsc::Sender<CommitJob>,
+    reads: Arc<Reads>,
+    faults: Arc<Faults>,
+) {
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = Vec::new();
     let shard = match read_frame(&mut rd, &mut buf).await {
@@ -87,7 +107,7 @@ async fn connection(stream: UnixStream, commits: mpsc::Sender<CommitJob>, reads:
             return;
         }
         Ok(Some(other)) => {
-            refuse(&mut wr, format!("expected hello, got {}", kind(&other))).await;
+            refuse(&mut wr, format!("expected hello, got {}", other.kind())).await;
             return;
         }
         Ok(None) => return,
@@ -97,12 +117,10 @@ async fn connection(stream: UnixStream, commits: mpsc::Sender<CommitJob>, reads:
         }
     };
     let mut out = Vec::new();
-    encode(
-        &BridgeMsg::Welcome {
-            version: BRIDGE_PROTOCOL_VERSION,
-        },
-        &mut out,
-    );
+    let welcome = BridgeMsg::Welcome {
+        version: BRIDGE_PROTOCOL_VERSION,
+    };
+    encode(&welcome, &mut out).expect("a small frame");
     if wr.write_all(&out).await.is_err() {
         return;
     }
@@ -113,9 +131,9 @@ async fn connection(stream: UnixStream, commits: mpsc::Sender<CommitJob>, reads:
     let writer = tokio::spawn(async move {
         let mut out = Vec::with_capacity(64 * 1024);
         while let Some(first) = rx.recv().await {
-            encode(&first, &mut out);
+            encode_or_fail(&first, &mut out, shard);
             while let Ok(more) = rx.try_recv() {
-                encode(&more, &mut out);
+                encode_or_fail(&more, &mut out, shard);
                 if out.len() > 1 << 20 {
                     break;
                 }
@@ -145,6 +163,10 @@ async fn connection(stream: UnixStream, commits: mpsc::Sender<CommitJob>, reads:
                 messages,
                 events,
             } => {
+                if faults.drop_persists_while.as_ref().is_some_and(|p| p.exists()) {
+                    tracing::warn!(shard, req, "test fault: persist dropped");
+                    continue;
+                }
                 let job = CommitJob {
                     req,
                     messages,
@@ -155,10 +177,17 @@ async fn connection(stream: UnixStream, commits: mpsc::Sender<CommitJob>, reads:
                     break;
                 }
             }
-            BridgeMsg::LoadConv { req, conv, recent } => {
+            BridgeMsg::LoadConv {
+                req,
+                conv,
+                recent,
+                cids,
+                lease,
+            } => {
                 let (reads, tx) = (reads.clone(), tx.clone());
                 tokio::spawn(async move {
-                    let reply = match reads.load_conv(conv, recent).await {
+                    let lease = lease.min(switchboard_protocol::bridge::MAX_SEQ_LEASE);
+                    let reply = match reads.load_conv(conv, recent, cids, lease).await {
                         Ok(info) => BridgeMsg::ConvLoaded { req, conv, info },
                         Err(e) => BridgeMsg::Failed {
                             req,
@@ -168,11 +197,20 @@ async fn connection(stream: UnixStream, commits: mpsc::Sender<CommitJob>, reads:
                     let _ = tx.send(reply);
                 });
             }
-            BridgeMsg::OpenConvs { req, limit } => {
+            BridgeMsg::OpenConvs { req, after, limit } => {
                 let (reads, tx) = (reads.clone(), tx.clone());
                 tokio::spawn(async move {
-                    let reply = match reads.store.open_conversations(limit).await {
-                        Ok(convs) => BridgeMsg::OpenConvsAre { req, convs },
+                    let limit = limit.clamp(1, OPEN_PAGE_MAX);
+                    let reply = match reads.store.open_conversations(after, limit).await {
+                        Ok(mut convs) => {
+                            let full = convs.len() >= limit as usize;
+                            let cut = open_fitting(&convs, PAGE_BYTES);
+                            let next = (full || cut < convs.len())
+                                .then(|| convs[..cut].last().map(|c| c.conv))
+                                .flatten();
+                            convs.truncate(cut);
+                            BridgeMsg::OpenConvsAre { req, convs, next }
+                        }
                         Err(e) => BridgeMsg::Failed {
                             req,
                             reason: e.to_string(),
@@ -187,14 +225,22 @@ async fn connection(stream: UnixStream, commits: mpsc::Sender<CommitJob>, reads:
                 after,
                 before,
                 limit,
+                oldest_first,
             } => {
                 let (reads, tx) = (reads.clone(), tx.clone());
                 tokio::spawn(async move {
-                    let reply = match reads.history(conv, after, before, limit).await {
-                        Ok(messages) => BridgeMsg::HistoryIs {
+                    let from = if oldest_first {
+                        From::Oldest
+                    } else {
+                        From::Newest
+                    };
+                    let read = reads.read(conv, after, before, limit, from, PAGE_BYTES);
+                    let reply = match read.await {
+                        Ok(page) => BridgeMsg::HistoryIs {
                             req,
                             conv,
-                            messages,
+                            messages: page.messages,
+                            more: page.more,
                         },
                         Err(e) => BridgeMsg::Failed {
                             req,
@@ -207,11 +253,11 @@ async fn connection(stream: UnixStream, commits: mpsc::Sender<CommitJob>, reads:
             other => {
                 tracing::warn!(
                     shard,
-                    kind = kind(&other),
+                    kind = other.kind(),
                     "unexpected frame from a gateway shard; closing its connection"
                 );
                 let _ = tx.send(BridgeMsg::Refuse {
-                    reason: format!("unexpected {}", kind(&other)),
+                    reason: format!("unexpected {}", other.kind()),
                 });
                 break;
             }
@@ -223,26 +269,40 @@ async fn connection(stream: UnixStream, commits: mpsc::Sender<CommitJob>, reads:
     tracing::info!(shard, "gateway shard disconnected");
 }
 
-async fn refuse(wr: &mut (impl AsyncWriteExt + Unpin), reason: String) {
-    let mut out = Vec::new();
-    encode(&BridgeMsg::Refuse { reason }, &mut out);
-    let _ = wr.write_all(&out).await;
-    let _ = wr.shutdown().await;
+/// Open conversations one listing page holds at most.
+const OPEN_PAGE_MAX: u32 = 10_000;
+
+/// How many of `convs` fit `budget` bytes (an upper bound of each one's encoding), at least one.
+fn open_fitting(convs: &[OpenConv], budget: usize) -> usize {
+    let mut used = 0usize;
+    for (i, c) in convs.iter().enumerate() {
+        used += 96 + c.agent.as_deref().map_or(0, switchboard_protocol::bridge::json_str_len);
+        if used > budget && i > 0 {
+            return i;
+        }
+    }
+    convs.len()
 }
 
-fn kind(m: &BridgeMsg) -> &'static str {
-    match m {
-        BridgeMsg::Hello { .. } => "hello",
-        BridgeMsg::Welcome { .. } => "welcome",
-        BridgeMsg::Refuse { .. } => "refuse",
-        BridgeMsg::Persist { .. } => "persist",
-        BridgeMsg::LoadConv { .. } => "load_conv",
-        BridgeMsg::History { .. } => "history",
-        BridgeMsg::Persisted { .. } => "persisted",
-        BridgeMsg::Failed { .. } => "failed",
-        BridgeMsg::ConvLoaded { .. } => "conv_loaded",
-        BridgeMsg::HistoryIs { .. } => "history_is",
-        BridgeMsg::OpenConvs { .. } => "open_convs",
-        BridgeMsg::OpenConvsAre { .. } => "open_convs_are",
+/// Encodes an answer; one that cannot be encoded (too large) becomes `failed` for its
+/// request, so the gateway gives up on it instead of losing the link.
+fn encode_or_fail(msg: &BridgeMsg, out: &mut Vec<u8>, shard: u32) {
+    if let Err(e) = encode(msg, out) {
+        metrics::counter!("bridge_answers_refused_total").increment(1);
+        tracing::warn!(shard, kind = msg.kind(), error = %e, "answer too large; failing its request");
+        if let Some(req) = msg.req() {
+            let failed = BridgeMsg::Failed {
+                req,
+                reason: format!("answer not sent: {e}"),
+            };
+            encode(&failed, out).expect("a small frame");
+        }
     }
+}
+
+async fn refuse(wr: &mut (impl AsyncWriteExt + Unpin), reason: String) {
+    let mut out = Vec::new();
+    encode(&BridgeMsg::Refuse { reason }, &mut out).expect("a small frame");
+    let _ = wr.write_all(&out).await;
+    let _ = wr.shutdown().await;
 }

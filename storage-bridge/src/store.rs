@@ -11,7 +11,7 @@ mod sqlite;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
-use switchboard_protocol::bridge::{ConvEvent, ConvInfo, OpenConv, StoredMessage};
+use switchboard_protocol::bridge::{ConvEvent, ConvInfo, OpenConv, SeenCid, StoredMessage};
 use switchboard_protocol::ConvId;
 
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +58,8 @@ pub(crate) fn check_schema_version(applied_max: Option<i64>) -> Result<(), Store
 }
 
 /// Versioned schema migrations, shared by both databases (the SQL is the common subset).
-pub const MIGRATIONS: &[(i64, &str)] = &[(
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (
     1,
     "CREATE TABLE conversations (
         id BIGINT PRIMARY KEY,
@@ -89,7 +90,44 @@ pub const MIGRATIONS: &[(i64, &str)] = &[(
         first_seen BIGINT NOT NULL,
         last_seen BIGINT NOT NULL
     );",
-)];
+    ),
+    // Seq leases (docs/protocol.md, "a seq, once seen by anyone, always names the same
+    // message"): seqs up to `seq_lease` may have been shown to clients.
+    (
+        2,
+        "ALTER TABLE conversations ADD COLUMN seq_lease BIGINT NOT NULL DEFAULT 0",
+    ),
+];
+
+/// Which end of a range a read takes when more messages match than it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum From {
+    /// The oldest (a resume reading forward).
+    Oldest,
+    /// The newest (history reading back).
+    Newest,
+}
+
+/// A conversation's row, with its newest stored seq.
+pub(crate) struct ConvHead {
+    pub visitor: switchboard_protocol::VisitorId,
+    pub agent: Option<String>,
+    pub closed: bool,
+    pub last_seq: u64,
+    pub seq_lease: u64,
+}
+
+/// Where a page of the open-conversation listing starts (ids compared as stored), and
+/// whether it is the first page.
+pub(crate) fn after_id(after: Option<ConvId>) -> (i64, bool) {
+    (after.map_or(i64::MIN, |c| id_to_db(c.0)), after.is_none())
+}
+
+/// The first `SeenCid`s of rows (seq, sender, cid) read newest first, oldest first.
+pub(crate) fn seen_cids(mut rows: Vec<SeenCid>) -> Vec<SeenCid> {
+    rows.reverse();
+    rows
+}
 
 /// Ids are u64 on the wire and BIGINT (i64) in the databases: the same 64 bits.
 pub fn id_to_db(id: u64) -> i64 {
@@ -133,15 +171,50 @@ impl Store {
         }
     }
 
+    /// What is stored of a conversation: its newest `recent` messages and the cids of its
+    /// newest `cids` messages. Its lease is as stored (`seq_floor` is the newest seq);
+    /// [`Self::take_lease`] takes a new one.
     pub async fn load_conv(
         &self,
         conv: ConvId,
         recent: u32,
+        cids: u32,
     ) -> Result<Option<ConvInfo>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.load_conv(conv, recent).await,
-            Self::Postgres(s) => s.load_conv(conv, recent).await,
-        }
+        let head = match self {
+            Self::Sqlite(s) => s.conv_head(conv).await?,
+            Self::Postgres(s) => s.conv_head(conv).await?,
+        };
+        let Some(head) = head else { return Ok(None) };
+        let recent = self.history(conv, 0, u64::MAX, recent).await?;
+        let cids = match self {
+            Self::Sqlite(s) => s.recent_cids(conv, cids).await?,
+            Self::Postgres(s) => s.recent_cids(conv, cids).await?,
+        };
+        Ok(Some(ConvInfo {
+            visitor: head.visitor,
+            agent: head.agent,
+            closed: head.closed,
+            last_seq: head.last_seq,
+            seq_floor: head.last_seq,
+            seq_lease: head.seq_lease,
+            recent,
+            cids,
+        }))
+    }
+
+    /// Raises a conversation's seq lease to `count` seqs above everything that may have been
+    /// used (the newest stored seq, or the lease before, whichever is higher), in one
+    /// statement. Returns (that floor, the new lease), or `None` for an unknown conversation.
+    pub async fn take_lease(
+        &self,
+        conv: ConvId,
+        count: u64,
+    ) -> Result<Option<(u64, u64)>, StoreError> {
+        let upto = match self {
+            Self::Sqlite(s) => s.take_lease(conv, count).await?,
+            Self::Postgres(s) => s.take_lease(conv, count).await?,
+        };
+        Ok(upto.map(|u| (u - count, u)))
     }
 
     /// Messages with `after < seq < before`, oldest first; the newest `limit` of them.
@@ -152,17 +225,33 @@ impl Store {
         before: u64,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.read(conv, after, before, limit, From::Newest).await
+    }
+
+    /// Messages with `after < seq < before`, oldest first; `limit` of them from `from`.
+    pub async fn read(
+        &self,
+        conv: ConvId,
+        after: u64,
+        before: u64,
+        limit: u32,
+        from: From,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
         match self {
-            Self::Sqlite(s) => s.history(conv, after, before, limit).await,
-            Self::Postgres(s) => s.history(conv, after, before, limit).await,
+            Self::Sqlite(s) => s.read(conv, after, before, limit, from).await,
+            Self::Postgres(s) => s.read(conv, after, before, limit, from).await,
         }
     }
 
-    /// Conversations not closed, oldest first, at most `limit`.
-    pub async fn open_conversations(&self, limit: u32) -> Result<Vec<OpenConv>, StoreError> {
+    /// Conversations not closed with an id above `after`, in id order, at most `limit`.
+    pub async fn open_conversations(
+        &self,
+        after: Option<ConvId>,
+        limit: u32,
+    ) -> Result<Vec<OpenConv>, StoreError> {
         match self {
-            Self::Sqlite(s) => s.open_conversations(limit).await,
-            Self::Postgres(s) => s.open_conversations(limit).await,
+            Self::Sqlite(s) => s.open_conversations(after, limit).await,
+            Self::Postgres(s) => s.open_conversations(after, limit).await,
         }
     }
 

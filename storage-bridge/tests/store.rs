@@ -3,7 +3,7 @@
 //! Each PostgreSQL test gets a schema of its own. A missing PostgreSQL fails these tests.
 
 use std::path::PathBuf;
-use storage_bridge::store::{PgStore, SqliteStore, Store};
+use storage_bridge::store::{From, PgStore, SqliteStore, Store};
 use switchboard_protocol::bridge::{ConvEvent, StoredMessage};
 use switchboard_protocol::{ConvId, VisitorId};
 
@@ -74,6 +74,7 @@ fn opened(conv: u64, visitor: u64) -> ConvEvent {
         conv: ConvId(conv),
         visitor: VisitorId(visitor),
         ts: 1,
+        lease: 0,
     }
 }
 
@@ -92,7 +93,83 @@ both!(
     ids_use_all_64_bits,
     open_conversations_are_listed_with_their_agents,
     events_in_one_batch_end_as_if_applied_one_by_one,
+    seq_leases_only_grow_and_a_load_takes_one_above_everything_used,
+    reads_forward_take_the_oldest,
+    the_open_listing_pages_through_every_conversation_once,
 );
+
+async fn seq_leases_only_grow_and_a_load_takes_one_above_everything_used(s: Store) {
+    let lease = |conv, upto| ConvEvent::SeqLease {
+        conv: ConvId(conv),
+        upto,
+    };
+    assert_eq!(s.take_lease(ConvId(8), 64).await.unwrap(), None, "unknown");
+    // A new conversation's first lease is in its opening batch.
+    let opened_with_lease = ConvEvent::Opened {
+        conv: ConvId(8),
+        visitor: VisitorId(1),
+        ts: 1,
+        lease: 64,
+    };
+    s.persist(vec![msg(8, 1, "v", "a")], vec![opened_with_lease])
+        .await
+        .unwrap();
+    let info = s.load_conv(ConvId(8), 10, 10).await.unwrap().unwrap();
+    assert_eq!((info.last_seq, info.seq_lease), (1, 64));
+    // Leases never go down, whatever order their batches land in.
+    s.persist(vec![], vec![lease(8, 200), lease(8, 128)])
+        .await
+        .unwrap();
+    s.persist(vec![], vec![lease(8, 100)]).await.unwrap();
+    let info = s.load_conv(ConvId(8), 10, 10).await.unwrap().unwrap();
+    assert_eq!(info.seq_lease, 200);
+    // A restart: seqs up to 200 may have been shown; the next lease starts above them.
+    assert_eq!(s.take_lease(ConvId(8), 64).await.unwrap(), Some((200, 264)));
+    // A conversation stored past its lease (written before leases existed): above its
+    // newest message.
+    s.persist(
+        (1..=5).map(|i| msg(9, i, "v", &i.to_string())).collect(),
+        vec![opened(9, 1)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.take_lease(ConvId(9), 10).await.unwrap(), Some((5, 15)));
+}
+
+async fn reads_forward_take_the_oldest(s: Store) {
+    let batch: Vec<StoredMessage> = (1..=30).map(|i| msg(11, i, "v", &i.to_string())).collect();
+    s.persist(batch, vec![opened(11, 1)]).await.unwrap();
+    let seqs = |v: Vec<StoredMessage>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
+    let forward = s.read(ConvId(11), 10, 25, 4, From::Oldest).await.unwrap();
+    assert_eq!(seqs(forward), vec![11, 12, 13, 14]);
+    let back = s.read(ConvId(11), 10, 25, 4, From::Newest).await.unwrap();
+    assert_eq!(seqs(back), vec![21, 22, 23, 24]);
+}
+
+async fn the_open_listing_pages_through_every_conversation_once(s: Store) {
+    // Ids across the whole u64 range (stored as signed 64-bit).
+    let ids: Vec<u64> = (0..25u64)
+        .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .collect();
+    s.persist(vec![], ids.iter().map(|&c| opened(c, 1)).collect())
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s.open_conversations(after, 7).await.unwrap();
+        assert!(page.len() <= 7);
+        seen.extend(page.iter().map(|o| o.conv.0));
+        if page.len() < 7 {
+            break;
+        }
+        after = page.last().map(|o| o.conv);
+    }
+    let mut want = ids.clone();
+    want.sort_unstable();
+    seen.sort_unstable();
+    assert_eq!(seen, want, "each open conversation once");
+}
 
 async fn events_in_one_batch_end_as_if_applied_one_by_one(s: Store) {
     let assigned = |conv, agent: &str| ConvEvent::Assigned {
@@ -120,20 +197,20 @@ async fn events_in_one_batch_end_as_if_applied_one_by_one(s: Store) {
     ]);
     events.extend((100..300).map(|c| assigned(c, "dee")));
     s.persist(vec![], events).await.unwrap();
-    let five = s.load_conv(ConvId(5), 0).await.unwrap().unwrap();
+    let five = s.load_conv(ConvId(5), 0, 0).await.unwrap().unwrap();
     assert_eq!(
         (five.visitor, five.agent.as_deref(), five.closed),
         (VisitorId(50), Some("bob"), true),
         "first open, last assignment, closed"
     );
-    let six = s.load_conv(ConvId(6), 0).await.unwrap().unwrap();
+    let six = s.load_conv(ConvId(6), 0, 0).await.unwrap().unwrap();
     assert_eq!((six.agent.as_deref(), six.closed), (Some("ann"), false));
     assert_eq!(
-        s.load_conv(ConvId(7), 0).await.unwrap(),
+        s.load_conv(ConvId(7), 0, 0).await.unwrap(),
         None,
         "never opened"
     );
-    let open = s.open_conversations(1000).await.unwrap();
+    let open = s.open_conversations(None, 1000).await.unwrap();
     assert_eq!(open.len(), 201, "6 and 100..300");
     assert!(open
         .iter()
@@ -162,14 +239,14 @@ async fn open_conversations_are_listed_with_their_agents(s: Store) {
     )
     .await
     .unwrap();
-    let mut open = s.open_conversations(10).await.unwrap();
+    let mut open = s.open_conversations(None, 10).await.unwrap();
     open.sort_by_key(|o| o.conv);
     let got: Vec<(u64, u64, Option<&str>)> = open
         .iter()
         .map(|o| (o.conv.0, o.visitor.0, o.agent.as_deref()))
         .collect();
     assert_eq!(got, vec![(1, 10, None), (2, 20, Some("ann"))]);
-    assert_eq!(s.open_conversations(1).await.unwrap().len(), 1, "bounded");
+    assert_eq!(s.open_conversations(None, 1).await.unwrap().len(), 1, "bounded");
 }
 
 async fn migrations_are_idempotent(s: Store) {
@@ -229,9 +306,9 @@ async fn replayed_batches_store_nothing_twice(s: Store) {
 }
 
 async fn conversations_load_with_their_state_and_recent_messages(s: Store) {
-    assert_eq!(s.load_conv(ConvId(4), 10).await.unwrap(), None);
+    assert_eq!(s.load_conv(ConvId(4), 10, 10).await.unwrap(), None);
     s.persist(vec![], vec![opened(4, 77)]).await.unwrap();
-    let info = s.load_conv(ConvId(4), 10).await.unwrap().unwrap();
+    let info = s.load_conv(ConvId(4), 10, 10).await.unwrap().unwrap();
     assert_eq!(
         (info.visitor, info.agent.clone(), info.closed, info.last_seq),
         (VisitorId(77), None, false, 0)
@@ -247,7 +324,7 @@ async fn conversations_load_with_their_state_and_recent_messages(s: Store) {
     )
     .await
     .unwrap();
-    let info = s.load_conv(ConvId(4), 5).await.unwrap().unwrap();
+    let info = s.load_conv(ConvId(4), 5, 5).await.unwrap().unwrap();
     assert_eq!(
         (info.agent.as_deref(), info.closed, info.last_seq),
         (Some("ann"), false, 12)
@@ -266,7 +343,7 @@ async fn conversations_load_with_their_state_and_recent_messages(s: Store) {
     )
     .await
     .unwrap();
-    assert!(s.load_conv(ConvId(4), 0).await.unwrap().unwrap().closed);
+    assert!(s.load_conv(ConvId(4), 0, 0).await.unwrap().unwrap().closed);
 }
 
 async fn ids_use_all_64_bits(s: Store) {
@@ -274,7 +351,7 @@ async fn ids_use_all_64_bits(s: Store) {
     s.persist(vec![msg(big, 1, "v", "x")], vec![opened(big, u64::MAX)])
         .await
         .unwrap();
-    let info = s.load_conv(ConvId(big), 1).await.unwrap().unwrap();
+    let info = s.load_conv(ConvId(big), 1, 1).await.unwrap().unwrap();
     assert_eq!(info.visitor, VisitorId(u64::MAX));
     assert_eq!(info.recent[0].conv, ConvId(big));
 }

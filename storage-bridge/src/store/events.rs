@@ -2,10 +2,11 @@
 //! fixed number of statements however many conversations it opens, assigns or closes.
 //!
 //! The fold gives the same end state as applying the events one by one: each kind writes
-//! its own columns, so kinds can go in the order opened, assigned, closed, and within a
+//! its own columns, so kinds can go in the order opened, leases, assigned, closed, and within a
 //! kind the rule of the sequential update decides which event counts: the first `Opened`
 //! (later inserts conflict), the last `Assigned` (each overwrites), the first `Closed`
-//! (only an open conversation is closed), the newest `last_seen` of a visitor or agent.
+//! (only an open conversation is closed), the highest lease, the newest `last_seen` of a
+//! visitor or agent.
 
 use std::collections::HashMap;
 use switchboard_protocol::bridge::ConvEvent;
@@ -24,6 +25,8 @@ pub struct EventRows {
     pub agents: Vec<(String, u64)>,
     /// Closes: (conversation, closed by, closed at), the first one per conversation.
     pub closed: Vec<(ConvId, String, u64)>,
+    /// Seq leases: (conversation, the highest lease), applied after `opened`.
+    pub leases: Vec<(ConvId, u64)>,
 }
 
 impl EventRows {
@@ -34,12 +37,21 @@ impl EventRows {
         let mut assigned = HashMap::new();
         let mut agents: HashMap<&str, usize> = HashMap::new();
         let mut closed = HashMap::new();
+        let mut leases: HashMap<ConvId, usize> = HashMap::new();
         for e in events {
             match e {
-                ConvEvent::Opened { conv, visitor, ts } => {
+                ConvEvent::Opened {
+                    conv,
+                    visitor,
+                    ts,
+                    lease,
+                } => {
                     opened.entry(*conv).or_insert_with(|| {
                         rows.opened.push((*conv, *visitor, *ts));
                     });
+                    if *lease > 0 {
+                        newest(&mut rows.leases, &mut leases, *conv, *lease);
+                    }
                     newest(&mut rows.visitors, &mut visitors, *visitor, *ts);
                 }
                 ConvEvent::Assigned { conv, agent, ts } => {
@@ -63,6 +75,7 @@ impl EventRows {
                         rows.closed.push((*conv, by.clone(), *ts));
                     });
                 }
+                ConvEvent::SeqLease { conv, upto } => newest(&mut rows.leases, &mut leases, *conv, *upto),
             }
         }
         rows
@@ -93,6 +106,7 @@ mod tests {
             conv: ConvId(c),
             visitor: VisitorId(v),
             ts,
+            lease: 0,
         }
     }
     fn assigned(c: u64, a: &str, ts: u64) -> ConvEvent {

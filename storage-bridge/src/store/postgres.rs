@@ -4,10 +4,13 @@
 //! table (a burst of new conversations once cost four round trips each).
 
 use super::events::EventRows;
-use super::{check_schema_version, id_from_db, id_to_db, StoreError, MIGRATIONS};
+use super::{
+    after_id, check_schema_version, id_from_db, id_to_db, seen_cids, ConvHead, From, StoreError,
+    MIGRATIONS,
+};
 use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use switchboard_protocol::bridge::{ConvEvent, ConvInfo, OpenConv, StoredMessage};
+use switchboard_protocol::bridge::{ConvEvent, OpenConv, SeenCid, StoredMessage};
 use switchboard_protocol::{ConvId, VisitorId};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -131,6 +134,19 @@ impl PgStore {
                 .await?;
             tx.execute(&stmt, &[&convs, &visitors, &tss]).await?;
         }
+        if !rows.leases.is_empty() {
+            // After `opened`: a new conversation's first lease comes in its opening batch.
+            let convs: Vec<i64> = rows.leases.iter().map(|r| id_to_db(r.0 .0)).collect();
+            let uptos: Vec<i64> = rows.leases.iter().map(|r| r.1 as i64).collect();
+            let stmt = tx
+                .prepare_cached(
+                    "UPDATE conversations SET seq_lease = GREATEST(seq_lease, u.upto)
+                     FROM UNNEST($1::bigint[], $2::bigint[]) AS u(id, upto)
+                     WHERE conversations.id = u.id",
+                )
+                .await?;
+            tx.execute(&stmt, &[&convs, &uptos]).await?;
+        }
         if !rows.visitors.is_empty() {
             let ids: Vec<i64> = rows.visitors.iter().map(|r| id_to_db(r.0 .0)).collect();
             let tss: Vec<i64> = rows.visitors.iter().map(|r| r.1 as i64).collect();
@@ -154,38 +170,68 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn load_conv(
-        &self,
-        conv: ConvId,
-        recent: u32,
-    ) -> Result<Option<ConvInfo>, StoreError> {
+    pub(crate) async fn conv_head(&self, conv: ConvId) -> Result<Option<ConvHead>, StoreError> {
         let c = self.pool.get().await.map_err(pool_err)?;
-        let id = id_to_db(conv.0);
         let row = c
             .query_opt(
-                "SELECT visitor, agent, closed_at IS NOT NULL, (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = $1)
+                "SELECT visitor, agent, closed_at IS NOT NULL, (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = $1), seq_lease
                  FROM conversations WHERE id = $1",
-                &[&id],
+                &[&id_to_db(conv.0)],
             )
             .await?;
-        let Some(row) = row else { return Ok(None) };
-        drop(c);
-        let recent = self.history(conv, 0, u64::MAX, recent).await?;
-        Ok(Some(ConvInfo {
+        Ok(row.map(|row| ConvHead {
             visitor: VisitorId(id_from_db(row.get(0))),
             agent: row.get(1),
             closed: row.get(2),
             last_seq: row.get::<_, i64>(3) as u64,
-            recent,
+            seq_lease: row.get::<_, i64>(4) as u64,
         }))
     }
 
-    pub async fn open_conversations(&self, limit: u32) -> Result<Vec<OpenConv>, StoreError> {
+    pub(crate) async fn recent_cids(&self, conv: ConvId, n: u32) -> Result<Vec<SeenCid>, StoreError> {
         let c = self.pool.get().await.map_err(pool_err)?;
         let rows = c
             .query(
-                "SELECT id, visitor, agent FROM conversations WHERE closed_at IS NULL ORDER BY opened_at LIMIT $1",
-                &[&(limit as i64)],
+                "SELECT seq, sender, cid FROM messages WHERE conv = $1 ORDER BY seq DESC LIMIT $2",
+                &[&id_to_db(conv.0), &(n as i64)],
+            )
+            .await?;
+        Ok(seen_cids(
+            rows.iter()
+                .map(|r| SeenCid {
+                    seq: r.get::<_, i64>(0) as u64,
+                    sender: r.get(1),
+                    cid: r.get(2),
+                })
+                .collect(),
+        ))
+    }
+
+    pub(crate) async fn take_lease(&self, conv: ConvId, count: u64) -> Result<Option<u64>, StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        let row = c
+            .query_opt(
+                "UPDATE conversations SET seq_lease = GREATEST(seq_lease,
+                     (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = $1)) + $2
+                 WHERE id = $1 RETURNING seq_lease",
+                &[&id_to_db(conv.0), &(count as i64)],
+            )
+            .await?;
+        Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+    }
+
+    pub async fn open_conversations(
+        &self,
+        after: Option<ConvId>,
+        limit: u32,
+    ) -> Result<Vec<OpenConv>, StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        let (after, first) = after_id(after);
+        let rows = c
+            .query(
+                "SELECT id, visitor, agent FROM conversations
+                 WHERE closed_at IS NULL AND ($2 OR id > $1) ORDER BY id LIMIT $3",
+                &[&after, &first, &(limit as i64)],
             )
             .await?;
         Ok(rows
@@ -198,27 +244,32 @@ impl PgStore {
             .collect())
     }
 
-    pub async fn history(
+    pub async fn read(
         &self,
         conv: ConvId,
         after: u64,
         before: u64,
         limit: u32,
+        from: From,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let c = self.pool.get().await.map_err(pool_err)?;
         let (id, after, before, limit) = (
             id_to_db(conv.0),
-            after as i64,
+            after.min(i64::MAX as u64) as i64,
             before.min(i64::MAX as u64) as i64,
             limit as i64,
         );
-        let rows = c
-            .query(
+        let order = match from {
+            From::Oldest => "ASC",
+            From::Newest => "DESC",
+        };
+        let stmt = c
+            .prepare_cached(&format!(
                 "SELECT seq, sender, cid, body, ts FROM messages
-                 WHERE conv = $1 AND seq > $2 AND seq < $3 ORDER BY seq DESC LIMIT $4",
-                &[&id, &after, &before, &limit],
-            )
+                 WHERE conv = $1 AND seq > $2 AND seq < $3 ORDER BY seq {order} LIMIT $4"
+            ))
             .await?;
+        let rows = c.query(&stmt, &[&id, &after, &before, &limit]).await?;
         let mut out: Vec<StoredMessage> = rows
             .iter()
             .map(|r| StoredMessage {
@@ -230,7 +281,9 @@ impl PgStore {
                 ts: r.get::<_, i64>(4) as u64,
             })
             .collect();
-        out.reverse();
+        if from == From::Newest {
+            out.reverse();
+        }
         Ok(out)
     }
 }

@@ -2,11 +2,14 @@
 //! committed batch survives power loss). SQLite calls block, so they run on tokio's blocking
 //! pool; one connection behind a mutex serialises writers, which SQLite does anyway.
 
-use super::{check_schema_version, id_from_db, id_to_db, StoreError, MIGRATIONS};
+use super::{
+    after_id, check_schema_version, id_from_db, id_to_db, seen_cids, ConvHead, From, StoreError,
+    MIGRATIONS,
+};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use switchboard_protocol::bridge::{ConvEvent, ConvInfo, OpenConv, StoredMessage};
+use switchboard_protocol::bridge::{ConvEvent, OpenConv, SeenCid, StoredMessage};
 use switchboard_protocol::{ConvId, VisitorId};
 
 #[derive(Clone)]
@@ -120,43 +123,71 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn load_conv(
-        &self,
-        conv: ConvId,
-        recent: u32,
-    ) -> Result<Option<ConvInfo>, StoreError> {
-        let found = self
-            .run(move |c| {
-                let row = c
-                    .query_row(
-                        "SELECT visitor, agent, closed_at IS NOT NULL, (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = ?1)
-                         FROM conversations WHERE id = ?1",
-                        [id_to_db(conv.0)],
-                        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, bool>(2)?, r.get::<_, i64>(3)?)),
-                    )
-                    .optional()?;
-                Ok(row)
-            })
-            .await?;
-        let Some((visitor, agent, closed, last_seq)) = found else {
-            return Ok(None);
-        };
-        let recent = self.history(conv, 0, u64::MAX, recent).await?;
-        Ok(Some(ConvInfo {
-            visitor: VisitorId(id_from_db(visitor)),
-            agent,
-            closed,
-            last_seq: last_seq as u64,
-            recent,
-        }))
+    pub(crate) async fn conv_head(&self, conv: ConvId) -> Result<Option<ConvHead>, StoreError> {
+        self.run(move |c| {
+            Ok(c.query_row(
+                "SELECT visitor, agent, closed_at IS NOT NULL, (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = ?1), seq_lease
+                 FROM conversations WHERE id = ?1",
+                [id_to_db(conv.0)],
+                |r| {
+                    Ok(ConvHead {
+                        visitor: VisitorId(id_from_db(r.get(0)?)),
+                        agent: r.get(1)?,
+                        closed: r.get(2)?,
+                        last_seq: r.get::<_, i64>(3)? as u64,
+                        seq_lease: r.get::<_, i64>(4)? as u64,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
     }
 
-    pub async fn open_conversations(&self, limit: u32) -> Result<Vec<OpenConv>, StoreError> {
+    pub(crate) async fn recent_cids(&self, conv: ConvId, n: u32) -> Result<Vec<SeenCid>, StoreError> {
         self.run(move |c| {
             let mut q = c.prepare_cached(
-                "SELECT id, visitor, agent FROM conversations WHERE closed_at IS NULL ORDER BY opened_at LIMIT ?1",
+                "SELECT seq, sender, cid FROM messages WHERE conv = ?1 ORDER BY seq DESC LIMIT ?2",
             )?;
-            let rows = q.query_map([limit as i64], |r| {
+            let rows = q.query_map(params![id_to_db(conv.0), n as i64], |r| {
+                Ok(SeenCid {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    sender: r.get(1)?,
+                    cid: r.get(2)?,
+                })
+            })?;
+            Ok(seen_cids(rows.collect::<Result<Vec<_>, _>>()?))
+        })
+        .await
+    }
+
+    pub(crate) async fn take_lease(&self, conv: ConvId, count: u64) -> Result<Option<u64>, StoreError> {
+        self.run(move |c| {
+            Ok(c.query_row(
+                "UPDATE conversations SET seq_lease = MAX(seq_lease,
+                     (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = ?1)) + ?2
+                 WHERE id = ?1 RETURNING seq_lease",
+                params![id_to_db(conv.0), count as i64],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(|v| v as u64))
+        })
+        .await
+    }
+
+    pub async fn open_conversations(
+        &self,
+        after: Option<ConvId>,
+        limit: u32,
+    ) -> Result<Vec<OpenConv>, StoreError> {
+        let (after, first) = after_id(after);
+        self.run(move |c| {
+            let mut q = c.prepare_cached(
+                "SELECT id, visitor, agent FROM conversations
+                 WHERE closed_at IS NULL AND (?2 OR id > ?1) ORDER BY id LIMIT ?3",
+            )?;
+            let rows = q.query_map(params![after, first, limit as i64], |r| {
                 Ok(OpenConv {
                     conv: ConvId(id_from_db(r.get(0)?)),
                     visitor: VisitorId(id_from_db(r.get(1)?)),
@@ -168,19 +199,23 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn history(
+    pub async fn read(
         &self,
         conv: ConvId,
         after: u64,
         before: u64,
         limit: u32,
+        from: From,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         self.run(move |c| {
-            let mut q = c.prepare_cached(
-                "SELECT seq, sender, cid, body, ts FROM messages WHERE conv = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4",
-            )?;
+            let sql = match from {
+                From::Oldest => "SELECT seq, sender, cid, body, ts FROM messages WHERE conv = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq ASC LIMIT ?4",
+                From::Newest => "SELECT seq, sender, cid, body, ts FROM messages WHERE conv = ?1 AND seq > ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4",
+            };
+            let mut q = c.prepare_cached(sql)?;
+            let after = after.min(i64::MAX as u64) as i64;
             let before = before.min(i64::MAX as u64) as i64;
-            let rows = q.query_map(params![id_to_db(conv.0), after as i64, before, limit as i64], |r| {
+            let rows = q.query_map(params![id_to_db(conv.0), after, before, limit as i64], |r| {
                 Ok(StoredMessage {
                     conv,
                     seq: r.get::<_, i64>(0)? as u64,
@@ -191,7 +226,9 @@ impl SqliteStore {
                 })
             })?;
             let mut out = rows.collect::<Result<Vec<_>, _>>()?;
-            out.reverse();
+            if from == From::Newest {
+                out.reverse();
+            }
             Ok(out)
         })
         .await
@@ -200,10 +237,19 @@ impl SqliteStore {
 
 fn apply_event(tx: &rusqlite::Transaction<'_>, e: &ConvEvent) -> Result<(), StoreError> {
     match e {
-        ConvEvent::Opened { conv, visitor, ts } => {
+        ConvEvent::Opened {
+            conv,
+            visitor,
+            ts,
+            lease,
+        } => {
             tx.execute(
                 "INSERT OR IGNORE INTO conversations (id, visitor, opened_at) VALUES (?1, ?2, ?3)",
                 params![id_to_db(conv.0), id_to_db(visitor.0), *ts as i64],
+            )?;
+            tx.execute(
+                "UPDATE conversations SET seq_lease = MAX(seq_lease, ?2) WHERE id = ?1",
+                params![id_to_db(conv.0), *lease as i64],
             )?;
             tx.execute(
                 "INSERT INTO visitors (id, first_seen, last_seen) VALUES (?1, ?2, ?2)
@@ -220,6 +266,12 @@ fn apply_event(tx: &rusqlite::Transaction<'_>, e: &ConvEvent) -> Result<(), Stor
                 "INSERT INTO agents (id, first_seen, last_seen) VALUES (?1, ?2, ?2)
                  ON CONFLICT (id) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen)",
                 params![agent, *ts as i64],
+            )?;
+        }
+        ConvEvent::SeqLease { conv, upto } => {
+            tx.execute(
+                "UPDATE conversations SET seq_lease = MAX(seq_lease, ?2) WHERE id = ?1",
+                params![id_to_db(conv.0), *upto as i64],
             )?;
         }
         ConvEvent::Closed { conv, by, ts } => {
