@@ -60,8 +60,11 @@ pub struct CoreConfig {
     pub max_unconfirmed: usize,
     /// Most messages one `history` request returns.
     pub history_max: u32,
-    /// Most stored messages fetched for one `resume` reaching past the window.
+    /// Most stored messages fetched per page of a `resume` reaching past the window.
     pub resume_fetch_max: u32,
+    /// Seqs a home shard leases from the store at a time: seqs are handed out only below a
+    /// durable lease, so after a crash the next seq is above every seq anyone saw.
+    pub seq_lease: u64,
     /// A conversation nobody wrote in for this long is closed (frees its agent's place and
     /// its memory). `None`: never.
     pub conversation_idle_close: Option<Duration>,
@@ -85,6 +88,7 @@ impl Default for CoreConfig {
             max_unconfirmed: 100_000,
             history_max: 200,
             resume_fetch_max: 1000,
+            seq_lease: 128,
             conversation_idle_close: Some(Duration::from_secs(30 * 60)),
         }
     }

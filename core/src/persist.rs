@@ -1,106 +1,167 @@
-//! The home shard's side of durability, sans-IO: what to ask the storage bridge, and what is
-//! waiting for its answers.
+//! The home shard's side of durability, sans-IO: every request to the storage bridge, what
+//! waits for its answer, and what to send again after the link comes back. The runtime only
+//! moves bytes (`gateway/src/bridge_link.rs`); every rule about requests lives here.
 //!
-//! Messages sequenced while one batch of shard work runs go out as one `persist` request
-//! (the runtime takes requests after each batch). Acks wait in their conversation until the
-//! bridge confirms their seq. Conversations the shard does not hold (after a restart) are
-//! loaded from the store; frames for them wait until it answers.
+//! - Messages sequenced while one batch of shard work runs go out as `persist` requests, cut
+//!   into pages of at most [`PAGE_BYTES`] so that no frame can exceed the link's limit.
+//!   Acks wait in their conversation until the bridge confirms their batch, and batches are
+//!   confirmed in request order.
+//! - Conversations the shard does not hold (after a restart) are loaded from the store;
+//!   whatever arrives for them meanwhile is parked here.
+//! - Reads (a resume reaching past the window, `history`, the start-up listing) are paged
+//!   by the bridge; the listing's next page is asked here, the others by their caller.
+//! - Every request stays in flight until answered and is sent again, in order, after a
+//!   reconnect. A read in flight when the link is lost twice is failed instead (it may be
+//!   what breaks the link); `persist` is idempotent and always bounded, so it is resent.
+//!
+//! Generic over what a read waits for (`W`) and what waits for a load (`P`), so it knows
+//! nothing of shards or connections.
 
-use crate::messages::ShardMsg;
-use crate::routing::ShardId;
-use crate::shard::ConnKey;
-use std::collections::{HashMap, HashSet};
-use switchboard_protocol::bridge::{BridgeMsg, ConvEvent, OpenConv, StoredMessage};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use switchboard_protocol::bridge::{
+    encode, BridgeMsg, ConvEvent, ConvInfo, OpenConv, StoredMessage, PAGE_BYTES,
+};
 use switchboard_protocol::ConvId;
 
 /// Forget this many conversations known to be absent from the store before starting over.
 const MISSING_REMEMBERED: usize = 10_000;
-
-/// What a store read was for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Wait {
-    /// A `resume` reaching past the window: replay stored messages, then the window.
-    Resume {
-        from: ShardId,
-        conn: ConnKey,
-        conv: ConvId,
-        last_seq: u64,
-    },
-    /// A client's `history` request.
-    History {
-        from: ShardId,
-        conn: ConnKey,
-        conv: ConvId,
-        before: u64,
-        limit: u32,
-    },
-}
+/// Link losses a read survives in flight; at the next one it is failed.
+const READ_LOSSES_MAX: u8 = 1;
+/// Open conversations asked for per listing page.
+const LISTING_PAGE: u32 = 10_000;
 
 #[derive(Debug)]
 struct PersistInFlight {
-    /// The newest seq of each conversation in the batch.
+    /// The newest seq of each conversation in the request.
     heads: Vec<(ConvId, u64)>,
+    /// The seq leases the request writes.
+    leases: Vec<(ConvId, u64)>,
     count: usize,
     /// The bridge's answer, once it came: committed or failed.
     outcome: Option<bool>,
 }
 
-/// A persist batch, resolved in request order.
+/// A persist request, resolved in request order.
 #[derive(Debug, PartialEq, Eq)]
 pub struct PersistOutcome {
     pub heads: Vec<(ConvId, u64)>,
+    pub leases: Vec<(ConvId, u64)>,
     pub ok: bool,
 }
 
-/// Requests to the bridge and the state waiting on them.
-#[derive(Debug, Default)]
-pub struct StoreLink {
-    next_req: u64,
-    batch_messages: Vec<StoredMessage>,
-    batch_events: Vec<ConvEvent>,
-    out: Vec<BridgeMsg>,
-    /// In request order: the bridge may commit batches concurrently and answer out of
-    /// order, but a conversation is confirmed up to a seq only once every earlier batch is.
-    persisting: std::collections::BTreeMap<u64, PersistInFlight>,
-    /// Messages sent to the bridge and not yet confirmed (the bounded buffer).
-    pub unconfirmed: usize,
-    /// Frames for conversations being loaded, in arrival order.
-    pub loading: HashMap<ConvId, Vec<(ShardId, ShardMsg)>>,
-    load_reqs: HashMap<u64, ConvId>,
-    /// Conversations the store does not have.
-    missing: HashSet<ConvId>,
-    reads: HashMap<u64, Wait>,
-    /// The start-up listing of open conversations, while it is asked.
-    listing: Option<u64>,
+/// One page of a read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadPage {
+    pub messages: Vec<StoredMessage>,
+    /// More may match past this page.
+    pub more: bool,
+}
+
+/// A request not answered yet.
+#[derive(Debug)]
+struct InFlight {
+    msg: BridgeMsg,
+    /// The caller's clock when it was first written (for the confirm-latency metric).
+    sent_us: u64,
+    /// Link losses it has been in flight for.
+    losses: u8,
 }
 
 /// What a bridge answer resolved.
 #[derive(Debug)]
-pub enum Resolved {
-    /// Persist batches now settled, oldest first: durable (each conversation up to its
-    /// seq) or failed for good (their acks become errors).
+pub enum Resolved<W, P> {
+    /// Persist requests now settled, oldest first: durable (each conversation up to its
+    /// seq, each lease) or failed for good (their acks become errors).
     Persist(Vec<PersistOutcome>),
-    /// A conversation load finished (the info is in the bridge message), with its frames.
-    Loaded(ConvId, Vec<(ShardId, ShardMsg)>),
-    /// A conversation load failed; its frames must be refused.
-    LoadFailed(ConvId, Vec<(ShardId, ShardMsg)>),
-    /// The open conversations listed at start (`None`: the listing failed).
-    OpenConvs(Option<Vec<OpenConv>>),
-    /// A store read finished (`None`: it failed).
-    Read(Wait, Option<Vec<StoredMessage>>),
+    /// A conversation load finished (`None`: the store does not have it), with what waited.
+    Loaded(ConvId, Option<Box<ConvInfo>>, Vec<P>),
+    /// A conversation load failed; what waited must be refused.
+    LoadFailed(ConvId, Vec<P>),
+    /// A page of the open conversations listed at start (`None`: the listing failed);
+    /// `done` once it is the last.
+    OpenConvs {
+        convs: Option<Vec<OpenConv>>,
+        done: bool,
+    },
+    /// A read finished (`None`: it failed).
+    Read(W, Option<ReadPage>),
     /// Nothing known (a late or duplicate answer).
     Nothing,
 }
 
-impl StoreLink {
-    fn req(&mut self) -> u64 {
+/// Requests to the bridge and the state waiting on them.
+#[derive(Debug)]
+pub struct StoreLink<W, P> {
+    next_req: u64,
+    batch_messages: Vec<StoredMessage>,
+    batch_events: Vec<ConvEvent>,
+    /// Requests made and not written to the link yet, in order.
+    fresh: Vec<u64>,
+    /// Every request not answered, by id (= in order).
+    inflight: BTreeMap<u64, InFlight>,
+    /// In request order: the bridge may commit requests concurrently and answer out of
+    /// order, but a conversation is confirmed up to a seq only once every earlier one is.
+    persisting: BTreeMap<u64, PersistInFlight>,
+    /// Messages sent to the bridge and not yet confirmed (the bounded buffer).
+    unconfirmed: usize,
+    /// What waits for each conversation being loaded, in arrival order.
+    loading: HashMap<ConvId, Vec<P>>,
+    load_reqs: HashMap<u64, ConvId>,
+    /// Conversations the store does not have.
+    missing: HashSet<ConvId>,
+    reads: HashMap<u64, W>,
+    /// The start-up listing's current page request, and how many it may still list.
+    listing: Option<(u64, u32)>,
+}
+
+impl<W, P> Default for StoreLink<W, P> {
+    fn default() -> Self {
+        Self {
+            next_req: 0,
+            batch_messages: Vec::new(),
+            batch_events: Vec::new(),
+            fresh: Vec::new(),
+            inflight: BTreeMap::new(),
+            persisting: BTreeMap::new(),
+            unconfirmed: 0,
+            loading: HashMap::new(),
+            load_reqs: HashMap::new(),
+            missing: HashSet::new(),
+            reads: HashMap::new(),
+            listing: None,
+        }
+    }
+}
+
+impl<W, P> StoreLink<W, P> {
+    fn request(&mut self, make: impl FnOnce(u64) -> BridgeMsg) -> u64 {
         self.next_req += 1;
-        self.next_req
+        let req = self.next_req;
+        self.inflight.insert(
+            req,
+            InFlight {
+                msg: make(req),
+                sent_us: 0,
+                losses: 0,
+            },
+        );
+        self.fresh.push(req);
+        req
+    }
+
+    /// Messages sent and not yet confirmed.
+    pub fn unconfirmed(&self) -> usize {
+        self.unconfirmed
     }
 
     /// Messages queued or in flight: the caller refuses new ones past its limit.
     pub fn backlog(&self) -> usize {
         self.unconfirmed + self.batch_messages.len()
+    }
+
+    /// Requests not answered yet.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.len()
     }
 
     pub fn record(&mut self, m: StoredMessage) {
@@ -115,76 +176,187 @@ impl StoreLink {
         self.missing.contains(&conv)
     }
 
+    /// Whether `conv` is being loaded (what arrives for it must wait).
+    pub fn is_loading(&self, conv: ConvId) -> bool {
+        self.loading.contains_key(&conv)
+    }
+
     pub fn created(&mut self, conv: ConvId) {
         self.missing.remove(&conv);
     }
 
-    /// Parks `msg` until `conv` is loaded; asks the store on the first one.
-    pub fn park(&mut self, conv: ConvId, from: ShardId, msg: ShardMsg, recent: u32) {
-        let waiting = self.loading.entry(conv).or_default();
-        waiting.push((from, msg));
-        if waiting.len() == 1 {
-            let req = self.req();
+    /// Parks `waiting` until `conv` is loaded; asks the store on the first one, with its
+    /// `recent` newest messages, its newest `cids` client ids, and a new lease of `lease`.
+    pub fn park(&mut self, conv: ConvId, waiting: P, recent: u32, cids: u32, lease: u64) {
+        let list = self.loading.entry(conv).or_default();
+        list.push(waiting);
+        if list.len() == 1 {
+            let req = self.request(|req| BridgeMsg::LoadConv {
+                req,
+                conv,
+                recent,
+                cids,
+                lease,
+            });
             self.load_reqs.insert(req, conv);
-            self.out.push(BridgeMsg::LoadConv { req, conv, recent });
         }
     }
 
-    /// Whether the start-up listing is asked and not answered yet.
+    /// Whether the start-up listing is asked and not finished yet.
     pub fn is_listing(&self) -> bool {
         self.listing.is_some()
     }
 
-    /// Asks for the open conversations (the dispatcher, after a restart).
+    /// Asks for the open conversations, at most `limit`, page by page (the dispatcher,
+    /// after a restart).
     pub fn list_open(&mut self, limit: u32) {
-        let req = self.req();
-        self.listing = Some(req);
-        self.out.push(BridgeMsg::OpenConvs { req, limit });
+        self.list_page(None, limit);
     }
 
-    pub fn read(&mut self, wait: Wait, conv: ConvId, after: u64, before: u64, limit: u32) {
-        let req = self.req();
-        self.reads.insert(req, wait);
-        self.out.push(BridgeMsg::History {
+    fn list_page(&mut self, after: Option<ConvId>, left: u32) {
+        let limit = left.min(LISTING_PAGE);
+        let req = self.request(|req| BridgeMsg::OpenConvs { req, after, limit });
+        self.listing = Some((req, left));
+    }
+
+    /// Reads stored messages with `after < seq < before`, at most `limit` and `bytes` (at
+    /// least one), the oldest of them when `oldest_first`, else the newest.
+    #[allow(clippy::too_many_arguments)]
+    pub fn read(
+        &mut self,
+        wait: W,
+        conv: ConvId,
+        after: u64,
+        before: u64,
+        limit: u32,
+        oldest_first: bool,
+        bytes: usize,
+    ) {
+        let req = self.request(|req| BridgeMsg::History {
             req,
             conv,
             after,
             before,
             limit,
+            oldest_first,
+            bytes: bytes.min(PAGE_BYTES) as u32,
         });
+        self.reads.insert(req, wait);
     }
 
-    /// Requests for the bridge since the last call; the batch so far becomes one `persist`.
-    pub fn take_requests(&mut self) -> Vec<BridgeMsg> {
-        if !self.batch_messages.is_empty() || !self.batch_events.is_empty() {
-            let req = self.req();
-            let messages = std::mem::take(&mut self.batch_messages);
-            let events = std::mem::take(&mut self.batch_events);
-            let heads = heads_of(&messages);
-            self.unconfirmed += messages.len();
+    /// Whether there is anything to write to the link.
+    pub fn has_requests(&self) -> bool {
+        !self.fresh.is_empty() || !self.batch_messages.is_empty() || !self.batch_events.is_empty()
+    }
+
+    /// Cuts the batch so far into `persist` requests of at most a page each (events first,
+    /// then messages, in order).
+    fn form_persists(&mut self) {
+        let mut events = std::mem::take(&mut self.batch_events).into_iter().peekable();
+        let mut messages = std::mem::take(&mut self.batch_messages)
+            .into_iter()
+            .peekable();
+        while events.peek().is_some() || messages.peek().is_some() {
+            let (mut page_events, mut page_messages, mut used) = (Vec::new(), Vec::new(), 0);
+            while let Some(e) = events.next_if(|e| {
+                used == 0 || used + e.encoded_len() <= PAGE_BYTES
+            }) {
+                used += e.encoded_len();
+                page_events.push(e);
+            }
+            while let Some(m) = messages.next_if(|m| {
+                used == 0 || used + m.encoded_len() <= PAGE_BYTES
+            }) {
+                used += m.encoded_len();
+                page_messages.push(m);
+            }
+            let leases = page_events
+                .iter()
+                .filter_map(|e| match e {
+                    ConvEvent::SeqLease { conv, upto } => Some((*conv, *upto)),
+                    ConvEvent::Opened { conv, lease, .. } if *lease > 0 => Some((*conv, *lease)),
+                    _ => None,
+                })
+                .collect();
+            let heads = heads_of(&page_messages);
+            let count = page_messages.len();
+            let req = self.request(|req| BridgeMsg::Persist {
+                req,
+                messages: page_messages,
+                events: page_events,
+            });
+            self.unconfirmed += count;
             self.persisting.insert(
                 req,
                 PersistInFlight {
                     heads,
-                    count: messages.len(),
+                    leases,
+                    count,
                     outcome: None,
                 },
             );
-            self.out.push(BridgeMsg::Persist {
-                req,
-                messages,
-                events,
-            });
         }
-        std::mem::take(&mut self.out)
     }
 
-    pub fn has_requests(&self) -> bool {
-        !self.out.is_empty() || !self.batch_messages.is_empty() || !self.batch_events.is_empty()
+    /// Writes every new request to `out` (the batch so far becomes `persist` requests).
+    /// A request that cannot be encoded is answered `failed` at once: those answers come
+    /// back, for the caller to [`Self::resolve`].
+    pub fn write_requests(&mut self, out: &mut Vec<u8>, now_us: u64) -> Vec<BridgeMsg> {
+        self.form_persists();
+        let mut failed = Vec::new();
+        for req in std::mem::take(&mut self.fresh) {
+            let Some(r) = self.inflight.get_mut(&req) else {
+                continue;
+            };
+            r.sent_us = now_us;
+            if let Err(e) = encode(&r.msg, out) {
+                failed.push(BridgeMsg::Failed {
+                    req,
+                    reason: format!("not sent: {e}"),
+                });
+            }
+        }
+        failed
     }
 
-    /// Records a persist answer and releases every settled batch at the front.
-    fn settle(&mut self, req: u64, ok: bool) -> Resolved {
+    /// The link is gone. Reads in flight for a second loss are failed (their answers come
+    /// back, for the caller to [`Self::resolve`]); everything else waits for the next link.
+    pub fn link_lost(&mut self) -> Vec<BridgeMsg> {
+        let mut failed = Vec::new();
+        for (&req, r) in self.inflight.iter_mut() {
+            if self.fresh.contains(&req) {
+                continue;
+            }
+            r.losses = r.losses.saturating_add(1);
+            let is_read = !matches!(r.msg, BridgeMsg::Persist { .. });
+            if is_read && r.losses > READ_LOSSES_MAX {
+                failed.push(BridgeMsg::Failed {
+                    req,
+                    reason: "the link to the storage bridge was lost twice with this request in flight".into(),
+                });
+            }
+        }
+        failed
+    }
+
+    /// A new link: writes every request in flight again, oldest first, then the new ones.
+    pub fn relink(&mut self, out: &mut Vec<u8>, now_us: u64) -> Vec<BridgeMsg> {
+        for (req, r) in &self.inflight {
+            if !self.fresh.contains(req) {
+                // Encoded once before, so it encodes again.
+                let _ = encode(&r.msg, out);
+            }
+        }
+        self.write_requests(out, now_us)
+    }
+
+    /// When the request `req` was first written (the caller's clock), if it is in flight.
+    pub fn sent_at_us(&self, req: u64) -> Option<u64> {
+        self.inflight.get(&req).map(|r| r.sent_us)
+    }
+
+    /// Records a persist answer and releases every settled request at the front.
+    fn settle(&mut self, req: u64, ok: bool) -> Resolved<W, P> {
         match self.persisting.get_mut(&req) {
             Some(p) if p.outcome.is_none() => p.outcome = Some(ok),
             _ => return Resolved::Nothing,
@@ -194,7 +366,11 @@ impl StoreLink {
             let Some(ok) = entry.get().outcome else { break };
             let p = entry.remove();
             self.unconfirmed -= p.count;
-            out.push(PersistOutcome { heads: p.heads, ok });
+            out.push(PersistOutcome {
+                heads: p.heads,
+                leases: p.leases,
+                ok,
+            });
         }
         if out.is_empty() {
             Resolved::Nothing
@@ -204,38 +380,63 @@ impl StoreLink {
     }
 
     /// Matches a bridge answer with what waited for it.
-    pub fn resolve(&mut self, msg: &BridgeMsg) -> Resolved {
+    pub fn resolve(&mut self, msg: BridgeMsg) -> Resolved<W, P> {
+        if msg.req().is_none_or(|req| self.inflight.remove(&req).is_none()) {
+            return Resolved::Nothing;
+        }
+        self.fresh.retain(|r| Some(*r) != msg.req());
         match msg {
-            BridgeMsg::Persisted { req } => self.settle(*req, true),
+            BridgeMsg::Persisted { req } => self.settle(req, true),
             BridgeMsg::ConvLoaded { req, conv, info } => {
-                if self.load_reqs.remove(req).is_none() {
+                if self.load_reqs.remove(&req).is_none() {
                     return Resolved::Nothing;
                 }
                 if info.is_none() {
                     if self.missing.len() >= MISSING_REMEMBERED {
                         self.missing.clear();
                     }
-                    self.missing.insert(*conv);
+                    self.missing.insert(conv);
                 }
-                Resolved::Loaded(*conv, self.loading.remove(conv).unwrap_or_default())
+                let parked = self.loading.remove(&conv).unwrap_or_default();
+                Resolved::Loaded(conv, info.map(Box::new), parked)
             }
-            BridgeMsg::OpenConvsAre { req, convs } if self.listing == Some(*req) => {
-                self.listing = None;
-                Resolved::OpenConvs(Some(convs.clone()))
-            }
-            BridgeMsg::HistoryIs { req, messages, .. } => match self.reads.remove(req) {
-                Some(w) => Resolved::Read(w, Some(messages.clone())),
+            BridgeMsg::OpenConvsAre { req, convs, next } => match self.listing {
+                Some((asked, left)) if asked == req => {
+                    let left = left.saturating_sub(convs.len() as u32);
+                    match next {
+                        Some(after) if left > 0 && !convs.is_empty() => {
+                            self.list_page(Some(after), left)
+                        }
+                        _ => self.listing = None,
+                    }
+                    Resolved::OpenConvs {
+                        convs: Some(convs),
+                        done: self.listing.is_none(),
+                    }
+                }
+                _ => Resolved::Nothing,
+            },
+            BridgeMsg::HistoryIs {
+                req,
+                messages,
+                more,
+                ..
+            } => match self.reads.remove(&req) {
+                Some(w) => Resolved::Read(w, Some(ReadPage { messages, more })),
                 None => Resolved::Nothing,
             },
             BridgeMsg::Failed { req, .. } => {
-                if self.persisting.contains_key(req) {
-                    self.settle(*req, false)
-                } else if let Some(conv) = self.load_reqs.remove(req) {
+                if self.persisting.contains_key(&req) {
+                    self.settle(req, false)
+                } else if let Some(conv) = self.load_reqs.remove(&req) {
                     Resolved::LoadFailed(conv, self.loading.remove(&conv).unwrap_or_default())
-                } else if self.listing == Some(*req) {
+                } else if self.listing.is_some_and(|(asked, _)| asked == req) {
                     self.listing = None;
-                    Resolved::OpenConvs(None)
-                } else if let Some(w) = self.reads.remove(req) {
+                    Resolved::OpenConvs {
+                        convs: None,
+                        done: true,
+                    }
+                } else if let Some(w) = self.reads.remove(&req) {
                     Resolved::Read(w, None)
                 } else {
                     Resolved::Nothing
@@ -260,6 +461,11 @@ fn heads_of(messages: &[StoredMessage]) -> Vec<(ConvId, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use switchboard_protocol::bridge::{decode, MAX_FRAME, MAX_MESSAGE_BYTES};
+    use switchboard_protocol::VisitorId;
+
+    type Link = StoreLink<u32, &'static str>;
 
     fn m(conv: u64, seq: u64) -> StoredMessage {
         StoredMessage {
@@ -272,103 +478,137 @@ mod tests {
         }
     }
 
+    /// Writes the new requests and decodes them back.
+    fn written(l: &mut Link) -> Vec<BridgeMsg> {
+        let mut out = Vec::new();
+        assert!(l.write_requests(&mut out, 0).is_empty());
+        frames(out)
+    }
+
+    fn frames(mut out: Vec<u8>) -> Vec<BridgeMsg> {
+        let mut got = Vec::new();
+        while let Some(msg) = decode(&mut out).unwrap() {
+            got.push(msg);
+        }
+        assert!(out.is_empty());
+        got
+    }
+
+    fn only_req(msgs: &[BridgeMsg]) -> u64 {
+        assert_eq!(msgs.len(), 1, "{msgs:?}");
+        msgs[0].req().unwrap()
+    }
+
     #[test]
     fn a_batch_becomes_one_persist_and_confirms_its_heads() {
-        let mut l = StoreLink::default();
+        let mut l = Link::default();
         l.record(m(1, 1));
         l.record(m(2, 5));
         l.record(m(1, 2));
         assert_eq!(l.backlog(), 3);
-        let reqs = l.take_requests();
-        assert_eq!(reqs.len(), 1);
+        let reqs = written(&mut l);
         let BridgeMsg::Persist { req, messages, .. } = &reqs[0] else {
             panic!()
         };
-        assert_eq!(messages.len(), 3);
-        assert_eq!(l.unconfirmed, 3);
-        assert!(l.take_requests().is_empty(), "nothing new");
-        match l.resolve(&BridgeMsg::Persisted { req: *req }) {
+        assert_eq!((reqs.len(), messages.len()), (1, 3));
+        assert_eq!(l.unconfirmed(), 3);
+        assert!(written(&mut l).is_empty(), "nothing new");
+        match l.resolve(BridgeMsg::Persisted { req: *req }) {
             Resolved::Persist(o) => assert_eq!(
                 o,
                 vec![PersistOutcome {
                     heads: vec![(ConvId(1), 2), (ConvId(2), 5)],
+                    leases: vec![],
                     ok: true
                 }]
             ),
             other => panic!("{other:?}"),
         }
-        assert_eq!(l.unconfirmed, 0);
+        assert_eq!(l.unconfirmed(), 0);
         assert!(
             matches!(
-                l.resolve(&BridgeMsg::Persisted { req: *req }),
+                l.resolve(BridgeMsg::Persisted { req: *req }),
                 Resolved::Nothing
             ),
             "answered once"
         );
-        // The next batch starts with no heads of its own.
-        l.record(m(2, 6));
-        let BridgeMsg::Persist { req, .. } = l.take_requests().remove(0) else {
-            panic!()
-        };
-        match l.resolve(&BridgeMsg::Persisted { req }) {
-            Resolved::Persist(o) => assert_eq!(o[0].heads, vec![(ConvId(2), 6)]),
+    }
+
+    #[test]
+    fn leases_are_reported_with_their_request() {
+        let mut l = Link::default();
+        l.event(ConvEvent::Opened {
+            conv: ConvId(1),
+            visitor: VisitorId(1),
+            ts: 0,
+            lease: 64,
+        });
+        l.event(ConvEvent::SeqLease {
+            conv: ConvId(2),
+            upto: 99,
+        });
+        let req = only_req(&written(&mut l));
+        match l.resolve(BridgeMsg::Failed {
+            req,
+            reason: "x".into(),
+        }) {
+            Resolved::Persist(o) => {
+                assert_eq!(o[0].leases, vec![(ConvId(1), 64), (ConvId(2), 99)]);
+                assert!(!o[0].ok);
+            }
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
     fn batches_settle_in_request_order_even_when_answered_out_of_order() {
-        let mut l = StoreLink::default();
+        let mut l = Link::default();
         let mut reqs = Vec::new();
         for seq in 1..=3 {
             l.record(m(1, seq));
-            let BridgeMsg::Persist { req, .. } = l.take_requests().remove(0) else {
-                panic!()
-            };
-            reqs.push(req);
+            reqs.push(only_req(&written(&mut l)));
         }
-        assert!(
-            matches!(
-                l.resolve(&BridgeMsg::Persisted { req: reqs[2] }),
+        for r in [reqs[2], reqs[1]] {
+            assert!(matches!(
+                l.resolve(BridgeMsg::Persisted { req: r }),
                 Resolved::Nothing
-            ),
-            "waits for 1 and 2"
-        );
-        assert!(matches!(
-            l.resolve(&BridgeMsg::Persisted { req: reqs[1] }),
-            Resolved::Nothing
-        ));
-        assert_eq!(l.unconfirmed, 3);
-        match l.resolve(&BridgeMsg::Persisted { req: reqs[0] }) {
+            ));
+        }
+        assert_eq!(l.unconfirmed(), 3);
+        match l.resolve(BridgeMsg::Persisted { req: reqs[0] }) {
             Resolved::Persist(o) => assert_eq!(
                 o.iter().map(|x| x.heads[0].1).collect::<Vec<_>>(),
                 vec![1, 2, 3]
             ),
             other => panic!("{other:?}"),
         }
-        assert_eq!(l.unconfirmed, 0);
+        assert_eq!(l.unconfirmed(), 0);
     }
 
     #[test]
     fn loads_are_asked_once_and_release_everything_parked() {
-        let mut l = StoreLink::default();
-        let unsub = |n| ShardMsg::Unsubscribe {
-            conv: ConvId(9),
-            conn: ConnKey::new(n, 0),
+        let mut l = Link::default();
+        l.park(ConvId(9), "a", 10, 20, 64);
+        l.park(ConvId(9), "b", 10, 20, 64);
+        assert!(l.is_loading(ConvId(9)));
+        let reqs = written(&mut l);
+        let BridgeMsg::LoadConv {
+            req,
+            recent: 10,
+            cids: 20,
+            lease: 64,
+            ..
+        } = reqs[0]
+        else {
+            panic!("{reqs:?}")
         };
-        l.park(ConvId(9), 0, unsub(1), 10);
-        l.park(ConvId(9), 1, unsub(2), 10);
-        let reqs = l.take_requests();
         assert_eq!(reqs.len(), 1, "one load for both");
-        let BridgeMsg::LoadConv { req, .. } = reqs[0] else {
-            panic!()
-        };
-        match l.resolve(&BridgeMsg::ConvLoaded {
+        match l.resolve(BridgeMsg::ConvLoaded {
             req,
             conv: ConvId(9),
             info: None,
         }) {
-            Resolved::Loaded(c, parked) => assert_eq!((c, parked.len()), (ConvId(9), 2)),
+            Resolved::Loaded(c, None, parked) => assert_eq!((c, parked), (ConvId(9), vec!["a", "b"])),
             other => panic!("{other:?}"),
         }
         assert!(l.is_missing(ConvId(9)));
@@ -378,36 +618,151 @@ mod tests {
 
     #[test]
     fn failures_resolve_to_what_waited() {
-        let mut l = StoreLink::default();
-        l.record(m(1, 1));
-        let BridgeMsg::Persist { req, .. } = l.take_requests().remove(0) else {
-            panic!()
-        };
-        assert!(matches!(
-            l.resolve(&BridgeMsg::Failed {
-                req,
-                reason: "x".into()
-            }),
-            Resolved::Persist(o) if !o[0].ok
-        ));
-        assert_eq!(l.unconfirmed, 0);
-        let wait = Wait::History {
-            from: 0,
-            conn: ConnKey::new(0, 0),
-            conv: ConvId(1),
-            before: 9,
-            limit: 5,
-        };
-        l.read(wait.clone(), ConvId(1), 0, 9, 5);
-        let BridgeMsg::History { req, .. } = l.take_requests().remove(0) else {
-            panic!()
-        };
-        match l.resolve(&BridgeMsg::Failed {
+        let mut l = Link::default();
+        l.read(7, ConvId(1), 0, 9, 5, false, 1000);
+        let req = only_req(&written(&mut l));
+        match l.resolve(BridgeMsg::Failed {
             req,
             reason: "x".into(),
         }) {
-            Resolved::Read(w, None) => assert_eq!(w, wait),
+            Resolved::Read(7, None) => {}
             other => panic!("{other:?}"),
+        }
+        assert_eq!(l.in_flight(), 0);
+    }
+
+    #[test]
+    fn the_listing_asks_page_after_page_until_done_or_enough() {
+        let mut l = Link::default();
+        l.list_open(25_000);
+        let mut pages = 0;
+        let mut after = None;
+        loop {
+            let reqs = written(&mut l);
+            let BridgeMsg::OpenConvs {
+                req,
+                after: asked_after,
+                limit,
+            } = reqs[0]
+            else {
+                panic!("{reqs:?}")
+            };
+            assert_eq!(asked_after, after);
+            let convs: Vec<OpenConv> = (0..limit as u64)
+                .map(|i| OpenConv {
+                    conv: ConvId(pages * 100_000 + i + 1),
+                    visitor: VisitorId(1),
+                    agent: None,
+                })
+                .collect();
+            after = convs.last().map(|c| c.conv);
+            pages += 1;
+            match l.resolve(BridgeMsg::OpenConvsAre {
+                req,
+                convs,
+                next: after,
+            }) {
+                Resolved::OpenConvs {
+                    convs: Some(c),
+                    done,
+                } => {
+                    assert_eq!(c.len() as u32, limit);
+                    assert_eq!(done, !l.is_listing());
+                    if done {
+                        break;
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(pages, 3, "10,000 + 10,000 + 5,000");
+    }
+
+    #[test]
+    fn after_a_reconnect_everything_in_flight_goes_again_in_order_and_reads_only_once() {
+        let mut l = Link::default();
+        l.record(m(1, 1));
+        l.read(1, ConvId(1), 0, 9, 5, true, 1000);
+        let first = written(&mut l);
+        assert_eq!(first.len(), 2);
+        // Link lost once: both are sent again, in order.
+        assert!(l.link_lost().is_empty());
+        l.read(2, ConvId(1), 0, 9, 5, true, 1000);
+        let mut out = Vec::new();
+        assert!(l.relink(&mut out, 0).is_empty());
+        let again = frames(out);
+        assert_eq!(again[..2], first[..]);
+        assert_eq!(again.len(), 3, "and the new read");
+        // Lost again: the first read has now been in flight for two losses, and is failed;
+        // the persist is resent whatever happens (it is idempotent and bounded).
+        let failed = l.link_lost();
+        assert_eq!(failed.len(), 1);
+        match l.resolve(failed.into_iter().next().unwrap()) {
+            Resolved::Read(1, None) => {}
+            other => panic!("{other:?}"),
+        }
+        let mut out = Vec::new();
+        l.relink(&mut out, 0);
+        let kinds: Vec<&str> = frames(out).iter().map(BridgeMsg::kind).collect();
+        assert_eq!(kinds, vec!["persist", "history"]);
+    }
+
+    #[test]
+    fn a_message_that_cannot_be_encoded_fails_its_request_instead_of_the_link() {
+        let mut l = Link::default();
+        let mut big = m(1, 1);
+        big.body = "x".repeat(MAX_FRAME);
+        l.record(big);
+        l.record(m(1, 2));
+        let mut out = Vec::new();
+        let failed = l.write_requests(&mut out, 0);
+        assert_eq!(failed.len(), 1, "the page with the oversized message");
+        let sent = frames(out);
+        assert_eq!(sent.len(), 1, "the other page still goes");
+        match l.resolve(failed.into_iter().next().unwrap()) {
+            Resolved::Nothing => {} // waits for the earlier... it is the first: settles
+            Resolved::Persist(o) => assert!(!o[0].ok),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+
+        /// Whatever the sizes of the messages and events recorded (each within the
+        /// documented bounds), every request written fits a frame, and the messages arrive
+        /// once each, in order.
+        #[test]
+        fn no_request_can_exceed_the_frame_limit(
+            sizes in proptest::collection::vec(prop_oneof![0usize..2_000, 0usize..=MAX_MESSAGE_BYTES - 1_000], 1..12),
+            closes in 0usize..40_000,
+        ) {
+            let mut l = Link::default();
+            for (i, &n) in sizes.iter().enumerate() {
+                let mut msg = m(i as u64 % 3, i as u64 + 1);
+                msg.sender = "a".repeat(64);
+                msg.cid = "\u{1}".repeat(10);
+                msg.body = "\u{1}".repeat(n / 6);
+                l.record(msg);
+            }
+            for c in 0..closes {
+                l.event(ConvEvent::Closed { conv: ConvId(c as u64), by: "\u{1}".repeat(64), ts: u64::MAX });
+            }
+            let mut out = Vec::new();
+            prop_assert!(l.write_requests(&mut out, 0).is_empty());
+            let mut seqs = Vec::new();
+            let mut events = 0;
+            while out.len() >= 4 {
+                let len = u32::from_be_bytes(out[..4].try_into().unwrap()) as usize;
+                prop_assert!(len <= MAX_FRAME);
+                let Some(BridgeMsg::Persist { messages, events: e, .. }) = decode(&mut out).unwrap() else {
+                    panic!("not a persist")
+                };
+                seqs.extend(messages.iter().map(|m| m.seq));
+                events += e.len();
+            }
+            prop_assert_eq!(seqs, (1..=sizes.len() as u64).collect::<Vec<_>>());
+            prop_assert_eq!(events, closes);
         }
     }
 }

@@ -1,35 +1,20 @@
-//! One shard's connection to the storage bridge, over its Unix socket.
+//! One shard's connection to the storage bridge, over its Unix socket: bytes in, bytes out.
 //!
-//! The core produces requests (persist batches, conversation loads, reads); this task sends
-//! them and hands answers back. Every request stays in `inflight` until answered, so when the
-//! bridge goes away the task reconnects with backoff and sends them all again, in order:
-//! persisting is idempotent on the bridge side. Meanwhile the shard goes on relaying; only
-//! acks wait, and past the core's bound new messages get `overloaded`.
+//! Everything about requests (what is in flight, what to send again after a reconnect, how
+//! large a request may be, when to give up on one) is the core's `StoreLink`; this task
+//! connects, writes what the shard has for the bridge, and hands answers back. When the
+//! bridge goes away it reconnects with backoff and the shard writes its requests again.
+//! Meanwhile the shard goes on relaying; only acks wait, and past the core's bound new
+//! messages get `overloaded`.
 
 use crate::runtime::ShardCtx;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::UnixStream;
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use switchboard_protocol::bridge::{decode, encode, BridgeMsg, BRIDGE_PROTOCOL_VERSION};
-
-/// The request id of a gateway -> bridge message.
-fn req_of(m: &BridgeMsg) -> Option<u64> {
-    match m {
-        BridgeMsg::Persist { req, .. }
-        | BridgeMsg::LoadConv { req, .. }
-        | BridgeMsg::History { req, .. }
-        | BridgeMsg::OpenConvs { req, .. }
-        | BridgeMsg::OpenConvsAre { req, .. } => Some(*req),
-        BridgeMsg::Persisted { req }
-        | BridgeMsg::Failed { req, .. }
-        | BridgeMsg::ConvLoaded { req, .. }
-        | BridgeMsg::HistoryIs { req, .. } => Some(*req),
-        _ => None,
-    }
-}
+use switchboard_protocol::throttle::LogThrottle;
 
 #[derive(Debug, thiserror::Error)]
 enum LinkError {
@@ -50,13 +35,11 @@ async fn handshake(path: &Path, shard: u32) -> Result<(UnixStream, Vec<u8>), Lin
         .await
         .map_err(|e| LinkError::Connect(e.to_string()))?;
     let mut out = Vec::new();
-    encode(
-        &BridgeMsg::Hello {
-            version: BRIDGE_PROTOCOL_VERSION,
-            shard,
-        },
-        &mut out,
-    );
+    let hello = BridgeMsg::Hello {
+        version: BRIDGE_PROTOCOL_VERSION,
+        shard,
+    };
+    encode(&hello, &mut out)?;
     stream.write_all(&out).await?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -77,23 +60,6 @@ async fn handshake(path: &Path, shard: u32) -> Result<(UnixStream, Vec<u8>), Lin
     }
 }
 
-/// Requests sent and not yet answered, with when the shard first sent them.
-type Inflight = BTreeMap<u64, (BridgeMsg, Instant)>;
-
-/// Moves new requests from the core into `inflight`; returns them encoded.
-fn take_new(ctx: &ShardCtx, inflight: &mut Inflight) -> Vec<u8> {
-    let reqs = ctx.shard.borrow_mut().take_bridge_requests();
-    let mut out = Vec::new();
-    let now = Instant::now();
-    for r in reqs {
-        encode(&r, &mut out);
-        if let Some(id) = req_of(&r) {
-            inflight.insert(id, (r, now));
-        }
-    }
-    out
-}
-
 enum Event {
     Read(std::io::Result<usize>),
     Wake,
@@ -101,23 +67,25 @@ enum Event {
 
 /// Runs for the shard's lifetime.
 pub async fn run(ctx: Rc<ShardCtx>, path: std::path::PathBuf) {
-    let mut inflight = Inflight::new();
-    // How long acks wait on storage: persist batch sent -> confirmed (resends included).
+    // How long acks wait on storage: persist request written -> confirmed (resends included).
     let confirm =
         metrics::histogram!(crate::metrics::STORAGE_CONFIRM_SECONDS, "shard" => ctx.id.to_string());
-    let mut backoff = Duration::from_millis(50);
-    let mut last_warning: Option<Instant> = None;
     let up = metrics::gauge!("chat_bridge_up", "shard" => ctx.id.to_string());
+    let epoch = Instant::now();
+    let now_us = move || epoch.elapsed().as_micros() as u64;
+    let mut backoff = Duration::from_millis(50);
+    // The same warning over and over (a bridge that keeps failing) is logged every 5 s.
+    let mut warnings = LogThrottle::new(5_000);
+    let mut connected_once = false;
     loop {
         let (mut stream, mut buf) = match handshake(&path, ctx.id).await {
             Ok(s) => s,
             Err(e) => {
                 up.set(0.0);
-                // Keep taking requests so nothing piles up unaccounted in the core.
-                take_new(&ctx, &mut inflight);
-                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
-                    last_warning = Some(Instant::now());
-                    tracing::warn!(shard = ctx.id, error = %e, waiting = inflight.len(), "storage bridge unavailable; retrying");
+                let now = ctx.now();
+                if let Some(repeats) = warnings.allow(&e.to_string(), now.mono_ms) {
+                    let waiting = ctx.shard.borrow().bridge_in_flight();
+                    tracing::warn!(shard = ctx.id, error = %e, waiting, repeats, "storage bridge unavailable; retrying");
                 }
                 future::or(glommio::timer::sleep(backoff), ctx.bridge_wake.wait()).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -126,18 +94,16 @@ pub async fn run(ctx: Rc<ShardCtx>, path: std::path::PathBuf) {
         };
         up.set(1.0);
         backoff = Duration::from_millis(50);
-        last_warning = None;
-        tracing::info!(
-            shard = ctx.id,
-            resending = inflight.len(),
-            "connected to the storage bridge"
-        );
-        // Everything unanswered goes again, oldest first.
         let mut out = Vec::new();
-        for (m, _) in inflight.values() {
-            encode(m, &mut out);
+        let resending = ctx.with_shard(|s| {
+            let n = s.bridge_in_flight();
+            s.bridge_relinked(&mut out, now_us(), ctx.now());
+            n
+        });
+        if connected_once || resending > 0 {
+            tracing::info!(shard = ctx.id, resending, "connected to the storage bridge");
         }
-        out.extend(take_new(&ctx, &mut inflight));
+        connected_once = true;
         let mut chunk = vec![0u8; 64 * 1024];
         let result: Result<(), LinkError> = async {
             loop {
@@ -166,23 +132,26 @@ pub async fn run(ctx: Rc<ShardCtx>, path: std::path::PathBuf) {
                             if let BridgeMsg::Refuse { reason } = msg {
                                 return Err(LinkError::Refused(reason));
                             }
-                            if let Some((BridgeMsg::Persist { .. }, sent)) =
-                                req_of(&msg).and_then(|id| inflight.remove(&id))
-                            {
-                                confirm.record(sent.elapsed().as_secs_f64());
+                            if let BridgeMsg::Persisted { req } = msg {
+                                if let Some(sent) = ctx.shard.borrow().bridge_sent_at_us(req) {
+                                    confirm.record(now_us().saturating_sub(sent) as f64 / 1e6);
+                                }
                             }
                             ctx.with_shard(|s| s.on_bridge(msg, now));
                         }
                         glommio::yield_if_needed().await;
                     }
                 }
-                out.extend(take_new(&ctx, &mut inflight));
+                ctx.with_shard(|s| s.write_bridge_requests(&mut out, now_us(), ctx.now()));
             }
         }
         .await;
         up.set(0.0);
+        ctx.with_shard(|s| s.bridge_link_lost(ctx.now()));
         if let Err(e) = result {
-            tracing::warn!(shard = ctx.id, error = %e, "lost the storage bridge; reconnecting");
+            if let Some(repeats) = warnings.allow(&e.to_string(), ctx.now().mono_ms) {
+                tracing::warn!(shard = ctx.id, error = %e, repeats, "lost the storage bridge; reconnecting");
+            }
         }
     }
 }

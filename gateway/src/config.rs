@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use switchboard_core::CoreConfig;
+use switchboard_protocol::bridge::{MAX_MESSAGE_BYTES, MAX_SEQ_LEASE};
 
 /// How the gateway reaches its storage bridge.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
@@ -89,6 +90,9 @@ pub struct Config {
     /// Messages per shard sent to storage and not yet confirmed before new ones get
     /// `overloaded`.
     pub max_unconfirmed: usize,
+    /// Seqs a conversation's home shard leases from the store at a time (docs/protocol.md,
+    /// "Seqs"): after a crash a conversation's seqs skip at most this many.
+    pub seq_lease: u64,
     /// Test only: a path that echoes every WebSocket message back, through the same
     /// handshake, limits and framing as chat connections (for the Autobahn suite). Unset in
     /// production.
@@ -131,6 +135,7 @@ impl Default for Config {
             bridge_command: None,
             bridge_http: "127.0.0.1:8081".into(),
             max_unconfirmed: core.max_unconfirmed,
+            seq_lease: core.seq_lease,
         }
     }
 }
@@ -201,6 +206,16 @@ impl Config {
         }
         if !(256..=16 * 1024 * 1024).contains(&self.max_message_bytes) {
             return Err(invalid("max_message_bytes", "must be 256..=16777216"));
+        }
+        if self.bridge != BridgeMode::Off && self.max_message_bytes > MAX_MESSAGE_BYTES {
+            return Err(invalid(
+                "max_message_bytes",
+                "must be at most 8388352 with a storage bridge (one stored message must fit \
+                 one page of the bridge link); only `--bridge off` allows up to 16777216",
+            ));
+        }
+        if !(2..=MAX_SEQ_LEASE).contains(&self.seq_lease) {
+            return Err(invalid("seq_lease", "must be 2..=1048576"));
         }
         if self.max_outbox_bytes < self.max_message_bytes {
             return Err(invalid(
@@ -302,6 +317,7 @@ impl Config {
             visitor_token_ttl_s: self.visitor_token_ttl_s,
             durable: self.bridge != BridgeMode::Off,
             max_unconfirmed: self.max_unconfirmed,
+            seq_lease: self.seq_lease,
             conversation_idle_close: (self.conversation_idle_close_s > 0)
                 .then(|| Duration::from_secs(self.conversation_idle_close_s)),
             ..CoreConfig::default()
@@ -434,6 +450,29 @@ mod tests {
             ..Config::default()
         };
         assert!(bad.validate().is_err());
+    }
+
+    /// A message too large for one page of the bridge link is refused at start, unless
+    /// nothing is stored.
+    #[test]
+    fn a_message_limit_the_bridge_link_cannot_carry_is_refused() {
+        let big = Config {
+            max_message_bytes: MAX_MESSAGE_BYTES + 1,
+            max_outbox_bytes: 32 << 20,
+            ..Config::default()
+        };
+        let e = big.validate().unwrap_err().to_string();
+        assert!(e.contains("max_message_bytes") && e.contains("8388352"), "{e}");
+        let at_limit = Config {
+            max_message_bytes: MAX_MESSAGE_BYTES,
+            ..big.clone()
+        };
+        at_limit.validate().unwrap();
+        let memory_only = Config {
+            bridge: BridgeMode::Off,
+            ..big
+        };
+        memory_only.validate().unwrap();
     }
 
     #[test]

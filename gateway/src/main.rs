@@ -99,6 +99,9 @@ struct ServeArgs {
     /// Unconfirmed messages per shard before new ones get `overloaded`.
     #[arg(long, env = "SWITCHBOARD_MAX_UNCONFIRMED", global = true)]
     max_unconfirmed: Option<usize>,
+    /// Seqs a conversation's home shard leases from the store at a time.
+    #[arg(long, env = "SWITCHBOARD_SEQ_LEASE", global = true)]
+    seq_lease: Option<u64>,
     /// Microseconds a shard spins after work before sleeping.
     #[arg(long, env = "SWITCHBOARD_SPIN_BEFORE_PARK_US", global = true)]
     spin_before_park_us: Option<u64>,
@@ -164,6 +167,7 @@ impl ServeArgs {
             bridge,
             bridge_http,
             max_unconfirmed,
+            seq_lease,
             conversation_idle_close_s,
             spin_before_park_us
         );

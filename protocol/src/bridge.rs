@@ -113,6 +113,18 @@ pub enum ConvEvent {
     SeqLease { conv: ConvId, upto: u64 },
 }
 
+impl ConvEvent {
+    /// An upper bound of its encoded size.
+    pub fn encoded_len(&self) -> usize {
+        let text = match self {
+            Self::Assigned { agent, .. } => json_str_len(agent),
+            Self::Closed { by, .. } => json_str_len(by),
+            Self::Opened { .. } | Self::SeqLease { .. } => 0,
+        };
+        text + 160
+    }
+}
+
 /// An open conversation and its agent, if assigned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpenConv {
@@ -194,9 +206,10 @@ pub enum BridgeMsg {
         after: Option<ConvId>,
         limit: u32,
     },
-    /// Messages with `after < seq < before`, oldest first, at most `limit` and at most a
-    /// page: the oldest of those when `oldest_first` (a resume reading forward), else the
-    /// newest (history reading back).
+    /// Messages with `after < seq < before`, oldest first, at most `limit` and at most
+    /// `bytes` (by [`StoredMessage::encoded_len`]; never more than a page, always one): the
+    /// oldest of those when `oldest_first` (a resume reading forward), else the newest
+    /// (history reading back).
     History {
         req: u64,
         conv: ConvId,
@@ -204,6 +217,7 @@ pub enum BridgeMsg {
         before: u64,
         limit: u32,
         oldest_first: bool,
+        bytes: u32,
     },
 
     // ---- bridge -> gateway ----

@@ -226,6 +226,7 @@ async fn connection(
                 before,
                 limit,
                 oldest_first,
+                bytes,
             } => {
                 let (reads, tx) = (reads.clone(), tx.clone());
                 tokio::spawn(async move {
@@ -234,7 +235,8 @@ async fn connection(
                     } else {
                         From::Newest
                     };
-                    let read = reads.read(conv, after, before, limit, from, PAGE_BYTES);
+                    let budget = (bytes as usize).min(PAGE_BYTES);
+                    let read = reads.read(conv, after, before, limit, from, budget);
                     let reply = match read.await {
                         Ok(page) => BridgeMsg::HistoryIs {
                             req,

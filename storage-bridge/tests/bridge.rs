@@ -201,6 +201,7 @@ fn large_reads_come_back_in_pages_that_fit_a_frame() {
             before: u64::MAX,
             limit: 1000,
             oldest_first: true,
+            bytes: u32::MAX,
         });
         let Some(BridgeMsg::HistoryIs { messages, more, .. }) = l.recv() else {
             panic!("no page")
@@ -272,6 +273,7 @@ fn the_link_persists_loads_and_pages_history() {
         before: 6,
         limit: 10,
         oldest_first: false,
+        bytes: 1 << 20,
     });
     let Some(BridgeMsg::HistoryIs {
         req: 4, messages, ..
@@ -419,6 +421,7 @@ fn confirmed_writes_survive_sigkill() {
         before: u64::MAX,
         limit: 10_000,
         oldest_first: false,
+        bytes: 1 << 20,
     });
     let Some(BridgeMsg::HistoryIs { messages, .. }) = l.recv() else {
         panic!()
@@ -470,6 +473,7 @@ fn a_full_database_is_an_error_that_is_retried_and_nothing_is_confirmed() {
         before: u64::MAX,
         limit: 100,
         oldest_first: false,
+        bytes: 1 << 20,
     });
     let Some(BridgeMsg::HistoryIs { messages, .. }) = l2.recv() else {
         panic!()
@@ -574,6 +578,7 @@ fn history_seqs(l: &mut Link, conv: u64, before: u64, limit: u32) -> Vec<u64> {
         before,
         limit,
         oldest_first: false,
+        bytes: 1 << 20,
     });
     let Some(BridgeMsg::HistoryIs { messages, .. }) = l.recv() else {
         panic!("no history")
