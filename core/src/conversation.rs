@@ -2,8 +2,8 @@
 //! who is subscribed where, a window of recent messages for resume, and recent client message
 //! ids for dedupe.
 
+use crate::conn::ConnKey;
 use crate::routing::ShardId;
-use crate::shard::ConnKey;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use switchboard_protocol::bridge::ConvInfo;

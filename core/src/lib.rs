@@ -9,6 +9,7 @@
 //! - [`outbox`]: the bounded per-connection outbound queue.
 //! - [`persist`]: what a home shard asks the storage bridge, and what waits for it.
 //! - [`auth`]: who is connecting, from the upgrade request's query.
+//! - [`conn`]: a connection's key and I/O state, and the time: what shards and the runtime share.
 //! - [`shard`]: one shard's whole state; it consumes client frames and [`ShardMsg`]s from other
 //!   shards, and produces frames for its connections and messages for other shards.
 //!
@@ -19,6 +20,7 @@
 pub mod assignment;
 pub mod auth;
 pub mod config;
+pub mod conn;
 pub mod conversation;
 pub mod idle;
 pub mod messages;
@@ -30,6 +32,7 @@ pub mod shard;
 
 pub use auth::Identity;
 pub use config::{ClientKind, CoreConfig};
+pub use conn::{ConnIo, ConnKey, Now};
 pub use messages::ShardMsg;
 pub use routing::ShardId;
-pub use shard::{ConnIo, ConnKey, Now, Shard, ShardStats};
+pub use shard::{Shard, ShardStats};

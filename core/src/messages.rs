@@ -6,8 +6,8 @@
 //! to each shard with subscribers (`Deliver`); the dispatcher shard hears about new
 //! conversations and agents coming and going, and tells home shards about assignments.
 
+use crate::conn::ConnKey;
 use crate::routing::ShardId;
-use crate::shard::ConnKey;
 use bytes::Bytes;
 use switchboard_protocol::{AgentId, ConvId, ParticipantId, VisitorId};
 

@@ -6,9 +6,9 @@
 //! bridge confirms their seq. Conversations the shard does not hold (after a restart) are
 //! loaded from the store; frames for them wait until it answers.
 
+use crate::conn::ConnKey;
 use crate::messages::ShardMsg;
 use crate::routing::ShardId;
-use crate::shard::ConnKey;
 use std::collections::{HashMap, HashSet};
 use switchboard_protocol::bridge::{BridgeMsg, ConvEvent, OpenConv, StoredMessage};
 use switchboard_protocol::ConvId;

@@ -9,16 +9,15 @@
 use crate::assignment::{Dispatch, Dispatcher};
 use crate::auth::Identity;
 use crate::config::{ClientKind, CoreConfig};
+use crate::conn::{ConnIo, ConnKey, Now};
 use crate::conversation::{msg_frame, AckWaiter, Conversation, Posted};
 use crate::idle::{verdict, IdleVerdict, IdleWheel};
 use crate::messages::{ShardMsg, Signal};
-use crate::outbox::Outbox;
 use crate::persist::{Resolved, StoreLink, Wait};
 use crate::ratelimit::TokenBucket;
 use crate::routing::{home_shard, ShardId, DISPATCHER_SHARD};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
-use std::task::Waker;
 use switchboard_protocol::bridge::{BridgeMsg, ConvEvent, StoredMessage};
 use switchboard_protocol::client::{decode_client_frame, ClientFrame};
 use switchboard_protocol::server::HistoryItem;
@@ -34,51 +33,6 @@ const OPEN_LISTED: u32 = 1_000_000;
 const CLOSED_REMEMBERED: usize = 100_000;
 /// Who the store records as having closed an idle conversation.
 pub const IDLE_CLOSER: &str = "(idle)";
-
-/// A connection on its shard: a slot index and the slot's generation, so a key held by
-/// another shard never reaches the slot's next occupant.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct ConnKey {
-    idx: u32,
-    gen: u32,
-}
-
-impl ConnKey {
-    pub fn new(idx: u32, gen: u32) -> Self {
-        Self { idx, gen }
-    }
-}
-
-/// The time, passed in by whoever drives the shard.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Now {
-    /// Monotonic milliseconds (deadlines, rate limits).
-    pub mono_ms: u64,
-    /// Wall-clock milliseconds since the Unix epoch (message timestamps, token expiry).
-    pub unix_ms: u64,
-}
-
-/// What the runtime reads and writes for one connection.
-#[derive(Debug, Default)]
-pub struct ConnIo {
-    /// Frames to write, oldest first.
-    pub outbox: Outbox,
-    /// Woken whenever there is something new below.
-    pub waker: Option<Waker>,
-    /// Close the connection with this code (after writing nothing more from the outbox
-    /// for `SlowConsumer`, after flushing it otherwise).
-    pub close: Option<CloseCode>,
-    /// Send a WebSocket ping.
-    pub ping_due: bool,
-}
-
-impl ConnIo {
-    fn wake(&self) {
-        if let Some(w) = &self.waker {
-            w.wake_by_ref();
-        }
-    }
-}
 
 #[derive(Debug)]
 struct Conn {
@@ -481,10 +435,7 @@ impl Shard {
                 (self.slots.len() - 1) as u32
             }
         };
-        let key = ConnKey {
-            idx,
-            gen: self.slots[idx as usize].gen,
-        };
+        let key = ConnKey::new(idx, self.slots[idx as usize].gen);
         self.stats.connections[role_index(&who)][client_index(client)] += 1;
 
         let deadline = self.cfg.idle_deadline(client);
