@@ -25,10 +25,10 @@ type CidKey = (bool, Box<str>);
 
 #[derive(Debug)]
 pub struct Conversation {
-    pub id: ConvId,
-    pub visitor: VisitorId,
-    pub agent: Option<AgentId>,
-    pub closed: bool,
+    id: ConvId,
+    visitor: VisitorId,
+    agent: Option<AgentId>,
+    closed: bool,
     seq: u64,
     window: VecDeque<(u64, Bytes)>,
     window_cap: usize,
@@ -38,14 +38,14 @@ pub struct Conversation {
     /// Connections that receive this conversation's traffic, by shard.
     subscribers: Vec<(ShardId, ConnKey)>,
     /// The newest seq the store has confirmed (with no store: every seq, at once).
-    pub confirmed: u64,
+    confirmed: u64,
     /// Acks held until the store confirms their seq.
-    pub ack_waiters: Vec<AckWaiter>,
+    ack_waiters: Vec<AckWaiter>,
     /// When someone last wrote in it (the shard's monotonic milliseconds), for closing
     /// idle conversations.
-    pub last_active_ms: u64,
+    last_active_ms: u64,
     /// Whether the shard's idle timer holds a check for it.
-    pub idle_watched: bool,
+    idle_watched: bool,
 }
 
 /// An `ack` to send once `seq` is durable.
@@ -105,6 +105,46 @@ impl Conversation {
     /// When its newest stored message was written (Unix milliseconds), if any is stored.
     pub fn last_written_unix_ms(info: &ConvInfo) -> Option<u64> {
         info.recent.iter().map(|m| m.ts).max()
+    }
+
+    pub fn visitor(&self) -> VisitorId {
+        self.visitor
+    }
+
+    /// The agent it is assigned to, if any yet.
+    pub fn agent(&self) -> Option<&AgentId> {
+        self.agent.as_ref()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Gives the conversation to `agent`, who is a participant from now on.
+    pub fn assign(&mut self, agent: AgentId) {
+        self.agent = Some(agent);
+    }
+
+    /// Someone wrote in it at `now_ms` (the shard's monotonic milliseconds): its idle period
+    /// starts over. After a restart, when its newest stored message was written.
+    pub fn touch(&mut self, now_ms: u64) {
+        self.last_active_ms = now_ms;
+    }
+
+    /// When it has been idle for `idle_ms` (monotonic milliseconds), unless written in first.
+    pub fn idle_deadline_ms(&self, idle_ms: u64) -> u64 {
+        self.last_active_ms + idle_ms
+    }
+
+    /// Notes that the shard's idle timer now holds a check for it: false if it already did
+    /// (file none then).
+    pub fn watch_idle(&mut self) -> bool {
+        !std::mem::replace(&mut self.idle_watched, true)
+    }
+
+    /// The idle timer's check for it came due: the timer holds none any more.
+    pub fn idle_check_taken(&mut self) {
+        self.idle_watched = false;
     }
 
     /// The oldest seq still in the window.
@@ -218,6 +258,27 @@ impl Conversation {
         self.subscribers = Vec::new();
     }
 
+    /// Whether the store has confirmed `seq` (with no store: every seq, at once).
+    pub fn is_confirmed(&self, seq: u64) -> bool {
+        seq <= self.confirmed
+    }
+
+    /// Holds an `ack` until the store confirms its seq ([`Self::confirm`]) or fails it
+    /// ([`Self::fail_acks_up_to`]).
+    pub fn hold_ack(&mut self, waiter: AckWaiter) {
+        self.ack_waiters.push(waiter);
+    }
+
+    /// Acks up to `seq`, which the store failed to keep for good, removed from the waiting
+    /// list (their senders get errors instead).
+    pub fn fail_acks_up_to(&mut self, seq: u64) -> Vec<AckWaiter> {
+        let (failed, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ack_waiters)
+            .into_iter()
+            .partition(|w| w.seq <= seq);
+        self.ack_waiters = waiting;
+        failed
+    }
+
     /// Acks whose seq is now durable, removed from the waiting list.
     pub fn confirm(&mut self, seq: u64) -> Vec<AckWaiter> {
         self.confirmed = self.confirmed.max(seq);
@@ -270,8 +331,8 @@ mod tests {
             Posted::Duplicate { seq: 1 }
         );
         // The agent's "a" is a different message.
-        c.agent = AgentId::new("ann");
-        let agent = ParticipantId::Agent(c.agent.clone().unwrap());
+        c.assign(AgentId::new("ann").unwrap());
+        let agent = ParticipantId::Agent(c.agent().cloned().unwrap());
         assert!(matches!(
             c.post(&agent, "a", "x", 4),
             Posted::New { seq: 3, .. }
@@ -286,7 +347,7 @@ mod tests {
         assert!(c.is_participant(&visitor()));
         assert!(!c.is_participant(&ParticipantId::Visitor(VisitorId(8))));
         assert!(!c.is_participant(&ParticipantId::Agent(ann.clone())));
-        c.agent = Some(ann.clone());
+        c.assign(ann.clone());
         assert!(c.is_participant(&ParticipantId::Agent(ann)));
     }
 

@@ -280,19 +280,19 @@ impl Shard {
                     let mut c =
                         Conversation::restore(conv, info, self.cfg.window, self.cfg.dedupe_window);
                     // Idle since its newest stored message (or since now, if it has none).
-                    c.last_active_ms = match Conversation::last_written_unix_ms(info) {
+                    c.touch(match Conversation::last_written_unix_ms(info) {
                         Some(ts) => self
                             .now
                             .mono_ms
                             .saturating_sub(self.now.unix_ms.saturating_sub(ts)),
                         None => self.now.mono_ms,
-                    };
-                    if !c.closed {
+                    });
+                    if !c.is_closed() {
                         self.stats.open_conversations += 1;
                         let restore = ShardMsg::Restore {
                             conv,
-                            visitor: c.visitor,
-                            agent: c.agent.clone(),
+                            visitor: c.visitor(),
+                            agent: c.agent().cloned(),
                         };
                         self.send(DISPATCHER_SHARD, restore);
                     }
@@ -759,7 +759,7 @@ impl Shard {
                 continue;
             }
             if let Some(c) = self.convs.get_mut(&conv) {
-                c.idle_watched = false;
+                c.idle_check_taken();
             }
             self.handle(self.id, ShardMsg::IdleCheck { conv });
         }
@@ -835,13 +835,12 @@ impl Shard {
         let Some(idle) = self.cfg.conversation_idle_close else {
             return;
         };
-        let Some(c) = self.convs.get_mut(&conv).filter(|c| !c.closed) else {
+        let Some(c) = self.convs.get_mut(&conv).filter(|c| !c.is_closed()) else {
             return;
         };
-        if !c.idle_watched {
-            c.idle_watched = true;
+        if c.watch_idle() {
             self.conv_idle
-                .schedule(conv, c.last_active_ms + idle.as_millis() as u64);
+                .schedule(conv, c.idle_deadline_ms(idle.as_millis() as u64));
         }
     }
 
@@ -860,7 +859,7 @@ impl Shard {
         let Some(c) = self.convs.get_mut(&conv) else {
             return;
         };
-        let agent = c.agent.clone();
+        let agent = c.agent().cloned();
         c.close();
         self.stats.open_conversations -= 1;
         self.closed_order.push_back(conv);
@@ -927,7 +926,7 @@ impl Shard {
                     Conversation::new(conv, visitor, self.cfg.window, self.cfg.dedupe_window)
                 });
                 c.subscribe(from, conn);
-                c.last_active_ms = self.now.mono_ms;
+                c.touch(self.now.mono_ms);
                 self.stats.open_conversations += 1;
                 if let Some(link) = self.store.as_mut() {
                     link.created(conv);
@@ -1049,10 +1048,10 @@ impl Shard {
                 let Some(idle) = self.cfg.conversation_idle_close else {
                     return;
                 };
-                let Some(c) = self.convs.get(&conv).filter(|c| !c.closed) else {
+                let Some(c) = self.convs.get(&conv).filter(|c| !c.is_closed()) else {
                     return;
                 };
-                if self.now.mono_ms >= c.last_active_ms + idle.as_millis() as u64 {
+                if self.now.mono_ms >= c.idle_deadline_ms(idle.as_millis() as u64) {
                     self.stats.idle_closed += 1;
                     self.close_conversation(conv, None);
                 } else {
@@ -1064,11 +1063,11 @@ impl Shard {
                 agent,
                 agent_shards,
             } => {
-                let Some(c) = self.convs.get_mut(&conv).filter(|c| !c.closed) else {
+                let Some(c) = self.convs.get_mut(&conv).filter(|c| !c.is_closed()) else {
                     return;
                 };
-                c.agent = Some(agent.clone());
-                let visitor = c.visitor;
+                c.assign(agent.clone());
+                let visitor = c.visitor();
                 if let Some(link) = self.store.as_mut() {
                     let ts = self.now.unix_ms;
                     link.event(ConvEvent::Assigned {
@@ -1161,7 +1160,7 @@ impl Shard {
                 if self
                     .convs
                     .get(&conv)
-                    .is_some_and(|c| c.agent.is_none() && !c.closed)
+                    .is_some_and(|c| c.agent().is_none() && !c.is_closed())
                 {
                     self.fanout(
                         conv,
@@ -1312,11 +1311,7 @@ impl Shard {
         let ready = if ok {
             c.confirm(seq)
         } else {
-            let (failed, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut c.ack_waiters)
-                .into_iter()
-                .partition(|w| w.seq <= seq);
-            c.ack_waiters = waiting;
-            failed
+            c.fail_acks_up_to(seq)
         };
         for w in ready {
             let frame = if ok {
@@ -1511,7 +1506,9 @@ impl Shard {
             Some(c) if !c.is_participant(who) => {
                 Some((ErrorCode::NotInConversation, "not a participant"))
             }
-            Some(c) if c.closed => Some((ErrorCode::ConversationClosed, "conversation is closed")),
+            Some(c) if c.is_closed() => {
+                Some((ErrorCode::ConversationClosed, "conversation is closed"))
+            }
             Some(_) => None,
         }
     }
@@ -1574,7 +1571,7 @@ impl Shard {
         let seq = match posted {
             Posted::New { seq, frame } => {
                 self.stats.messages_posted += 1;
-                c.last_active_ms = self.now.mono_ms;
+                c.touch(self.now.mono_ms);
                 if let Some(link) = self.store.as_mut() {
                     link.record(StoredMessage {
                         conv,
@@ -1594,9 +1591,9 @@ impl Shard {
             }
         };
         let c = self.convs.get_mut(&conv).expect("caller checked");
-        if self.store.is_some() && seq > c.confirmed {
+        if self.store.is_some() && !c.is_confirmed(seq) {
             // `ack` means durably stored: it waits for the bridge.
-            c.ack_waiters.push(AckWaiter {
+            c.hold_ack(AckWaiter {
                 seq,
                 shard: from,
                 conn,
