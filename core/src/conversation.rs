@@ -6,8 +6,8 @@ use crate::conn::ConnKey;
 use crate::routing::ShardId;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
-use switchboard_protocol::bridge::ConvInfo;
-use switchboard_protocol::server::{encode, ServerFrame};
+use switchboard_protocol::bridge::{ConvInfo, StoredMessage};
+use switchboard_protocol::server::{encode, HistoryItem, ServerFrame};
 use switchboard_protocol::{AgentId, ConvId, ParticipantId, VisitorId};
 
 /// Outcome of posting a message.
@@ -223,6 +223,86 @@ impl Conversation {
         let oldest_kept = self.window.front().map_or(self.seq + 1, |(s, _)| *s);
         let complete = last_seq.saturating_add(1) >= oldest_kept || last_seq >= self.seq;
         (frames, complete)
+    }
+
+    /// A replay that reached past the window: `stored`, the store's messages after
+    /// `last_seq` up to the window (`None`: the read failed), then the window. Returns the
+    /// frames and whether they cover everything after `last_seq` with no gap.
+    pub fn replay_with_stored(
+        &self,
+        last_seq: u64,
+        stored: Option<Vec<StoredMessage>>,
+    ) -> (Vec<Bytes>, bool) {
+        let mut complete = stored.is_some();
+        let mut frames = Vec::new();
+        let mut next = last_seq + 1;
+        for m in stored.unwrap_or_default() {
+            complete &= m.seq == next;
+            frames.push(msg_frame(self.id, m.seq, &m.sender, &m.cid, &m.body, m.ts));
+            next = m.seq + 1;
+        }
+        for (seq, f) in self.window_after(next - 1) {
+            complete &= seq == next;
+            frames.push(f.clone());
+            next = seq + 1;
+        }
+        (frames, complete)
+    }
+
+    /// Whether the window alone answers a request for `limit` messages before `before`.
+    pub fn window_covers(&self, before: u64, limit: u32) -> bool {
+        let in_window = self.window_after(0).filter(|(s, _)| *s < before).count();
+        // A closed conversation's window is freed: its history is in the store.
+        in_window >= limit as usize
+            || self.oldest_kept().is_some_and(|o| o <= 1)
+            || self.head_seq() == 0
+    }
+
+    /// A page of history: `stored` (the store's messages, oldest first), then the window's
+    /// newer ones before `before`; the newest `limit` of them, and whether the page reaches
+    /// back to the first message.
+    pub fn history_page(
+        &self,
+        stored: Vec<StoredMessage>,
+        before: u64,
+        limit: u32,
+    ) -> (Vec<HistoryItem<'static>>, bool) {
+        let newest_stored = stored.last().map_or(0, |m| m.seq);
+        let mut items: Vec<HistoryItem<'static>> = stored
+            .into_iter()
+            .map(|m| HistoryItem {
+                seq: m.seq,
+                from: m.sender.into(),
+                cid: m.cid.into(),
+                body: m.body.into(),
+                ts: m.ts,
+            })
+            .collect();
+        for (seq, f) in self
+            .window_after(newest_stored)
+            .filter(|(s, _)| *s < before)
+        {
+            if let Ok(ServerFrame::Msg {
+                from,
+                cid,
+                body,
+                ts,
+                ..
+            }) = serde_json::from_slice::<ServerFrame<'static>>(f)
+            {
+                items.push(HistoryItem {
+                    seq,
+                    from,
+                    cid,
+                    body,
+                    ts,
+                });
+            }
+        }
+        let skip = items.len().saturating_sub(limit as usize);
+        let items: Vec<HistoryItem<'static>> = items.into_iter().skip(skip).collect();
+        let complete = items.first().is_none_or(|m| m.seq <= 1);
+        (items, complete)
     }
 
     pub fn subscribe(&mut self, shard: ShardId, conn: ConnKey) {

@@ -10,8 +10,12 @@
 //! - [`persist`]: what a home shard asks the storage bridge, and what waits for it.
 //! - [`auth`]: who is connecting, from the upgrade request's query.
 //! - [`conn`]: a connection's key and I/O state, and the time: what shards and the runtime share.
+//! - [`messages`]: what shards send each other: a [`ShardMsg`] is a message for one role.
 //! - [`shard`]: one shard's whole state; it consumes client frames and [`ShardMsg`]s from other
-//!   shards, and produces frames for its connections and messages for other shards.
+//!   shards, and produces frames for its connections and messages for other shards. It plays
+//!   three roles, each in its own module: the connections it accepted (`shard::conns`), the
+//!   conversations whose home it is (`shard::home`), and on shard 0 the dispatcher
+//!   (`shard::dispatch`).
 //!
 //! Threading model: none. A [`Shard`] is owned by exactly one thread (the gateway pins one per
 //! core); shards only exchange [`ShardMsg`] values, which are `Send`. Tests drive several

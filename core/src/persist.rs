@@ -7,7 +7,7 @@
 //! loaded from the store; frames for them wait until it answers.
 
 use crate::conn::ConnKey;
-use crate::messages::ShardMsg;
+use crate::messages::HomeMsg as ShardMsg; // What waits for a load is for the home role.
 use crate::routing::ShardId;
 use std::collections::{HashMap, HashSet};
 use switchboard_protocol::bridge::{BridgeMsg, ConvEvent, OpenConv, StoredMessage};
