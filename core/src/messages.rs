@@ -1,7 +1,7 @@
 //! Messages between shards. Every value is `Send` (ids, `String`s, `Bytes`), and a message
 //! never carries shard state: state stays with its owner, requests travel.
 //!
-//! A shard plays three roles (see [`crate::shard`]), and each takes its own messages:
+//! A shard plays three roles (the `shard` module), and each takes its own messages:
 //! a connection's shard sends conversation requests to the conversation's home shard
 //! ([`HomeMsg`]); the home shard answers a connection directly (`ToConn`, `Replay`) or fans
 //! out to each shard with subscribers (`Deliver`), all [`ConnMsg`]s; the dispatcher shard
