@@ -2,12 +2,12 @@
 //! who is subscribed where, a window of recent messages for resume, and recent client message
 //! ids for dedupe.
 
+use crate::conn::ConnKey;
 use crate::routing::ShardId;
-use crate::shard::ConnKey;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
-use switchboard_protocol::bridge::ConvInfo;
-use switchboard_protocol::server::{encode, ServerFrame};
+use switchboard_protocol::bridge::{ConvInfo, StoredMessage};
+use switchboard_protocol::server::{encode, HistoryItem, ServerFrame};
 use switchboard_protocol::{AgentId, ConvId, ParticipantId, VisitorId};
 
 /// Outcome of posting a message.
@@ -25,10 +25,10 @@ type CidKey = (bool, Box<str>);
 
 #[derive(Debug)]
 pub struct Conversation {
-    pub id: ConvId,
-    pub visitor: VisitorId,
-    pub agent: Option<AgentId>,
-    pub closed: bool,
+    id: ConvId,
+    visitor: VisitorId,
+    agent: Option<AgentId>,
+    closed: bool,
     seq: u64,
     window: VecDeque<(u64, Bytes)>,
     window_cap: usize,
@@ -38,14 +38,14 @@ pub struct Conversation {
     /// Connections that receive this conversation's traffic, by shard.
     subscribers: Vec<(ShardId, ConnKey)>,
     /// The newest seq the store has confirmed (with no store: every seq, at once).
-    pub confirmed: u64,
+    confirmed: u64,
     /// Acks held until the store confirms their seq.
-    pub ack_waiters: Vec<AckWaiter>,
+    ack_waiters: Vec<AckWaiter>,
     /// When someone last wrote in it (the shard's monotonic milliseconds), for closing
     /// idle conversations.
-    pub last_active_ms: u64,
+    last_active_ms: u64,
     /// Whether the shard's idle timer holds a check for it.
-    pub idle_watched: bool,
+    idle_watched: bool,
 }
 
 /// An `ack` to send once `seq` is durable.
@@ -105,6 +105,46 @@ impl Conversation {
     /// When its newest stored message was written (Unix milliseconds), if any is stored.
     pub fn last_written_unix_ms(info: &ConvInfo) -> Option<u64> {
         info.recent.iter().map(|m| m.ts).max()
+    }
+
+    pub fn visitor(&self) -> VisitorId {
+        self.visitor
+    }
+
+    /// The agent it is assigned to, if any yet.
+    pub fn agent(&self) -> Option<&AgentId> {
+        self.agent.as_ref()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Gives the conversation to `agent`, who is a participant from now on.
+    pub fn assign(&mut self, agent: AgentId) {
+        self.agent = Some(agent);
+    }
+
+    /// Someone wrote in it at `now_ms` (the shard's monotonic milliseconds): its idle period
+    /// starts over. After a restart, when its newest stored message was written.
+    pub fn touch(&mut self, now_ms: u64) {
+        self.last_active_ms = now_ms;
+    }
+
+    /// When it has been idle for `idle_ms` (monotonic milliseconds), unless written in first.
+    pub fn idle_deadline_ms(&self, idle_ms: u64) -> u64 {
+        self.last_active_ms + idle_ms
+    }
+
+    /// Notes that the shard's idle timer now holds a check for it: false if it already did
+    /// (file none then).
+    pub fn watch_idle(&mut self) -> bool {
+        !std::mem::replace(&mut self.idle_watched, true)
+    }
+
+    /// The idle timer's check for it came due: the timer holds none any more.
+    pub fn idle_check_taken(&mut self) {
+        self.idle_watched = false;
     }
 
     /// The oldest seq still in the window.
@@ -185,6 +225,86 @@ impl Conversation {
         (frames, complete)
     }
 
+    /// A replay that reached past the window: `stored`, the store's messages after
+    /// `last_seq` up to the window (`None`: the read failed), then the window. Returns the
+    /// frames and whether they cover everything after `last_seq` with no gap.
+    pub fn replay_with_stored(
+        &self,
+        last_seq: u64,
+        stored: Option<Vec<StoredMessage>>,
+    ) -> (Vec<Bytes>, bool) {
+        let mut complete = stored.is_some();
+        let mut frames = Vec::new();
+        let mut next = last_seq + 1;
+        for m in stored.unwrap_or_default() {
+            complete &= m.seq == next;
+            frames.push(msg_frame(self.id, m.seq, &m.sender, &m.cid, &m.body, m.ts));
+            next = m.seq + 1;
+        }
+        for (seq, f) in self.window_after(next - 1) {
+            complete &= seq == next;
+            frames.push(f.clone());
+            next = seq + 1;
+        }
+        (frames, complete)
+    }
+
+    /// Whether the window alone answers a request for `limit` messages before `before`.
+    pub fn window_covers(&self, before: u64, limit: u32) -> bool {
+        let in_window = self.window_after(0).filter(|(s, _)| *s < before).count();
+        // A closed conversation's window is freed: its history is in the store.
+        in_window >= limit as usize
+            || self.oldest_kept().is_some_and(|o| o <= 1)
+            || self.head_seq() == 0
+    }
+
+    /// A page of history: `stored` (the store's messages, oldest first), then the window's
+    /// newer ones before `before`; the newest `limit` of them, and whether the page reaches
+    /// back to the first message.
+    pub fn history_page(
+        &self,
+        stored: Vec<StoredMessage>,
+        before: u64,
+        limit: u32,
+    ) -> (Vec<HistoryItem<'static>>, bool) {
+        let newest_stored = stored.last().map_or(0, |m| m.seq);
+        let mut items: Vec<HistoryItem<'static>> = stored
+            .into_iter()
+            .map(|m| HistoryItem {
+                seq: m.seq,
+                from: m.sender.into(),
+                cid: m.cid.into(),
+                body: m.body.into(),
+                ts: m.ts,
+            })
+            .collect();
+        for (seq, f) in self
+            .window_after(newest_stored)
+            .filter(|(s, _)| *s < before)
+        {
+            if let Ok(ServerFrame::Msg {
+                from,
+                cid,
+                body,
+                ts,
+                ..
+            }) = serde_json::from_slice::<ServerFrame<'static>>(f)
+            {
+                items.push(HistoryItem {
+                    seq,
+                    from,
+                    cid,
+                    body,
+                    ts,
+                });
+            }
+        }
+        let skip = items.len().saturating_sub(limit as usize);
+        let items: Vec<HistoryItem<'static>> = items.into_iter().skip(skip).collect();
+        let complete = items.first().is_none_or(|m| m.seq <= 1);
+        (items, complete)
+    }
+
     pub fn subscribe(&mut self, shard: ShardId, conn: ConnKey) {
         if !self.subscribers.contains(&(shard, conn)) {
             self.subscribers.push((shard, conn));
@@ -216,6 +336,27 @@ impl Conversation {
         self.dedupe = HashMap::new();
         self.dedupe_order = VecDeque::new();
         self.subscribers = Vec::new();
+    }
+
+    /// Whether the store has confirmed `seq` (with no store: every seq, at once).
+    pub fn is_confirmed(&self, seq: u64) -> bool {
+        seq <= self.confirmed
+    }
+
+    /// Holds an `ack` until the store confirms its seq ([`Self::confirm`]) or fails it
+    /// ([`Self::fail_acks_up_to`]).
+    pub fn hold_ack(&mut self, waiter: AckWaiter) {
+        self.ack_waiters.push(waiter);
+    }
+
+    /// Acks up to `seq`, which the store failed to keep for good, removed from the waiting
+    /// list (their senders get errors instead).
+    pub fn fail_acks_up_to(&mut self, seq: u64) -> Vec<AckWaiter> {
+        let (failed, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ack_waiters)
+            .into_iter()
+            .partition(|w| w.seq <= seq);
+        self.ack_waiters = waiting;
+        failed
     }
 
     /// Acks whose seq is now durable, removed from the waiting list.
@@ -270,8 +411,8 @@ mod tests {
             Posted::Duplicate { seq: 1 }
         );
         // The agent's "a" is a different message.
-        c.agent = AgentId::new("ann");
-        let agent = ParticipantId::Agent(c.agent.clone().unwrap());
+        c.assign(AgentId::new("ann").unwrap());
+        let agent = ParticipantId::Agent(c.agent().cloned().unwrap());
         assert!(matches!(
             c.post(&agent, "a", "x", 4),
             Posted::New { seq: 3, .. }
@@ -286,7 +427,7 @@ mod tests {
         assert!(c.is_participant(&visitor()));
         assert!(!c.is_participant(&ParticipantId::Visitor(VisitorId(8))));
         assert!(!c.is_participant(&ParticipantId::Agent(ann.clone())));
-        c.agent = Some(ann.clone());
+        c.assign(ann.clone());
         assert!(c.is_participant(&ParticipantId::Agent(ann)));
     }
 

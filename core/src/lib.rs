@@ -9,8 +9,13 @@
 //! - [`outbox`]: the bounded per-connection outbound queue.
 //! - [`persist`]: what a home shard asks the storage bridge, and what waits for it.
 //! - [`auth`]: who is connecting, from the upgrade request's query.
+//! - [`conn`]: a connection's key and I/O state, and the time: what shards and the runtime share.
+//! - [`messages`]: what shards send each other: a [`ShardMsg`] is a message for one role.
 //! - [`shard`]: one shard's whole state; it consumes client frames and [`ShardMsg`]s from other
-//!   shards, and produces frames for its connections and messages for other shards.
+//!   shards, and produces frames for its connections and messages for other shards. It plays
+//!   three roles, each in its own module: the connections it accepted (`shard::conns`), the
+//!   conversations whose home it is (`shard::home`), and on shard 0 the dispatcher
+//!   (`shard::dispatch`).
 //!
 //! Threading model: none. A [`Shard`] is owned by exactly one thread (the gateway pins one per
 //! core); shards only exchange [`ShardMsg`] values, which are `Send`. Tests drive several
@@ -19,6 +24,7 @@
 pub mod assignment;
 pub mod auth;
 pub mod config;
+pub mod conn;
 pub mod conversation;
 pub mod idle;
 pub mod messages;
@@ -30,6 +36,7 @@ pub mod shard;
 
 pub use auth::Identity;
 pub use config::{ClientKind, CoreConfig};
+pub use conn::{ConnIo, ConnKey, Now};
 pub use messages::ShardMsg;
 pub use routing::ShardId;
-pub use shard::{ConnIo, ConnKey, Now, Shard, ShardStats};
+pub use shard::{Shard, ShardStats};

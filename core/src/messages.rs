@@ -1,13 +1,18 @@
 //! Messages between shards. Every value is `Send` (ids, `String`s, `Bytes`), and a message
 //! never carries shard state: state stays with its owner, requests travel.
 //!
-//! Who sends what: a connection's shard sends conversation requests to the conversation's
-//! home shard; the home shard answers a connection directly (`ToConn`, `Replay`) or fans out
-//! to each shard with subscribers (`Deliver`); the dispatcher shard hears about new
-//! conversations and agents coming and going, and tells home shards about assignments.
+//! A shard plays three roles (the `shard` module), and each takes its own messages:
+//! a connection's shard sends conversation requests to the conversation's home shard
+//! ([`HomeMsg`]); the home shard answers a connection directly (`ToConn`, `Replay`) or fans
+//! out to each shard with subscribers (`Deliver`), all [`ConnMsg`]s; the dispatcher shard
+//! hears about new conversations and agents coming and going ([`DispatchMsg`]), and tells
+//! home shards about assignments. [`ShardMsg`] is what travels: one of the three.
+//!
+//! A leaf beside [`crate::conn`]: the roles and the store link (which parks [`HomeMsg`]s
+//! while a conversation loads) import it, it imports none of them.
 
+use crate::conn::ConnKey;
 use crate::routing::ShardId;
-use crate::shard::ConnKey;
 use bytes::Bytes;
 use switchboard_protocol::{AgentId, ConvId, ParticipantId, VisitorId};
 
@@ -18,9 +23,35 @@ pub enum Signal {
     Read(u64),
 }
 
+/// What one shard sends another (or itself): a message for one of its roles.
 #[derive(Debug, Clone)]
 pub enum ShardMsg {
-    // ---- to a conversation's home shard ----
+    Home(HomeMsg),
+    Dispatch(DispatchMsg),
+    Conn(ConnMsg),
+}
+
+impl From<HomeMsg> for ShardMsg {
+    fn from(m: HomeMsg) -> Self {
+        Self::Home(m)
+    }
+}
+
+impl From<DispatchMsg> for ShardMsg {
+    fn from(m: DispatchMsg) -> Self {
+        Self::Dispatch(m)
+    }
+}
+
+impl From<ConnMsg> for ShardMsg {
+    fn from(m: ConnMsg) -> Self {
+        Self::Conn(m)
+    }
+}
+
+/// To a conversation's home shard.
+#[derive(Debug, Clone)]
+pub enum HomeMsg {
     /// A visitor's first message opens `conv`; the sending connection is its first subscriber.
     Open {
         conv: ConvId,
@@ -54,16 +85,11 @@ pub enum ShardMsg {
         last_seq: u64,
     },
     /// `conn` is gone.
-    Unsubscribe {
-        conv: ConvId,
-        conn: ConnKey,
-    },
+    Unsubscribe { conv: ConvId, conn: ConnKey },
     /// Close `conv` if nobody wrote in it for `conversation_idle_close` (else check again
     /// later). Comes from the home shard's own timer, or from the dispatcher for
     /// conversations listed at start-up that no one has touched since.
-    IdleCheck {
-        conv: ConvId,
-    },
+    IdleCheck { conv: ConvId },
     /// A participant asks for older messages.
     History {
         conv: ConvId,
@@ -71,13 +97,6 @@ pub enum ShardMsg {
         who: ParticipantId,
         before: u64,
         limit: u32,
-    },
-    /// A conversation loaded from the store, for the dispatcher to account for (re-queued
-    /// when it has no agent).
-    Restore {
-        conv: ConvId,
-        visitor: VisitorId,
-        agent: Option<AgentId>,
     },
     /// A participant asks to close the conversation.
     Close {
@@ -92,46 +111,60 @@ pub enum ShardMsg {
         agent_shards: Vec<ShardId>,
     },
     /// From the dispatcher: the visitor's place in the queue.
-    QueuePosition {
-        conv: ConvId,
-        position: u32,
-    },
+    QueuePosition { conv: ConvId, position: u32 },
+}
 
-    // ---- to the dispatcher shard ----
-    Enqueue {
+impl HomeMsg {
+    /// The conversation a message for a home shard is about, when that conversation must be
+    /// present (loaded from the store if need be) to handle it.
+    pub fn home_conv(&self) -> Option<ConvId> {
+        match self {
+            Self::Post { conv, .. }
+            | Self::Signal { conv, .. }
+            | Self::Subscribe { conv, .. }
+            | Self::Close { conv, .. }
+            | Self::History { conv, .. }
+            | Self::Assign { conv, .. }
+            | Self::QueuePosition { conv, .. }
+            | Self::IdleCheck { conv } => Some(*conv),
+            Self::Open { .. } | Self::Unsubscribe { .. } => None,
+        }
+    }
+}
+
+/// To the dispatcher shard.
+#[derive(Debug, Clone)]
+pub enum DispatchMsg {
+    /// A conversation loaded from the store, for the dispatcher to account for (re-queued
+    /// when it has no agent).
+    Restore {
         conv: ConvId,
         visitor: VisitorId,
+        agent: Option<AgentId>,
     },
-    AgentOnline {
-        agent: AgentId,
-        conn: ConnKey,
-    },
-    AgentOffline {
-        agent: AgentId,
-    },
+    /// A new conversation waits for an agent.
+    Enqueue { conv: ConvId, visitor: VisitorId },
+    /// A device of `agent` connected (as `conn` on the sending shard).
+    AgentOnline { agent: AgentId, conn: ConnKey },
+    /// A device of `agent` on the sending shard disconnected.
+    AgentOffline { agent: AgentId },
     /// A returning visitor (token presented) sent a frame about its current conversation
     /// on a connection that has none: which one is open, if any?
-    FindOpenConv {
-        visitor: VisitorId,
-        conn: ConnKey,
-    },
+    FindOpenConv { visitor: VisitorId, conn: ConnKey },
     /// `conv` was closed; `agent` is who had it as the home shard knew it.
     ConvClosed {
         conv: ConvId,
         agent: Option<AgentId>,
     },
+}
 
-    // ---- to a connection's shard ----
+/// To a connection's shard.
+#[derive(Debug, Clone)]
+pub enum ConnMsg {
     /// Answer to `FindOpenConv`.
-    OpenConvIs {
-        conn: ConnKey,
-        conv: Option<ConvId>,
-    },
+    OpenConvIs { conn: ConnKey, conv: Option<ConvId> },
     /// One frame for one connection (an ack, an error).
-    ToConn {
-        conn: ConnKey,
-        frame: Bytes,
-    },
+    ToConn { conn: ConnKey, frame: Bytes },
     /// A frame for every local subscriber of `conv` but `exclude`; `closes` ends their
     /// subscriptions after delivery.
     Deliver {
@@ -158,22 +191,4 @@ pub enum ShardMsg {
         conn: ConnKey,
         convs: Vec<(ConvId, VisitorId)>,
     },
-}
-
-impl ShardMsg {
-    /// The conversation a message for a home shard is about, when that conversation must be
-    /// present (loaded from the store if need be) to handle it.
-    pub fn home_conv(&self) -> Option<ConvId> {
-        match self {
-            Self::Post { conv, .. }
-            | Self::Signal { conv, .. }
-            | Self::Subscribe { conv, .. }
-            | Self::Close { conv, .. }
-            | Self::History { conv, .. }
-            | Self::Assign { conv, .. }
-            | Self::QueuePosition { conv, .. }
-            | Self::IdleCheck { conv } => Some(*conv),
-            _ => None,
-        }
-    }
 }

@@ -1,0 +1,605 @@
+//! The connection role of a shard: the connections it accepted, and everything about them.
+//!
+//! Owns the connection slots (a [`ConnKey`] is a slot and its generation), which local
+//! connections are live in each conversation (`conv_subs`), the local devices of each agent,
+//! the idle deadlines of connections, their rate limits, and a returning visitor's lookup of
+//! its open conversation. It turns client frames into [`HomeMsg`]s for the conversations'
+//! home shards (and [`DispatchMsg`]s for the dispatcher), and takes [`ConnMsg`]s: frames for
+//! its connections (`ToConn`, `Deliver`, `Replay`), assignments (`AgentAssigned`,
+//! `AgentConvs`) and lookup answers (`OpenConvIs`).
+
+mod table;
+
+use crate::auth::Identity;
+use crate::config::ClientKind;
+use crate::conn::{ConnIo, ConnKey, Now};
+use crate::idle::IdleWheel;
+use crate::messages::{ConnMsg, DispatchMsg, HomeMsg, Signal};
+use crate::ratelimit::TokenBucket;
+use crate::routing::{home_shard, ShardId, DISPATCHER_SHARD};
+use crate::shard::shared::{error_frame, Shared};
+use bytes::Bytes;
+use std::collections::HashMap;
+use switchboard_protocol::client::{decode_client_frame, ClientFrame};
+use switchboard_protocol::server::{encode, Role, ServerFrame, PROTOCOL_VERSION};
+use switchboard_protocol::token::{TokenKind, TokenSigner};
+use switchboard_protocol::{AgentId, CloseCode, ConvId, ErrorCode, ParticipantId, VisitorId};
+use table::{Conn, ConnTable, Lookup};
+
+/// Rate-limited frames in a row after which a connection is closed with 1008.
+const MAX_STRIKES: u16 = 50;
+
+/// Frames a connection may park while its lookup is answered.
+const LOOKUP_PARKED_MAX: usize = 64;
+
+fn role_index(who: &ParticipantId) -> usize {
+    match who {
+        ParticipantId::Visitor(_) => 0,
+        ParticipantId::Agent(_) => 1,
+    }
+}
+
+fn client_index(c: ClientKind) -> usize {
+    match c {
+        ClientKind::Web => 0,
+        ClientKind::Mobile => 1,
+        ClientKind::Api => 2,
+    }
+}
+
+/// One shard's connections. See the module docs.
+#[derive(Debug)]
+pub(super) struct ConnRole {
+    /// Visitor ids and the ids of the conversations visitors open here.
+    rng: fastrand::Rng,
+    table: ConnTable,
+    /// Local connections live-subscribed to each conversation.
+    conv_subs: HashMap<ConvId, Vec<ConnKey>>,
+    /// Local devices of each agent.
+    agents: HashMap<AgentId, Vec<ConnKey>>,
+    idle: IdleWheel<ConnKey>,
+}
+
+impl ConnRole {
+    pub fn new(rng: fastrand::Rng) -> Self {
+        Self {
+            rng,
+            table: ConnTable::default(),
+            conv_subs: HashMap::new(),
+            agents: HashMap::new(),
+            idle: IdleWheel::default(),
+        }
+    }
+
+    /// A fresh random visitor id.
+    pub fn new_visitor_id(&mut self) -> VisitorId {
+        VisitorId(self.rng.u64(..))
+    }
+
+    /// The runtime's view of a connection; `None` once it is gone.
+    pub fn io(&mut self, key: ConnKey) -> Option<&mut ConnIo> {
+        self.conn_mut(key).map(|c| &mut c.io)
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.table.len()
+    }
+
+    fn conn_mut(&mut self, key: ConnKey) -> Option<&mut Conn> {
+        self.table.get_mut(key)
+    }
+
+    /// Queues a frame for a local connection; closes it as a slow consumer on overflow.
+    fn push(&mut self, sh: &mut Shared, key: ConnKey, frame: Bytes) {
+        let limit = sh.cfg.max_outbox_bytes;
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
+        if conn.io.close.is_some() {
+            return;
+        }
+        if conn.io.outbox.push(frame, limit).is_err() {
+            conn.io.close = Some(CloseCode::SlowConsumer);
+        }
+        conn.io.wake();
+        sh.stats.frames_queued += 1;
+    }
+
+    fn push_error(
+        &mut self,
+        sh: &mut Shared,
+        key: ConnKey,
+        code: ErrorCode,
+        message: &str,
+        cid: Option<&str>,
+    ) {
+        sh.stats.errors_sent += 1;
+        self.push(sh, key, error_frame(code, message, cid));
+    }
+
+    /// Registers an authenticated connection and queues its `welcome` frame.
+    pub fn connect(
+        &mut self,
+        sh: &mut Shared,
+        signer: &TokenSigner,
+        identity: Identity,
+    ) -> ConnKey {
+        let now = sh.now;
+        let Identity {
+            who,
+            client,
+            resumed,
+        } = identity;
+        let lookup = match who {
+            ParticipantId::Visitor(_) if resumed => Lookup::Due,
+            _ => Lookup::Done,
+        };
+        let conn = Conn {
+            who: who.clone(),
+            client,
+            io: ConnIo::default(),
+            visitor_conv: None,
+            lookup,
+            subs: Vec::new(),
+            last_seen: now.mono_ms,
+            pinged: false,
+            rate: TokenBucket::new(sh.cfg.rate_burst, now.mono_ms),
+            strikes: 0,
+        };
+        let key = self.table.insert(conn);
+        sh.stats.connections[role_index(&who)][client_index(client)] += 1;
+
+        let deadline = sh.cfg.idle_deadline(client);
+        self.idle
+            .schedule(key, now.mono_ms + deadline.as_millis() as u64 / 2);
+        let (role, token) = match &who {
+            ParticipantId::Visitor(v) => {
+                let expires = now.unix_ms / 1000 + sh.cfg.visitor_token_ttl_s;
+                (
+                    Role::Visitor,
+                    Some(signer.mint(TokenKind::Visitor, &v.to_string(), expires)),
+                )
+            }
+            ParticipantId::Agent(_) => (Role::Agent, None),
+        };
+        let welcome = encode(&ServerFrame::Welcome {
+            id: who.to_string().into(),
+            role,
+            token: token.map(Into::into),
+            client: client.as_str().into(),
+            server: "switchboard".into(),
+            protocol: PROTOCOL_VERSION,
+            shard: sh.id,
+            idle_timeout_s: deadline.as_secs() as u32,
+        });
+        self.push(sh, key, welcome);
+        if let ParticipantId::Agent(agent) = who {
+            self.agents.entry(agent.clone()).or_default().push(key);
+            sh.send(
+                DISPATCHER_SHARD,
+                DispatchMsg::AgentOnline { agent, conn: key },
+            );
+        }
+        key
+    }
+
+    /// Forgets a connection that has closed, and tells the shards that knew of it.
+    pub fn disconnect(&mut self, sh: &mut Shared, key: ConnKey) {
+        let Some(conn) = self.table.remove(key) else {
+            return;
+        };
+        sh.stats.connections[role_index(&conn.who)][client_index(conn.client)] -= 1;
+        for conv in conn.subs {
+            if let Some(list) = self.conv_subs.get_mut(&conv) {
+                list.retain(|k| *k != key);
+                if list.is_empty() {
+                    self.conv_subs.remove(&conv);
+                }
+            }
+            sh.send(sh.home(conv), HomeMsg::Unsubscribe { conv, conn: key });
+        }
+        if let ParticipantId::Agent(agent) = conn.who {
+            if let Some(list) = self.agents.get_mut(&agent) {
+                list.retain(|k| *k != key);
+                if list.is_empty() {
+                    self.agents.remove(&agent);
+                }
+            }
+            sh.send(DISPATCHER_SHARD, DispatchMsg::AgentOffline { agent });
+        }
+    }
+
+    /// Any sign of life (a frame of any kind, a pong): one store, no timer.
+    pub fn touch(&mut self, key: ConnKey, now: Now) {
+        if let Some(conn) = self.conn_mut(key) {
+            conn.seen(now.mono_ms);
+        }
+    }
+
+    /// A binary message: refused with an error frame.
+    pub fn on_binary(&mut self, sh: &mut Shared, key: ConnKey, now: Now) {
+        self.touch(key, now);
+        self.push_error(
+            sh,
+            key,
+            ErrorCode::BinaryUnsupported,
+            "binary messages are not supported; send JSON text",
+            None,
+        );
+    }
+
+    /// A text message from a client.
+    pub fn on_text(&mut self, sh: &mut Shared, key: ConnKey, text: &str) {
+        let now = sh.now;
+        let (rate, burst) = (sh.cfg.rate_per_sec, sh.cfg.rate_burst);
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
+        conn.seen(now.mono_ms);
+        if !conn.rate.try_take(now.mono_ms, rate, burst) {
+            conn.strikes += 1;
+            if conn.strikes >= MAX_STRIKES {
+                conn.io.close = Some(CloseCode::PolicyViolation);
+                conn.io.wake();
+                sh.stats.rate_limited += 1;
+                return;
+            }
+            sh.stats.rate_limited += 1;
+            let cid = decode_client_frame(text).ok().and_then(|f| match f {
+                ClientFrame::Msg { cid, .. } => Some(cid),
+                _ => None,
+            });
+            self.push_error(
+                sh,
+                key,
+                ErrorCode::RateLimited,
+                "too many frames; slow down and resend",
+                cid.as_deref(),
+            );
+            return;
+        }
+        conn.strikes = 0;
+        match decode_client_frame(text) {
+            Ok(frame) => self.on_frame(sh, key, frame),
+            Err(e) => self.push_error(sh, key, e.code, &e.message, e.cid.as_deref()),
+        }
+    }
+
+    fn on_frame(&mut self, sh: &mut Shared, key: ConnKey, frame: ClientFrame) {
+        let ts = sh.now.unix_ms;
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
+        let frame = match conn.lookup {
+            Lookup::Done => frame,
+            _ => match self.lookup_first(sh, key, frame) {
+                Some(frame) => frame,
+                None => return,
+            },
+        };
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
+        let who = conn.who.clone();
+        let is_agent = matches!(who, ParticipantId::Agent(_));
+        // The conversation a frame is about: named, or (visitors only) the current one.
+        let target = |named: Option<ConvId>, conn: &Conn| {
+            named.or(if is_agent { None } else { conn.visitor_conv })
+        };
+        match frame {
+            ClientFrame::Msg { cid, body, conv } => match target(conv, conn) {
+                Some(conv) => sh.send(
+                    sh.home(conv),
+                    HomeMsg::Post {
+                        conv,
+                        conn: key,
+                        who,
+                        cid,
+                        body,
+                        ts,
+                    },
+                ),
+                None if is_agent => self.push_error(
+                    sh,
+                    key,
+                    ErrorCode::MissingField,
+                    "agents must name `conv`",
+                    Some(&cid),
+                ),
+                None => {
+                    let ParticipantId::Visitor(visitor) = who else {
+                        unreachable!("checked above")
+                    };
+                    // The new conversation's home is this shard: the visitor's own messages
+                    // then never cross shards (ids stay random; about nr_shards draws).
+                    let conv = loop {
+                        let c = ConvId(self.rng.u64(..));
+                        if home_shard(c, sh.nr_shards) == sh.id {
+                            break c;
+                        }
+                    };
+                    let conn = self.conn_mut(key).expect("present above");
+                    conn.visitor_conv = Some(conv);
+                    conn.subs.push(conv);
+                    self.conv_subs.entry(conv).or_default().push(key);
+                    sh.send(
+                        sh.home(conv),
+                        HomeMsg::Open {
+                            conv,
+                            visitor,
+                            conn: key,
+                            cid,
+                            body,
+                            ts,
+                        },
+                    );
+                }
+            },
+            ClientFrame::Typing { conv } | ClientFrame::Read { conv, .. }
+                if target(conv, conn).is_none() =>
+            {
+                let (code, what) = if is_agent {
+                    (ErrorCode::MissingField, "agents must name `conv`")
+                } else {
+                    (
+                        ErrorCode::NoConversation,
+                        "no conversation yet: send a message first",
+                    )
+                };
+                self.push_error(sh, key, code, what, None);
+            }
+            ClientFrame::Typing { conv } | ClientFrame::Read { conv, .. } => {
+                let signal = match frame {
+                    ClientFrame::Read { seq, .. } => Signal::Read(seq),
+                    _ => Signal::Typing,
+                };
+                let conv = target(conv, conn).expect("checked above");
+                let msg = HomeMsg::Signal {
+                    conv,
+                    conn: key,
+                    who,
+                    signal,
+                };
+                sh.send(sh.home(conv), msg);
+            }
+            ClientFrame::Resume { conv, last_seq } => {
+                if !conn.subs.contains(&conv) {
+                    conn.subs.push(conv);
+                }
+                if !is_agent {
+                    conn.visitor_conv = Some(conv);
+                }
+                // Until the replay arrives the connection is not live: anything delivered
+                // meanwhile is part of the replay, so nothing arrives twice.
+                if let Some(list) = self.conv_subs.get_mut(&conv) {
+                    list.retain(|k| *k != key);
+                }
+                sh.send(
+                    sh.home(conv),
+                    HomeMsg::Subscribe {
+                        conv,
+                        conn: key,
+                        who,
+                        last_seq,
+                    },
+                );
+            }
+            ClientFrame::History {
+                conv,
+                before,
+                limit,
+            } => match target(conv, conn) {
+                Some(conv) => {
+                    let limit = limit.unwrap_or(50).min(u32::MAX as u64) as u32;
+                    let msg = HomeMsg::History {
+                        conv,
+                        conn: key,
+                        who,
+                        before: before.unwrap_or(u64::MAX),
+                        limit,
+                    };
+                    sh.send(sh.home(conv), msg);
+                }
+                None if is_agent => self.push_error(
+                    sh,
+                    key,
+                    ErrorCode::MissingField,
+                    "agents must name `conv`",
+                    None,
+                ),
+                None => self.push_error(
+                    sh,
+                    key,
+                    ErrorCode::NoConversation,
+                    "no conversation yet",
+                    None,
+                ),
+            },
+            ClientFrame::Close { conv } => {
+                sh.send(
+                    sh.home(conv),
+                    HomeMsg::Close {
+                        conv,
+                        conn: key,
+                        who,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Idle deadlines of connections: ping, close, or check again later.
+    pub fn tick(&mut self, sh: &mut Shared) {
+        let now = sh.now;
+        for key in self.idle.take_due(now.mono_ms) {
+            let Some(conn) = self.table.get_mut(key) else {
+                continue;
+            };
+            let deadline = sh.cfg.idle_deadline(conn.client).as_millis() as u64;
+            if let Some(at) = conn.idle_check(now.mono_ms, deadline) {
+                self.idle.schedule(key, at);
+            }
+        }
+    }
+
+    /// A returning visitor's frame while its open conversation may still be unknown: parks
+    /// it while a lookup is out, or starts one for a frame about "my conversation" (no
+    /// `conv`, none current). Gives the frame back when it is to be handled now.
+    fn lookup_first(
+        &mut self,
+        sh: &mut Shared,
+        key: ConnKey,
+        frame: ClientFrame,
+    ) -> Option<ClientFrame> {
+        let conn = self.conn_mut(key)?;
+        let about_current = match &frame {
+            ClientFrame::Msg { conv, .. }
+            | ClientFrame::Typing { conv }
+            | ClientFrame::Read { conv, .. }
+            | ClientFrame::History { conv, .. } => conv.is_none(),
+            ClientFrame::Resume { .. } | ClientFrame::Close { .. } => false,
+        };
+        match &mut conn.lookup {
+            Lookup::Asked(parked) if parked.len() < LOOKUP_PARKED_MAX => parked.push(frame),
+            Lookup::Asked(_) => self.push_error(
+                sh,
+                key,
+                ErrorCode::RateLimited,
+                "too many frames while finding your conversation; resend",
+                None,
+            ),
+            // It named its conversation itself (`resume`): nothing to find.
+            _ if conn.visitor_conv.is_some() => {
+                conn.lookup = Lookup::Done;
+                return Some(frame);
+            }
+            _ if !about_current => return Some(frame),
+            _ => {
+                let ParticipantId::Visitor(visitor) = conn.who else {
+                    unreachable!("only visitors look up")
+                };
+                conn.lookup = Lookup::Asked(vec![frame]);
+                sh.send(
+                    DISPATCHER_SHARD,
+                    DispatchMsg::FindOpenConv { visitor, conn: key },
+                );
+            }
+        }
+        None
+    }
+
+    /// Asks every connection to close with 1001 (graceful shutdown).
+    pub fn begin_shutdown(&mut self) {
+        for conn in self.table.iter_mut() {
+            conn.close_with(CloseCode::GoingAway);
+        }
+    }
+
+    /// A message for this shard's connections.
+    pub fn handle(&mut self, sh: &mut Shared, from: ShardId, msg: ConnMsg) {
+        match msg {
+            ConnMsg::OpenConvIs { conn, conv } => {
+                let Some(c) = self.conn_mut(conn) else { return };
+                let parked = match std::mem::replace(&mut c.lookup, Lookup::Done) {
+                    Lookup::Asked(parked) => parked,
+                    _ => Vec::new(),
+                };
+                if let (Some(conv), None) = (conv, c.visitor_conv) {
+                    // Back in it, live from its newest message: `resumed` says which and
+                    // up to where (`history` reads back).
+                    self.on_frame(
+                        sh,
+                        conn,
+                        ClientFrame::Resume {
+                            conv,
+                            last_seq: u64::MAX,
+                        },
+                    );
+                }
+                for frame in parked {
+                    self.on_frame(sh, conn, frame);
+                }
+            }
+
+            ConnMsg::ToConn { conn, frame } => self.push(sh, conn, frame),
+            ConnMsg::Deliver {
+                conv,
+                frame,
+                exclude,
+                closes,
+            } => self.deliver(sh, from, conv, frame, exclude, closes),
+            ConnMsg::Replay {
+                conv,
+                conn,
+                frames,
+                ok,
+            } => {
+                let Some(c) = self.conn_mut(conn) else { return };
+                if ok {
+                    let list = self.conv_subs.entry(conv).or_default();
+                    if !list.contains(&conn) {
+                        list.push(conn);
+                    }
+                } else {
+                    c.leave(conv);
+                }
+                for f in frames {
+                    self.push(sh, conn, f);
+                }
+            }
+            ConnMsg::AgentAssigned {
+                conv,
+                visitor,
+                agent,
+            } => {
+                // Devices are told; each attaches with `resume`, so that a device that
+                // connected at any moment gets every message once (see docs/protocol.md).
+                let devices = self.agents.get(&agent).cloned().unwrap_or_default();
+                let frame = encode(&ServerFrame::Assigned { conv, visitor });
+                for key in devices {
+                    self.push(sh, key, frame.clone());
+                }
+            }
+            ConnMsg::AgentConvs { conn, convs } => {
+                for (conv, visitor) in convs {
+                    self.push(sh, conn, encode(&ServerFrame::Assigned { conv, visitor }));
+                }
+            }
+        }
+    }
+
+    /// On a connection's shard: hand a conversation frame to each local subscriber.
+    fn deliver(
+        &mut self,
+        sh: &mut Shared,
+        _from: ShardId,
+        conv: ConvId,
+        frame: Bytes,
+        exclude: Option<(ShardId, ConnKey)>,
+        closes: bool,
+    ) {
+        // The list is taken out for the loop and put back (no copy per message).
+        let Some(list) = (if closes {
+            self.conv_subs.remove(&conv)
+        } else {
+            self.conv_subs.get_mut(&conv).map(std::mem::take)
+        }) else {
+            return;
+        };
+        for &key in &list {
+            if exclude != Some((sh.id, key)) {
+                self.push(sh, key, frame.clone());
+            }
+            if closes {
+                if let Some(c) = self.conn_mut(key) {
+                    c.leave(conv);
+                }
+            }
+        }
+        if !closes {
+            if let Some(slot) = self.conv_subs.get_mut(&conv) {
+                *slot = list;
+            }
+        }
+    }
+}

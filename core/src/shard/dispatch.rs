@@ -1,0 +1,183 @@
+//! The dispatcher role, on the dispatcher shard only: which agent has which conversation.
+//!
+//! Owns the [`Dispatcher`] (agents online and their load, the waiting queue, who has what),
+//! returning visitors' lookups held while the start-up listing of open conversations is out,
+//! and the clock of queue position updates. It takes [`DispatchMsg`]s: conversations opened
+//! (`Enqueue`), loaded or listed after a restart (`Restore`) and closed (`ConvClosed`),
+//! agent devices coming and going (`AgentOnline`, `AgentOffline`), and lookups
+//! (`FindOpenConv`). It is consulted once per conversation and per agent connect, never per
+//! message; it tells home shards about assignments and queue positions ([`HomeMsg`]) and
+//! answers connections' shards ([`ConnMsg`]).
+
+use crate::assignment::{Dispatch, Dispatcher};
+use crate::conn::ConnKey;
+use crate::messages::{ConnMsg, DispatchMsg, HomeMsg};
+use crate::routing::ShardId;
+use crate::shard::shared::Shared;
+use switchboard_protocol::bridge::OpenConv;
+use switchboard_protocol::{AgentId, ConvId, VisitorId};
+
+/// Open conversations the dispatcher lists from the store at start, at most.
+pub(super) const OPEN_LISTED: u32 = 1_000_000;
+/// How long the dispatcher holds lookups for the start-up listing before answering from
+/// what it knows (the bridge may be down), and how many it holds.
+const LOOKUP_WAIT_MS: u64 = 5_000;
+const LOOKUPS_HELD_MAX: usize = 100_000;
+
+/// A returning visitor's lookup held by the dispatcher until the start-up listing is in.
+#[derive(Debug)]
+struct HeldLookup {
+    from: ShardId,
+    visitor: VisitorId,
+    conn: ConnKey,
+    since_ms: u64,
+}
+
+/// Assignment and the waiting queue. See the module docs.
+#[derive(Debug)]
+pub(super) struct DispatchRole {
+    dispatcher: Dispatcher,
+    /// Lookups waiting for the start-up listing.
+    held_lookups: Vec<HeldLookup>,
+    last_queue_update: u64,
+}
+
+impl DispatchRole {
+    pub fn new(agent_capacity: u32) -> Self {
+        Self {
+            dispatcher: Dispatcher::new(agent_capacity),
+            held_lookups: Vec::new(),
+            last_queue_update: 0,
+        }
+    }
+
+    /// A message for the dispatcher. `listing`: whether the start-up listing of open
+    /// conversations is still out (a lookup then waits for it).
+    pub fn handle(&mut self, sh: &mut Shared, from: ShardId, msg: DispatchMsg, listing: bool) {
+        match msg {
+            DispatchMsg::Restore {
+                conv,
+                visitor,
+                agent,
+            } => self.restore(sh, conv, visitor, agent),
+            DispatchMsg::Enqueue { conv, visitor } => {
+                let out = self.dispatcher.enqueue(conv, visitor);
+                self.dispatch(sh, out);
+            }
+            DispatchMsg::AgentOnline { agent, conn } => {
+                let (open, out) = self.dispatcher.agent_online(&agent, from);
+                sh.send(from, ConnMsg::AgentConvs { conn, convs: open });
+                self.dispatch(sh, out);
+            }
+            DispatchMsg::AgentOffline { agent } => {
+                self.dispatcher.agent_offline(&agent, from);
+                self.refresh_stats(sh);
+            }
+            DispatchMsg::ConvClosed { conv, agent } => {
+                let out = self.dispatcher.closed(conv, agent.as_ref());
+                self.dispatch(sh, out);
+            }
+            DispatchMsg::FindOpenConv { visitor, conn } => {
+                if listing && self.held_lookups.len() < LOOKUPS_HELD_MAX {
+                    // Just started: the visitor's conversation may be among those listed.
+                    self.held_lookups.push(HeldLookup {
+                        from,
+                        visitor,
+                        conn,
+                        since_ms: sh.now.mono_ms,
+                    });
+                    return;
+                }
+                let conv = self.dispatcher.open_conv_of(visitor);
+                sh.send(from, ConnMsg::OpenConvIs { conn, conv });
+            }
+        }
+    }
+
+    /// The start-up listing is in (empty if it failed): each open conversation is restored,
+    /// then every held lookup is answered.
+    pub fn listed(&mut self, sh: &mut Shared, listed: Vec<OpenConv>) {
+        for o in listed {
+            let agent = o.agent.as_deref().and_then(AgentId::new);
+            self.restore(sh, o.conv, o.visitor, agent);
+        }
+        self.answer_held_lookups(sh, u64::MAX);
+    }
+
+    /// A conversation open in the store: back to its agent, or to the queue without one.
+    fn restore(
+        &mut self,
+        sh: &mut Shared,
+        conv: ConvId,
+        visitor: VisitorId,
+        agent: Option<AgentId>,
+    ) {
+        let out = match agent {
+            None => self.dispatcher.enqueue(conv, visitor),
+            Some(agent) => self.dispatcher.restore(conv, visitor, agent),
+        };
+        self.dispatch(sh, out);
+    }
+
+    /// Answers the lookups held too long for the start-up listing.
+    pub fn answer_overdue_lookups(&mut self, sh: &mut Shared) {
+        if !self.held_lookups.is_empty() {
+            let asked_by = sh.now.mono_ms.saturating_sub(LOOKUP_WAIT_MS);
+            self.answer_held_lookups(sh, asked_by);
+        }
+    }
+
+    /// Tells waiting visitors their place in the queue, every `queue_update_interval`.
+    pub fn update_positions(&mut self, sh: &mut Shared) {
+        let now = sh.now;
+        let interval = sh.cfg.queue_update_interval.as_millis() as u64;
+        if now.mono_ms >= self.last_queue_update + interval {
+            self.last_queue_update = now.mono_ms;
+            let updates = self.dispatcher.position_updates();
+            self.dispatch(sh, updates);
+        }
+    }
+
+    /// Answers the held lookups asked at or before `asked_by_ms` from what the dispatcher
+    /// knows now.
+    fn answer_held_lookups(&mut self, sh: &mut Shared, asked_by_ms: u64) {
+        let (due, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held_lookups)
+            .into_iter()
+            .partition(|h| h.since_ms <= asked_by_ms);
+        self.held_lookups = held;
+        for h in due {
+            let conv = self.dispatcher.open_conv_of(h.visitor);
+            sh.send(h.from, ConnMsg::OpenConvIs { conn: h.conn, conv });
+        }
+    }
+
+    fn refresh_stats(&self, sh: &mut Shared) {
+        sh.stats.queue_len = self.dispatcher.queue_len() as u64;
+        sh.stats.agents_online = self.dispatcher.online_agents() as u64;
+    }
+
+    /// Sends the dispatcher's decisions to the conversations' home shards.
+    fn dispatch(&mut self, sh: &mut Shared, out: Vec<Dispatch>) {
+        for d in out {
+            match d {
+                Dispatch::Assign {
+                    conv,
+                    agent,
+                    agent_shards,
+                    ..
+                } => sh.send(
+                    sh.home(conv),
+                    HomeMsg::Assign {
+                        conv,
+                        agent,
+                        agent_shards,
+                    },
+                ),
+                Dispatch::Position { conv, position } => {
+                    sh.send(sh.home(conv), HomeMsg::QueuePosition { conv, position })
+                }
+            }
+        }
+        self.refresh_stats(sh);
+    }
+}

@@ -1,0 +1,594 @@
+//! The conversation-home role of a shard: the conversations whose home is this shard.
+//!
+//! Owns their state ([`Conversation`]: seq, participants, subscribers, window, dedupe, acks
+//! waiting for the store), the closed ones it still remembers, their idle-close checks, and
+//! the shard's link to the storage bridge ([`StoreLink`]). It takes [`HomeMsg`]s: a message
+//! is sequenced, stored, acknowledged and fanned out once to each shard with subscribers
+//! (`Deliver`); a subscription is answered with its replay (from the window, or the store
+//! past it); history, signals, assignment, queue positions and closing. After a restart a
+//! conversation is loaded from the store the first time a message needs it (the message
+//! waits in the link meanwhile). It answers connections with [`ConnMsg`]s and tells the
+//! dispatcher ([`DispatchMsg`]) about new, restored and closed conversations.
+
+mod reply;
+
+use crate::config::CoreConfig;
+use crate::conn::ConnKey;
+use crate::conversation::{AckWaiter, Conversation, Posted};
+use crate::idle::IdleWheel;
+use crate::messages::{ConnMsg, DispatchMsg, HomeMsg};
+use crate::persist::{Resolved, StoreLink, Wait};
+use crate::routing::{home_shard, ShardId, DISPATCHER_SHARD};
+use crate::shard::shared::Shared;
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use switchboard_protocol::bridge::{BridgeMsg, ConvEvent, OpenConv, StoredMessage};
+use switchboard_protocol::server::{encode, CloseReason, ServerFrame};
+use switchboard_protocol::{AgentId, ConvId, ErrorCode, ParticipantId};
+
+/// Closed conversations remembered (to answer late frames with `conversation_closed`).
+const CLOSED_REMEMBERED: usize = 100_000;
+/// Who the store records as having closed an idle conversation.
+pub const IDLE_CLOSER: &str = "(idle)";
+
+/// The conversations homed on one shard. See the module docs.
+#[derive(Debug)]
+pub(super) struct HomeRole {
+    /// Conversations whose home is this shard.
+    convs: HashMap<ConvId, Conversation>,
+    closed_order: VecDeque<ConvId>,
+    /// Idle-close checks of conversations: this shard's own, and on the dispatcher shard
+    /// those listed at start-up.
+    conv_idle: IdleWheel<ConvId>,
+    /// Durability through the storage bridge; `None` when running without one.
+    store: Option<StoreLink>,
+}
+
+impl HomeRole {
+    /// `list_open`: after a restart, ask the store for up to this many open conversations
+    /// (the dispatcher shard does).
+    pub fn new(cfg: &CoreConfig, list_open: Option<u32>) -> Self {
+        Self {
+            convs: HashMap::new(),
+            closed_order: VecDeque::new(),
+            conv_idle: IdleWheel::default(),
+            store: cfg.durable.then(|| {
+                let mut link = StoreLink::default();
+                if let Some(limit) = list_open {
+                    // After a restart, the dispatcher learns the open conversations at once:
+                    // agents get theirs back, waiting visitors get agents.
+                    link.list_open(limit);
+                }
+                link
+            }),
+        }
+    }
+
+    /// Requests for the storage bridge produced since the last call.
+    pub fn take_bridge_requests(&mut self, sh: &mut Shared) -> Vec<BridgeMsg> {
+        let Some(link) = self.store.as_mut() else {
+            return Vec::new();
+        };
+        let out = link.take_requests();
+        sh.stats.unconfirmed = link.unconfirmed as u64;
+        out
+    }
+
+    pub fn has_bridge_requests(&self) -> bool {
+        self.store.as_ref().is_some_and(StoreLink::has_requests)
+    }
+
+    /// An answer from the storage bridge. Gives back the start-up listing of open
+    /// conversations when that is what came (an empty one if it failed), for the dispatcher.
+    pub fn on_bridge(&mut self, sh: &mut Shared, msg: BridgeMsg) -> Option<Vec<OpenConv>> {
+        let link = self.store.as_mut()?;
+        let resolved = link.resolve(&msg);
+        sh.stats.unconfirmed = link.unconfirmed as u64;
+        match resolved {
+            Resolved::Nothing => {}
+            Resolved::Persist(outcomes) => {
+                for o in outcomes {
+                    for (conv, seq) in o.heads {
+                        self.settle_acks(sh, conv, seq, o.ok);
+                    }
+                }
+            }
+            Resolved::Loaded(conv, parked) => {
+                if let BridgeMsg::ConvLoaded {
+                    info: Some(info), ..
+                } = &msg
+                {
+                    let mut c =
+                        Conversation::restore(conv, info, sh.cfg.window, sh.cfg.dedupe_window);
+                    // Idle since its newest stored message (or since now, if it has none).
+                    c.touch(match Conversation::last_written_unix_ms(info) {
+                        Some(ts) => sh
+                            .now
+                            .mono_ms
+                            .saturating_sub(sh.now.unix_ms.saturating_sub(ts)),
+                        None => sh.now.mono_ms,
+                    });
+                    if !c.is_closed() {
+                        sh.stats.open_conversations += 1;
+                        let restore = DispatchMsg::Restore {
+                            conv,
+                            visitor: c.visitor(),
+                            agent: c.agent().cloned(),
+                        };
+                        sh.send(DISPATCHER_SHARD, restore);
+                    }
+                    self.convs.insert(conv, c);
+                    self.watch_idle(sh, conv);
+                }
+                for (from, m) in parked {
+                    self.handle(sh, from, m);
+                }
+            }
+            Resolved::LoadFailed(_, parked) => {
+                for (from, m) in parked {
+                    let message = "storage unavailable; try again";
+                    reply::refuse(sh, from, &m, ErrorCode::Overloaded, message);
+                }
+            }
+            Resolved::Read(wait, stored) => self.finish_read(sh, wait, stored),
+            Resolved::OpenConvs(listed) => {
+                let listed = listed.unwrap_or_default();
+                for o in &listed {
+                    // Its home shard loads it when someone touches it; if nobody does, it
+                    // is checked (and loaded) after one idle period.
+                    if let Some(idle) = sh.cfg.conversation_idle_close {
+                        let due = sh.now.mono_ms + idle.as_millis() as u64;
+                        self.conv_idle.schedule(o.conv, due);
+                    }
+                }
+                return Some(listed);
+            }
+        }
+        None
+    }
+
+    /// Whether the start-up listing of open conversations is asked and not answered yet.
+    pub fn is_listing(&self) -> bool {
+        self.store.as_ref().is_some_and(StoreLink::is_listing)
+    }
+
+    /// Idle-close checks that came due: this shard's own are handled here, the rest (the
+    /// dispatcher's, listed at start-up) go to their home shards.
+    pub fn tick(&mut self, sh: &mut Shared) {
+        let id = sh.id;
+        for conv in self.conv_idle.take_due(sh.now.mono_ms) {
+            let home = home_shard(conv, sh.nr_shards);
+            if home != sh.id {
+                sh.send(home, HomeMsg::IdleCheck { conv });
+                continue;
+            }
+            if let Some(c) = self.convs.get_mut(&conv) {
+                c.idle_check_taken();
+            }
+            self.handle(sh, id, HomeMsg::IdleCheck { conv });
+        }
+    }
+
+    /// Files an idle-close check of `conv` (in memory, open) at its deadline, unless one is
+    /// filed already.
+    fn watch_idle(&mut self, sh: &mut Shared, conv: ConvId) {
+        let Some(idle) = sh.cfg.conversation_idle_close else {
+            return;
+        };
+        let Some(c) = self.convs.get_mut(&conv).filter(|c| !c.is_closed()) else {
+            return;
+        };
+        if c.watch_idle() {
+            self.conv_idle
+                .schedule(conv, c.idle_deadline_ms(idle.as_millis() as u64));
+        }
+    }
+
+    /// Closes `conv`: by its agent, or (`None`) because it was idle. Tells every
+    /// participant, the store and the dispatcher.
+    fn close_conversation(&mut self, sh: &mut Shared, conv: ConvId, by: Option<AgentId>) {
+        let frame = encode(&ServerFrame::Closed {
+            conv,
+            by: by.as_ref().map(|a| a.to_string().into()),
+            reason: match by {
+                Some(_) => CloseReason::Agent,
+                None => CloseReason::Idle,
+            },
+        });
+        self.fanout(sh, conv, frame, None, true);
+        let Some(c) = self.convs.get_mut(&conv) else {
+            return;
+        };
+        let agent = c.agent().cloned();
+        c.close();
+        sh.stats.open_conversations -= 1;
+        self.closed_order.push_back(conv);
+        if self.closed_order.len() > CLOSED_REMEMBERED {
+            if let Some(old) = self.closed_order.pop_front() {
+                self.convs.remove(&old);
+            }
+        }
+        if let Some(link) = self.store.as_mut() {
+            link.event(ConvEvent::Closed {
+                conv,
+                // Not a possible agent id: agents' ids have no parentheses.
+                by: by.map_or_else(|| IDLE_CLOSER.to_string(), |a| a.to_string()),
+                ts: sh.now.unix_ms,
+            });
+        }
+        sh.send(DISPATCHER_SHARD, DispatchMsg::ConvClosed { conv, agent });
+    }
+
+    /// A message for conversations whose home is this shard.
+    pub fn handle(&mut self, sh: &mut Shared, from: ShardId, msg: HomeMsg) {
+        // After a restart, a conversation may exist only in the store: load it first.
+        if let (Some(link), Some(conv)) = (self.store.as_mut(), msg.home_conv()) {
+            if !self.convs.contains_key(&conv) && !link.is_missing(conv) {
+                link.park(
+                    conv,
+                    from,
+                    msg,
+                    sh.cfg.window.max(sh.cfg.dedupe_window) as u32,
+                );
+                return;
+            }
+        }
+        match msg {
+            HomeMsg::Open {
+                conv,
+                visitor,
+                conn,
+                cid,
+                body,
+                ts,
+            } => {
+                let c = self.convs.entry(conv).or_insert_with(|| {
+                    Conversation::new(conv, visitor, sh.cfg.window, sh.cfg.dedupe_window)
+                });
+                c.subscribe(from, conn);
+                c.touch(sh.now.mono_ms);
+                sh.stats.open_conversations += 1;
+                if let Some(link) = self.store.as_mut() {
+                    link.created(conv);
+                    link.event(ConvEvent::Opened { conv, visitor, ts });
+                }
+                self.post(
+                    sh,
+                    from,
+                    conn,
+                    conv,
+                    ParticipantId::Visitor(visitor),
+                    &cid,
+                    &body,
+                    ts,
+                );
+                sh.send(DISPATCHER_SHARD, DispatchMsg::Enqueue { conv, visitor });
+                self.watch_idle(sh, conv);
+            }
+            HomeMsg::Post {
+                conv,
+                conn,
+                who,
+                cid,
+                body,
+                ts,
+            } => {
+                if self.check_participant(sh, from, conn, conv, &who, Some(&cid)) {
+                    self.post(sh, from, conn, conv, who, &cid, &body, ts);
+                }
+            }
+            HomeMsg::Signal {
+                conv,
+                conn,
+                who,
+                signal,
+            } => {
+                if self.check_participant(sh, from, conn, conv, &who, None) {
+                    let frame = reply::signal_frame(conv, &who, signal);
+                    self.fanout(sh, conv, frame, Some((from, conn)), false);
+                }
+            }
+            HomeMsg::Subscribe {
+                conv,
+                conn,
+                who,
+                last_seq,
+            } => {
+                if let Some((code, message)) = self.refusal(conv, &who) {
+                    reply::refuse_subscribe(sh, from, conn, conv, code, message);
+                    return;
+                }
+                let c = self.convs.get_mut(&conv).expect("checked above");
+                c.subscribe(from, conn);
+                let oldest = c.oldest_kept().unwrap_or(c.head_seq() + 1);
+                if let Some(link) = self
+                    .store
+                    .as_mut()
+                    .filter(|_| last_seq.saturating_add(1) < oldest && last_seq < c.head_seq())
+                {
+                    // Older than the window: fetch the gap from the store first. The
+                    // connection stays pending on its shard until the replay arrives.
+                    let wait = Wait::Resume {
+                        from,
+                        conn,
+                        conv,
+                        last_seq,
+                    };
+                    link.read(wait, conv, last_seq, oldest, sh.cfg.resume_fetch_max);
+                    return;
+                }
+                let (frames, complete) = c.replay_after(last_seq);
+                reply::replay(sh, from, conn, conv, frames, c.head_seq(), complete);
+            }
+            HomeMsg::Unsubscribe { conv, conn } => {
+                if let Some(c) = self.convs.get_mut(&conv) {
+                    c.unsubscribe(from, conn);
+                }
+            }
+            HomeMsg::Close { conv, conn, who } => {
+                if matches!(who, ParticipantId::Visitor(_)) {
+                    let message = "only agents close conversations";
+                    reply::error(sh, from, conn, ErrorCode::Forbidden, message, None);
+                    return;
+                }
+                if !self.check_participant(sh, from, conn, conv, &who, None) {
+                    return;
+                }
+                if let ParticipantId::Agent(agent) = who {
+                    self.close_conversation(sh, conv, Some(agent));
+                }
+            }
+            HomeMsg::IdleCheck { conv } => {
+                let Some(idle) = sh.cfg.conversation_idle_close else {
+                    return;
+                };
+                let Some(c) = self.convs.get(&conv).filter(|c| !c.is_closed()) else {
+                    return;
+                };
+                if sh.now.mono_ms >= c.idle_deadline_ms(idle.as_millis() as u64) {
+                    sh.stats.idle_closed += 1;
+                    self.close_conversation(sh, conv, None);
+                } else {
+                    self.watch_idle(sh, conv);
+                }
+            }
+            HomeMsg::Assign {
+                conv,
+                agent,
+                agent_shards,
+            } => {
+                let Some(c) = self.convs.get_mut(&conv).filter(|c| !c.is_closed()) else {
+                    return;
+                };
+                c.assign(agent.clone());
+                let visitor = c.visitor();
+                if let Some(link) = self.store.as_mut() {
+                    let ts = sh.now.unix_ms;
+                    link.event(ConvEvent::Assigned {
+                        conv,
+                        agent: agent.to_string(),
+                        ts,
+                    });
+                }
+                let frame = encode(&ServerFrame::AgentJoined {
+                    conv,
+                    agent: agent.as_str().into(),
+                });
+                self.fanout(sh, conv, frame, None, false);
+                reply::agent_assigned(sh, &agent_shards, conv, visitor, &agent);
+            }
+            HomeMsg::History {
+                conv,
+                conn,
+                who,
+                before,
+                limit,
+            } => {
+                let refusal = match self.convs.get(&conv) {
+                    Some(c) if c.is_participant(&who) => None,
+                    _ => Some("not a participant"),
+                };
+                if let Some(message) = refusal {
+                    reply::error(sh, from, conn, ErrorCode::NotInConversation, message, None);
+                    return;
+                }
+                let limit = limit.clamp(1, sh.cfg.history_max);
+                let c = &self.convs[&conv];
+                let covered = c.window_covers(before, limit);
+                let wait = Wait::History {
+                    from,
+                    conn,
+                    conv,
+                    before,
+                    limit,
+                };
+                match self.store.as_mut() {
+                    Some(link) if !covered => {
+                        let upto = before.min(c.oldest_kept().unwrap_or(before));
+                        link.read(wait, conv, 0, upto, limit);
+                    }
+                    _ => self.finish_read(sh, wait, Some(Vec::new())),
+                }
+            }
+            HomeMsg::QueuePosition { conv, position } => {
+                if self
+                    .convs
+                    .get(&conv)
+                    .is_some_and(|c| c.agent().is_none() && !c.is_closed())
+                {
+                    self.fanout(
+                        sh,
+                        conv,
+                        encode(&ServerFrame::Queued { conv, position }),
+                        None,
+                        false,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Acks of `conv` up to `seq`: sent when the store committed them, errors otherwise.
+    fn settle_acks(&mut self, sh: &mut Shared, conv: ConvId, seq: u64, ok: bool) {
+        let Some(c) = self.convs.get_mut(&conv) else {
+            return;
+        };
+        let settled = if ok {
+            c.confirm(seq)
+        } else {
+            c.fail_acks_up_to(seq)
+        };
+        reply::settled(sh, conv, settled, ok);
+    }
+
+    /// Completes a store read: a resume reaching past the window, or a `history` request.
+    fn finish_read(&mut self, sh: &mut Shared, wait: Wait, stored: Option<Vec<StoredMessage>>) {
+        match wait {
+            Wait::Resume {
+                from,
+                conn,
+                conv,
+                last_seq,
+            } => {
+                let Some(c) = self.convs.get(&conv) else {
+                    return;
+                };
+                let (frames, complete) = c.replay_with_stored(last_seq, stored);
+                reply::replay(sh, from, conn, conv, frames, c.head_seq(), complete);
+            }
+            Wait::History {
+                from,
+                conn,
+                conv,
+                before,
+                limit,
+            } => {
+                let Some(stored) = stored else {
+                    let message = "storage unavailable; try again";
+                    reply::error(sh, from, conn, ErrorCode::Overloaded, message, None);
+                    return;
+                };
+                let Some(c) = self.convs.get(&conv) else {
+                    return;
+                };
+                let (items, complete) = c.history_page(stored, before, limit);
+                let frame = encode(&ServerFrame::History {
+                    conv,
+                    messages: items,
+                    complete,
+                });
+                sh.send(from, ConnMsg::ToConn { conn, frame });
+            }
+        }
+    }
+
+    /// Why `who` may not act in `conv` (on its home shard), if it may not.
+    fn refusal(&self, conv: ConvId, who: &ParticipantId) -> Option<(ErrorCode, &'static str)> {
+        match self.convs.get(&conv) {
+            None => Some((ErrorCode::NotInConversation, "no such conversation")),
+            Some(c) if !c.is_participant(who) => {
+                Some((ErrorCode::NotInConversation, "not a participant"))
+            }
+            Some(c) if c.is_closed() => {
+                Some((ErrorCode::ConversationClosed, "conversation is closed"))
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// Whether `who` may act in `conv`; answers the sender if not.
+    fn check_participant(
+        &mut self,
+        sh: &mut Shared,
+        from: ShardId,
+        conn: ConnKey,
+        conv: ConvId,
+        who: &ParticipantId,
+        cid: Option<&str>,
+    ) -> bool {
+        match self.refusal(conv, who) {
+            None => true,
+            Some((code, message)) => {
+                reply::error(sh, from, conn, code, message, cid);
+                false
+            }
+        }
+    }
+
+    /// On the home shard: sequence a message, acknowledge it, deliver it.
+    #[allow(clippy::too_many_arguments)]
+    fn post(
+        &mut self,
+        sh: &mut Shared,
+        from: ShardId,
+        conn: ConnKey,
+        conv: ConvId,
+        who: ParticipantId,
+        cid: &str,
+        body: &str,
+        ts: u64,
+    ) {
+        let max_unconfirmed = sh.cfg.max_unconfirmed;
+        if self
+            .store
+            .as_ref()
+            .is_some_and(|l| l.backlog() >= max_unconfirmed)
+        {
+            sh.stats.overloaded += 1;
+            let message = "storage is behind; resend with the same cid";
+            reply::error(sh, from, conn, ErrorCode::Overloaded, message, Some(cid));
+            return;
+        }
+        let c = self.convs.get_mut(&conv).expect("caller checked");
+        let from_label = who.to_string();
+        let posted = c.post_from(&who, &from_label, cid, body, ts);
+        let seq = match posted {
+            Posted::New { seq, frame } => {
+                sh.stats.messages_posted += 1;
+                c.touch(sh.now.mono_ms);
+                if let Some(link) = self.store.as_mut() {
+                    link.record(StoredMessage {
+                        conv,
+                        seq,
+                        sender: from_label,
+                        cid: cid.into(),
+                        body: body.into(),
+                        ts,
+                    });
+                }
+                self.fanout(sh, conv, frame, Some((from, conn)), false);
+                seq
+            }
+            Posted::Duplicate { seq } => {
+                sh.stats.duplicates += 1;
+                seq
+            }
+        };
+        let c = self.convs.get_mut(&conv).expect("caller checked");
+        if self.store.is_some() && !c.is_confirmed(seq) {
+            // `ack` means durably stored: it waits for the bridge.
+            c.hold_ack(AckWaiter {
+                seq,
+                shard: from,
+                conn,
+                cid: cid.into(),
+            });
+            return;
+        }
+        reply::ack(sh, from, conn, conv, cid, seq);
+    }
+
+    /// One `Deliver` to each shard with subscribers of `conv`.
+    fn fanout(
+        &mut self,
+        sh: &mut Shared,
+        conv: ConvId,
+        frame: Bytes,
+        exclude: Option<(ShardId, ConnKey)>,
+        closes: bool,
+    ) {
+        if let Some(c) = self.convs.get(&conv) {
+            reply::fanout(sh, conv, c.subscribers(), frame, exclude, closes);
+        }
+    }
+}

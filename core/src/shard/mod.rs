@@ -1,0 +1,220 @@
+//! One shard's complete state and behaviour, free of any runtime.
+//!
+//! Inputs: connections arriving and leaving, their text frames, activity, timer ticks,
+//! answers from the storage bridge, and [`ShardMsg`]s from other shards. Outputs: frames
+//! queued on each connection's [`ConnIo`] (whose waker the runtime sets), [`ShardMsg`]s for
+//! other shards, taken with [`Shard::take_outgoing`], and requests for the storage bridge.
+//!
+//! A [`Shard`] plays three roles, each in its own module with its own state and messages:
+//!
+//! - `conns`: the connections it accepted; takes [`ConnMsg`]s;
+//! - `home`: the conversations whose home it is, and the link to the storage bridge; takes
+//!   [`HomeMsg`]s;
+//! - `dispatch`: on the dispatcher shard only, agent assignment and the queue; takes
+//!   [`DispatchMsg`]s.
+//!
+//! The roles never call each other: they send [`ShardMsg`]s (through `shared`, which also
+//! holds the configuration, the time and the counters they share), and this facade hands
+//! each to its role. A message a shard addresses to itself is handled before the input
+//! returns, so a same-shard hop costs a function call, not a channel. The one exception is
+//! the start-up listing of open conversations: it comes back through the home role's store
+//! link and goes straight on to the dispatcher, within the same input.
+//!
+//! Threading model: none. A shard and its roles belong to one thread; only [`ShardMsg`]
+//! values leave it.
+//!
+//! [`ConnMsg`]: crate::messages::ConnMsg
+//! [`HomeMsg`]: crate::messages::HomeMsg
+//! [`DispatchMsg`]: crate::messages::DispatchMsg
+
+mod conns;
+mod dispatch;
+mod home;
+mod shared;
+
+pub use home::IDLE_CLOSER;
+pub use shared::ShardStats;
+
+use crate::auth::Identity;
+use crate::config::CoreConfig;
+use crate::conn::{ConnIo, ConnKey, Now};
+use crate::messages::ShardMsg;
+use crate::routing::{ShardId, DISPATCHER_SHARD};
+use conns::ConnRole;
+use dispatch::{DispatchRole, OPEN_LISTED};
+use home::HomeRole;
+use shared::Shared;
+use switchboard_protocol::bridge::BridgeMsg;
+use switchboard_protocol::token::TokenSigner;
+use switchboard_protocol::VisitorId;
+
+const ONLY_DISPATCHER: &str = "dispatcher messages go to the dispatcher shard";
+
+/// One shard. See the module docs.
+#[derive(Debug)]
+pub struct Shard {
+    sh: Shared,
+    signer: TokenSigner,
+    conns: ConnRole,
+    home: HomeRole,
+    /// Present on the dispatcher shard only.
+    dispatch: Option<DispatchRole>,
+}
+
+impl Shard {
+    pub fn new(
+        id: ShardId,
+        nr_shards: u32,
+        cfg: CoreConfig,
+        signer: TokenSigner,
+        seed: u64,
+    ) -> Self {
+        assert!(id < nr_shards, "shard {id} of {nr_shards}");
+        let is_dispatcher = id == DISPATCHER_SHARD;
+        let rng = fastrand::Rng::with_seed(seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        Self {
+            conns: ConnRole::new(rng),
+            home: HomeRole::new(&cfg, is_dispatcher.then_some(OPEN_LISTED)),
+            dispatch: is_dispatcher.then(|| DispatchRole::new(cfg.agent_capacity)),
+            sh: Shared::new(id, nr_shards, cfg),
+            signer,
+        }
+    }
+
+    pub fn id(&self) -> ShardId {
+        self.sh.id
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.sh.cfg
+    }
+
+    pub fn signer(&self) -> &TokenSigner {
+        &self.signer
+    }
+
+    pub fn stats(&self) -> &ShardStats {
+        &self.sh.stats
+    }
+
+    /// A fresh random visitor id (for [`crate::auth::authenticate`]).
+    pub fn new_visitor_id(&mut self) -> VisitorId {
+        self.conns.new_visitor_id()
+    }
+
+    /// Messages for other shards produced since the last call.
+    pub fn take_outgoing(&mut self) -> Vec<(ShardId, ShardMsg)> {
+        std::mem::take(&mut self.sh.outgoing)
+    }
+
+    /// Whether there are messages for other shards waiting.
+    pub fn has_outgoing(&self) -> bool {
+        !self.sh.outgoing.is_empty()
+    }
+
+    /// Requests for the storage bridge produced since the last call.
+    pub fn take_bridge_requests(&mut self) -> Vec<BridgeMsg> {
+        self.home.take_bridge_requests(&mut self.sh)
+    }
+
+    pub fn has_bridge_requests(&self) -> bool {
+        self.home.has_bridge_requests()
+    }
+
+    /// An answer from the storage bridge.
+    pub fn on_bridge(&mut self, msg: BridgeMsg, now: Now) {
+        self.sh.now = now;
+        if let Some(listed) = self.home.on_bridge(&mut self.sh, msg) {
+            let d = self.dispatch.as_mut().expect(ONLY_DISPATCHER);
+            d.listed(&mut self.sh, listed);
+        }
+        self.pump();
+    }
+
+    /// The runtime's view of a connection; `None` once it is gone.
+    pub fn io(&mut self, key: ConnKey) -> Option<&mut ConnIo> {
+        self.conns.io(key)
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.connection_count()
+    }
+
+    /// Registers an authenticated connection and queues its `welcome` frame.
+    pub fn connect(&mut self, identity: Identity, now: Now) -> ConnKey {
+        self.sh.now = now;
+        let key = self.conns.connect(&mut self.sh, &self.signer, identity);
+        self.pump();
+        key
+    }
+
+    /// Forgets a connection that has closed, and tells the shards that knew of it.
+    pub fn disconnect(&mut self, key: ConnKey) {
+        self.conns.disconnect(&mut self.sh, key);
+        self.pump();
+    }
+
+    /// Any sign of life (a frame of any kind, a pong): one store, no timer.
+    pub fn touch(&mut self, key: ConnKey, now: Now) {
+        self.conns.touch(key, now);
+    }
+
+    /// A binary message: refused with an error frame.
+    pub fn on_binary(&mut self, key: ConnKey, now: Now) {
+        self.conns.on_binary(&mut self.sh, key, now);
+    }
+
+    /// A text message from a client.
+    pub fn on_text(&mut self, key: ConnKey, text: &str, now: Now) {
+        self.sh.now = now;
+        self.conns.on_text(&mut self.sh, key, text);
+        self.pump();
+    }
+
+    /// Periodic work (about once a second): idle deadlines of connections and of
+    /// conversations, and queue position updates.
+    pub fn tick(&mut self, now: Now) {
+        self.sh.now = now;
+        self.conns.tick(&mut self.sh);
+        if let Some(d) = self.dispatch.as_mut() {
+            d.answer_overdue_lookups(&mut self.sh);
+        }
+        self.home.tick(&mut self.sh);
+        if let Some(d) = self.dispatch.as_mut() {
+            d.update_positions(&mut self.sh);
+        }
+        self.pump();
+    }
+
+    /// Asks every connection to close with 1001 (graceful shutdown).
+    pub fn begin_shutdown(&mut self) {
+        self.conns.begin_shutdown();
+    }
+
+    /// A message from shard `from` (possibly this one).
+    pub fn on_shard_msg(&mut self, from: ShardId, msg: ShardMsg, now: Now) {
+        self.sh.now = now;
+        self.handle(from, msg);
+        self.pump();
+    }
+
+    /// Hands a message to the role it is for.
+    fn handle(&mut self, from: ShardId, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Home(m) => self.home.handle(&mut self.sh, from, m),
+            ShardMsg::Conn(m) => self.conns.handle(&mut self.sh, from, m),
+            ShardMsg::Dispatch(m) => {
+                let listing = self.home.is_listing();
+                let d = self.dispatch.as_mut().expect(ONLY_DISPATCHER);
+                d.handle(&mut self.sh, from, m, listing);
+            }
+        }
+    }
+
+    /// Handles messages this shard sent to itself.
+    fn pump(&mut self) {
+        while let Some(msg) = self.sh.local.pop_front() {
+            self.handle(self.sh.id, msg);
+        }
+    }
+}
