@@ -47,6 +47,9 @@ pub struct ConnIo {
     pub close: Option<CloseCode>,
     /// Send a WebSocket ping.
     pub ping_due: bool,
+    /// A paged replay waits for this connection to read what it has: call
+    /// `Shard::on_drained` once the outbox is empty (and clear this).
+    pub drain_wanted: bool,
 }
 
 impl ConnIo {

@@ -3,10 +3,11 @@
 //! ids for dedupe.
 
 use crate::conn::ConnKey;
+use crate::lease::SeqLease;
 use crate::routing::ShardId;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
-use switchboard_protocol::bridge::{ConvInfo, StoredMessage};
+use switchboard_protocol::bridge::{json_str_len, ConvInfo, StoredMessage};
 use switchboard_protocol::server::{encode, HistoryItem, ServerFrame};
 use switchboard_protocol::{AgentId, ConvId, ParticipantId, VisitorId};
 
@@ -17,6 +18,9 @@ pub enum Posted {
     New { seq: u64, frame: Bytes },
     /// The sender already sent this `cid`: acknowledge with the original seq, deliver nothing.
     Duplicate { seq: u64 },
+    /// The next seq is past the lease the store has confirmed: not sequenced (the sender
+    /// is told to resend).
+    NoLease,
 }
 
 /// Dedupe key: the sender's side and its client message id. Keyed per side so that a
@@ -46,6 +50,8 @@ pub struct Conversation {
     last_active_ms: u64,
     /// Whether the shard's idle timer holds a check for it.
     idle_watched: bool,
+    /// The seqs it may hand out ([`crate::lease`]).
+    lease: SeqLease,
 }
 
 /// An `ack` to send once `seq` is durable.
@@ -80,25 +86,44 @@ impl Conversation {
             ack_waiters: Vec::new(),
             last_active_ms: 0,
             idle_watched: false,
+            lease: SeqLease::unlimited(),
         }
     }
 
-    /// Rebuilds a conversation from the store after a restart: its seq, participants, and
-    /// (from its newest stored messages) the resume window and the dedupe memory.
+    /// A new conversation kept in a store: its first lease of `len` seqs, to be written
+    /// with its opening event.
+    pub fn lease_opened(&mut self, len: u64) -> u64 {
+        self.lease = SeqLease::opened(len);
+        len
+    }
+
+    /// After a message: the lease extension to write now, if half of it is used.
+    pub fn lease_wanted(&mut self, len: u64) -> Option<u64> {
+        self.lease.wanted(self.seq, len)
+    }
+
+    /// The store answered the request that wrote a lease up to `upto`.
+    pub fn lease_settled(&mut self, upto: u64, ok: bool) {
+        self.lease.settled(upto, ok);
+    }
+
+    /// Rebuilds a conversation from the store after a restart: its participants, its seq
+    /// (above every seq that may have been shown: the store's floor), its lease, the resume
+    /// window (its newest stored messages) and the dedupe memory (their cids).
     pub fn restore(id: ConvId, info: &ConvInfo, window_cap: usize, dedupe_cap: usize) -> Self {
         let mut c = Self::new(id, info.visitor, window_cap, dedupe_cap);
         c.agent = info.agent.as_deref().and_then(AgentId::new);
         c.closed = info.closed;
+        for m in &info.cids {
+            c.remember_cid(m.seq, (sender_is_agent(&m.sender), m.cid.as_str().into()));
+        }
         for m in &info.recent {
             let frame = msg_frame(id, m.seq, &m.sender, &m.cid, &m.body, m.ts);
-            c.remember(
-                m.seq,
-                (sender_is_agent(&m.sender), m.cid.as_str().into()),
-                frame,
-            );
+            c.remember_frame(m.seq, frame);
         }
-        c.seq = info.last_seq;
-        c.confirmed = info.last_seq;
+        c.seq = info.last_seq.max(info.seq_floor);
+        c.confirmed = c.seq;
+        c.lease = SeqLease::restored(info.seq_lease.max(c.seq));
         c
     }
 
@@ -161,10 +186,18 @@ impl Conversation {
     }
 
     fn remember(&mut self, seq: u64, key: CidKey, frame: Bytes) {
+        self.remember_frame(seq, frame);
+        self.remember_cid(seq, key);
+    }
+
+    fn remember_frame(&mut self, seq: u64, frame: Bytes) {
         if self.window.len() == self.window_cap {
             self.window.pop_front();
         }
         self.window.push_back((seq, frame));
+    }
+
+    fn remember_cid(&mut self, seq: u64, key: CidKey) {
         if self.dedupe_order.len() == self.dedupe_cap {
             if let Some(old) = self.dedupe_order.pop_front() {
                 self.dedupe.remove(&old);
@@ -204,6 +237,9 @@ impl Conversation {
         if let Some(&seq) = self.dedupe.get(&key) {
             return Posted::Duplicate { seq };
         }
+        if !self.lease.allows(self.seq + 1) {
+            return Posted::NoLease;
+        }
         self.seq += 1;
         let seq = self.seq;
         let frame = msg_frame(self.id, seq, from, cid, body, ts);
@@ -225,28 +261,20 @@ impl Conversation {
         (frames, complete)
     }
 
-    /// A replay that reached past the window: `stored`, the store's messages after
-    /// `last_seq` up to the window (`None`: the read failed), then the window. Returns the
-    /// frames and whether they cover everything after `last_seq` with no gap.
-    pub fn replay_with_stored(
-        &self,
-        last_seq: u64,
-        stored: Option<Vec<StoredMessage>>,
-    ) -> (Vec<Bytes>, bool) {
-        let mut complete = stored.is_some();
+    /// One page of a replay from the window: frames with seq above `after`, oldest first,
+    /// while they add up to at most `budget` bytes (always one), and the seq to go on after
+    /// when the window holds more.
+    pub fn window_page(&self, after: u64, budget: usize) -> (Vec<Bytes>, Option<u64>) {
         let mut frames = Vec::new();
-        let mut next = last_seq + 1;
-        for m in stored.unwrap_or_default() {
-            complete &= m.seq == next;
-            frames.push(msg_frame(self.id, m.seq, &m.sender, &m.cid, &m.body, m.ts));
-            next = m.seq + 1;
-        }
-        for (seq, f) in self.window_after(next - 1) {
-            complete &= seq == next;
+        let mut used = 0usize;
+        for (seq, f) in self.window_after(after) {
+            if !frames.is_empty() && used + f.len() > budget {
+                return (frames, Some(seq - 1));
+            }
+            used += f.len();
             frames.push(f.clone());
-            next = seq + 1;
         }
-        (frames, complete)
+        (frames, None)
     }
 
     /// Whether the window alone answers a request for `limit` messages before `before`.
@@ -258,15 +286,21 @@ impl Conversation {
             || self.head_seq() == 0
     }
 
-    /// A page of history: `stored` (the store's messages, oldest first), then the window's
-    /// newer ones before `before`; the newest `limit` of them, and whether the page reaches
-    /// back to the first message.
+    /// A page of history: `stored` (the store's messages, oldest first, and whether it has
+    /// older ones; `None` when the window alone answers), then the window's newer ones
+    /// before `before`; the newest `limit` of them that fit `budget` bytes (always one), and
+    /// whether the page reaches back to the first message.
     pub fn history_page(
         &self,
-        stored: Vec<StoredMessage>,
+        stored: Option<(Vec<StoredMessage>, bool)>,
         before: u64,
         limit: u32,
+        budget: usize,
     ) -> (Vec<HistoryItem<'static>>, bool) {
+        let (stored, older) = match stored {
+            Some((m, more)) => (m, Some(more)),
+            None => (Vec::new(), None),
+        };
         let newest_stored = stored.last().map_or(0, |m| m.seq);
         let mut items: Vec<HistoryItem<'static>> = stored
             .into_iter()
@@ -299,9 +333,24 @@ impl Conversation {
                 });
             }
         }
-        let skip = items.len().saturating_sub(limit as usize);
+        let mut keep = 0usize;
+        let mut used = 0usize;
+        for item in items.iter().rev().take(limit as usize) {
+            let size = json_str_len(&item.from) + json_str_len(&item.cid) + json_str_len(&item.body) + 80;
+            if keep > 0 && used + size > budget {
+                break;
+            }
+            used += size;
+            keep += 1;
+        }
+        let cut = keep < items.len();
+        let skip = items.len() - keep;
         let items: Vec<HistoryItem<'static>> = items.into_iter().skip(skip).collect();
-        let complete = items.first().is_none_or(|m| m.seq <= 1);
+        let complete = !cut
+            && match older {
+                Some(more) => !more,
+                None => items.first().is_none_or(|m| m.seq <= 1),
+            };
         (items, complete)
     }
 

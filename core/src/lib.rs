@@ -7,7 +7,9 @@
 //! - [`idle`]: idle deadlines for many connections without a timer per frame.
 //! - [`ratelimit`]: the per-connection token bucket.
 //! - [`outbox`]: the bounded per-connection outbound queue.
-//! - [`persist`]: what a home shard asks the storage bridge, and what waits for it.
+//! - [`persist`]: what a home shard asks the storage bridge, what waits for it, and what is
+//!   sent again after a reconnect: every request on the link, bounded by construction.
+//! - [`lease`]: seq leases, so that no seq anyone saw is ever used for another message.
 //! - [`auth`]: who is connecting, from the upgrade request's query.
 //! - [`conn`]: a connection's key and I/O state, and the time: what shards and the runtime share.
 //! - [`messages`]: what shards send each other: a [`ShardMsg`] is a message for one role.
@@ -27,6 +29,7 @@ pub mod config;
 pub mod conn;
 pub mod conversation;
 pub mod idle;
+pub mod lease;
 pub mod messages;
 pub mod outbox;
 pub mod persist;

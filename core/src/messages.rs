@@ -17,6 +17,15 @@ use bytes::Bytes;
 use switchboard_protocol::{AgentId, ConvId, ParticipantId, VisitorId};
 
 /// A relayed signal without a seq.
+/// Where a paged replay goes on: after `after`, with `replayed` frames sent so far, and
+/// whether all of them were there (`complete` in the final `resumed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayNext {
+    pub after: u64,
+    pub replayed: u32,
+    pub complete: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
     Typing,
@@ -84,6 +93,13 @@ pub enum HomeMsg {
         who: ParticipantId,
         last_seq: u64,
     },
+    /// The next page of a paged replay, once `conn` has read the last one.
+    ReplayMore {
+        conv: ConvId,
+        conn: ConnKey,
+        who: ParticipantId,
+        next: ReplayNext,
+    },
     /// `conn` is gone.
     Unsubscribe { conv: ConvId, conn: ConnKey },
     /// Close `conv` if nobody wrote in it for `conversation_idle_close` (else check again
@@ -122,6 +138,7 @@ impl HomeMsg {
             Self::Post { conv, .. }
             | Self::Signal { conv, .. }
             | Self::Subscribe { conv, .. }
+            | Self::ReplayMore { conv, .. }
             | Self::Close { conv, .. }
             | Self::History { conv, .. }
             | Self::Assign { conv, .. }
@@ -173,12 +190,15 @@ pub enum ConnMsg {
         exclude: Option<(ShardId, ConnKey)>,
         closes: bool,
     },
-    /// Answer to `Subscribe`: frames for `conn`, which is live for `conv` from now on if `ok`.
+    /// Answer to `Subscribe` (or `ReplayMore`): frames for `conn`. With `more`, one page of
+    /// a longer replay: ask for the next with `ReplayMore` once `conn` has read these. Else
+    /// the last, and `conn` is live for `conv` from now on if `ok`.
     Replay {
         conv: ConvId,
         conn: ConnKey,
         frames: Vec<Bytes>,
         ok: bool,
+        more: Option<ReplayNext>,
     },
     /// `agent`'s devices on this shard are told they have `conv` (each then resumes it).
     AgentAssigned {

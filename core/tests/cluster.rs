@@ -104,13 +104,21 @@ impl Cluster {
         self.send(c, &v.to_string());
     }
 
+    /// Reads everything queued for a client, as a client reading as fast as it can does
+    /// (the next page of a paged replay follows once the last is read).
     fn frames(&mut self, c: Client) -> Vec<Value> {
-        let io = self.shards[c.shard].io(c.key).expect("connection exists");
         let mut out = Vec::new();
-        while let Some(f) = io.outbox.pop() {
-            out.push(serde_json::from_slice::<Value>(&f).unwrap());
+        loop {
+            let io = self.shards[c.shard].io(c.key).expect("connection exists");
+            while let Some(f) = io.outbox.pop() {
+                out.push(serde_json::from_slice::<Value>(&f).unwrap());
+            }
+            if !io.drain_wanted {
+                return out;
+            }
+            self.shards[c.shard].on_drained(c.key, self.now);
+            self.settle();
         }
-        out
     }
 
     /// Reads a client's frames; for every `assigned` among them, resumes that conversation

@@ -3,251 +3,12 @@
 //! answering the bridge protocol (the real bridge has its own tests); shards and their
 //! traffic are as in `cluster.rs`.
 
+mod node;
+
+use node::{cfg, msg, visitor, MemStore, Node, LEASE};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
-use switchboard_core::{ClientKind, ConnKey, CoreConfig, Identity, Now, Shard, ShardMsg};
-use switchboard_protocol::bridge::{BridgeMsg, ConvEvent, ConvInfo, OpenConv, StoredMessage};
-use switchboard_protocol::token::TokenSigner;
-use switchboard_protocol::{AgentId, ConvId, ParticipantId, VisitorId};
-
-#[derive(Default, Clone)]
-struct MemStore {
-    messages: BTreeMap<(u64, u64), StoredMessage>,
-    convs: HashMap<u64, (VisitorId, Option<String>, bool)>,
-}
-
-impl MemStore {
-    fn answer(&mut self, req: BridgeMsg) -> BridgeMsg {
-        match req {
-            BridgeMsg::Persist {
-                req,
-                messages,
-                events,
-            } => {
-                for e in events {
-                    match e {
-                        ConvEvent::Opened { conv, visitor, .. } => {
-                            self.convs.entry(conv.0).or_insert((visitor, None, false));
-                        }
-                        ConvEvent::Assigned { conv, agent, .. } => {
-                            self.convs.get_mut(&conv.0).unwrap().1 = Some(agent)
-                        }
-                        ConvEvent::Closed { conv, .. } => {
-                            self.convs.get_mut(&conv.0).unwrap().2 = true
-                        }
-                    }
-                }
-                for m in messages {
-                    let dup = self
-                        .messages
-                        .values()
-                        .any(|x| x.conv == m.conv && x.sender == m.sender && x.cid == m.cid);
-                    if !dup {
-                        self.messages.entry((m.conv.0, m.seq)).or_insert(m);
-                    }
-                }
-                BridgeMsg::Persisted { req }
-            }
-            BridgeMsg::LoadConv { req, conv, recent } => {
-                let info = self.convs.get(&conv.0).map(|(visitor, agent, closed)| {
-                    let all = self.history(conv, 0, u64::MAX, recent);
-                    ConvInfo {
-                        visitor: *visitor,
-                        agent: agent.clone(),
-                        closed: *closed,
-                        last_seq: self
-                            .messages
-                            .range((conv.0, 0)..=(conv.0, u64::MAX))
-                            .last()
-                            .map_or(0, |(k, _)| k.1),
-                        recent: all,
-                    }
-                });
-                BridgeMsg::ConvLoaded { req, conv, info }
-            }
-            BridgeMsg::OpenConvs { req, .. } => BridgeMsg::OpenConvsAre {
-                req,
-                convs: self
-                    .convs
-                    .iter()
-                    .filter(|(_, (_, _, closed))| !closed)
-                    .map(|(c, (visitor, agent, _))| OpenConv {
-                        conv: ConvId(*c),
-                        visitor: *visitor,
-                        agent: agent.clone(),
-                    })
-                    .collect(),
-            },
-            BridgeMsg::History {
-                req,
-                conv,
-                after,
-                before,
-                limit,
-            } => BridgeMsg::HistoryIs {
-                req,
-                conv,
-                messages: self.history(conv, after, before, limit),
-            },
-            other => panic!("unexpected request {other:?}"),
-        }
-    }
-
-    fn history(&self, conv: ConvId, after: u64, before: u64, limit: u32) -> Vec<StoredMessage> {
-        let v: Vec<StoredMessage> = self
-            .messages
-            .range((conv.0, after + 1)..(conv.0, before))
-            .map(|(_, m)| m.clone())
-            .collect();
-        let skip = v.len().saturating_sub(limit as usize);
-        v.into_iter().skip(skip).collect()
-    }
-}
-
-struct Node {
-    shards: Vec<Shard>,
-    store: MemStore,
-    /// Requests held back (to observe acks waiting), per shard.
-    held: Vec<Vec<BridgeMsg>>,
-    hold: bool,
-    now: Now,
-}
-
-#[derive(Clone, Copy)]
-struct Client {
-    shard: usize,
-    key: ConnKey,
-}
-
-fn cfg() -> CoreConfig {
-    CoreConfig {
-        durable: true,
-        window: 4,
-        rate_burst: 1e6,
-        ..CoreConfig::default()
-    }
-}
-
-impl Node {
-    fn new(n: usize, cfg: CoreConfig, store: MemStore) -> Self {
-        let signer = TokenSigner::new(b"durable test secret!").unwrap();
-        Self {
-            shards: (0..n)
-                .map(|i| {
-                    Shard::new(
-                        i as u32,
-                        n as u32,
-                        cfg.clone(),
-                        signer.clone(),
-                        7 + i as u64,
-                    )
-                })
-                .collect(),
-            store,
-            held: vec![Vec::new(); n],
-            hold: false,
-            now: Now {
-                mono_ms: 1,
-                unix_ms: 1_700_000_000_000,
-            },
-        }
-    }
-
-    fn settle(&mut self) {
-        loop {
-            let mut moved = false;
-            for i in 0..self.shards.len() {
-                for (to, msg) in self.shards[i].take_outgoing() {
-                    moved = true;
-                    let to = to as usize;
-                    let msg: ShardMsg = msg;
-                    self.shards[to].on_shard_msg(i as u32, msg, self.now);
-                }
-                let reqs = self.shards[i].take_bridge_requests();
-                if self.hold {
-                    self.held[i].extend(reqs);
-                } else {
-                    for r in reqs {
-                        moved = true;
-                        let answer = self.store.answer(r);
-                        self.shards[i].on_bridge(answer, self.now);
-                    }
-                }
-            }
-            if !moved {
-                return;
-            }
-        }
-    }
-
-    fn release(&mut self) {
-        self.hold = false;
-        for i in 0..self.shards.len() {
-            for r in std::mem::take(&mut self.held[i]) {
-                let answer = self.store.answer(r);
-                self.shards[i].on_bridge(answer, self.now);
-            }
-        }
-        self.settle();
-    }
-
-    fn connect(&mut self, shard: usize, who: ParticipantId) -> Client {
-        self.connect_as(shard, who, false)
-    }
-
-    /// `resumed`: the client presented its token (a returning visitor).
-    fn connect_as(&mut self, shard: usize, who: ParticipantId, resumed: bool) -> Client {
-        let key = self.shards[shard].connect(
-            Identity {
-                who,
-                client: ClientKind::Web,
-                resumed,
-            },
-            self.now,
-        );
-        self.settle();
-        Client { shard, key }
-    }
-
-    fn send(&mut self, c: Client, v: Value) {
-        self.shards[c.shard].on_text(c.key, &v.to_string(), self.now);
-        self.settle();
-    }
-
-    fn frames(&mut self, c: Client) -> Vec<Value> {
-        let io = self.shards[c.shard].io(c.key).unwrap();
-        std::iter::from_fn(|| io.outbox.pop())
-            .map(|f| serde_json::from_slice(&f).unwrap())
-            .collect()
-    }
-
-    fn of_type(&mut self, c: Client, ty: &str) -> Vec<Value> {
-        self.frames(c)
-            .into_iter()
-            .filter(|f| f["type"] == ty)
-            .collect()
-    }
-
-    /// Moves both clocks on, one tick a second.
-    fn advance_s(&mut self, seconds: u64) {
-        for _ in 0..seconds {
-            self.now.mono_ms += 1_000;
-            self.now.unix_ms += 1_000;
-            for s in &mut self.shards {
-                s.tick(self.now);
-            }
-            self.settle();
-        }
-    }
-}
-
-fn visitor(id: u64) -> ParticipantId {
-    ParticipantId::Visitor(VisitorId(id))
-}
-
-fn msg(cid: &str, body: &str) -> Value {
-    json!({"type":"msg","cid":cid,"body":body})
-}
+use switchboard_core::CoreConfig;
+use switchboard_protocol::{AgentId, ParticipantId};
 
 #[test]
 fn acks_wait_for_the_store_and_resends_before_it_answers_wait_too() {
@@ -349,13 +110,15 @@ fn after_a_restart_conversations_come_back_from_the_store() {
         after.of_type(a, "assigned").is_empty(),
         "not assigned twice"
     );
-    // New messages continue the sequence.
+    // New messages continue the sequence above every seq that may have been shown before
+    // the restart: the conversation's lease (docs/protocol.md, "Seqs").
     after.send(
         v,
         json!({"type":"msg","cid":"m11","body":"new","conv":conv}),
     );
-    assert_eq!(after.of_type(v, "ack")[0]["seq"], 11);
-    // The agent resumes from the start: 1-7 from the store, 8-11 from the window of 4.
+    assert_eq!(after.of_type(v, "ack")[0]["seq"], LEASE + 1);
+    // The agent resumes from the start: 1-7 from the store, 8-10 and the new one from the
+    // window of 4.
     after.send(a, json!({"type":"resume","conv":conv,"last_seq":0}));
     let f = after.frames(a);
     let seqs: Vec<u64> = f
@@ -363,7 +126,7 @@ fn after_a_restart_conversations_come_back_from_the_store() {
         .filter(|x| x["type"] == "msg")
         .map(|x| x["seq"].as_u64().unwrap())
         .collect();
-    assert_eq!(seqs, (1..=11).collect::<Vec<_>>());
+    assert_eq!(seqs, (1..=10).chain([LEASE + 1]).collect::<Vec<_>>());
     let resumed = f.last().unwrap();
     assert_eq!(
         (
@@ -371,7 +134,7 @@ fn after_a_restart_conversations_come_back_from_the_store() {
             resumed["complete"].as_bool(),
             resumed["last_seq"].as_u64()
         ),
-        (Some("resumed"), Some(true), Some(11))
+        (Some("resumed"), Some(true), Some(LEASE + 1))
     );
     assert_eq!(after.store.messages.len(), 11);
 }
@@ -553,11 +316,11 @@ fn after_a_restart_a_returning_visitor_is_put_back_in_its_stored_conversation() 
     let ack = frames.iter().find(|f| f["type"] == "ack").unwrap();
     assert_eq!(
         (ack["conv"].as_str(), ack["seq"].as_u64()),
-        (Some(&*conv), Some(2))
+        (Some(&*conv), Some(LEASE + 1))
     );
     assert!(frames
         .iter()
-        .any(|f| f["type"] == "resumed" && f["last_seq"] == 1));
+        .any(|f| f["type"] == "resumed" && f["last_seq"] == LEASE));
 }
 
 #[test]
@@ -576,7 +339,7 @@ fn just_after_a_restart_a_returning_visitor_waits_for_the_listing_of_open_conver
     let ack = frames.iter().find(|f| f["type"] == "ack").unwrap();
     assert_eq!(
         (ack["conv"].as_str(), ack["seq"].as_u64()),
-        (Some(&*conv), Some(2))
+        (Some(&*conv), Some(LEASE + 1))
     );
 
     // If the listing does not come (the bridge is down), the wait ends after 5 s and the

@@ -187,6 +187,8 @@ enum Step {
     Fail(tungstenite::Error),
     /// The core asked to close with this code.
     Close(CloseCode),
+    /// Everything queued is written and the core asked to hear of it (a paged replay).
+    Drained,
 }
 
 async fn run(ctx: Rc<ShardCtx>, mut ws: Ws, identity: Identity) {
@@ -244,6 +246,10 @@ async fn drive(ctx: &ShardCtx, key: ConnKey, ws: &mut Ws) -> &'static str {
                     return Poll::Ready(Step::Close(code));
                 }
             }
+            if io.drain_wanted && io.outbox.is_empty() && !need_flush {
+                io.drain_wanted = false;
+                return Poll::Ready(Step::Drained);
+            }
             drop(shard);
             // Read.
             match futures_lite::Stream::poll_next(Pin::new(&mut *ws), cx) {
@@ -273,6 +279,10 @@ async fn drive(ctx: &ShardCtx, key: ConnKey, ws: &mut Ws) -> &'static str {
                 let now = ctx.now();
                 ctx.shard.borrow_mut().touch(key, now);
                 need_flush = true;
+            }
+            Step::Drained => {
+                let now = ctx.now();
+                ctx.with_shard(|s| s.on_drained(key, now));
             }
             Step::PeerGone => return "peer_closed",
             Step::Fail(e) => {

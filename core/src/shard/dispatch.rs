@@ -94,14 +94,16 @@ impl DispatchRole {
         }
     }
 
-    /// The start-up listing is in (empty if it failed): each open conversation is restored,
-    /// then every held lookup is answered.
-    pub fn listed(&mut self, sh: &mut Shared, listed: Vec<OpenConv>) {
+    /// A page of the start-up listing is in (an empty last one if it failed): each open
+    /// conversation is restored; after the last page every held lookup is answered.
+    pub fn listed(&mut self, sh: &mut Shared, listed: Vec<OpenConv>, done: bool) {
         for o in listed {
             let agent = o.agent.as_deref().and_then(AgentId::new);
             self.restore(sh, o.conv, o.visitor, agent);
         }
-        self.answer_held_lookups(sh, u64::MAX);
+        if done {
+            self.answer_held_lookups(sh, u64::MAX);
+        }
     }
 
     /// A conversation open in the store: back to its agent, or to the queue without one.

@@ -112,22 +112,65 @@ impl Shard {
         !self.sh.outgoing.is_empty()
     }
 
-    /// Requests for the storage bridge produced since the last call.
-    pub fn take_bridge_requests(&mut self) -> Vec<BridgeMsg> {
-        self.home.take_bridge_requests(&mut self.sh)
+    /// Writes the requests for the storage bridge made since the last call to `out`
+    /// (framed, ready for the socket). `now_us` is any monotonic clock, kept with each
+    /// request for [`Self::bridge_sent_at_us`].
+    pub fn write_bridge_requests(&mut self, out: &mut Vec<u8>, now_us: u64, now: Now) {
+        let failed = self.home.write_bridge_requests(&mut self.sh, out, now_us);
+        self.answers(failed, now);
+    }
+
+    /// A new link to the bridge: writes every request still unanswered, oldest first, then
+    /// the new ones.
+    pub fn bridge_relinked(&mut self, out: &mut Vec<u8>, now_us: u64, now: Now) {
+        let failed = self.home.bridge_relinked(out, now_us);
+        self.answers(failed, now);
+        self.write_bridge_requests(out, now_us, now);
+    }
+
+    /// The link to the bridge is gone. Its requests wait for the next one, but a read that
+    /// was in flight when the link was lost before is given up (its waiter gets an error):
+    /// a request that breaks the link is never sent forever.
+    pub fn bridge_link_lost(&mut self, now: Now) {
+        let failed = self.home.bridge_link_lost();
+        self.answers(failed, now);
+    }
+
+    /// When request `req` was written (in `write_bridge_requests`' clock), if in flight.
+    pub fn bridge_sent_at_us(&self, req: u64) -> Option<u64> {
+        self.home.bridge_sent_at_us(req)
+    }
+
+    /// Requests written to the bridge and not answered yet.
+    pub fn bridge_in_flight(&self) -> usize {
+        self.home.bridge_in_flight()
     }
 
     pub fn has_bridge_requests(&self) -> bool {
         self.home.has_bridge_requests()
     }
 
+    fn answers(&mut self, failed: Vec<BridgeMsg>, now: Now) {
+        for msg in failed {
+            self.on_bridge(msg, now);
+        }
+    }
+
     /// An answer from the storage bridge.
     pub fn on_bridge(&mut self, msg: BridgeMsg, now: Now) {
         self.sh.now = now;
-        if let Some(listed) = self.home.on_bridge(&mut self.sh, msg) {
+        if let Some((listed, done)) = self.home.on_bridge(&mut self.sh, msg) {
             let d = self.dispatch.as_mut().expect(ONLY_DISPATCHER);
-            d.listed(&mut self.sh, listed);
+            d.listed(&mut self.sh, listed, done);
         }
+        self.pump();
+    }
+
+    /// The runtime wrote everything queued for `key` after `ConnIo::drain_wanted` was set:
+    /// the next page of a paged replay goes out.
+    pub fn on_drained(&mut self, key: ConnKey, now: Now) {
+        self.sh.now = now;
+        self.conns.on_drained(&mut self.sh, key);
         self.pump();
     }
 

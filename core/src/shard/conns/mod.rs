@@ -145,6 +145,8 @@ impl ConnRole {
             pinged: false,
             rate: TokenBucket::new(sh.cfg.rate_burst, now.mono_ms),
             strikes: 0,
+            replays: Vec::new(),
+            replay_asked: None,
         };
         let key = self.table.insert(conn);
         sh.stats.connections[role_index(&who)][client_index(client)] += 1;
@@ -495,6 +497,26 @@ impl ConnRole {
         }
     }
 
+    /// `key` has written everything queued for it: the next page of a paged replay, if one
+    /// waits.
+    pub fn on_drained(&mut self, sh: &mut Shared, key: ConnKey) {
+        let Some(c) = self.conn_mut(key) else { return };
+        c.io.drain_wanted = false;
+        if c.replay_asked.is_some() || c.replays.is_empty() {
+            return;
+        }
+        let (conv, next) = c.replays.remove(0);
+        c.replay_asked = Some(conv);
+        let who = c.who.clone();
+        let msg = HomeMsg::ReplayMore {
+            conv,
+            conn: key,
+            who,
+            next,
+        };
+        sh.send(sh.home(conv), msg);
+    }
+
     /// A message for this shard's connections.
     pub fn handle(&mut self, sh: &mut Shared, from: ShardId, msg: ConnMsg) {
         match msg {
@@ -533,18 +555,31 @@ impl ConnRole {
                 conn,
                 frames,
                 ok,
+                more,
             } => {
                 let Some(c) = self.conn_mut(conn) else { return };
-                if ok {
-                    let list = self.conv_subs.entry(conv).or_default();
-                    if !list.contains(&conn) {
-                        list.push(conn);
+                if c.replay_asked == Some(conv) {
+                    c.replay_asked = None;
+                }
+                match more {
+                    // One page of more: the next is asked once this one is read.
+                    Some(next) => c.replays.push((conv, next)),
+                    None if ok => {
+                        let list = self.conv_subs.entry(conv).or_default();
+                        if !list.contains(&conn) {
+                            list.push(conn);
+                        }
                     }
-                } else {
-                    c.leave(conv);
+                    None => c.leave(conv),
                 }
                 for f in frames {
                     self.push(sh, conn, f);
+                }
+                if let Some(c) = self.conn_mut(conn) {
+                    if !c.replays.is_empty() && c.replay_asked.is_none() {
+                        c.io.drain_wanted = true;
+                        c.io.wake();
+                    }
                 }
             }
             ConnMsg::AgentAssigned {

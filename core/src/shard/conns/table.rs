@@ -6,6 +6,7 @@
 use crate::config::ClientKind;
 use crate::conn::{ConnIo, ConnKey};
 use crate::idle::{verdict, IdleVerdict};
+use crate::messages::ReplayNext;
 use crate::ratelimit::TokenBucket;
 use switchboard_protocol::client::ClientFrame;
 use switchboard_protocol::{CloseCode, ConvId, ParticipantId};
@@ -26,6 +27,10 @@ pub(super) struct Conn {
     pub pinged: bool,
     pub rate: TokenBucket,
     pub strikes: u16,
+    /// Paged replays waiting for this connection to read its last page, oldest first; and
+    /// the one whose next page is asked.
+    pub replays: Vec<(ConvId, ReplayNext)>,
+    pub replay_asked: Option<ConvId>,
 }
 
 impl Conn {

@@ -5,7 +5,7 @@
 
 use crate::conn::ConnKey;
 use crate::conversation::AckWaiter;
-use crate::messages::{ConnMsg, HomeMsg, Signal};
+use crate::messages::{ConnMsg, HomeMsg, ReplayNext, Signal};
 use crate::routing::ShardId;
 use crate::shard::shared::{error_frame, Shared};
 use bytes::Bytes;
@@ -44,6 +44,7 @@ pub(super) fn refuse_subscribe(
             conn,
             frames,
             ok: false,
+            more: None,
         },
     );
 }
@@ -55,7 +56,7 @@ pub(super) fn refuse(sh: &mut Shared, from: ShardId, msg: &HomeMsg, code: ErrorC
         HomeMsg::Signal { conn, .. }
         | HomeMsg::Close { conn, .. }
         | HomeMsg::History { conn, .. } => error(sh, from, *conn, code, text, None),
-        HomeMsg::Subscribe { conv, conn, .. } => {
+        HomeMsg::Subscribe { conv, conn, .. } | HomeMsg::ReplayMore { conv, conn, .. } => {
             refuse_subscribe(sh, from, *conn, *conv, code, text)
         }
         _ => {}
@@ -121,7 +122,8 @@ pub(super) fn settled(sh: &mut Shared, conv: ConvId, waiters: Vec<AckWaiter>, ok
     }
 }
 
-/// Sends a resumed connection its replayed frames, closed by `resumed`.
+/// Sends a resumed connection the last page of its replay, closed by `resumed` (`done`
+/// counts every page).
 pub(super) fn replay(
     sh: &mut Shared,
     to: ShardId,
@@ -129,14 +131,13 @@ pub(super) fn replay(
     conv: ConvId,
     mut frames: Vec<Bytes>,
     head: u64,
-    complete: bool,
+    done: ReplayNext,
 ) {
-    let replayed = frames.len() as u32;
     frames.push(encode(&ServerFrame::Resumed {
         conv,
         last_seq: head,
-        replayed,
-        complete,
+        replayed: done.replayed,
+        complete: done.complete,
     }));
     sh.send(
         to,
@@ -145,6 +146,28 @@ pub(super) fn replay(
             conn,
             frames,
             ok: true,
+            more: None,
+        },
+    );
+}
+
+/// Sends a resuming connection one page of its replay; it asks for the next once read.
+pub(super) fn replay_page(
+    sh: &mut Shared,
+    to: ShardId,
+    conn: ConnKey,
+    conv: ConvId,
+    frames: Vec<Bytes>,
+    next: ReplayNext,
+) {
+    sh.send(
+        to,
+        ConnMsg::Replay {
+            conv,
+            conn,
+            frames,
+            ok: true,
+            more: Some(next),
         },
     );
 }

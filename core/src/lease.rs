@@ -1,0 +1,106 @@
+//! Seq leases: why a seq, once seen by anyone, always names the same message.
+//!
+//! A home shard relays a message before the store has it (that keeps relay fast), so after a
+//! crash the store may not know the highest seq anyone saw. A lease is the answer: the home
+//! shard hands out seqs only up to a bound the store has already made durable, and a
+//! conversation reloaded after a crash starts above its lease (the bridge takes a fresh one
+//! in the same statement that reads it). The lease is asked again when half of it is used,
+//! in the same group commit as messages, so it costs one row update per `len / 2` messages
+//! and never a wait while the store keeps up.
+//!
+//! A new conversation's first lease is written with its opening event: until that commits
+//! the store does not know the conversation at all, so none of its seqs can be reused.
+
+/// One conversation's lease, on its home shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeqLease {
+    /// Seqs up to this one may be handed out (durable, or in the opening batch).
+    upto: u64,
+    /// An extension asked and not settled yet (also the first lease, until its conversation's
+    /// opening batch is confirmed: no extension may land before the conversation exists).
+    asked: Option<u64>,
+}
+
+impl SeqLease {
+    /// No store: every seq may be used.
+    pub fn unlimited() -> Self {
+        Self {
+            upto: u64::MAX,
+            asked: None,
+        }
+    }
+
+    /// A new conversation's: `len` seqs, written with its opening event.
+    pub fn opened(len: u64) -> Self {
+        Self {
+            upto: len,
+            asked: Some(len),
+        }
+    }
+
+    /// A conversation loaded from the store, which leased up to `upto` for it.
+    pub fn restored(upto: u64) -> Self {
+        Self { upto, asked: None }
+    }
+
+    /// Whether `seq` may be handed out now.
+    pub fn allows(&self, seq: u64) -> bool {
+        seq <= self.upto
+    }
+
+    pub fn upto(&self) -> u64 {
+        self.upto
+    }
+
+    /// With `head` the newest seq handed out: the extension to write now (up to the value
+    /// returned), when half the lease is used and none is asked already.
+    pub fn wanted(&mut self, head: u64, len: u64) -> Option<u64> {
+        if self.upto == u64::MAX || self.asked.is_some() || head + len / 2 < self.upto {
+            return None;
+        }
+        let upto = head + len;
+        self.asked = Some(upto);
+        Some(upto)
+    }
+
+    /// The store answered the request that wrote a lease up to `upto`.
+    pub fn settled(&mut self, upto: u64, ok: bool) {
+        if ok {
+            self.upto = self.upto.max(upto);
+        }
+        if self.asked.is_some_and(|a| a <= upto) {
+            self.asked = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_is_extended_at_half_once_at_a_time_and_only_once_durable() {
+        let mut l = SeqLease::opened(10);
+        assert!(l.allows(10) && !l.allows(11));
+        assert_eq!(l.wanted(8, 10), None, "not before the opening batch is stored");
+        l.settled(10, true);
+        assert_eq!(l.wanted(4, 10), None, "less than half used");
+        assert_eq!(l.wanted(5, 10), Some(15));
+        assert_eq!(l.wanted(9, 10), None, "one at a time");
+        assert!(!l.allows(11), "usable only once stored");
+        l.settled(15, true);
+        assert!(l.allows(15) && !l.allows(16));
+        // A failed write is asked again later; nothing becomes usable.
+        assert_eq!(l.wanted(12, 10), Some(22));
+        l.settled(22, false);
+        assert!(!l.allows(16));
+        assert_eq!(l.wanted(13, 10), Some(23));
+    }
+
+    #[test]
+    fn without_a_store_there_is_no_bound() {
+        let mut l = SeqLease::unlimited();
+        assert!(l.allows(u64::MAX));
+        assert_eq!(l.wanted(u64::MAX - 1, 10), None);
+    }
+}
