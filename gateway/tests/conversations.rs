@@ -1,9 +1,7 @@
 //! End-to-end conversations against the real binary with two shards.
 
-mod common;
-
-use common::{Client, Gateway};
 use serde_json::json;
+use switchboard_test_support::{Client, Gateway, TIMEOUT};
 
 fn conv_of(ack: &serde_json::Value) -> String {
     ack["conv"].as_str().unwrap().to_string()
@@ -181,7 +179,7 @@ async fn a_conversation_nobody_writes_in_closes_by_itself_and_frees_its_agent() 
     v1.msg("m2", "back again", None).await;
     let ack = v1.expect("ack").await;
     assert_ne!(ack["conv"], conv1);
-    let deadline = std::time::Instant::now() + common::TIMEOUT;
+    let deadline = std::time::Instant::now() + TIMEOUT;
     while gw.metric("chat_conversations_idle_closed_total", &[]) < 1.0 {
         assert!(std::time::Instant::now() < deadline, "metric never counted");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

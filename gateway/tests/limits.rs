@@ -1,11 +1,9 @@
 //! Bad input, limits, deadlines and shutdown, against the real binary: each gets its
 //! documented answer and the gateway goes on serving everyone else.
 
-mod common;
-
-use common::{Client, Ended, Gateway, Raw};
 use serde_json::json;
 use std::time::{Duration, Instant};
+use switchboard_test_support::{temp_dir, Client, Ended, Gateway, Raw};
 
 #[tokio::test]
 async fn malformed_frames_get_error_frames_and_the_connection_carries_on() {
@@ -147,7 +145,7 @@ async fn handshakes_are_refused_with_http_errors_never_a_connection() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_origin_allowlist_refuses_other_sites_but_not_apps_without_origin() {
-    let dir = common::temp_dir("origins");
+    let dir = temp_dir("origins");
     let config = dir.join("gateway.toml");
     std::fs::write(&config, "allowed_origins = [\"https://shop.example\"]\n").unwrap();
     let gw = Gateway::start(&["--config", config.to_str().unwrap()]);
@@ -296,16 +294,10 @@ async fn sigterm_flushes_closes_everyone_with_1001_and_exits() {
 #[tokio::test]
 async fn at_the_open_files_limit_the_gateway_backs_off_and_keeps_serving() {
     // 64 descriptors: a few connections fill it.
-    let gw = Gateway::start_with(1, &[], |cmd| {
-        let exe = cmd.get_program().to_owned();
-        let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
-        *cmd = std::process::Command::new("prlimit");
-        cmd.arg("--nofile=64:64")
-            .arg(exe)
-            .args(args)
-            .env("SWITCHBOARD_LOG", "error")
-            .stdout(std::process::Stdio::piped());
-    });
+    let gw = Gateway::builder()
+        .shards(1)
+        .wrap(&["prlimit", "--nofile=64:64"])
+        .start();
     let mut held = Vec::new();
     let mut refused = 0;
     for _ in 0..80 {

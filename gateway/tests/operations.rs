@@ -1,15 +1,13 @@
 //! What an operator sees: metrics, health, and clear CLI errors.
 
-mod common;
-
-use common::Gateway;
 use std::process::Command;
+use switchboard_test_support::{Client, Gateway};
 
 #[tokio::test]
 async fn metrics_show_connections_by_role_client_and_shard_and_a_bucketed_histogram() {
     let gw = Gateway::start(&[]);
     let _agent = gw.agent("ann").await;
-    let mut v = common::Client::connect(&gw.url("/ws/visitor?client=mobile"))
+    let mut v = Client::connect(&gw.url("/ws/visitor?client=mobile"))
         .await
         .unwrap();
     v.msg("m", "hi", None).await;
