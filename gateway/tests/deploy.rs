@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use switchboard_test_support::{temp_dir, Bridge, Gateway, RedisProc};
+use switchboard_test_support::{settled_async, temp_dir, Bridge, Gateway, RedisProc, TIMEOUT};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -319,10 +319,18 @@ async fn every_metric_in_the_rules_and_dashboard_is_exported() {
     let mut v = gw.visitor().await;
     v.msg("1", "hello", None).await;
     v.expect("ack").await;
-    // Counters and gauges are published once a second.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let mut have = gw.metrics().names();
-    have.extend(bridge.metrics().names());
+    // Counters and gauges are published once a second: scrape both until every series is
+    // there (or the deadline passes, and the assertion below names what is missing).
+    let have = settled_async(
+        TIMEOUT,
+        || {
+            let mut have = gw.metrics().names();
+            have.extend(bridge.metrics().names());
+            have
+        },
+        |have| used.iter().all(|m| have.contains(m)),
+    )
+    .await;
     let missing: Vec<&String> = used.iter().filter(|m| !have.contains(*m)).collect();
     assert!(
         missing.is_empty(),

@@ -5,7 +5,9 @@
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use switchboard_test_support::{free_port, temp_dir, Bridge, Client, Gateway, RedisProc};
+use switchboard_test_support::{
+    eventually_async, free_port, temp_dir, Bridge, Client, Gateway, RedisProc, TIMEOUT,
+};
 
 /// Sends each cid (if not already acked) and waits until every one is acked, resending the
 /// ones refused with `overloaded`. Returns cid -> seq for all acks seen.
@@ -37,6 +39,7 @@ async fn send_until_acked(
             }
         } else {
             assert_eq!(f["code"], "overloaded", "{f}");
+            // A deliberate back-off before resending, as a client told `overloaded` does.
             tokio::time::sleep(Duration::from_millis(100)).await;
             c.msg(&cid, &format!("body of {cid}"), conv).await;
         }
@@ -392,13 +395,25 @@ async fn postgres_down_for_a_while_delays_acks_and_the_bridge_catches_up() {
     for cid in &during {
         v.msg(cid, "while the database is down", None).await;
     }
+    // A second in which no ack may come (time let pass on purpose).
     let early = tokio::time::timeout(Duration::from_secs(1), v.expect("ack")).await;
     assert!(early.is_err(), "no ack while PostgreSQL is down");
-    // The bridge says so in its metrics.
-    let metrics = bridge.metrics();
-    assert!(metrics.contains("bridge_store_up 0"), "{metrics}");
-    // And so does the gateway: acks waiting on storage.
-    assert!(gw.metric("chat_storage_unconfirmed", &[]) >= 1.0);
+    // The bridge says so in its metrics, once a write has failed.
+    eventually_async(
+        "the bridge to report bridge_store_up 0",
+        TIMEOUT,
+        || bridge.metrics(),
+        |m| m.contains("bridge_store_up 0"),
+    )
+    .await;
+    // And so does the gateway: acks waiting on storage (published once a second).
+    eventually_async(
+        "chat_storage_unconfirmed >= 1",
+        TIMEOUT,
+        || gw.metric("chat_storage_unconfirmed", &[]),
+        |n| *n >= 1.0,
+    )
+    .await;
     pg.start();
     send_until_acked(&mut v, &during, None, &mut acked, Duration::from_secs(60)).await;
     let rows = pg_messages(&url);

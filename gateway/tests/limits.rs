@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use std::time::{Duration, Instant};
-use switchboard_test_support::{temp_dir, Client, Ended, Gateway, Raw};
+use switchboard_test_support::{temp_dir, Client, Ended, Gateway, Raw, TIMEOUT};
 
 #[tokio::test]
 async fn malformed_frames_get_error_frames_and_the_connection_carries_on() {
@@ -113,6 +113,7 @@ async fn handshakes_are_refused_with_http_errors_never_a_connection() {
             .unwrap();
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     };
+    // A deliberate pause: the token's one second of validity has to run out.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(refused(&format!("/ws/agent?token={expired}"))
         .await
@@ -314,9 +315,11 @@ async fn at_the_open_files_limit_the_gateway_backs_off_and_keeps_serving() {
     assert!(refused > 0, "the limit was never reached");
     assert!(held.len() > 20, "only {} connections held", held.len());
     drop(held);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    // Serving again.
-    let mut v = gw.visitor().await;
+    // Serving again, once the gateway has closed the dropped connections and accepts
+    // again: until then the new connection waits in the listen backlog.
+    let mut v = tokio::time::timeout(TIMEOUT, gw.visitor())
+        .await
+        .expect("a new connection is served again");
     v.msg("m", "after", None).await;
     assert_eq!(v.expect("ack").await["seq"], 1);
     assert!(gw.metric("chat_accept_errors_total", &["kind=\"emfile\""]) >= 1.0);
