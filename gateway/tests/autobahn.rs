@@ -7,9 +7,10 @@
 
 mod common;
 
-use common::{venv_bin, Gateway};
+use common::venv_bin;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use switchboard_test_support::Gateway;
 
 #[test]
 fn autobahn_results_match_the_expected_file() {

@@ -3,12 +3,10 @@
 //! with the binaries that read them, and every metric the rules and the dashboard use with
 //! what a running gateway and bridge really export.
 
-mod common;
-
-use common::{temp_dir, BridgeProc, Gateway};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use switchboard_test_support::{settled_async, temp_dir, Bridge, Gateway, RedisProc, TIMEOUT};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -278,20 +276,6 @@ fn metric_names(exprs: &[String]) -> BTreeSet<String> {
     names
 }
 
-fn exported(body: &str) -> BTreeSet<String> {
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let name = l.split(['{', ' ']).next().unwrap();
-            ["_bucket", "_sum", "_count"]
-                .iter()
-                .find_map(|s| name.strip_suffix(s))
-                .unwrap_or(name)
-                .to_string()
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_metric_in_the_rules_and_dashboard_is_exported() {
     let rules: serde_json::Value = {
@@ -325,22 +309,28 @@ async fn every_metric_in_the_rules_and_dashboard_is_exported() {
 
     // A real gateway and bridge after one conversation: every series exists.
     let dir = temp_dir("deploy-metrics");
-    let redis = switchboard_test_support::RedisProc::start();
-    let bridge = BridgeProc::start(&dir, &[("REDIS_URL", redis.url().as_str())]);
-    let args = bridge.gateway_args();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let gw = Gateway::start_at(&dir, 2, &args, |_| {});
+    let redis = RedisProc::start();
+    let bridge = Bridge::builder(&dir).env("REDIS_URL", &redis.url()).start();
+    let gw = Gateway::builder()
+        .data_dir(&dir)
+        .args(&bridge.gateway_args())
+        .start();
     let _agent = gw.agent("ann").await;
     let mut v = gw.visitor().await;
     v.msg("1", "hello", None).await;
     v.expect("ack").await;
-    // Counters and gauges are published once a second.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let mut have = exported(&gw.http_get("/metrics").1);
-    have.extend(exported(&common::http_get_text(
-        bridge.http.as_deref().unwrap(),
-        "/metrics",
-    )));
+    // Counters and gauges are published once a second: scrape both until every series is
+    // there (or the deadline passes, and the assertion below names what is missing).
+    let have = settled_async(
+        TIMEOUT,
+        || {
+            let mut have = gw.metrics().names();
+            have.extend(bridge.metrics().names());
+            have
+        },
+        |have| used.iter().all(|m| have.contains(m)),
+    )
+    .await;
     let missing: Vec<&String> = used.iter().filter(|m| !have.contains(*m)).collect();
     assert!(
         missing.is_empty(),

@@ -2,13 +2,12 @@
 //! stopped and started again, Redis gone. After each: every acked message is stored exactly
 //! once, with no gaps in seq.
 
-mod common;
-
-use common::{stored_messages, temp_dir, BridgeProc, Client, Gateway};
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use switchboard_test_support::{free_port, RedisProc};
+use switchboard_test_support::{
+    eventually_async, free_port, temp_dir, Bridge, Client, Gateway, RedisProc, TIMEOUT,
+};
 
 /// Sends each cid (if not already acked) and waits until every one is acked, resending the
 /// ones refused with `overloaded`. Returns cid -> seq for all acks seen.
@@ -40,10 +39,27 @@ async fn send_until_acked(
             }
         } else {
             assert_eq!(f["code"], "overloaded", "{f}");
+            // A deliberate back-off before resending, as a client told `overloaded` does.
             tokio::time::sleep(Duration::from_millis(100)).await;
             c.msg(&cid, &format!("body of {cid}"), conv).await;
         }
     }
+}
+
+/// Every stored message in an embedded store: (conv, seq, sender, cid), in order.
+fn stored_messages(dir: &std::path::Path) -> Vec<(i64, i64, String, String)> {
+    let db = rusqlite::Connection::open_with_flags(
+        dir.join("switchboard.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut q = db
+        .prepare("SELECT conv, seq, sender, cid FROM messages ORDER BY conv, seq")
+        .unwrap();
+    q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
 }
 
 /// The store holds each acked cid exactly once, at its acked seq, and seqs 1..=n with no gap.
@@ -81,17 +97,18 @@ fn cids(prefix: &str, range: std::ops::Range<u32>) -> Vec<String> {
 const FAST: [&str; 4] = ["--rate-per-sec", "100000", "--rate-burst", "100000"];
 
 /// A gateway in `dir` using `bridge`, with rate limits out of the way.
-fn gateway_on(bridge: &BridgeProc, dir: &std::path::Path) -> Gateway {
-    let mut args = bridge.gateway_args();
-    args.extend(FAST.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Gateway::start_at(dir, 2, &args, |_| {})
+fn gateway_on(bridge: &Bridge, dir: &std::path::Path) -> Gateway {
+    Gateway::builder()
+        .data_dir(dir)
+        .args(&bridge.gateway_args())
+        .args(&FAST)
+        .start()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bridge_killed_under_load_and_restarted_loses_nothing_acked() {
     let dir = temp_dir("fault-bridge");
-    let mut bridge = BridgeProc::start(&dir, &[]);
+    let mut bridge = Bridge::start(&dir);
     let gw = gateway_on(&bridge, &dir);
     let mut agent = gw.agent("ann").await;
     let mut v = gw.visitor().await;
@@ -141,7 +158,7 @@ async fn bridge_killed_under_load_and_restarted_loses_nothing_acked() {
 #[tokio::test(flavor = "multi_thread")]
 async fn gateway_killed_clients_resend_and_resume_and_nothing_is_lost_or_doubled() {
     let dir = temp_dir("fault-gateway");
-    let bridge = BridgeProc::start(&dir, &[]);
+    let bridge = Bridge::start(&dir);
     let mut gw = gateway_on(&bridge, &dir);
     let mut v = gw.visitor().await;
     let token = v.welcome["token"].as_str().unwrap().to_string();
@@ -360,7 +377,7 @@ async fn postgres_down_for_a_while_delays_acks_and_the_bridge_catches_up() {
     let pg = OwnPostgres::init();
     let dir = temp_dir("fault-pg");
     let url = pg.url();
-    let bridge = BridgeProc::start(&dir, &[("DATABASE_URL", url.as_str())]);
+    let bridge = Bridge::builder(&dir).env("DATABASE_URL", &url).start();
     let gw = gateway_on(&bridge, &dir);
     let mut v = gw.visitor().await;
     let mut acked = HashMap::new();
@@ -378,14 +395,25 @@ async fn postgres_down_for_a_while_delays_acks_and_the_bridge_catches_up() {
     for cid in &during {
         v.msg(cid, "while the database is down", None).await;
     }
+    // A second in which no ack may come (time let pass on purpose).
     let early = tokio::time::timeout(Duration::from_secs(1), v.expect("ack")).await;
     assert!(early.is_err(), "no ack while PostgreSQL is down");
-    // The bridge says so in its metrics.
-    let http = bridge.http.clone().unwrap();
-    let metrics = common::http_get_text(&http, "/metrics");
-    assert!(metrics.contains("bridge_store_up 0"), "{metrics}");
-    // And so does the gateway: acks waiting on storage.
-    assert!(gw.metric("chat_storage_unconfirmed", &[]) >= 1.0);
+    // The bridge says so in its metrics, once a write has failed.
+    eventually_async(
+        "the bridge to report bridge_store_up 0",
+        TIMEOUT,
+        || bridge.metrics(),
+        |m| m.contains("bridge_store_up 0"),
+    )
+    .await;
+    // And so does the gateway: acks waiting on storage (published once a second).
+    eventually_async(
+        "chat_storage_unconfirmed >= 1",
+        TIMEOUT,
+        || gw.metric("chat_storage_unconfirmed", &[]),
+        |n| *n >= 1.0,
+    )
+    .await;
     pg.start();
     send_until_acked(&mut v, &during, None, &mut acked, Duration::from_secs(60)).await;
     let rows = pg_messages(&url);
@@ -407,7 +435,7 @@ async fn with_redis_gone_history_and_resume_come_from_the_database() {
     // (retrying each second) and the cache hit below would depend on timing.
     let mut redis = RedisProc::start();
     let redis_url = redis.url();
-    let bridge = BridgeProc::start(&dir, &[("REDIS_URL", redis_url.as_str())]);
+    let bridge = Bridge::builder(&dir).env("REDIS_URL", &redis_url).start();
     let gw = gateway_on(&bridge, &dir);
     let mut v = gw.visitor().await;
     let mut acked = HashMap::new();
@@ -425,7 +453,7 @@ async fn with_redis_gone_history_and_resume_come_from_the_database() {
     let h = v.expect("history").await;
     assert_eq!(h["messages"].as_array().unwrap().len(), 10);
     assert_eq!(h["messages"][0]["seq"], 40);
-    let metrics = common::http_get_text(bridge.http.as_deref().unwrap(), "/metrics");
+    let metrics = bridge.metrics().0;
     assert!(
         metrics
             .lines()

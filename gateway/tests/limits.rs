@@ -1,11 +1,9 @@
 //! Bad input, limits, deadlines and shutdown, against the real binary: each gets its
 //! documented answer and the gateway goes on serving everyone else.
 
-mod common;
-
-use common::{Client, Ended, Gateway, Raw};
 use serde_json::json;
 use std::time::{Duration, Instant};
+use switchboard_test_support::{temp_dir, Client, Ended, Gateway, Raw, TIMEOUT};
 
 #[tokio::test]
 async fn malformed_frames_get_error_frames_and_the_connection_carries_on() {
@@ -115,6 +113,7 @@ async fn handshakes_are_refused_with_http_errors_never_a_connection() {
             .unwrap();
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     };
+    // A deliberate pause: the token's one second of validity has to run out.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(refused(&format!("/ws/agent?token={expired}"))
         .await
@@ -147,7 +146,7 @@ async fn handshakes_are_refused_with_http_errors_never_a_connection() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_origin_allowlist_refuses_other_sites_but_not_apps_without_origin() {
-    let dir = common::temp_dir("origins");
+    let dir = temp_dir("origins");
     let config = dir.join("gateway.toml");
     std::fs::write(&config, "allowed_origins = [\"https://shop.example\"]\n").unwrap();
     let gw = Gateway::start(&["--config", config.to_str().unwrap()]);
@@ -296,16 +295,10 @@ async fn sigterm_flushes_closes_everyone_with_1001_and_exits() {
 #[tokio::test]
 async fn at_the_open_files_limit_the_gateway_backs_off_and_keeps_serving() {
     // 64 descriptors: a few connections fill it.
-    let gw = Gateway::start_with(1, &[], |cmd| {
-        let exe = cmd.get_program().to_owned();
-        let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
-        *cmd = std::process::Command::new("prlimit");
-        cmd.arg("--nofile=64:64")
-            .arg(exe)
-            .args(args)
-            .env("SWITCHBOARD_LOG", "error")
-            .stdout(std::process::Stdio::piped());
-    });
+    let gw = Gateway::builder()
+        .shards(1)
+        .wrap(&["prlimit", "--nofile=64:64"])
+        .start();
     let mut held = Vec::new();
     let mut refused = 0;
     for _ in 0..80 {
@@ -322,9 +315,11 @@ async fn at_the_open_files_limit_the_gateway_backs_off_and_keeps_serving() {
     assert!(refused > 0, "the limit was never reached");
     assert!(held.len() > 20, "only {} connections held", held.len());
     drop(held);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    // Serving again.
-    let mut v = gw.visitor().await;
+    // Serving again, once the gateway has closed the dropped connections and accepts
+    // again: until then the new connection waits in the listen backlog.
+    let mut v = tokio::time::timeout(TIMEOUT, gw.visitor())
+        .await
+        .expect("a new connection is served again");
     v.msg("m", "after", None).await;
     assert_eq!(v.expect("ack").await["seq"], 1);
     assert!(gw.metric("chat_accept_errors_total", &["kind=\"emfile\""]) >= 1.0);

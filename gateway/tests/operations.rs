@@ -1,25 +1,36 @@
 //! What an operator sees: metrics, health, and clear CLI errors.
 
-mod common;
-
-use common::Gateway;
 use std::process::Command;
+use switchboard_test_support::{settled_async, Client, Gateway, Metrics, TIMEOUT};
 
 #[tokio::test]
 async fn metrics_show_connections_by_role_client_and_shard_and_a_bucketed_histogram() {
     let gw = Gateway::start(&[]);
     let _agent = gw.agent("ann").await;
-    let mut v = common::Client::connect(&gw.url("/ws/visitor?client=mobile"))
+    let mut v = Client::connect(&gw.url("/ws/visitor?client=mobile"))
         .await
         .unwrap();
     v.msg("m", "hi", None).await;
     v.expect("ack").await;
-    // Gauges are published once a second.
-    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
-    let (status, body) = gw.http_get("/metrics");
+    // Gauges and counters are published once a second, by each shard on its own tick:
+    // scrape until every shard has published them (if that never happens, the assertions
+    // below say what is missing, on the last scrape).
+    let published = |m: &Metrics| {
+        m.value("chat_active_connections", &[]) == 2.0
+            && m.value("chat_messages_relayed_total", &[]) == 1.0
+            && m.value("chat_agents_online", &[]) == 1.0
+            && m.value("chat_open_conversations", &[]) == 1.0
+    };
+    let (status, body) = settled_async(
+        TIMEOUT,
+        || gw.http_get("/metrics"),
+        |(_, body)| published(&Metrics(body.clone())),
+    )
+    .await;
     assert_eq!(status, 200);
+    let m = Metrics(body.clone());
     assert_eq!(
-        gw.metric(
+        m.value(
             "chat_active_connections",
             &["role=\"visitor\"", "client=\"mobile\""]
         ),
@@ -27,25 +38,25 @@ async fn metrics_show_connections_by_role_client_and_shard_and_a_bucketed_histog
         "{body}"
     );
     assert_eq!(
-        gw.metric(
+        m.value(
             "chat_active_connections",
             &["role=\"agent\"", "client=\"web\""]
         ),
         1.0
     );
     assert_eq!(
-        gw.metric("chat_active_connections", &["shard=\"0\""])
-            + gw.metric("chat_active_connections", &["shard=\"1\""]),
+        m.value("chat_active_connections", &["shard=\"0\""])
+            + m.value("chat_active_connections", &["shard=\"1\""]),
         2.0
     );
     assert!(
         body.contains("chat_message_process_seconds_bucket{"),
         "histogram with buckets, not a summary"
     );
-    assert!(gw.metric("chat_message_process_seconds_count", &[]) >= 1.0);
-    assert_eq!(gw.metric("chat_messages_relayed_total", &[]), 1.0);
-    assert_eq!(gw.metric("chat_agents_online", &[]), 1.0);
-    assert_eq!(gw.metric("chat_open_conversations", &[]), 1.0);
+    assert!(m.value("chat_message_process_seconds_count", &[]) >= 1.0);
+    assert_eq!(m.value("chat_messages_relayed_total", &[]), 1.0);
+    assert_eq!(m.value("chat_agents_online", &[]), 1.0);
+    assert_eq!(m.value("chat_open_conversations", &[]), 1.0);
     assert!(body.contains("# TYPE chat_queue_length gauge"));
 }
 

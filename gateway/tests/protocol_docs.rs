@@ -2,11 +2,9 @@
 //! frame a real gateway sends validates against the schemas, and every error and close code
 //! in the code is documented.
 
-mod common;
-
-use common::Gateway;
 use serde_json::{json, Value};
 use switchboard_protocol::{CloseCode, ErrorCode};
+use switchboard_test_support::{Client, Gateway};
 
 const DOC: &str = include_str!("../../docs/protocol.md");
 const SERVER_SCHEMA: &str = include_str!("../../docs/schema/server.json");
@@ -131,7 +129,7 @@ async fn every_frame_a_real_gateway_sends_matches_the_schema() {
     // (the order of frames from different sources, such as `queued` before the dispatcher
     // has heard of the agent, is not fixed).
     async fn next_of(
-        c: &mut common::Client,
+        c: &mut Client,
         ty: &str,
         server: &jsonschema::Validator,
         seen: &mut std::collections::BTreeSet<String>,

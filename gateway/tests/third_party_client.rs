@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{venv_bin, Gateway};
+use common::venv_bin;
+use switchboard_test_support::Gateway;
 
 #[test]
 fn python_websockets_client_holds_a_whole_conversation() {

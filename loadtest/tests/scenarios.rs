@@ -2,109 +2,26 @@
 //! spawned with an embedded store), plus the CLI's errors and SLO gating.
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
+use switchboard_test_support::{free_addr, Gateway};
 
 const LOADTEST: &str = env!("CARGO_BIN_EXE_loadtest");
 
-struct Gateway {
-    child: Child,
-    url: String,
-    http: String,
-    dir: PathBuf,
+/// A gateway with 2 shards and its storage bridge (embedded store), the bridge's HTTP API
+/// on a free port; its data directory (with the token secret) is removed when dropped.
+fn gateway() -> Gateway {
+    Gateway::builder().bridge_http(&free_addr()).start()
 }
 
-impl Gateway {
-    fn start(tag: &str) -> Gateway {
-        let dir = std::env::temp_dir().join(format!("loadtest-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let http = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().to_string()
-        };
-        let (child, url) = Self::spawn(&dir, "127.0.0.1:0", &http);
-        Gateway {
-            child,
-            url,
-            http,
-            dir,
-        }
-    }
-
-    /// SIGKILL, then the same gateway again at once: same address, data and bridge
-    /// settings (as systemd's `Restart=` would).
-    fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let listen = self.url.trim_start_matches("ws://").to_string();
-        (self.child, self.url) = Self::spawn(&self.dir, &listen, &self.http);
-    }
-
-    /// The gateway process and its WebSocket URL, once it listens.
-    fn spawn(dir: &Path, listen: &str, http: &str) -> (Child, String) {
-        let exe = Path::new(LOADTEST).with_file_name("gateway");
-        assert!(
-            exe.exists(),
-            "{} is missing: build the workspace",
-            exe.display()
-        );
-        let mut child = Command::new(exe)
-            .args([
-                "--listen",
-                listen,
-                "--shards",
-                "2",
-                "--bridge-http",
-                http,
-                "--data-dir",
-            ])
-            .arg(dir)
-            .env("SWITCHBOARD_LOG", "error")
-            .env_remove("DATABASE_URL")
-            .env_remove("REDIS_URL")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("switchboard gateway listening on ") {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap().to_string());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("gateway started");
-        // The bridge's HTTP API comes up beside it.
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(http).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        (child, format!("ws://{addr}"))
-    }
-
-    fn secret(&self) -> String {
-        self.dir.join("secret").display().to_string()
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
+/// The gateway's WebSocket base URL, `ws://ADDR`.
+fn ws(gw: &Gateway) -> String {
+    gw.url("")
 }
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+fn secret(gw: &Gateway) -> String {
+    gw.secret_file().display().to_string()
 }
 
 fn loadtest(args: &[&str]) -> Output {
@@ -124,13 +41,13 @@ fn json_result(path: &Path) -> Value {
 
 #[test]
 fn chat_and_churn_lose_and_duplicate_nothing() {
-    let gw = Gateway::start("chat");
-    let json = gw.dir.join("chat.json");
-    let (secret, pid) = (gw.secret(), gw.pid());
+    let gw = gateway();
+    let json = gw.data_dir.join("chat.json");
+    let (url, secret, pid) = (ws(&gw), secret(&gw), gw.pid().to_string());
     let out = loadtest(&[
         "chat",
         "--url",
-        &gw.url,
+        &url,
         "--secret-file",
         &secret,
         "--agents",
@@ -170,11 +87,11 @@ fn chat_and_churn_lose_and_duplicate_nothing() {
         "a progress line each second"
     );
 
-    let json = gw.dir.join("churn.json");
+    let json = gw.data_dir.join("churn.json");
     let out = loadtest(&[
         "churn",
         "--url",
-        &gw.url,
+        &url,
         "--secret-file",
         &secret,
         "--agents",
@@ -202,13 +119,13 @@ fn chat_and_churn_lose_and_duplicate_nothing() {
 
 #[test]
 fn chat_rides_through_a_gateway_restart_losing_and_duplicating_nothing() {
-    let mut gw = Gateway::start("restart");
-    let json = gw.dir.join("restart.json");
-    let secret = gw.secret();
+    let mut gw = gateway();
+    let json = gw.data_dir.join("restart.json");
+    let (url, secret) = (ws(&gw), secret(&gw));
     let args = [
         "chat",
         "--url",
-        &gw.url,
+        &url,
         "--secret-file",
         &secret,
         "--agents",
@@ -230,6 +147,7 @@ fn chat_rides_through_a_gateway_restart_losing_and_duplicating_nothing() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // A deliberate pause: the restart has to fall in the middle of the 6-second run.
     std::thread::sleep(Duration::from_secs(3));
     gw.restart();
     let out = run.wait_with_output().unwrap();
@@ -252,16 +170,16 @@ fn chat_rides_through_a_gateway_restart_losing_and_duplicating_nothing() {
 
 #[test]
 fn history_and_ping_read_back_what_they_should() {
-    let gw = Gateway::start("reads");
-    let json = gw.dir.join("history.json");
+    let gw = gateway();
+    let json = gw.data_dir.join("history.json");
     let out = loadtest(&[
         "history",
         "--url",
-        &gw.url,
+        &ws(&gw),
         "--http",
-        &gw.http,
+        gw.bridge_http.as_deref().unwrap(),
         "--secret-file",
-        &gw.secret(),
+        &secret(&gw),
         "--messages",
         "150",
         "--limit",
@@ -287,8 +205,8 @@ fn history_and_ping_read_back_what_they_should() {
     assert!(r["http_requests"].as_u64().unwrap() >= 20, "{r}");
     assert_eq!(r["bad"], 0);
 
-    let json = gw.dir.join("ping.json");
-    let url = format!("{}/ws/visitor?client=api", gw.url);
+    let json = gw.data_dir.join("ping.json");
+    let url = gw.url("/ws/visitor?client=api");
     let out = loadtest(&[
         "ping",
         "--url",
@@ -316,9 +234,9 @@ fn history_and_ping_read_back_what_they_should() {
 
 #[test]
 fn connect_holds_connections_and_reports_server_memory() {
-    let gw = Gateway::start("connect");
-    let json = gw.dir.join("connect.json");
-    let url = format!("{}/ws/visitor?client=web", gw.url);
+    let gw = gateway();
+    let json = gw.data_dir.join("connect.json");
+    let url = gw.url("/ws/visitor?client=web");
     let out = loadtest(&[
         "connect",
         "--url",
@@ -334,7 +252,7 @@ fn connect_holds_connections_and_reports_server_memory() {
         "--source",
         "127.0.0.2-127.0.0.3",
         "--server-pid",
-        &gw.pid(),
+        &gw.pid().to_string(),
         "--json",
         json.to_str().unwrap(),
         "--slo",
@@ -352,8 +270,8 @@ fn connect_holds_connections_and_reports_server_memory() {
 
 #[test]
 fn a_missed_objective_fails_the_exit_status() {
-    let gw = Gateway::start("slo");
-    let url = format!("{}/ws/visitor?client=api", gw.url);
+    let gw = gateway();
+    let url = gw.url("/ws/visitor?client=api");
     let out = loadtest(&[
         "ping",
         "--url",
@@ -371,9 +289,9 @@ fn a_missed_objective_fails_the_exit_status() {
 
 #[test]
 fn bad_arguments_and_targets_get_clear_errors() {
-    let gw = Gateway::start("errors");
-    let secret = gw.secret();
-    let bridge_url = format!("ws://{}", gw.http);
+    let gw = gateway();
+    let (url, secret) = (ws(&gw), secret(&gw));
+    let bridge_url = format!("ws://{}", gw.bridge_http.as_deref().unwrap());
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec![
@@ -406,14 +324,14 @@ fn bad_arguments_and_targets_get_clear_errors() {
             "ws://",
         ),
         (
-            vec!["chat", "--url", &gw.url, "--secret-file", "/nonexistent"],
+            vec!["chat", "--url", &url, "--secret-file", "/nonexistent"],
             "--secret-file",
         ),
         (
             vec![
                 "chat",
                 "--url",
-                &gw.url,
+                &url,
                 "--secret-file",
                 &secret,
                 "--slo",
@@ -425,7 +343,7 @@ fn bad_arguments_and_targets_get_clear_errors() {
             vec![
                 "chat",
                 "--url",
-                &gw.url,
+                &url,
                 "--secret-file",
                 &secret,
                 "--slo",
@@ -441,7 +359,7 @@ fn bad_arguments_and_targets_get_clear_errors() {
             vec![
                 "chat",
                 "--url",
-                &gw.url,
+                &url,
                 "--secret-file",
                 &secret,
                 "--replies",
@@ -449,7 +367,7 @@ fn bad_arguments_and_targets_get_clear_errors() {
             ],
             "--replies",
         ),
-        (vec!["ping", "--url", &gw.url, "--size", "200"], "--size"),
+        (vec!["ping", "--url", &url, "--size", "200"], "--size"),
         // The bridge's HTTP port speaks HTTP but is no gateway.
         (
             vec![

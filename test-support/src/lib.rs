@@ -1,121 +1,48 @@
-//! What the integration tests of several crates share: a free loopback port, and a
-//! redis-server of a test's own (the shared one on 6379 is left alone, so a test may
-//! kill, restart or reload its Redis).
+//! What the integration tests of several crates share: the processes under test run as a
+//! real deployment runs them, the servers they depend on, clients to talk to them, and
+//! waiting with deadlines instead of sleeping.
+//!
+//! | module | its one job |
+//! |---|---|
+//! | [`process`] | a child process owned by a test: binary located next to the test, stdout lines kept and waited on, SIGTERM, SIGKILL by PID on drop |
+//! | [`gateway`] | the `gateway` binary: start (2 shards, port 0, own data dir), restart, tokens, clients, HTTP, metrics |
+//! | [`bridge`] | the `storage-bridge` binary: start in a directory on a Unix socket, restart, flags for a gateway to use it, metrics |
+//! | [`redis`] | a redis-server of a test's own (kill it, restart it, reload its snapshot) |
+//! | [`ws`] | a protocol-v1 WebSocket client (tokio-tungstenite) that waits for frames by type |
+//! | [`raw_ws`] | a raw TCP client for handshakes and frames no library sends |
+//! | [`http`] | one plain HTTP/1.1 GET |
+//! | [`metrics`] | a `/metrics` scrape and a metric's value in it |
+//! | [`wait`] | polling with a deadline: [`eventually`], [`settled`] (and async forms), the standard timeouts |
+//! | [`ports`], [`dirs`] | a free loopback port, waiting for a listener, a fresh temporary directory |
+//!
+//! Binaries: a package's own integration tests get their binaries built by cargo; a test
+//! of another package must build them first (`cargo build -p storage-bridge`, `-p gateway`).
+//! The harness finds them in the target directory the running test was built in
+//! ([`process::bin_path`]).
+//!
+//! Threading: everything blocks the calling thread except the [`ws::Client`] and the
+//! `*_async` waits, which are tokio. Blocking calls (an HTTP scrape, a process start) are
+//! fine in a tokio test: the processes under test do not depend on the test's runtime.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+pub mod bridge;
+pub mod dirs;
+pub mod gateway;
+pub mod http;
+pub mod metrics;
+pub mod ports;
+pub mod process;
+pub mod raw_ws;
+pub mod redis;
+pub mod wait;
+pub mod ws;
 
-/// A loopback port nothing listens on now (the kernel's pick, outside any fixed range).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("a loopback port")
-        .local_addr()
-        .expect("bound")
-        .port()
-}
-
-/// A redis-server on a free port with a directory of its own (for snapshots); killed (by
-/// its PID) and its directory removed when dropped.
-pub struct RedisProc {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl RedisProc {
-    /// A port and directory for a Redis to be started later with [`RedisProc::run`].
-    pub fn reserve() -> RedisProc {
-        let dir =
-            std::env::temp_dir().join(format!("sb-redis-{}-{}", std::process::id(), free_port()));
-        std::fs::create_dir_all(&dir).expect("a temporary directory");
-        RedisProc {
-            child: None,
-            port: free_port(),
-            dir,
-        }
-    }
-
-    /// Started and answering PING.
-    pub fn start() -> RedisProc {
-        let mut r = RedisProc::reserve();
-        r.run();
-        r
-    }
-
-    /// Starts it (again: it loads the snapshot in its directory, if any) and waits for
-    /// PING. `DEBUG` is allowed from loopback, for tests that reload a snapshot.
-    pub fn run(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(["--dir", self.dir.to_str().expect("a UTF-8 path")])
-            .args(["--enable-debug-command", "local"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is required (scripts/ensure-services.sh installs it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.cmd("PING").as_deref() != Some("+PONG") {
-            assert!(Instant::now() < deadline, "redis-server did not answer");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// One inline command; the first line of the reply (`None`: not answering).
-    pub fn cmd(&self, command: &str) -> Option<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        s.write_all(format!("{command}\r\n").as_bytes()).ok()?;
-        let mut line = String::new();
-        BufReader::new(s).read_line(&mut line).ok()?;
-        Some(line.trim_end().to_string())
-    }
-
-    /// Every key matching `pattern` (KEYS is fine on a test's own Redis).
-    pub fn keys(&self, pattern: &str) -> Vec<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("redis answers");
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("a timeout");
-        s.write_all(format!("KEYS {pattern}\r\n").as_bytes())
-            .expect("sent");
-        let mut r = BufReader::new(s);
-        let mut line = String::new();
-        r.read_line(&mut line).expect("a reply");
-        let n: usize = line
-            .trim_end()
-            .trim_start_matches('*')
-            .parse()
-            .expect("an array reply");
-        let mut keys = Vec::new();
-        for _ in 0..n {
-            line.clear();
-            r.read_line(&mut line).expect("a length"); // $len
-            line.clear();
-            r.read_line(&mut line).expect("a key");
-            keys.push(line.trim_end().to_string());
-        }
-        keys
-    }
-
-    /// Kills it (SIGKILL); [`RedisProc::run`] starts it again.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for RedisProc {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+pub use bridge::Bridge;
+pub use dirs::temp_dir;
+pub use gateway::Gateway;
+pub use metrics::Metrics;
+pub use ports::{free_addr, free_port};
+pub use process::Proc;
+pub use raw_ws::Raw;
+pub use redis::RedisProc;
+pub use wait::{eventually, eventually_async, settled, settled_async, TIMEOUT};
+pub use ws::{Client, Ended};
