@@ -27,13 +27,13 @@ fn codec(c: &mut Criterion) {
     for n in [1usize, 64] {
         let msg = batch(n);
         let mut wire = Vec::new();
-        encode(&msg, &mut wire);
+        encode(&msg, &mut wire).expect("fits a frame");
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new("encode_persist", n), &msg, |b, m| {
             let mut out = Vec::with_capacity(wire.len());
             b.iter(|| {
                 out.clear();
-                encode(black_box(m), &mut out);
+                encode(black_box(m), &mut out).expect("fits a frame");
             })
         });
         g.bench_with_input(BenchmarkId::new("decode_persist", n), &wire, |b, w| {

@@ -336,7 +336,8 @@ impl Conversation {
         let mut keep = 0usize;
         let mut used = 0usize;
         for item in items.iter().rev().take(limit as usize) {
-            let size = json_str_len(&item.from) + json_str_len(&item.cid) + json_str_len(&item.body) + 80;
+            let size =
+                json_str_len(&item.from) + json_str_len(&item.cid) + json_str_len(&item.body) + 80;
             if keep > 0 && used + size > budget {
                 break;
             }

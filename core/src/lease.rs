@@ -82,7 +82,11 @@ mod tests {
     fn a_lease_is_extended_at_half_once_at_a_time_and_only_once_durable() {
         let mut l = SeqLease::opened(10);
         assert!(l.allows(10) && !l.allows(11));
-        assert_eq!(l.wanted(8, 10), None, "not before the opening batch is stored");
+        assert_eq!(
+            l.wanted(8, 10),
+            None,
+            "not before the opening batch is stored"
+        );
         l.settled(10, true);
         assert_eq!(l.wanted(4, 10), None, "less than half used");
         assert_eq!(l.wanted(5, 10), Some(15));

@@ -252,21 +252,23 @@ impl<W, P> StoreLink<W, P> {
     /// Cuts the batch so far into `persist` requests of at most a page each (events first,
     /// then messages, in order).
     fn form_persists(&mut self) {
-        let mut events = std::mem::take(&mut self.batch_events).into_iter().peekable();
+        let mut events = std::mem::take(&mut self.batch_events)
+            .into_iter()
+            .peekable();
         let mut messages = std::mem::take(&mut self.batch_messages)
             .into_iter()
             .peekable();
         while events.peek().is_some() || messages.peek().is_some() {
             let (mut page_events, mut page_messages, mut used) = (Vec::new(), Vec::new(), 0);
-            while let Some(e) = events.next_if(|e| {
-                used == 0 || used + e.encoded_len() <= PAGE_BYTES
-            }) {
+            while let Some(e) =
+                events.next_if(|e| used == 0 || used + e.encoded_len() <= PAGE_BYTES)
+            {
                 used += e.encoded_len();
                 page_events.push(e);
             }
-            while let Some(m) = messages.next_if(|m| {
-                used == 0 || used + m.encoded_len() <= PAGE_BYTES
-            }) {
+            while let Some(m) =
+                messages.next_if(|m| used == 0 || used + m.encoded_len() <= PAGE_BYTES)
+            {
                 used += m.encoded_len();
                 page_messages.push(m);
             }
@@ -332,7 +334,9 @@ impl<W, P> StoreLink<W, P> {
             if is_read && r.losses > READ_LOSSES_MAX {
                 failed.push(BridgeMsg::Failed {
                     req,
-                    reason: "the link to the storage bridge was lost twice with this request in flight".into(),
+                    reason:
+                        "the link to the storage bridge was lost twice with this request in flight"
+                            .into(),
                 });
             }
         }
@@ -381,7 +385,10 @@ impl<W, P> StoreLink<W, P> {
 
     /// Matches a bridge answer with what waited for it.
     pub fn resolve(&mut self, msg: BridgeMsg) -> Resolved<W, P> {
-        if msg.req().is_none_or(|req| self.inflight.remove(&req).is_none()) {
+        if msg
+            .req()
+            .is_none_or(|req| self.inflight.remove(&req).is_none())
+        {
             return Resolved::Nothing;
         }
         self.fresh.retain(|r| Some(*r) != msg.req());
@@ -608,7 +615,9 @@ mod tests {
             conv: ConvId(9),
             info: None,
         }) {
-            Resolved::Loaded(c, None, parked) => assert_eq!((c, parked), (ConvId(9), vec!["a", "b"])),
+            Resolved::Loaded(c, None, parked) => {
+                assert_eq!((c, parked), (ConvId(9), vec!["a", "b"]))
+            }
             other => panic!("{other:?}"),
         }
         assert!(l.is_missing(ConvId(9)));

@@ -81,7 +81,10 @@ fn after_a_crash_no_seq_anyone_saw_names_another_message() {
             continue;
         }
         let shown_max = *seen.keys().max().unwrap();
-        assert!(shown_max > stored as u64, "{stored}/{shown}: nothing shown past the stored ones");
+        assert!(
+            shown_max > stored as u64,
+            "{stored}/{shown}: nothing shown past the stored ones"
+        );
         let mut after = Node::new(2, cfg(), n.store.clone());
         let v = after.connect_as(1, visitor(1), true);
         after.send(v, msg("n1", "after the crash"));

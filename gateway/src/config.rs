@@ -462,7 +462,10 @@ mod tests {
             ..Config::default()
         };
         let e = big.validate().unwrap_err().to_string();
-        assert!(e.contains("max_message_bytes") && e.contains("8388352"), "{e}");
+        assert!(
+            e.contains("max_message_bytes") && e.contains("8388352"),
+            "{e}"
+        );
         let at_limit = Config {
             max_message_bytes: MAX_MESSAGE_BYTES,
             ..big.clone()

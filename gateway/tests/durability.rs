@@ -1,11 +1,9 @@
 //! The bridge link cannot wedge, and no seq ever names two messages: real gateway, real
 //! storage bridge, real WebSocket clients.
 
-mod common;
-
-use common::{temp_dir, BridgeProc, Client, Gateway};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
+use switchboard_test_support::{temp_dir, Bridge, Client, Gateway};
 
 const FAST: [&str; 4] = ["--rate-per-sec", "100000", "--rate-burst", "100000"];
 
@@ -124,14 +122,17 @@ async fn a_seq_shown_before_a_crash_never_names_another_message() {
     let dir = temp_dir("seq-crash");
     let hold = dir.join("drop-persists");
     let hold_s = hold.to_str().unwrap().to_string();
-    let bridge = BridgeProc::start(
-        &dir,
-        &[("SWITCHBOARD_BRIDGE_FAULT_DROP_PERSISTS_WHILE", hold_s.as_str())],
-    );
-    let mut args = bridge.gateway_args();
-    args.extend(FAST.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut gw = Gateway::start_at(&dir, 2, &args, |_| {});
+    let bridge = Bridge::builder(&dir)
+        .args(&["--fault-drop-persists-while", &hold_s])
+        .start();
+    let gateway = || {
+        Gateway::builder()
+            .data_dir(&dir)
+            .args(&bridge.gateway_args())
+            .args(&FAST)
+            .start()
+    };
+    let mut gw = gateway();
     let mut views = Views::new();
 
     let mut v = gw.visitor().await;
@@ -163,7 +164,7 @@ async fn a_seq_shown_before_a_crash_never_names_another_message() {
     drop((v, agent));
     std::fs::remove_file(&hold).unwrap();
 
-    let gw = Gateway::start_at(&dir, 2, &args, |_| {});
+    let gw = gateway();
     let mut v = Client::connect(&gw.url(&format!("/ws/visitor?client=web&token={token}")))
         .await
         .unwrap();
@@ -176,7 +177,10 @@ async fn a_seq_shown_before_a_crash_never_names_another_message() {
         v.msg(&format!("h{i}"), &format!("lost {i}"), Some(&conv))
             .await;
         let ack = v.expect("ack").await;
-        acks.insert(ack["cid"].as_str().unwrap().into(), ack["seq"].as_u64().unwrap());
+        acks.insert(
+            ack["cid"].as_str().unwrap().into(),
+            ack["seq"].as_u64().unwrap(),
+        );
     }
     assert!(
         acks["n1"] > agent_last,

@@ -110,7 +110,10 @@ pub enum ConvEvent {
     },
     /// The gateway may hand out seqs up to `upto`: written (and confirmed) before any of
     /// them is used, so that after a crash the next seq starts above every seq anyone saw.
-    SeqLease { conv: ConvId, upto: u64 },
+    SeqLease {
+        conv: ConvId,
+        upto: u64,
+    },
 }
 
 impl ConvEvent {
@@ -401,8 +404,18 @@ mod tests {
 
     #[test]
     fn json_lengths_are_exact() {
-        for s in ["", "abc", "q\"b\\", "\u{1}\n\t\r\u{8}\u{c}\u{1f}\u{7f}", "héllo 😀"] {
-            assert_eq!(json_str_len(s), serde_json::to_string(s).unwrap().len(), "{s:?}");
+        for s in [
+            "",
+            "abc",
+            "q\"b\\",
+            "\u{1}\n\t\r\u{8}\u{c}\u{1f}\u{7f}",
+            "héllo 😀",
+        ] {
+            assert_eq!(
+                json_str_len(s),
+                serde_json::to_string(s).unwrap().len(),
+                "{s:?}"
+            );
         }
     }
 
@@ -424,26 +437,32 @@ mod tests {
     }
 
     fn message() -> impl Strategy<Value = StoredMessage> {
-        (any::<u64>(), any::<u64>(), text(64), text(64), text(400), any::<u64>()).prop_map(
-            |(conv, seq, sender, cid, body, ts)| StoredMessage {
+        (
+            any::<u64>(),
+            any::<u64>(),
+            text(64),
+            text(64),
+            text(400),
+            any::<u64>(),
+        )
+            .prop_map(|(conv, seq, sender, cid, body, ts)| StoredMessage {
                 conv: ConvId(conv),
                 seq,
                 sender,
                 cid,
                 body,
                 ts,
-            },
-        )
+            })
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
         /// The size bound is a bound, whatever the text.
         #[test]
         fn encoded_len_bounds_the_encoding(m in message()) {
             prop_assert!(serde_json::to_vec(&m).unwrap().len() <= m.encoded_len());
         }
-
-        #![proptest_config(ProptestConfig::with_cases(24))]
 
         /// A page cut with `fitting` always encodes within the frame limit, whatever the
         /// page budget (up to PAGE_BYTES) and the message sizes (up to MAX_MESSAGE_BYTES),

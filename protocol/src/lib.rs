@@ -18,8 +18,8 @@ pub mod client;
 pub mod codes;
 pub mod ids;
 pub mod server;
-pub mod token;
 pub mod throttle;
+pub mod token;
 
 pub use client::{decode_client_frame, ClientFrame, DecodeError};
 pub use codes::{CloseCode, ErrorCode};

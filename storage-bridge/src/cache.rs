@@ -20,13 +20,13 @@
 //! - Any Redis error abandons the namespace too; a new one is opened on the next use, at
 //!   most once a second.
 
+use crate::store::From;
 use redis::aio::ConnectionManager;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use switchboard_protocol::bridge::StoredMessage;
 use switchboard_protocol::ConvId;
-use crate::store::From;
 
 /// How often a lost Redis connection or namespace is tried again.
 const RETRY: Duration = Duration::from_secs(1);
@@ -412,8 +412,14 @@ mod tests {
             Some(vec![13, 14])
         );
         // Reaching below the oldest cached message with room left: the database's.
-        assert_eq!(seqs(answer_from(&cached, None, 0, 15, 10, From::Newest)), None);
-        assert_eq!(seqs(answer_from(&[], None, 0, u64::MAX, 10, From::Newest)), None);
+        assert_eq!(
+            seqs(answer_from(&cached, None, 0, 15, 10, From::Newest)),
+            None
+        );
+        assert_eq!(
+            seqs(answer_from(&[], None, 0, u64::MAX, 10, From::Newest)),
+            None
+        );
         // Reading forward: the oldest after `after`, only when the list reaches back to it.
         assert_eq!(
             seqs(answer_from(&cached, None, 12, u64::MAX, 3, From::Oldest)),
@@ -429,10 +435,16 @@ mod tests {
     fn a_gap_or_a_hole_inside_the_list_sends_the_read_to_the_database() {
         let mut gapped = list(1..=5);
         gapped.extend(list(7..=9));
-        assert_eq!(seqs(answer_from(&gapped, None, 0, u64::MAX, 2, From::Newest)), None);
+        assert_eq!(
+            seqs(answer_from(&gapped, None, 0, u64::MAX, 2, From::Newest)),
+            None
+        );
         // A failed write of 11..=20 while a lower batch landed: 1..=10 looks whole but is not.
         let cached = list(1..=10);
-        assert_eq!(seqs(answer_from(&cached, Some(20), 0, u64::MAX, 2, From::Newest)), None);
+        assert_eq!(
+            seqs(answer_from(&cached, Some(20), 0, u64::MAX, 2, From::Newest)),
+            None
+        );
         // Once the list starts above the hole it answers again.
         let cached = list(21..=30);
         assert_eq!(

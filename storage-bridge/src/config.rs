@@ -65,7 +65,11 @@ pub struct Config {
     pub secret_file: Option<PathBuf>,
     /// Test-only fault: while this file exists, `persist` requests are dropped unanswered
     /// and never committed (what a gateway crash loses). Never set it in production.
-    #[arg(long, hide = true, env = "SWITCHBOARD_BRIDGE_FAULT_DROP_PERSISTS_WHILE")]
+    #[arg(
+        long,
+        hide = true,
+        env = "SWITCHBOARD_BRIDGE_FAULT_DROP_PERSISTS_WHILE"
+    )]
     pub fault_drop_persists_while: Option<PathBuf>,
 }
 

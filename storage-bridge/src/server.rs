@@ -163,7 +163,11 @@ async fn connection(
                 messages,
                 events,
             } => {
-                if faults.drop_persists_while.as_ref().is_some_and(|p| p.exists()) {
+                if faults
+                    .drop_persists_while
+                    .as_ref()
+                    .is_some_and(|p| p.exists())
+                {
                     tracing::warn!(shard, req, "test fault: persist dropped");
                     continue;
                 }
@@ -278,7 +282,10 @@ const OPEN_PAGE_MAX: u32 = 10_000;
 fn open_fitting(convs: &[OpenConv], budget: usize) -> usize {
     let mut used = 0usize;
     for (i, c) in convs.iter().enumerate() {
-        used += 96 + c.agent.as_deref().map_or(0, switchboard_protocol::bridge::json_str_len);
+        used += 96
+            + c.agent
+                .as_deref()
+                .map_or(0, switchboard_protocol::bridge::json_str_len);
         if used > budget && i > 0 {
             return i;
         }

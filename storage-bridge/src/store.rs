@@ -60,8 +60,8 @@ pub(crate) fn check_schema_version(applied_max: Option<i64>) -> Result<(), Store
 /// Versioned schema migrations, shared by both databases (the SQL is the common subset).
 pub const MIGRATIONS: &[(i64, &str)] = &[
     (
-    1,
-    "CREATE TABLE conversations (
+        1,
+        "CREATE TABLE conversations (
         id BIGINT PRIMARY KEY,
         visitor BIGINT NOT NULL,
         agent TEXT,

@@ -112,8 +112,8 @@ fn persist(req: u64, conv: u64, seqs: std::ops::RangeInclusive<u64>) -> BridgeMs
 fn large_reads_come_back_in_pages_that_fit_a_frame() {
     use switchboard_protocol::bridge::PAGE_BYTES;
     let dir = tempdir("pages");
-    let b = Bridge::start(&dir, &[]);
-    let mut l = Link::hello(&b.socket());
+    let b = Bridge::start(&dir);
+    let mut l = Link::hello(&b.socket);
     let body = "é\"".repeat(20_000); // 60,000 bytes, 80,000 as JSON
     for chunk in 0..30u64 {
         let mut m = persist(chunk + 1, 5, chunk * 10 + 1..=chunk * 10 + 10);
@@ -165,7 +165,11 @@ fn large_reads_come_back_in_pages_that_fit_a_frame() {
     };
     let bytes: usize = info.recent.iter().map(|m| m.encoded_len()).sum();
     assert!(bytes <= PAGE_BYTES / 2 && !info.recent.is_empty());
-    assert_eq!(info.recent.last().map(|m| m.seq), Some(300), "the newest kept");
+    assert_eq!(
+        info.recent.last().map(|m| m.seq),
+        Some(300),
+        "the newest kept"
+    );
     assert_eq!(info.cids.len(), 300, "every cid (they are small)");
 }
 
@@ -194,7 +198,12 @@ fn the_link_persists_loads_and_pages_history() {
         panic!()
     };
     assert_eq!(
-        (info.visitor, info.last_seq, info.recent.len(), info.cids.len()),
+        (
+            info.visitor,
+            info.last_seq,
+            info.recent.len(),
+            info.cids.len()
+        ),
         (VisitorId(0xaa), 9, 3, 5)
     );
     // Seqs up to the opening lease (64) may have been shown: the load leases above them.

@@ -246,7 +246,11 @@ async fn open_conversations_are_listed_with_their_agents(s: Store) {
         .map(|o| (o.conv.0, o.visitor.0, o.agent.as_deref()))
         .collect();
     assert_eq!(got, vec![(1, 10, None), (2, 20, Some("ann"))]);
-    assert_eq!(s.open_conversations(None, 1).await.unwrap().len(), 1, "bounded");
+    assert_eq!(
+        s.open_conversations(None, 1).await.unwrap().len(),
+        1,
+        "bounded"
+    );
 }
 
 async fn migrations_are_idempotent(s: Store) {

@@ -187,7 +187,8 @@ pub struct Node {
     /// Requests held back (to observe acks waiting), per shard.
     pub held: Vec<Vec<BridgeMsg>>,
     pub hold: bool,
-    pub now: Now,}
+    pub now: Now,
+}
 
 /// The seq lease a conversation takes (`CoreConfig::default()`): after a restart its seqs
 /// go on above it.
@@ -196,7 +197,8 @@ pub const LEASE: u64 = 128;
 #[derive(Clone, Copy)]
 pub struct Client {
     pub shard: usize,
-    pub key: ConnKey,}
+    pub key: ConnKey,
+}
 
 pub fn cfg() -> CoreConfig {
     CoreConfig {
@@ -339,4 +341,3 @@ pub fn visitor(id: u64) -> ParticipantId {
 pub fn msg(cid: &str, body: &str) -> Value {
     json!({"type":"msg","cid":cid,"body":body})
 }
-

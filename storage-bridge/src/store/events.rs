@@ -75,7 +75,9 @@ impl EventRows {
                         rows.closed.push((*conv, by.clone(), *ts));
                     });
                 }
-                ConvEvent::SeqLease { conv, upto } => newest(&mut rows.leases, &mut leases, *conv, *upto),
+                ConvEvent::SeqLease { conv, upto } => {
+                    newest(&mut rows.leases, &mut leases, *conv, *upto)
+                }
             }
         }
         rows

@@ -188,7 +188,11 @@ impl PgStore {
         }))
     }
 
-    pub(crate) async fn recent_cids(&self, conv: ConvId, n: u32) -> Result<Vec<SeenCid>, StoreError> {
+    pub(crate) async fn recent_cids(
+        &self,
+        conv: ConvId,
+        n: u32,
+    ) -> Result<Vec<SeenCid>, StoreError> {
         let c = self.pool.get().await.map_err(pool_err)?;
         let rows = c
             .query(
@@ -207,7 +211,11 @@ impl PgStore {
         ))
     }
 
-    pub(crate) async fn take_lease(&self, conv: ConvId, count: u64) -> Result<Option<u64>, StoreError> {
+    pub(crate) async fn take_lease(
+        &self,
+        conv: ConvId,
+        count: u64,
+    ) -> Result<Option<u64>, StoreError> {
         let c = self.pool.get().await.map_err(pool_err)?;
         let row = c
             .query_opt(

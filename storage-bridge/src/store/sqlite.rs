@@ -144,7 +144,11 @@ impl SqliteStore {
         .await
     }
 
-    pub(crate) async fn recent_cids(&self, conv: ConvId, n: u32) -> Result<Vec<SeenCid>, StoreError> {
+    pub(crate) async fn recent_cids(
+        &self,
+        conv: ConvId,
+        n: u32,
+    ) -> Result<Vec<SeenCid>, StoreError> {
         self.run(move |c| {
             let mut q = c.prepare_cached(
                 "SELECT seq, sender, cid FROM messages WHERE conv = ?1 ORDER BY seq DESC LIMIT ?2",
@@ -161,7 +165,11 @@ impl SqliteStore {
         .await
     }
 
-    pub(crate) async fn take_lease(&self, conv: ConvId, count: u64) -> Result<Option<u64>, StoreError> {
+    pub(crate) async fn take_lease(
+        &self,
+        conv: ConvId,
+        count: u64,
+    ) -> Result<Option<u64>, StoreError> {
         self.run(move |c| {
             Ok(c.query_row(
                 "UPDATE conversations SET seq_lease = MAX(seq_lease,

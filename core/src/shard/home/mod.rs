@@ -580,7 +580,10 @@ impl HomeRole {
         // With no more stored before the window's oldest as it was, go on from there.
         let after = match (last, page.more) {
             (Some(last), true) => last,
-            (last, _) => last.unwrap_or(0).max(upto.saturating_sub(1)).max(next.after),
+            (last, _) => last
+                .unwrap_or(0)
+                .max(upto.saturating_sub(1))
+                .max(next.after),
         };
         if page.messages.is_empty() {
             return self.replay_from(sh, from, conn, conv, ReplayNext { after, ..next });
@@ -711,7 +714,10 @@ impl HomeRole {
         let c = self.convs.get_mut(&conv).expect("caller checked");
         let from_label = who.to_string();
         let posted = c.post_from(&who, &from_label, cid, body, ts);
-        let lease = self.store.as_ref().and_then(|_| c.lease_wanted(sh.cfg.seq_lease));
+        let lease = self
+            .store
+            .as_ref()
+            .and_then(|_| c.lease_wanted(sh.cfg.seq_lease));
         if let (Some(upto), Some(link)) = (lease, self.store.as_mut()) {
             link.event(ConvEvent::SeqLease { conv, upto });
         }
