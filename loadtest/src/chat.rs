@@ -445,6 +445,7 @@ async fn agent(
     drain_until: Instant,
 ) {
     let mut ledger = ReceiverLedger::default();
+    let mut reconnected = false;
     let mut n = 0u64;
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     while Instant::now() < drain_until {
@@ -465,6 +466,7 @@ async fn agent(
                 Ok(None | Some(Err(_))) => match connect_again(&url, &stats, drain_until).await {
                     Some(fresh) => {
                         ws = fresh;
+                        reconnected = true;
                         continue;
                     }
                     None => break,
@@ -513,7 +515,9 @@ async fn agent(
     }
     // Gaps mean a delivered sequence skipped messages; with replies interleaved the
     // agent's own messages are not delivered back to it, so gaps are only counted without.
-    if replies == 0.0 {
+    // Across a gateway restart seqs skip on purpose (docs/protocol.md, "Seqs"): then only
+    // `undelivered` (acked, never relayed) tells a lost message.
+    if replies == 0.0 && !reconnected {
         stats.borrow_mut().gaps += ledger.gaps();
     }
 }
