@@ -52,16 +52,23 @@ def loadtest(args, json_path):
         return json.load(f)
 
 
-def server_configs(all_cores):
+def server_configs(all_cores, before=None):
     gw = os.path.join(REL, "gateway")
     base = os.path.join(REL, "baseline-relay")
     n = CORES
-    return [
+    configs = [
         ("switchboard, 1 shard", "0", [gw, "--shards", "1"]),
         ("baseline, 1 core", "0", [base]),
         (f"switchboard, {n} shards", all_cores, [gw, "--shards", str(n)]),
         (f"baseline, {n} cores", all_cores, [base]),
     ]
+    if before:
+        old = os.path.join(before, "gateway")
+        configs += [
+            ("switchboard before, 1 shard", "0", [old, "--shards", "1"]),
+            (f"switchboard before, {n} shards", all_cores, [old, "--shards", str(n)]),
+        ]
+    return configs
 
 
 def launch(name, cores, cmd, tmp):
@@ -80,10 +87,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer connections and rates, shorter runs")
     ap.add_argument("--fixed-rate", type=int, default=5000, help="the common rate for p99 and CPU per message")
+    ap.add_argument("--rates", help="comma-separated offered rates of the sweep (default: all)")
+    ap.add_argument("--before", metavar="DIR",
+                    help="also run the gateway binary in DIR (an earlier commit's target/release) "
+                         "and report this build against it, measured in the same run")
     a = ap.parse_args()
     all_cores = f"0-{CORES - 1}"
     conns = 2000 if a.quick else 10000
     rates = [1000, 5000] if a.quick else [1000, 5000, 10000, 15000, 20000, 30000, 40000]
+    if a.rates:
+        rates = sorted(int(r) for r in a.rates.split(","))
     duration = 3 if a.quick else 8
     if a.fixed_rate not in rates:
         rates = sorted(set(rates + [a.fixed_rate]))
@@ -91,7 +104,7 @@ def main():
     with open(os.path.join(tmp, "secret"), "w") as f:
         f.write("compare-secret-0123456789abcdef\n")
     results = []
-    for name, cores, cmd in server_configs(all_cores):
+    for name, cores, cmd in server_configs(all_cores, a.before):
         # On one server core, the load client gets the other cores; on all, it shares.
         client_cores = ["--cores", f"1-{CORES - 1}"] if cores == "0" and CORES > 1 else []
         print(f"== {name} (server on cores {cores})", flush=True)
@@ -153,9 +166,11 @@ def main():
         return (y / x) if invert else (x / y)
 
     pairs = [(results[0], results[1]), (results[2], results[3])]
+    if a.before:
+        pairs += [(results[0], results[4]), (results[2], results[5])]
     rows = []
     print()
-    print(f"{'':34} {'switchboard':>14} {'baseline':>14} {'ratio':>8}")
+    print(f"{'':34} {'switchboard':>14} {'other':>14} {'ratio':>8}")
     for sb, base in pairs:
         print(f"-- {sb['server']} vs {base['server']}")
         for label, key, better in [
@@ -174,7 +189,8 @@ def main():
     os.makedirs(RESULTS, exist_ok=True)
     out = {"host": host, "quick": a.quick, "rates": rates, "connections": conns, "duration_s": duration,
            "results": results, "table": rows,
-           "note": "ratio = switchboard / baseline; both without storage; loadtest shares the machine"}
+           "note": "ratio = switchboard / baseline (or / the --before build); all without storage; "
+                   "loadtest shares the machine"}
     with open(os.path.join(RESULTS, "compare.json"), "w") as f:
         json.dump(out, f, indent=2)
     print(f"\nwrote {os.path.relpath(os.path.join(RESULTS, 'compare.json'), ROOT)}")

@@ -7,6 +7,8 @@
 #
 #   bench/persist.sh [pg|sqlite] [visitors] [messages/s per visitor] [seconds] [redis|none]
 #
+# SWITCHBOARD_BENCH_BIN=DIR runs the gateway and bridge from DIR instead (e.g. an earlier
+# commit's target/release, to compare builds on the same host and load).
 # Writes bench/results/persist-<store>-<offered rate>[-redis].json.
 # pg uses postgres://postgres@127.0.0.1:5432/switchboard_bench (created and emptied here).
 # redis: the bridge also writes its recent-message cache to 127.0.0.1:6379 (keys under
@@ -15,6 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 db=${1:-pg}; visitors=${2:-1000}; rate=${3:-20}; duration=${4:-20}; cache=${5:-none}
 cargo build --release -q -p gateway -p storage-bridge -p loadtest
+bin=${SWITCHBOARD_BENCH_BIN:-./target/release}
 dir=$(mktemp -d /tmp/sb-bench.XXXXXX)
 if [ "$db" = pg ]; then
     createdb -h 127.0.0.1 -U postgres switchboard_bench 2>/dev/null || true
@@ -31,7 +34,7 @@ if [ "$cache" = redis ]; then
 else
     unset REDIS_URL
 fi
-SWITCHBOARD_LOG=warn ./target/release/gateway --listen 127.0.0.1:0 --data-dir "$dir" --bridge-http "" \
+SWITCHBOARD_LOG=warn "$bin/gateway" --listen 127.0.0.1:0 --data-dir "$dir" --bridge-http "" \
     --agent-capacity 1000 --rate-per-sec 1000 --rate-burst 2000 > "$dir/gw.out" 2> "$dir/gw.err" &
 gw=$!
 trap 'kill $gw 2>/dev/null; wait $gw 2>/dev/null; rm -rf "$dir"

@@ -7,7 +7,7 @@
 //! Meanwhile the shard goes on relaying; only acks wait, and past the core's bound new
 //! messages get `overloaded`.
 
-use crate::runtime::ShardCtx;
+use crate::shard_ctx::ShardCtx;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::UnixStream;
 use std::path::Path;

@@ -8,7 +8,7 @@
 //! 4. Close with the code the core or the protocol asked for, and tell the core it is gone.
 
 use crate::http::{self, Parsed, Route};
-use crate::runtime::ShardCtx;
+use crate::shard_ctx::ShardCtx;
 use async_tungstenite::WebSocketStream;
 use bytes::Bytes;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt, StreamExt};

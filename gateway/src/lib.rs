@@ -21,4 +21,5 @@ mod notify;
 pub mod preflight;
 pub mod runtime;
 pub mod server;
+pub mod shard_ctx;
 pub mod supervisor;

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::connection;
 use crate::metrics::ShardMetrics;
 use crate::notify::Notify;
+use crate::shard_ctx::{Batch, ShardCtx};
 use futures_lite::future;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use glommio::net::TcpListener;
@@ -25,13 +26,6 @@ use switchboard_core::{Now, Shard, ShardMsg};
 use switchboard_protocol::token::TokenSigner;
 use tungstenite::protocol::WebSocketConfig;
 
-/// What crosses the mesh: a batch of messages from one shard to another.
-pub type Batch = Vec<ShardMsg>;
-
-/// Messages waiting for one peer above this many make connections on this shard pause
-/// reading, so backpressure lands on clients, never inside the mesh.
-const CONGESTION_LIMIT: usize = 64 * 1024;
-
 /// Everything a shard needs to start; `Send`, built by the main thread.
 pub struct ShardArgs {
     pub config: Config,
@@ -41,89 +35,6 @@ pub struct ShardArgs {
     pub prometheus: PrometheusHandle,
     pub shutdown: Arc<AtomicBool>,
     pub seed: u64,
-}
-
-/// State shared by the tasks of one shard.
-pub struct ShardCtx {
-    pub id: u32,
-    /// The core state machine; borrowed only within synchronous calls.
-    pub shard: RefCell<Shard>,
-    pub config: Config,
-    pub signer: TokenSigner,
-    pub ws_config: WebSocketConfig,
-    pub metrics: RefCell<ShardMetrics>,
-    pub prometheus: PrometheusHandle,
-    /// Set when SIGTERM arrives: stop accepting, close connections with 1001.
-    pub stopping: Cell<bool>,
-    stop: Notify,
-    /// Outgoing messages per peer, waiting for that peer's sender task.
-    pending: Vec<RefCell<Batch>>,
-    wake_sender: Vec<Notify>,
-    /// Connections waiting for the mesh to drain.
-    congestion_waiters: RefCell<Vec<std::task::Waker>>,
-    epoch: Instant,
-    /// Latency-sensitive work: connections and relaying.
-    pub relay_queue: TaskQueueHandle,
-    /// Wakes the bridge link when the core has requests for the bridge.
-    pub bridge_wake: Notify,
-}
-
-impl ShardCtx {
-    pub fn now(&self) -> Now {
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        Now {
-            mono_ms: self.epoch.elapsed().as_millis() as u64 + 1,
-            unix_ms,
-        }
-    }
-
-    /// Runs `f` on the shard state, then hands its messages for other shards to the mesh.
-    pub fn with_shard<R>(&self, f: impl FnOnce(&mut Shard) -> R) -> R {
-        let mut shard = self.shard.borrow_mut();
-        let r = f(&mut shard);
-        if shard.has_bridge_requests() {
-            self.bridge_wake.notify();
-        }
-        if shard.has_outgoing() {
-            for (to, msg) in shard.take_outgoing() {
-                self.pending[to as usize].borrow_mut().push(msg);
-                self.wake_sender[to as usize].notify();
-            }
-        }
-        r
-    }
-
-    fn pending_total(&self) -> usize {
-        self.pending.iter().map(|p| p.borrow().len()).sum()
-    }
-
-    /// Resolves when the mesh is not congested (at once, normally).
-    pub async fn uncongested(&self) {
-        std::future::poll_fn(|cx| {
-            if self
-                .pending
-                .iter()
-                .all(|p| p.borrow().len() < CONGESTION_LIMIT)
-            {
-                std::task::Poll::Ready(())
-            } else {
-                self.congestion_waiters
-                    .borrow_mut()
-                    .push(cx.waker().clone());
-                std::task::Poll::Pending
-            }
-        })
-        .await
-    }
-
-    fn wake_congested(&self) {
-        let waiters = std::mem::take(&mut *self.congestion_waiters.borrow_mut());
-        for w in waiters {
-            w.wake();
-        }
-    }
 }
 
 /// Sends everything pending for `peer`, batch by batch, waiting when its channel is full.

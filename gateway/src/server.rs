@@ -2,7 +2,8 @@
 //! the channel mesh, start one pinned glommio executor per shard, and wait for them.
 
 use crate::config::Config;
-use crate::runtime::{shard_main, Batch, ShardArgs};
+use crate::runtime::{shard_main, ShardArgs};
+use crate::shard_ctx::Batch;
 use anyhow::Context;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
