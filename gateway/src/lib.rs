@@ -2,7 +2,8 @@
 //!
 //! - [`config`]: the one configuration, loaded and validated at start.
 //! - [`server`]: binds the listeners and starts one pinned shard per core.
-//! - [`runtime`]: a shard at run time: core state, channel mesh tasks, timers, accept loop.
+//! - [`runtime`]: a shard at run time: channel mesh tasks, timers, accept loop.
+//! - [`shard_ctx`]: what a shard's tasks share: the core state, outgoing mesh traffic, wake-ups.
 //! - [`connection`]: one client connection as one task, handshake to close.
 //! - [`http`]: sans-IO request parsing and responses.
 //! - [`metrics`]: Prometheus names and per-shard handles.

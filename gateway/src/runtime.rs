@@ -14,17 +14,16 @@ use crate::shard_ctx::{Batch, ShardCtx};
 use futures_lite::future;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use glommio::net::TcpListener;
-use glommio::{Latency, Shares, TaskQueueHandle};
+use glommio::{Latency, Shares};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::cell::{Cell, RefCell};
 use std::os::fd::{IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use switchboard_core::{Now, Shard, ShardMsg};
+use std::time::{Duration, Instant};
+use switchboard_core::Shard;
 use switchboard_protocol::token::TokenSigner;
-use tungstenite::protocol::WebSocketConfig;
 
 /// Everything a shard needs to start; `Send`, built by the main thread.
 pub struct ShardArgs {
