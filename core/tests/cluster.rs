@@ -1,6 +1,9 @@
 //! Several shards in one thread, wired by in-memory FIFO queues (one per ordered pair of
 //! shards, like the gateway's channel mesh), driven through whole conversations. The pump
 //! may interleave the queues in any order a seed picks, as real cores would.
+//!
+//! Longer than our usual ~600 lines on purpose: every test here shares the one in-process
+//! cluster above, and the randomized ones at the end replay the scenarios of the others.
 
 use bytes::Bytes;
 use serde_json::Value;

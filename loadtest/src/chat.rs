@@ -10,6 +10,10 @@
 //! In both, a client whose connection ends (a gateway restarted mid-run) reconnects the
 //! same way, agents too, so a rolling restart under load is measured, not fatal.
 //!
+//! Over our usual ~600 lines: the visitor and agent loops, their shared counters and the
+//! coordinator's table are one scenario, read together; the ledgers' rules are apart
+//! (`ledger.rs`).
+//!
 //! Bounded: load for `--duration` seconds, then at most `--drain` seconds for outstanding
 //! acks; anything unacked then is counted lost.
 

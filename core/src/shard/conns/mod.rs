@@ -4,19 +4,20 @@
 //! connections are live in each conversation (`conv_subs`), the local devices of each agent,
 //! the idle deadlines of connections, their rate limits, and a returning visitor's lookup of
 //! its open conversation. It turns client frames into [`HomeMsg`]s for the conversations'
-//! home shards (and [`DispatchMsg`]s for the dispatcher), and takes [`ConnMsg`]s: frames for
+//! home shards (and [`DispatchMsg`]s for the dispatcher), and takes [`ConnMsg`](crate::messages::ConnMsg)s (`incoming`): frames for
 //! its connections (`ToConn`, `Deliver`, `Replay`), assignments (`AgentAssigned`,
 //! `AgentConvs`) and lookup answers (`OpenConvIs`).
 
+mod incoming;
 mod table;
 
 use crate::auth::Identity;
 use crate::config::ClientKind;
 use crate::conn::{ConnIo, ConnKey, Now};
 use crate::idle::IdleWheel;
-use crate::messages::{ConnMsg, DispatchMsg, HomeMsg, Signal};
+use crate::messages::{DispatchMsg, HomeMsg, Signal};
 use crate::ratelimit::TokenBucket;
-use crate::routing::{home_shard, ShardId, DISPATCHER_SHARD};
+use crate::routing::{home_shard, DISPATCHER_SHARD};
 use crate::shard::shared::{error_frame, Shared};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -494,147 +495,6 @@ impl ConnRole {
     pub fn begin_shutdown(&mut self) {
         for conn in self.table.iter_mut() {
             conn.close_with(CloseCode::GoingAway);
-        }
-    }
-
-    /// `key` has written everything queued for it: the next page of a paged replay, if one
-    /// waits.
-    pub fn on_drained(&mut self, sh: &mut Shared, key: ConnKey) {
-        let Some(c) = self.conn_mut(key) else { return };
-        c.io.drain_wanted = false;
-        if c.replay_asked.is_some() || c.replays.is_empty() {
-            return;
-        }
-        let (conv, next) = c.replays.remove(0);
-        c.replay_asked = Some(conv);
-        let who = c.who.clone();
-        let msg = HomeMsg::ReplayMore {
-            conv,
-            conn: key,
-            who,
-            next,
-        };
-        sh.send(sh.home(conv), msg);
-    }
-
-    /// A message for this shard's connections.
-    pub fn handle(&mut self, sh: &mut Shared, from: ShardId, msg: ConnMsg) {
-        match msg {
-            ConnMsg::OpenConvIs { conn, conv } => {
-                let Some(c) = self.conn_mut(conn) else { return };
-                let parked = match std::mem::replace(&mut c.lookup, Lookup::Done) {
-                    Lookup::Asked(parked) => parked,
-                    _ => Vec::new(),
-                };
-                if let (Some(conv), None) = (conv, c.visitor_conv) {
-                    // Back in it, live from its newest message: `resumed` says which and
-                    // up to where (`history` reads back).
-                    self.on_frame(
-                        sh,
-                        conn,
-                        ClientFrame::Resume {
-                            conv,
-                            last_seq: u64::MAX,
-                        },
-                    );
-                }
-                for frame in parked {
-                    self.on_frame(sh, conn, frame);
-                }
-            }
-
-            ConnMsg::ToConn { conn, frame } => self.push(sh, conn, frame),
-            ConnMsg::Deliver {
-                conv,
-                frame,
-                exclude,
-                closes,
-            } => self.deliver(sh, from, conv, frame, exclude, closes),
-            ConnMsg::Replay {
-                conv,
-                conn,
-                frames,
-                ok,
-                more,
-            } => {
-                let Some(c) = self.conn_mut(conn) else { return };
-                if c.replay_asked == Some(conv) {
-                    c.replay_asked = None;
-                }
-                match more {
-                    // One page of more: the next is asked once this one is read.
-                    Some(next) => c.replays.push((conv, next)),
-                    None if ok => {
-                        let list = self.conv_subs.entry(conv).or_default();
-                        if !list.contains(&conn) {
-                            list.push(conn);
-                        }
-                    }
-                    None => c.leave(conv),
-                }
-                for f in frames {
-                    self.push(sh, conn, f);
-                }
-                if let Some(c) = self.conn_mut(conn) {
-                    if !c.replays.is_empty() && c.replay_asked.is_none() {
-                        c.io.drain_wanted = true;
-                        c.io.wake();
-                    }
-                }
-            }
-            ConnMsg::AgentAssigned {
-                conv,
-                visitor,
-                agent,
-            } => {
-                // Devices are told; each attaches with `resume`, so that a device that
-                // connected at any moment gets every message once (see docs/protocol.md).
-                let devices = self.agents.get(&agent).cloned().unwrap_or_default();
-                let frame = encode(&ServerFrame::Assigned { conv, visitor });
-                for key in devices {
-                    self.push(sh, key, frame.clone());
-                }
-            }
-            ConnMsg::AgentConvs { conn, convs } => {
-                for (conv, visitor) in convs {
-                    self.push(sh, conn, encode(&ServerFrame::Assigned { conv, visitor }));
-                }
-            }
-        }
-    }
-
-    /// On a connection's shard: hand a conversation frame to each local subscriber.
-    fn deliver(
-        &mut self,
-        sh: &mut Shared,
-        _from: ShardId,
-        conv: ConvId,
-        frame: Bytes,
-        exclude: Option<(ShardId, ConnKey)>,
-        closes: bool,
-    ) {
-        // The list is taken out for the loop and put back (no copy per message).
-        let Some(list) = (if closes {
-            self.conv_subs.remove(&conv)
-        } else {
-            self.conv_subs.get_mut(&conv).map(std::mem::take)
-        }) else {
-            return;
-        };
-        for &key in &list {
-            if exclude != Some((sh.id, key)) {
-                self.push(sh, key, frame.clone());
-            }
-            if closes {
-                if let Some(c) = self.conn_mut(key) {
-                    c.leave(conv);
-                }
-            }
-        }
-        if !closes {
-            if let Some(slot) = self.conv_subs.get_mut(&conv) {
-                *slot = list;
-            }
         }
     }
 }

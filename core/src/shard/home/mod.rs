@@ -10,19 +10,23 @@
 //! waits in the link meanwhile). It answers connections with [`ConnMsg`]s and tells the
 //! dispatcher ([`DispatchMsg`]) about new, restored and closed conversations.
 
+mod link;
+mod reads;
 mod reply;
+
+use reads::Wait;
 
 use crate::config::CoreConfig;
 use crate::conn::ConnKey;
-use crate::conversation::{msg_frame, AckWaiter, Conversation, Posted};
+use crate::conversation::{AckWaiter, Conversation, Posted};
 use crate::idle::IdleWheel;
-use crate::messages::{ConnMsg, DispatchMsg, HomeMsg, ReplayNext};
-use crate::persist::{ReadPage, Resolved, StoreLink};
+use crate::messages::{DispatchMsg, HomeMsg, ReplayNext};
+use crate::persist::StoreLink;
 use crate::routing::{home_shard, ShardId, DISPATCHER_SHARD};
 use crate::shard::shared::Shared;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
-use switchboard_protocol::bridge::{BridgeMsg, ConvEvent, OpenConv, StoredMessage};
+use switchboard_protocol::bridge::{ConvEvent, OpenConv, StoredMessage};
 use switchboard_protocol::server::{encode, CloseReason, ServerFrame};
 use switchboard_protocol::{AgentId, ConvId, ErrorCode, ParticipantId};
 
@@ -36,28 +40,6 @@ fn page_budget(sh: &Shared) -> usize {
 const CLOSED_REMEMBERED: usize = 100_000;
 /// Who the store records as having closed an idle conversation.
 pub const IDLE_CLOSER: &str = "(idle)";
-
-/// What a store read was for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Wait {
-    /// A page of a replay reaching past the window (`upto`: the window's oldest seq when
-    /// asked): stored messages after `next.after`, then on from there.
-    Resume {
-        from: ShardId,
-        conn: ConnKey,
-        conv: ConvId,
-        next: ReplayNext,
-        upto: u64,
-    },
-    /// A client's `history` request.
-    History {
-        from: ShardId,
-        conn: ConnKey,
-        conv: ConvId,
-        before: u64,
-        limit: u32,
-    },
-}
 
 /// What waits for a conversation to load: a message and the shard it came from.
 type Parked = (ShardId, HomeMsg);
@@ -96,129 +78,6 @@ impl HomeRole {
                 link
             }),
         }
-    }
-
-    /// Writes the requests for the storage bridge made since the last call to `out`. Gives
-    /// back the answers of those that could not be sent, for [`Self::on_bridge`].
-    pub fn write_bridge_requests(
-        &mut self,
-        sh: &mut Shared,
-        out: &mut Vec<u8>,
-        now_us: u64,
-    ) -> Vec<BridgeMsg> {
-        let Some(link) = self.store.as_mut() else {
-            return Vec::new();
-        };
-        let failed = link.write_requests(out, now_us);
-        sh.stats.unconfirmed = link.unconfirmed() as u64;
-        failed
-    }
-
-    /// A new link to the bridge: every request in flight is written again, then new ones.
-    pub fn bridge_relinked(&mut self, out: &mut Vec<u8>, now_us: u64) -> Vec<BridgeMsg> {
-        self.store
-            .as_mut()
-            .map(|l| l.relink(out, now_us))
-            .unwrap_or_default()
-    }
-
-    /// The link to the bridge is gone: the answers of the requests given up on.
-    pub fn bridge_link_lost(&mut self) -> Vec<BridgeMsg> {
-        self.store
-            .as_mut()
-            .map(StoreLink::link_lost)
-            .unwrap_or_default()
-    }
-
-    /// When request `req` was written, if it is in flight.
-    pub fn bridge_sent_at_us(&self, req: u64) -> Option<u64> {
-        self.store.as_ref()?.sent_at_us(req)
-    }
-
-    /// Requests in flight to the bridge.
-    pub fn bridge_in_flight(&self) -> usize {
-        self.store.as_ref().map_or(0, StoreLink::in_flight)
-    }
-
-    pub fn has_bridge_requests(&self) -> bool {
-        self.store.as_ref().is_some_and(StoreLink::has_requests)
-    }
-
-    /// An answer from the storage bridge. Gives back a page of the start-up listing of open
-    /// conversations when that is what came (an empty last one if it failed), for the
-    /// dispatcher.
-    pub fn on_bridge(&mut self, sh: &mut Shared, msg: BridgeMsg) -> Option<Listed> {
-        let link = self.store.as_mut()?;
-        let resolved = link.resolve(msg);
-        sh.stats.unconfirmed = link.unconfirmed() as u64;
-        match resolved {
-            Resolved::Nothing => {}
-            Resolved::Persist(outcomes) => {
-                for o in outcomes {
-                    for (conv, upto) in o.leases {
-                        if let Some(c) = self.convs.get_mut(&conv) {
-                            c.lease_settled(upto, o.ok);
-                        }
-                    }
-                    for (conv, seq) in o.heads {
-                        self.settle_acks(sh, conv, seq, o.ok);
-                    }
-                }
-            }
-            Resolved::Loaded(conv, info, parked) => {
-                if let Some(info) = info {
-                    let mut c =
-                        Conversation::restore(conv, &info, sh.cfg.window, sh.cfg.dedupe_window);
-                    // Idle since its newest stored message (or since now, if it has none).
-                    c.touch(match Conversation::last_written_unix_ms(&info) {
-                        Some(ts) => sh
-                            .now
-                            .mono_ms
-                            .saturating_sub(sh.now.unix_ms.saturating_sub(ts)),
-                        None => sh.now.mono_ms,
-                    });
-                    if !c.is_closed() {
-                        sh.stats.open_conversations += 1;
-                        let restore = DispatchMsg::Restore {
-                            conv,
-                            visitor: c.visitor(),
-                            agent: c.agent().cloned(),
-                        };
-                        sh.send(DISPATCHER_SHARD, restore);
-                    }
-                    self.convs.insert(conv, c);
-                    self.watch_idle(sh, conv);
-                }
-                for (from, m) in parked {
-                    self.handle(sh, from, m);
-                }
-            }
-            Resolved::LoadFailed(_, parked) => {
-                for (from, m) in parked {
-                    let message = "storage unavailable; try again";
-                    reply::refuse(sh, from, &m, ErrorCode::Overloaded, message);
-                }
-            }
-            Resolved::Read(wait, page) => self.finish_read(sh, wait, page),
-            Resolved::OpenConvs { convs, done } => {
-                let listed = convs.unwrap_or_default();
-                for o in &listed {
-                    // Its home shard loads it when someone touches it; if nobody does, it
-                    // is checked (and loaded) after one idle period.
-                    if let Some(idle) = sh.cfg.conversation_idle_close {
-                        let due = sh.now.mono_ms + idle.as_millis() as u64;
-                        self.conv_idle.schedule(o.conv, due);
-                    }
-                }
-                return Some((listed, done));
-            }
-        }
-        None
-    }
-
-    /// Whether the start-up listing of open conversations is asked and not answered yet.
-    pub fn is_listing(&self) -> bool {
-        self.store.as_ref().is_some_and(StoreLink::is_listing)
     }
 
     /// Idle-close checks that came due: this shard's own are handled here, the rest (the
@@ -510,148 +369,6 @@ impl HomeRole {
             c.fail_acks_up_to(seq)
         };
         reply::settled(sh, conv, settled, ok);
-    }
-
-    /// Sends `conn` the next page of its replay of `conv`, after `next.after`: from the store
-    /// while that is older than the window, then from the window. The last page ends with
-    /// `resumed`, and the connection is live from then on.
-    fn replay_from(
-        &mut self,
-        sh: &mut Shared,
-        from: ShardId,
-        conn: ConnKey,
-        conv: ConvId,
-        next: ReplayNext,
-    ) {
-        let Some(c) = self.convs.get(&conv) else {
-            return;
-        };
-        let head = c.head_seq();
-        let oldest = c.oldest_kept().unwrap_or(head + 1);
-        let budget = page_budget(sh);
-        if let Some(link) = self
-            .store
-            .as_mut()
-            .filter(|_| next.after.saturating_add(1) < oldest && next.after < head)
-        {
-            // Older than the window: read the store first. The connection stays pending on
-            // its shard until its replay is over.
-            let wait = Wait::Resume {
-                from,
-                conn,
-                conv,
-                next,
-                upto: oldest,
-            };
-            let limit = sh.cfg.resume_fetch_max;
-            link.read(wait, conv, next.after, oldest, limit, true, budget);
-            return;
-        }
-        let (frames, more) = c.window_page(next.after, budget);
-        let next = ReplayNext {
-            after: more.unwrap_or(head),
-            replayed: next.replayed + frames.len() as u32,
-            complete: next.complete,
-        };
-        match more {
-            Some(_) => reply::replay_page(sh, from, conn, conv, frames, next),
-            None => reply::replay(sh, from, conn, conv, frames, head, next),
-        }
-    }
-
-    /// A page of stored messages for a replay came (`None`: the read failed).
-    fn resume_page(
-        &mut self,
-        sh: &mut Shared,
-        (from, conn, conv, next, upto): (ShardId, ConnKey, ConvId, ReplayNext, u64),
-        page: Option<ReadPage>,
-    ) {
-        let Some(page) = page else {
-            // What the store had is skipped (the client learns it from `complete`); the
-            // window follows.
-            let next = ReplayNext {
-                after: next.after.max(upto.saturating_sub(1)),
-                complete: false,
-                ..next
-            };
-            return self.replay_from(sh, from, conn, conv, next);
-        };
-        let last = page.messages.last().map(|m| m.seq);
-        // With no more stored before the window's oldest as it was, go on from there.
-        let after = match (last, page.more) {
-            (Some(last), true) => last,
-            (last, _) => last
-                .unwrap_or(0)
-                .max(upto.saturating_sub(1))
-                .max(next.after),
-        };
-        if page.messages.is_empty() {
-            return self.replay_from(sh, from, conn, conv, ReplayNext { after, ..next });
-        }
-        let frames: Vec<Bytes> = page
-            .messages
-            .iter()
-            .map(|m| msg_frame(conv, m.seq, &m.sender, &m.cid, &m.body, m.ts))
-            .collect();
-        let next = ReplayNext {
-            after,
-            replayed: next.replayed + frames.len() as u32,
-            complete: next.complete,
-        };
-        reply::replay_page(sh, from, conn, conv, frames, next);
-    }
-
-    /// Completes a store read: a page of a replay, or a `history` request.
-    fn finish_read(&mut self, sh: &mut Shared, wait: Wait, page: Option<ReadPage>) {
-        match wait {
-            Wait::Resume {
-                from,
-                conn,
-                conv,
-                next,
-                upto,
-            } => self.resume_page(sh, (from, conn, conv, next, upto), page),
-            Wait::History { .. } => match page {
-                Some(p) => self.answer_history(sh, wait, Some((p.messages, p.more))),
-                None => {
-                    let Wait::History { from, conn, .. } = wait else {
-                        unreachable!("matched above")
-                    };
-                    let message = "storage unavailable; try again";
-                    reply::error(sh, from, conn, ErrorCode::Overloaded, message, None);
-                }
-            },
-        }
-    }
-
-    /// Answers a `history` request: `stored`, a page from the store (and whether it has
-    /// older ones), or `None` when the window alone answers.
-    fn answer_history(
-        &mut self,
-        sh: &mut Shared,
-        wait: Wait,
-        stored: Option<(Vec<StoredMessage>, bool)>,
-    ) {
-        let Wait::History {
-            from,
-            conn,
-            conv,
-            before,
-            limit,
-        } = wait
-        else {
-            return;
-        };
-        let Some(c) = self.convs.get(&conv) else {
-            return;
-        };
-        let (items, complete) = c.history_page(stored, before, limit, page_budget(sh));
-        let frame = encode(&ServerFrame::History {
-            conv,
-            messages: items,
-            complete,
-        });
-        sh.send(from, ConnMsg::ToConn { conn, frame });
     }
 
     /// Why `who` may not act in `conv` (on its home shard), if it may not.

@@ -1,0 +1,158 @@
+//! What reaches the connection role from conversations' home shards and the dispatcher
+//! ([`ConnMsg`]): frames for its connections (one, a conversation's to every local
+//! subscriber, a replay page), assignments, lookup answers; and the next page of a paged
+//! replay once a connection has read the last.
+
+use super::table::Lookup;
+use super::ConnRole;
+use crate::conn::ConnKey;
+use crate::messages::{ConnMsg, HomeMsg};
+use crate::routing::ShardId;
+use crate::shard::shared::Shared;
+use bytes::Bytes;
+use switchboard_protocol::client::ClientFrame;
+use switchboard_protocol::server::{encode, ServerFrame};
+use switchboard_protocol::ConvId;
+
+impl ConnRole {
+    /// `key` has written everything queued for it: the next page of a paged replay, if one
+    /// waits.
+    pub fn on_drained(&mut self, sh: &mut Shared, key: ConnKey) {
+        let Some(c) = self.conn_mut(key) else { return };
+        c.io.drain_wanted = false;
+        if c.replay_asked.is_some() || c.replays.is_empty() {
+            return;
+        }
+        let (conv, next) = c.replays.remove(0);
+        c.replay_asked = Some(conv);
+        let who = c.who.clone();
+        let msg = HomeMsg::ReplayMore {
+            conv,
+            conn: key,
+            who,
+            next,
+        };
+        sh.send(sh.home(conv), msg);
+    }
+
+    /// A message for this shard's connections.
+    pub fn handle(&mut self, sh: &mut Shared, from: ShardId, msg: ConnMsg) {
+        match msg {
+            ConnMsg::OpenConvIs { conn, conv } => {
+                let Some(c) = self.conn_mut(conn) else { return };
+                let parked = match std::mem::replace(&mut c.lookup, Lookup::Done) {
+                    Lookup::Asked(parked) => parked,
+                    _ => Vec::new(),
+                };
+                if let (Some(conv), None) = (conv, c.visitor_conv) {
+                    // Back in it, live from its newest message: `resumed` says which and
+                    // up to where (`history` reads back).
+                    self.on_frame(
+                        sh,
+                        conn,
+                        ClientFrame::Resume {
+                            conv,
+                            last_seq: u64::MAX,
+                        },
+                    );
+                }
+                for frame in parked {
+                    self.on_frame(sh, conn, frame);
+                }
+            }
+
+            ConnMsg::ToConn { conn, frame } => self.push(sh, conn, frame),
+            ConnMsg::Deliver {
+                conv,
+                frame,
+                exclude,
+                closes,
+            } => self.deliver(sh, from, conv, frame, exclude, closes),
+            ConnMsg::Replay {
+                conv,
+                conn,
+                frames,
+                ok,
+                more,
+            } => {
+                let Some(c) = self.conn_mut(conn) else { return };
+                if c.replay_asked == Some(conv) {
+                    c.replay_asked = None;
+                }
+                match more {
+                    // One page of more: the next is asked once this one is read.
+                    Some(next) => c.replays.push((conv, next)),
+                    None if ok => {
+                        let list = self.conv_subs.entry(conv).or_default();
+                        if !list.contains(&conn) {
+                            list.push(conn);
+                        }
+                    }
+                    None => c.leave(conv),
+                }
+                for f in frames {
+                    self.push(sh, conn, f);
+                }
+                if let Some(c) = self.conn_mut(conn) {
+                    if !c.replays.is_empty() && c.replay_asked.is_none() {
+                        c.io.drain_wanted = true;
+                        c.io.wake();
+                    }
+                }
+            }
+            ConnMsg::AgentAssigned {
+                conv,
+                visitor,
+                agent,
+            } => {
+                // Devices are told; each attaches with `resume`, so that a device that
+                // connected at any moment gets every message once (see docs/protocol.md).
+                let devices = self.agents.get(&agent).cloned().unwrap_or_default();
+                let frame = encode(&ServerFrame::Assigned { conv, visitor });
+                for key in devices {
+                    self.push(sh, key, frame.clone());
+                }
+            }
+            ConnMsg::AgentConvs { conn, convs } => {
+                for (conv, visitor) in convs {
+                    self.push(sh, conn, encode(&ServerFrame::Assigned { conv, visitor }));
+                }
+            }
+        }
+    }
+
+    /// On a connection's shard: hand a conversation frame to each local subscriber.
+    fn deliver(
+        &mut self,
+        sh: &mut Shared,
+        _from: ShardId,
+        conv: ConvId,
+        frame: Bytes,
+        exclude: Option<(ShardId, ConnKey)>,
+        closes: bool,
+    ) {
+        // The list is taken out for the loop and put back (no copy per message).
+        let Some(list) = (if closes {
+            self.conv_subs.remove(&conv)
+        } else {
+            self.conv_subs.get_mut(&conv).map(std::mem::take)
+        }) else {
+            return;
+        };
+        for &key in &list {
+            if exclude != Some((sh.id, key)) {
+                self.push(sh, key, frame.clone());
+            }
+            if closes {
+                if let Some(c) = self.conn_mut(key) {
+                    c.leave(conv);
+                }
+            }
+        }
+        if !closes {
+            if let Some(slot) = self.conv_subs.get_mut(&conv) {
+                *slot = list;
+            }
+        }
+    }
+}
