@@ -21,6 +21,11 @@ pub struct Page {
     pub more: bool,
 }
 
+/// Rows fetched by the first query of a bounded read; later ones are sized from what the
+/// rows so far weighed, so that neither many small messages cost many queries nor a few
+/// large ones a huge fetch that is mostly cut away.
+const FIRST_CHUNK: u32 = 32;
+
 impl Reads {
     /// Messages with `after < seq < before`, oldest first, at most `limit`, from `from`,
     /// cut to `budget` bytes (the messages nearest `from` are kept).
@@ -33,27 +38,71 @@ impl Reads {
         from: From,
         budget: usize,
     ) -> Result<Page, StoreError> {
-        let cached = match &self.cache {
-            Some(cache) => cache.range(conv, after, before, limit, from).await,
-            None => None,
-        };
-        let mut messages = match cached {
-            Some(hit) => hit,
-            None => self.store.read(conv, after, before, limit, from).await?,
-        };
-        let full = messages.len() >= limit as usize;
-        let before_cut = messages.len();
-        match from {
-            From::Oldest => messages.truncate(fitting(&messages, budget)),
-            From::Newest => {
-                messages.reverse();
-                messages.truncate(fitting(&messages, budget));
-                messages.reverse();
+        if let Some(cache) = &self.cache {
+            if let Some(hit) = cache.range(conv, after, before, limit, from).await {
+                return Ok(cut(hit, limit, from, budget));
             }
         }
+        self.read_store(conv, after, before, limit, from, budget)
+            .await
+    }
+
+    /// [`Self::read`] from the database, in chunks: never more rows than the page needs
+    /// plus one chunk, however large the messages or the conversation.
+    async fn read_store(
+        &self,
+        conv: ConvId,
+        mut after: u64,
+        mut before: u64,
+        limit: u32,
+        from: From,
+        budget: usize,
+    ) -> Result<Page, StoreError> {
+        // Nearest `from` first.
+        let mut got: Vec<StoredMessage> = Vec::new();
+        let mut used = 0usize;
+        let mut chunk = FIRST_CHUNK.min(limit.max(1));
+        let more = loop {
+            let mut rows = self.store.read(conv, after, before, chunk, from).await?;
+            let fetched = rows.len();
+            if from == From::Newest {
+                rows.reverse();
+            }
+            let mut full = false;
+            for m in rows {
+                let size = m.encoded_len();
+                if !got.is_empty() && used + size > budget {
+                    full = true;
+                    break;
+                }
+                used += size;
+                got.push(m);
+                if got.len() >= limit as usize {
+                    full = true;
+                    break;
+                }
+            }
+            if full {
+                break true;
+            }
+            if fetched < chunk as usize {
+                break false;
+            }
+            match (from, got.last()) {
+                (From::Oldest, Some(m)) => after = m.seq,
+                (From::Newest, Some(m)) => before = m.seq,
+                (_, None) => break false,
+            }
+            let avg = (used / got.len()).max(1);
+            let room = (budget.saturating_sub(used) / avg) as u32 + 1;
+            chunk = room.clamp(1, 1024).min(limit - got.len() as u32);
+        };
+        if from == From::Newest {
+            got.reverse();
+        }
         Ok(Page {
-            more: full || messages.len() < before_cut,
-            messages,
+            messages: got,
+            more,
         })
     }
 
@@ -80,12 +129,15 @@ impl Reads {
         cids: u32,
         lease: u64,
     ) -> Result<Option<ConvInfo>, StoreError> {
-        let Some(mut info) = self.store.load_conv(conv, recent, cids).await? else {
+        let Some(mut info) = self.store.load_conv(conv, 0, cids).await? else {
             return Ok(None);
         };
-        info.recent.reverse();
-        info.recent.truncate(fitting(&info.recent, PAGE_BYTES / 2));
-        info.recent.reverse();
+        if recent > 0 {
+            let page = self
+                .read_store(conv, 0, u64::MAX, recent, From::Newest, PAGE_BYTES / 2)
+                .await?;
+            info.recent = page.messages;
+        }
         let mut used = 0usize;
         let keep = info
             .cids
@@ -104,5 +156,22 @@ impl Reads {
             }
         }
         Ok(Some(info))
+    }
+}
+
+/// Cuts messages read at once (oldest first) to `limit` and `budget` from `from`.
+fn cut(mut messages: Vec<StoredMessage>, limit: u32, from: From, budget: usize) -> Page {
+    let full = messages.len() >= limit as usize;
+    let before_cut = messages.len();
+    if from == From::Newest {
+        messages.reverse();
+    }
+    messages.truncate(fitting(&messages, budget));
+    if from == From::Newest {
+        messages.reverse();
+    }
+    Page {
+        more: full || messages.len() < before_cut,
+        messages,
     }
 }

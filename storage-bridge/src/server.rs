@@ -38,6 +38,26 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
+/// Whether a warning about `what` is logged now: the same one at most every 5 s, with the
+/// count of those left out (a gateway that keeps failing the same way must not fill the
+/// disk). `None`: stay quiet.
+fn warn_now(what: &str) -> Option<u64> {
+    use std::sync::{Mutex, OnceLock};
+    use switchboard_protocol::throttle::LogThrottle;
+    static THROTTLE: OnceLock<(std::time::Instant, Mutex<LogThrottle>)> = OnceLock::new();
+    let (start, throttle) = THROTTLE.get_or_init(|| {
+        (
+            std::time::Instant::now(),
+            Mutex::new(LogThrottle::new(5_000)),
+        )
+    });
+    let now_ms = start.elapsed().as_millis() as u64;
+    throttle
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .allow(what, now_ms)
+}
+
 /// Faults a test can switch on (none by default).
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
@@ -102,7 +122,9 @@ async fn connection(
         }
         Ok(Some(BridgeMsg::Hello { version, .. })) => {
             let reason = format!("protocol version {version} is not supported; this bridge speaks {BRIDGE_PROTOCOL_VERSION}");
-            tracing::warn!(%reason, "refusing a gateway connection");
+            if let Some(repeats) = warn_now(&reason) {
+                tracing::warn!(%reason, repeats, "refusing a gateway connection");
+            }
             refuse(&mut wr, reason).await;
             return;
         }
@@ -150,7 +172,9 @@ async fn connection(
             Ok(None) => break,
             Err(e) => {
                 metrics::counter!("bridge_bad_frames_total").increment(1);
-                tracing::warn!(shard, error = %e, "bad frame from a gateway shard; closing its connection");
+                if let Some(repeats) = warn_now(&e.to_string()) {
+                    tracing::warn!(shard, error = %e, repeats, "bad frame from a gateway shard; closing its connection");
+                }
                 let _ = tx.send(BridgeMsg::Refuse {
                     reason: format!("bad frame: {e}"),
                 });
@@ -257,11 +281,14 @@ async fn connection(
                 });
             }
             other => {
-                tracing::warn!(
-                    shard,
-                    kind = other.kind(),
-                    "unexpected frame from a gateway shard; closing its connection"
-                );
+                if let Some(repeats) = warn_now(other.kind()) {
+                    tracing::warn!(
+                        shard,
+                        kind = other.kind(),
+                        repeats,
+                        "unexpected frame from a gateway shard; closing its connection"
+                    );
+                }
                 let _ = tx.send(BridgeMsg::Refuse {
                     reason: format!("unexpected {}", other.kind()),
                 });
@@ -298,7 +325,9 @@ fn open_fitting(convs: &[OpenConv], budget: usize) -> usize {
 fn encode_or_fail(msg: &BridgeMsg, out: &mut Vec<u8>, shard: u32) {
     if let Err(e) = encode(msg, out) {
         metrics::counter!("bridge_answers_refused_total").increment(1);
-        tracing::warn!(shard, kind = msg.kind(), error = %e, "answer too large; failing its request");
+        if let Some(repeats) = warn_now(&format!("{} {e}", msg.kind())) {
+            tracing::warn!(shard, kind = msg.kind(), error = %e, repeats, "answer too large; failing its request");
+        }
         if let Some(req) = msg.req() {
             let failed = BridgeMsg::Failed {
                 req,
