@@ -139,16 +139,7 @@ pub(super) fn replay(
         replayed: done.replayed,
         complete: done.complete,
     }));
-    sh.send(
-        to,
-        ConnMsg::Replay {
-            conv,
-            conn,
-            frames,
-            ok: true,
-            more: None,
-        },
-    );
+    send_replay(sh, to, conn, conv, frames, None);
 }
 
 /// Sends a resuming connection one page of its replay; it asks for the next once read.
@@ -160,14 +151,26 @@ pub(super) fn replay_page(
     frames: Vec<Bytes>,
     next: ReplayNext,
 ) {
+    send_replay(sh, to, conn, conv, frames, Some(next));
+}
+
+fn send_replay(
+    sh: &mut Shared,
+    to: ShardId,
+    conn: ConnKey,
+    conv: ConvId,
+    frames: Vec<Bytes>,
+    more: Option<ReplayNext>,
+) {
+    let ok = true;
     sh.send(
         to,
         ConnMsg::Replay {
             conv,
             conn,
             frames,
-            ok: true,
-            more: Some(next),
+            ok,
+            more,
         },
     );
 }
