@@ -87,7 +87,9 @@ pub async fn run(ctx: Rc<ShardCtx>, path: std::path::PathBuf) {
                     let waiting = ctx.shard.borrow().bridge_in_flight();
                     tracing::warn!(shard = ctx.id, error = %e, waiting, repeats, "storage bridge unavailable; retrying");
                 }
-                future::or(glommio::timer::sleep(backoff), ctx.bridge_wake.wait()).await;
+                // Only the timer: requests keep arriving while the bridge is away (they
+                // wait in the core), and each would otherwise cut the backoff short.
+                glommio::timer::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
