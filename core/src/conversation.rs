@@ -107,6 +107,12 @@ impl Conversation {
         self.lease.settled(upto, ok);
     }
 
+    /// Hands its lease back (a clean stop): the seq to write as released, if it has one.
+    /// No message is sequenced after this.
+    pub fn lease_release(&mut self) -> Option<u64> {
+        self.lease.release(self.seq)
+    }
+
     /// Rebuilds a conversation from the store after a restart: its participants, its seq
     /// (above every seq that may have been shown: the store's floor), its lease, the resume
     /// window (its newest stored messages) and the dedupe memory (their cids).

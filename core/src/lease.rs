@@ -19,6 +19,8 @@ pub struct SeqLease {
     /// An extension asked and not settled yet (also the first lease, until its conversation's
     /// opening batch is confirmed: no extension may land before the conversation exists).
     asked: Option<u64>,
+    /// Handed back (the gateway is stopping): no seq is handed out any more.
+    released: bool,
 }
 
 impl SeqLease {
@@ -27,6 +29,7 @@ impl SeqLease {
         Self {
             upto: u64::MAX,
             asked: None,
+            released: false,
         }
     }
 
@@ -35,12 +38,17 @@ impl SeqLease {
         Self {
             upto: len,
             asked: Some(len),
+            released: false,
         }
     }
 
     /// A conversation loaded from the store, which leased up to `upto` for it.
     pub fn restored(upto: u64) -> Self {
-        Self { upto, asked: None }
+        Self {
+            upto,
+            asked: None,
+            released: false,
+        }
     }
 
     /// Whether `seq` may be handed out now.
@@ -55,7 +63,10 @@ impl SeqLease {
     /// With `head` the newest seq handed out: the extension to write now (up to the value
     /// returned), when half the lease is used and none is asked already.
     pub fn wanted(&mut self, head: u64, len: u64) -> Option<u64> {
-        if self.upto == u64::MAX || self.asked.is_some() || head + len / 2 < self.upto {
+        if self.upto == u64::MAX || self.released || self.asked.is_some() {
+            return None;
+        }
+        if head + len / 2 < self.upto {
             return None;
         }
         let upto = head + len;
@@ -63,9 +74,22 @@ impl SeqLease {
         Some(upto)
     }
 
+    /// Hands the lease back (a clean stop): with `head` the newest seq handed out, nothing
+    /// above it was shown, so the store may bring the lease down to it and the next start
+    /// goes on at `head + 1`. From now on no seq is handed out. `None`: nothing to hand
+    /// back (no store).
+    pub fn release(&mut self, head: u64) -> Option<u64> {
+        if self.upto == u64::MAX {
+            return None;
+        }
+        self.upto = head;
+        self.released = true;
+        Some(head)
+    }
+
     /// The store answered the request that wrote a lease up to `upto`.
     pub fn settled(&mut self, upto: u64, ok: bool) {
-        if ok {
+        if ok && !self.released {
             self.upto = self.upto.max(upto);
         }
         if self.asked.is_some_and(|a| a <= upto) {
@@ -99,6 +123,21 @@ mod tests {
         l.settled(22, false);
         assert!(!l.allows(16));
         assert_eq!(l.wanted(13, 10), Some(23));
+    }
+
+    #[test]
+    fn a_released_lease_hands_out_nothing_more() {
+        let mut l = SeqLease::restored(100);
+        assert_eq!(l.wanted(60, 80), Some(140));
+        assert_eq!(l.release(60), Some(60));
+        assert!(!l.allows(61));
+        l.settled(140, true);
+        assert!(
+            !l.allows(61),
+            "an extension landing after the release changes nothing"
+        );
+        assert_eq!(l.wanted(60, 80), None);
+        assert_eq!(SeqLease::unlimited().release(5), None);
     }
 
     #[test]

@@ -234,3 +234,35 @@ fn a_replay_whose_store_read_fails_ends_incomplete_rather_than_never() {
     assert_eq!(seqs, (23..=30).collect::<Vec<_>>(), "the window of 8");
     assert_eq!(f.last().unwrap()["complete"], false);
 }
+
+/// A clean stop hands the unused seqs back: the next start goes on at the next seq, with
+/// no skip; a message arriving after the hand-back is refused, not sequenced.
+#[test]
+fn after_a_clean_stop_seqs_go_on_without_a_skip() {
+    let mut n = Node::new(2, cfg(), MemStore::default());
+    let v = n.connect(1, visitor(1));
+    n.frames(v);
+    n.send(v, msg("m1", "one"));
+    let conv = n.of_type(v, "ack")[0]["conv"].as_str().unwrap().to_string();
+    for i in 2..=70 {
+        n.send(
+            v,
+            json!({"type":"msg","cid":format!("m{i}"),"body":"b","conv":conv}),
+        );
+        assert_eq!(n.of_type(v, "ack")[0]["seq"], i);
+    }
+    for s in &mut n.shards {
+        s.release_leases();
+    }
+    n.settle();
+    n.send(v, json!({"type":"msg","cid":"late","body":"b","conv":conv}));
+    let f = n.frames(v);
+    assert_eq!(f[0]["code"], "overloaded", "{f:?}");
+    assert_eq!(n.store.leases.values().copied().max(), Some(70));
+
+    let mut after = Node::new(2, cfg(), n.store.clone());
+    let v = after.connect_as(1, visitor(1), true);
+    after.send(v, msg("m71", "after a clean restart"));
+    let ack = after.of_type(v, "ack");
+    assert_eq!(ack[0]["seq"], 71);
+}

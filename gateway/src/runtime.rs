@@ -36,6 +36,29 @@ pub struct ShardArgs {
     pub seed: u64,
 }
 
+/// A clean stop: the shard's conversations hand back the seqs they leased and did not use,
+/// so that the next start goes on at the next seq instead of skipping the lease
+/// (docs/protocol.md, "Seqs"). Waits a moment for the bridge to confirm; if it does not,
+/// the next start skips, which is safe.
+async fn hand_back_leases(ctx: &ShardCtx) {
+    ctx.with_shard(|s| s.release_leases());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let pending = {
+            let s = ctx.shard.borrow();
+            s.bridge_in_flight() > 0 || s.has_bridge_requests()
+        };
+        if !pending {
+            return;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(shard = ctx.id, "the storage bridge did not confirm the stop in time; conversations will skip their leases at the next start");
+            return;
+        }
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Sends everything pending for `peer`, batch by batch, waiting when its channel is full.
 async fn sender_task(ctx: Rc<ShardCtx>, senders: Rc<Senders<Batch>>, peer: usize) {
     loop {
@@ -227,6 +250,9 @@ pub async fn shard_main(args: ShardArgs) -> anyhow::Result<()> {
             left,
             "grace period over; dropping remaining connections"
         );
+    }
+    if ctx.config.bridge != crate::config::BridgeMode::Off {
+        hand_back_leases(&ctx).await;
     }
     tracing::info!(shard = id, "stopped");
     Ok(())

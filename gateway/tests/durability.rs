@@ -242,3 +242,31 @@ async fn a_seq_shown_before_a_crash_never_names_another_message() {
     drop(bridge);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A clean stop (SIGTERM) hands unused seqs back: after the restart a conversation goes on
+/// at the next seq, with no skip.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_clean_restart_seqs_go_on_without_a_skip() {
+    let dir = temp_dir("seq-clean");
+    let gateway = || Gateway::builder().data_dir(&dir).args(&FAST).start();
+    let mut gw = gateway();
+    let mut v = gw.visitor().await;
+    let token = v.welcome["token"].as_str().unwrap().to_string();
+    v.msg("m1", "one", None).await;
+    let conv = v.expect("ack").await["conv"].as_str().unwrap().to_string();
+    for i in 2..=5 {
+        v.msg(&format!("m{i}"), "more", Some(&conv)).await;
+        assert_eq!(v.expect("ack").await["seq"], i);
+    }
+    drop(v);
+    gw.sigterm();
+    assert!(gw.wait_exit(std::time::Duration::from_secs(30)).success());
+    let gw = gateway();
+    let mut v = Client::connect(&gw.url(&format!("/ws/visitor?client=web&token={token}")))
+        .await
+        .unwrap();
+    v.msg("m6", "after a clean restart", Some(&conv)).await;
+    assert_eq!(v.expect("ack").await["seq"], 6);
+    drop(gw);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -114,6 +114,13 @@ pub enum ConvEvent {
         conv: ConvId,
         upto: u64,
     },
+    /// A gateway stopping cleanly hands back what it did not use: seqs above `at` were never
+    /// shown, so the lease may come down to it (`at` is the newest seq handed out, so never
+    /// below a stored seq).
+    SeqRelease {
+        conv: ConvId,
+        at: u64,
+    },
 }
 
 impl ConvEvent {
@@ -122,7 +129,7 @@ impl ConvEvent {
         let text = match self {
             Self::Assigned { agent, .. } => json_str_len(agent),
             Self::Closed { by, .. } => json_str_len(by),
-            Self::Opened { .. } | Self::SeqLease { .. } => 0,
+            Self::Opened { .. } | Self::SeqLease { .. } | Self::SeqRelease { .. } => 0,
         };
         text + 160
     }

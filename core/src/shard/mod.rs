@@ -229,6 +229,12 @@ impl Shard {
         self.pump();
     }
 
+    /// A clean stop, after this shard's connections are gone: its conversations hand back
+    /// the seqs they leased and did not use (written with the next bridge requests).
+    pub fn release_leases(&mut self) {
+        self.home.release_leases();
+    }
+
     /// Asks every connection to close with 1001 (graceful shutdown).
     pub fn begin_shutdown(&mut self) {
         self.conns.begin_shutdown();

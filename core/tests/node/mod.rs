@@ -48,6 +48,11 @@ impl MemStore {
                                 *l = (*l).max(upto);
                             }
                         }
+                        ConvEvent::SeqRelease { conv, at } => {
+                            if let Some(l) = self.leases.get_mut(&conv.0) {
+                                *l = (*l).min(at);
+                            }
+                        }
                         ConvEvent::Assigned { conv, agent, .. } => {
                             self.convs.get_mut(&conv.0).unwrap().1 = Some(agent)
                         }

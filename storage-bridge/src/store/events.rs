@@ -27,6 +27,9 @@ pub struct EventRows {
     pub closed: Vec<(ConvId, String, u64)>,
     /// Seq leases: (conversation, the highest lease), applied after `opened`.
     pub leases: Vec<(ConvId, u64)>,
+    /// Leases handed back by a gateway stopping cleanly: (conversation, its newest seq),
+    /// applied after `leases`.
+    pub releases: Vec<(ConvId, u64)>,
 }
 
 impl EventRows {
@@ -38,6 +41,7 @@ impl EventRows {
         let mut agents: HashMap<&str, usize> = HashMap::new();
         let mut closed = HashMap::new();
         let mut leases: HashMap<ConvId, usize> = HashMap::new();
+        let mut releases: HashMap<ConvId, usize> = HashMap::new();
         for e in events {
             match e {
                 ConvEvent::Opened {
@@ -77,6 +81,9 @@ impl EventRows {
                 }
                 ConvEvent::SeqLease { conv, upto } => {
                     newest(&mut rows.leases, &mut leases, *conv, *upto)
+                }
+                ConvEvent::SeqRelease { conv, at } => {
+                    newest(&mut rows.releases, &mut releases, *conv, *at)
                 }
             }
         }

@@ -282,6 +282,12 @@ fn apply_event(tx: &rusqlite::Transaction<'_>, e: &ConvEvent) -> Result<(), Stor
                 params![id_to_db(conv.0), *upto as i64],
             )?;
         }
+        ConvEvent::SeqRelease { conv, at } => {
+            tx.execute(
+                "UPDATE conversations SET seq_lease = ?2 WHERE id = ?1 AND seq_lease > ?2",
+                params![id_to_db(conv.0), *at as i64],
+            )?;
+        }
         ConvEvent::Closed { conv, by, ts } => {
             tx.execute(
                 "UPDATE conversations SET closed_at = ?2, closed_by = ?3 WHERE id = ?1 AND closed_at IS NULL",

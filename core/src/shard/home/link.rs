@@ -10,7 +10,7 @@ use crate::persist::{Resolved, StoreLink};
 use crate::routing::DISPATCHER_SHARD;
 use crate::shard::home::reply;
 use crate::shard::shared::Shared;
-use switchboard_protocol::bridge::BridgeMsg;
+use switchboard_protocol::bridge::{BridgeMsg, ConvEvent};
 use switchboard_protocol::ErrorCode;
 
 impl HomeRole {
@@ -130,6 +130,21 @@ impl HomeRole {
             }
         }
         None
+    }
+
+    /// A clean stop, once this shard's connections are gone: every conversation hands back
+    /// the seqs it leased and did not use, so that the next start goes on where this one
+    /// ended instead of skipping past the lease. Messages that still arrive for them (from
+    /// other shards' last connections) get `overloaded`.
+    pub fn release_leases(&mut self) {
+        let Some(link) = self.store.as_mut() else {
+            return;
+        };
+        for (&conv, c) in self.convs.iter_mut() {
+            if let Some(at) = c.lease_release() {
+                link.event(ConvEvent::SeqRelease { conv, at });
+            }
+        }
     }
 
     /// Whether the start-up listing of open conversations is asked and not answered yet.
