@@ -72,6 +72,9 @@ pub struct Config {
     pub spin_before_park_us: u64,
     /// Capacity of each cross-shard channel, in batches.
     pub channel_capacity: usize,
+    /// The latency glommio is asked to keep for connection and relay tasks, in
+    /// microseconds; 0: none (a task queue that is not latency-sensitive, the default).
+    pub task_queue_latency_us: u64,
     /// Visitor token lifetime, in seconds.
     pub visitor_token_ttl_s: u64,
     /// A conversation nobody wrote in for this many seconds is closed (its agent gets the
@@ -127,6 +130,7 @@ impl Default for Config {
             io_memory_kib: 512,
             spin_before_park_us: 0,
             channel_capacity: 1024,
+            task_queue_latency_us: 0,
             visitor_token_ttl_s: core.visitor_token_ttl_s,
             conversation_idle_close_s: core.conversation_idle_close.map_or(0, |d| d.as_secs()),
             echo_path: None,
@@ -237,6 +241,9 @@ impl Config {
         }
         if !(64..=65_536).contains(&self.io_memory_kib) {
             return Err(invalid("io_memory_kib", "must be 64..=65536"));
+        }
+        if self.task_queue_latency_us > 1_000_000 {
+            return Err(invalid("task_queue_latency_us", "must be 0..=1000000"));
         }
         if !(16..=1_000_000).contains(&self.channel_capacity) {
             return Err(invalid("channel_capacity", "must be 16..=1000000"));

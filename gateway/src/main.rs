@@ -105,6 +105,9 @@ struct ServeArgs {
     /// Microseconds a shard spins after work before sleeping.
     #[arg(long, env = "SWITCHBOARD_SPIN_BEFORE_PARK_US", global = true)]
     spin_before_park_us: Option<u64>,
+    /// Latency glommio keeps for connection tasks, in microseconds (0: not latency-sensitive).
+    #[arg(long, env = "SWITCHBOARD_TASK_QUEUE_LATENCY_US", global = true)]
+    task_queue_latency_us: Option<u64>,
     /// Test only: serve a WebSocket echo endpoint at this path (for the Autobahn suite).
     #[arg(long, env = "SWITCHBOARD_ECHO_PATH", global = true)]
     echo_path: Option<String>,
@@ -169,7 +172,8 @@ impl ServeArgs {
             max_unconfirmed,
             seq_lease,
             conversation_idle_close_s,
-            spin_before_park_us
+            spin_before_park_us,
+            task_queue_latency_us
         );
         if let Some(p) = &self.bridge_socket {
             c.bridge_socket = Some(p.clone());

@@ -187,11 +187,14 @@ pub async fn shard_main(args: ShardArgs) -> anyhow::Result<()> {
         .await
         .map_err(|_| anyhow::anyhow!("cannot join the channel mesh"))?;
     let id = senders.peer_id() as u32;
-    let relay_queue = glommio::executor().create_task_queue(
-        Shares::Static(1000),
-        Latency::Matters(Duration::from_millis(1)),
-        "relay",
-    );
+    // Not latency-sensitive by default: a `Latency::Matters` queue makes glommio lower its
+    // preemption timer while the queue has work, which costs a timer armed and cancelled on
+    // nearly every wake-up (bench/README.md, "Task queue latency").
+    let latency = match config.task_queue_latency_us {
+        0 => Latency::NotImportant,
+        us => Latency::Matters(Duration::from_micros(us)),
+    };
+    let relay_queue = glommio::executor().create_task_queue(Shares::Static(1000), latency, "relay");
     let ws_config = connection::ws_config(&config);
     let core = Shard::new(id, nr_shards as u32, config.core(), signer.clone(), seed);
     let ctx = Rc::new(ShardCtx {
