@@ -109,7 +109,7 @@ impl Conversation {
 
     /// Hands its lease back (a clean stop): the seq to write as released, if it has one.
     /// No message is sequenced after this.
-    pub fn lease_release(&mut self) -> Option<u64> {
+    pub fn lease_release(&mut self) -> Option<(u64, u64)> {
         self.lease.release(self.seq)
     }
 

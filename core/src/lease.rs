@@ -78,13 +78,16 @@ impl SeqLease {
     /// above it was shown, so the store may bring the lease down to it and the next start
     /// goes on at `head + 1`. From now on no seq is handed out. `None`: nothing to hand
     /// back (no store).
-    pub fn release(&mut self, head: u64) -> Option<u64> {
+    /// Also gives the most this lease may hold in the store (an extension in flight
+    /// included): the store lowers it only from at most that.
+    pub fn release(&mut self, head: u64) -> Option<(u64, u64)> {
         if self.upto == u64::MAX {
             return None;
         }
+        let held = self.upto.max(self.asked.unwrap_or(0));
         self.upto = head;
         self.released = true;
-        Some(head)
+        Some((head, held))
     }
 
     /// The store answered the request that wrote a lease up to `upto`.
@@ -129,7 +132,11 @@ mod tests {
     fn a_released_lease_hands_out_nothing_more() {
         let mut l = SeqLease::restored(100);
         assert_eq!(l.wanted(60, 80), Some(140));
-        assert_eq!(l.release(60), Some(60));
+        assert_eq!(
+            l.release(60),
+            Some((60, 140)),
+            "what it may hold: the extension asked"
+        );
         assert!(!l.allows(61));
         l.settled(140, true);
         assert!(

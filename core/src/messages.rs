@@ -24,6 +24,9 @@ pub struct ReplayNext {
     pub after: u64,
     pub replayed: u32,
     pub complete: bool,
+    /// The resume this replay answers (a connection that resumes again drops the pages of
+    /// the earlier one).
+    pub chain: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +95,8 @@ pub enum HomeMsg {
         conn: ConnKey,
         who: ParticipantId,
         last_seq: u64,
+        /// Which resume of `conn` this is: every page of its replay carries it.
+        chain: u32,
     },
     /// The next page of a paged replay, once `conn` has read the last one.
     ReplayMore {
@@ -199,6 +204,8 @@ pub enum ConnMsg {
         frames: Vec<Bytes>,
         ok: bool,
         more: Option<ReplayNext>,
+        /// The resume it answers (`Subscribe::chain`).
+        chain: u32,
     },
     /// `agent`'s devices on this shard are told they have `conv` (each then resumes it).
     AgentAssigned {

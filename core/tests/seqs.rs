@@ -266,3 +266,118 @@ fn after_a_clean_stop_seqs_go_on_without_a_skip() {
     let ack = after.of_type(v, "ack");
     assert_eq!(ack[0]["seq"], 71);
 }
+
+/// A connection that resumes a conversation again while the first replay is still paging
+/// gets one replay (of the second resume): every message once, in order, then live.
+#[test]
+fn a_second_resume_mid_replay_replaces_the_first() {
+    let mut n = Node::new(2, big_cfg(), MemStore::default());
+    let v = n.connect(1, visitor(1));
+    let body = "y".repeat(30_000);
+    n.send(v, msg("m1", &body));
+    let conv = n.of_type(v, "ack")[0]["conv"].as_str().unwrap().to_string();
+    for i in 2..=40 {
+        n.send(
+            v,
+            json!({"type":"msg","cid":format!("m{i}"),"body":body,"conv":conv}),
+        );
+        n.frames(v);
+    }
+    let again = n.connect_as(0, visitor(1), true);
+    n.frames(again);
+    n.send(again, json!({"type":"resume","conv":conv,"last_seq":0}));
+    // The first page is there; the client resumes again before reading on.
+    n.send(again, json!({"type":"resume","conv":conv,"last_seq":0}));
+    n.send(
+        v,
+        json!({"type":"msg","cid":"live","body":"now","conv":conv}),
+    );
+    let got = n.frames(again);
+    let seqs: Vec<u64> = got
+        .iter()
+        .filter(|f| f["type"] == "msg")
+        .map(|f| f["seq"].as_u64().unwrap())
+        .collect();
+    // Whatever of the first replay was already queued, then the second one, whole.
+    let second: Vec<u64> = seqs[seqs.len() - 41..].to_vec();
+    assert_eq!(second, (1..=41).collect::<Vec<_>>(), "{seqs:?}");
+    let resumed: Vec<&Value> = got.iter().filter(|f| f["type"] == "resumed").collect();
+    assert_eq!(resumed.len(), 1, "one replay ends");
+    assert_eq!(resumed[0]["replayed"], 41);
+}
+
+/// Without a store, a resume reaching past the window says it is incomplete.
+#[test]
+fn without_a_store_a_resume_past_the_window_is_incomplete() {
+    let mem = CoreConfig {
+        durable: false,
+        window: 4,
+        rate_burst: 1e6,
+        ..CoreConfig::default()
+    };
+    let mut n = Node::new(2, mem, MemStore::default());
+    let v = n.connect(1, visitor(1));
+    n.frames(v);
+    n.send(v, msg("m1", "one"));
+    let conv = n.of_type(v, "ack")[0]["conv"].as_str().unwrap().to_string();
+    for i in 2..=10 {
+        n.send(
+            v,
+            json!({"type":"msg","cid":format!("m{i}"),"body":"b","conv":conv}),
+        );
+    }
+    n.frames(v);
+    n.send(v, json!({"type":"resume","conv":conv,"last_seq":0}));
+    let f = n.frames(v);
+    let resumed = f.iter().find(|x| x["type"] == "resumed").unwrap();
+    assert_eq!(resumed["replayed"], 4);
+    assert_eq!(resumed["complete"], false);
+    n.send(v, json!({"type":"resume","conv":conv,"last_seq":6}));
+    let f = n.frames(v);
+    let resumed = f.iter().find(|x| x["type"] == "resumed").unwrap();
+    assert_eq!(resumed["complete"], true);
+}
+
+/// A conversation closed while a long replay is paging: the replay still ends (from the
+/// store), with `resumed` and then the `conversation_closed` a resume of a closed
+/// conversation gets.
+#[test]
+fn a_conversation_closed_mid_replay_still_ends_its_replay() {
+    let mut n = Node::new(2, big_cfg(), MemStore::default());
+    let ann = n.connect(0, agent("ann"));
+    let v = n.connect(1, visitor(1));
+    let body = "z".repeat(30_000);
+    n.send(v, msg("m1", &body));
+    let conv = n.of_type(v, "ack")[0]["conv"].as_str().unwrap().to_string();
+    for i in 2..=30 {
+        n.send(
+            v,
+            json!({"type":"msg","cid":format!("m{i}"),"body":body,"conv":conv}),
+        );
+        n.frames(v);
+    }
+    assert_eq!(n.of_type(ann, "assigned").len(), 1);
+    let again = n.connect_as(0, visitor(1), true);
+    n.frames(again);
+    n.send(again, json!({"type":"resume","conv":conv,"last_seq":0}));
+    // One page read, then the agent closes the conversation.
+    let io = n.shards[again.shard].io(again.key).unwrap();
+    let mut got = Vec::new();
+    while let Some(f) = io.outbox.pop() {
+        got.push(serde_json::from_slice::<Value>(&f).unwrap());
+    }
+    n.send(ann, json!({"type":"close","conv":conv}));
+    got.extend(n.frames(again));
+    let seqs: Vec<u64> = got
+        .iter()
+        .filter(|f| f["type"] == "msg")
+        .map(|f| f["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
+    let tail: Vec<&str> = got[got.len() - 2..]
+        .iter()
+        .map(|f| f["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(tail, ["resumed", "error"], "{:?}", &got[got.len() - 2..]);
+    assert_eq!(got.last().unwrap()["code"], "conversation_closed");
+}

@@ -221,6 +221,12 @@ impl Config {
         if !(2..=MAX_SEQ_LEASE).contains(&self.seq_lease) {
             return Err(invalid("seq_lease", "must be 2..=1048576"));
         }
+        if self.bridge != BridgeMode::Off && self.seq_lease > self.window as u64 / 2 {
+            return Err(invalid(
+                "seq_lease",
+                "must be at most half of `window` (every message not yet stored must still be in the window a resume replays)",
+            ));
+        }
         if self.max_outbox_bytes < self.max_message_bytes {
             return Err(invalid(
                 "max_outbox_bytes",

@@ -116,10 +116,13 @@ pub enum ConvEvent {
     },
     /// A gateway stopping cleanly hands back what it did not use: seqs above `at` were never
     /// shown, so the lease may come down to it (`at` is the newest seq handed out, so never
-    /// below a stored seq).
+    /// below a stored seq), but only while it is at most `held`, the most this gateway
+    /// leased: a release that lands late, after another gateway has taken a lease above
+    /// it, changes nothing.
     SeqRelease {
         conv: ConvId,
         at: u64,
+        held: u64,
     },
 }
 

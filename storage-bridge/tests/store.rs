@@ -125,6 +125,17 @@ async fn seq_leases_only_grow_and_a_load_takes_one_above_everything_used(s: Stor
     assert_eq!(info.seq_lease, 200);
     // A restart: seqs up to 200 may have been shown; the next lease starts above them.
     assert_eq!(s.take_lease(ConvId(8), 64).await.unwrap(), Some((200, 264)));
+    // A clean stop hands the unused part back, down to the newest seq handed out...
+    let release = |at, held| ConvEvent::SeqRelease {
+        conv: ConvId(8),
+        at,
+        held,
+    };
+    s.persist(vec![], vec![release(210, 264)]).await.unwrap();
+    assert_eq!(s.take_lease(ConvId(8), 64).await.unwrap(), Some((210, 274)));
+    // ...but a release that lands after another gateway took a lease above it is void.
+    s.persist(vec![], vec![release(212, 264)]).await.unwrap();
+    assert_eq!(s.take_lease(ConvId(8), 1).await.unwrap(), Some((274, 275)));
     // A conversation stored past its lease (written before leases existed): above its
     // newest message.
     s.persist(

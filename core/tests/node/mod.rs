@@ -48,9 +48,11 @@ impl MemStore {
                                 *l = (*l).max(upto);
                             }
                         }
-                        ConvEvent::SeqRelease { conv, at } => {
+                        ConvEvent::SeqRelease { conv, at, held } => {
                             if let Some(l) = self.leases.get_mut(&conv.0) {
-                                *l = (*l).min(at);
+                                if *l <= held {
+                                    *l = (*l).min(at);
+                                }
                             }
                         }
                         ConvEvent::Assigned { conv, agent, .. } => {

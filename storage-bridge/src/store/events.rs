@@ -27,9 +27,9 @@ pub struct EventRows {
     pub closed: Vec<(ConvId, String, u64)>,
     /// Seq leases: (conversation, the highest lease), applied after `opened`.
     pub leases: Vec<(ConvId, u64)>,
-    /// Leases handed back by a gateway stopping cleanly: (conversation, its newest seq),
-    /// applied after `leases`.
-    pub releases: Vec<(ConvId, u64)>,
+    /// Leases handed back by a gateway stopping cleanly: (conversation, its newest seq, the
+    /// most it leased), applied after `leases`.
+    pub releases: Vec<(ConvId, u64, u64)>,
 }
 
 impl EventRows {
@@ -41,7 +41,6 @@ impl EventRows {
         let mut agents: HashMap<&str, usize> = HashMap::new();
         let mut closed = HashMap::new();
         let mut leases: HashMap<ConvId, usize> = HashMap::new();
-        let mut releases: HashMap<ConvId, usize> = HashMap::new();
         for e in events {
             match e {
                 ConvEvent::Opened {
@@ -82,9 +81,7 @@ impl EventRows {
                 ConvEvent::SeqLease { conv, upto } => {
                     newest(&mut rows.leases, &mut leases, *conv, *upto)
                 }
-                ConvEvent::SeqRelease { conv, at } => {
-                    newest(&mut rows.releases, &mut releases, *conv, *at)
-                }
+                ConvEvent::SeqRelease { conv, at, held } => rows.releases.push((*conv, *at, *held)),
             }
         }
         rows

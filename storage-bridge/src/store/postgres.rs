@@ -151,14 +151,16 @@ impl PgStore {
             // After `leases`: a lease handed back comes down, never below what was used.
             let convs: Vec<i64> = rows.releases.iter().map(|r| id_to_db(r.0 .0)).collect();
             let ats: Vec<i64> = rows.releases.iter().map(|r| r.1 as i64).collect();
+            let helds: Vec<i64> = rows.releases.iter().map(|r| r.2 as i64).collect();
             let stmt = tx
                 .prepare_cached(
                     "UPDATE conversations SET seq_lease = u.at
-                     FROM UNNEST($1::bigint[], $2::bigint[]) AS u(id, at)
-                     WHERE conversations.id = u.id AND conversations.seq_lease > u.at",
+                     FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) AS u(id, at, held)
+                     WHERE conversations.id = u.id AND conversations.seq_lease > u.at
+                       AND conversations.seq_lease <= u.held",
                 )
                 .await?;
-            tx.execute(&stmt, &[&convs, &ats]).await?;
+            tx.execute(&stmt, &[&convs, &ats, &helds]).await?;
         }
         if !rows.visitors.is_empty() {
             let ids: Vec<i64> = rows.visitors.iter().map(|r| id_to_db(r.0 .0)).collect();

@@ -282,10 +282,10 @@ fn apply_event(tx: &rusqlite::Transaction<'_>, e: &ConvEvent) -> Result<(), Stor
                 params![id_to_db(conv.0), *upto as i64],
             )?;
         }
-        ConvEvent::SeqRelease { conv, at } => {
+        ConvEvent::SeqRelease { conv, at, held } => {
             tx.execute(
-                "UPDATE conversations SET seq_lease = ?2 WHERE id = ?1 AND seq_lease > ?2",
-                params![id_to_db(conv.0), *at as i64],
+                "UPDATE conversations SET seq_lease = ?2 WHERE id = ?1 AND seq_lease > ?2 AND seq_lease <= ?3",
+                params![id_to_db(conv.0), *at as i64, *held as i64],
             )?;
         }
         ConvEvent::Closed { conv, by, ts } => {

@@ -24,7 +24,7 @@ impl ConnRole {
             return;
         }
         let (conv, next) = c.replays.remove(0);
-        c.replay_asked = Some(conv);
+        c.replay_asked = Some((conv, next.chain));
         let who = c.who.clone();
         let msg = HomeMsg::ReplayMore {
             conv,
@@ -74,10 +74,22 @@ impl ConnRole {
                 frames,
                 ok,
                 more,
+                chain,
             } => {
                 let Some(c) = self.conn_mut(conn) else { return };
-                if c.replay_asked == Some(conv) {
+                if c.replay_asked == Some((conv, chain)) {
                     c.replay_asked = None;
+                }
+                if !c.resuming.contains(&(conv, chain)) {
+                    // A page of a resume this connection has since replaced: dropped.
+                    if !c.replays.is_empty() && c.replay_asked.is_none() {
+                        c.io.drain_wanted = true;
+                        c.io.wake();
+                    }
+                    return;
+                }
+                if more.is_none() {
+                    c.resuming.retain(|r| *r != (conv, chain));
                 }
                 match more {
                     // One page of more: the next is asked once this one is read.

@@ -148,6 +148,8 @@ impl ConnRole {
             strikes: 0,
             replays: Vec::new(),
             replay_asked: None,
+            resuming: Vec::new(),
+            next_chain: 0,
         };
         let key = self.table.insert(conn);
         sh.stats.connections[role_index(&who)][client_index(client)] += 1;
@@ -372,6 +374,13 @@ impl ConnRole {
                 if !is_agent {
                     conn.visitor_conv = Some(conv);
                 }
+                // A resume again while one is in progress replaces it: the pages of the
+                // earlier one are dropped when they come.
+                let chain = conn.next_chain;
+                conn.next_chain = conn.next_chain.wrapping_add(1);
+                conn.resuming.retain(|(c, _)| *c != conv);
+                conn.resuming.push((conv, chain));
+                conn.replays.retain(|(c, _)| *c != conv);
                 // Until the replay arrives the connection is not live: anything delivered
                 // meanwhile is part of the replay, so nothing arrives twice.
                 if let Some(list) = self.conv_subs.get_mut(&conv) {
@@ -384,6 +393,7 @@ impl ConnRole {
                         conn: key,
                         who,
                         last_seq,
+                        chain,
                     },
                 );
             }

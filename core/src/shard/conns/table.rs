@@ -30,7 +30,10 @@ pub(super) struct Conn {
     /// Paged replays waiting for this connection to read its last page, oldest first; and
     /// the one whose next page is asked.
     pub replays: Vec<(ConvId, ReplayNext)>,
-    pub replay_asked: Option<ConvId>,
+    pub replay_asked: Option<(ConvId, u32)>,
+    /// The resume in progress for each conversation (its chain), and the next chain id.
+    pub resuming: Vec<(ConvId, u32)>,
+    pub next_chain: u32,
 }
 
 impl Conn {

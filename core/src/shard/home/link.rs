@@ -141,8 +141,8 @@ impl HomeRole {
             return;
         };
         for (&conv, c) in self.convs.iter_mut() {
-            if let Some(at) = c.lease_release() {
-                link.event(ConvEvent::SeqRelease { conv, at });
+            if let Some((at, held)) = c.lease_release() {
+                link.event(ConvEvent::SeqRelease { conv, at, held });
             }
         }
     }

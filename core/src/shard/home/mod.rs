@@ -223,9 +223,10 @@ impl HomeRole {
                 conn,
                 who,
                 last_seq,
+                chain,
             } => {
                 if let Some((code, message)) = self.refusal(conv, &who) {
-                    reply::refuse_subscribe(sh, from, conn, conv, code, message);
+                    reply::refuse_subscribe(sh, from, conn, conv, code, message, chain);
                     return;
                 }
                 let c = self.convs.get_mut(&conv).expect("checked above");
@@ -234,6 +235,7 @@ impl HomeRole {
                     after: last_seq,
                     replayed: 0,
                     complete: true,
+                    chain,
                 };
                 self.replay_from(sh, from, conn, conv, next);
             }
@@ -243,11 +245,14 @@ impl HomeRole {
                 who,
                 next,
             } => {
-                if let Some((code, message)) = self.refusal(conv, &who) {
-                    reply::refuse_subscribe(sh, from, conn, conv, code, message);
-                    return;
+                // A replay goes on even if the conversation closed meanwhile: participants
+                // may read a closed conversation; its last page then says it is closed.
+                match self.refusal(conv, &who) {
+                    Some((code, message)) if code != ErrorCode::ConversationClosed => {
+                        reply::refuse_subscribe(sh, from, conn, conv, code, message, next.chain)
+                    }
+                    _ => self.replay_from(sh, from, conn, conv, next),
                 }
-                self.replay_from(sh, from, conn, conv, next);
             }
             HomeMsg::Unsubscribe { conv, conn } => {
                 if let Some(c) = self.convs.get_mut(&conv) {

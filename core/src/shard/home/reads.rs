@@ -77,15 +77,19 @@ impl HomeRole {
             link.read(wait, conv, next.after, oldest, limit, true, budget);
             return;
         }
+        // Without a store, what left the window is gone: say so.
+        let lost =
+            self.store.is_none() && next.after.saturating_add(1) < oldest && next.after < head;
         let (frames, more) = c.window_page(next.after, budget);
         let next = ReplayNext {
             after: more.unwrap_or(head),
             replayed: next.replayed + frames.len() as u32,
-            complete: next.complete,
+            complete: next.complete && !lost,
+            chain: next.chain,
         };
         match more {
             Some(_) => reply::replay_page(sh, from, conn, conv, frames, next),
-            None => reply::replay(sh, from, conn, conv, frames, head, next),
+            None => reply::replay(sh, from, conn, conv, frames, head, next, c.is_closed()),
         }
     }
 
@@ -126,7 +130,7 @@ impl HomeRole {
         let next = ReplayNext {
             after,
             replayed: next.replayed + frames.len() as u32,
-            complete: next.complete,
+            ..next
         };
         reply::replay_page(sh, from, conn, conv, frames, next);
     }

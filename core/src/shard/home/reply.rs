@@ -34,6 +34,7 @@ pub(super) fn refuse_subscribe(
     conv: ConvId,
     code: ErrorCode,
     message: &str,
+    chain: u32,
 ) {
     sh.stats.errors_sent += 1;
     let frames = vec![error_frame(code, message, None)];
@@ -45,6 +46,7 @@ pub(super) fn refuse_subscribe(
             frames,
             ok: false,
             more: None,
+            chain,
         },
     );
 }
@@ -56,9 +58,12 @@ pub(super) fn refuse(sh: &mut Shared, from: ShardId, msg: &HomeMsg, code: ErrorC
         HomeMsg::Signal { conn, .. }
         | HomeMsg::Close { conn, .. }
         | HomeMsg::History { conn, .. } => error(sh, from, *conn, code, text, None),
-        HomeMsg::Subscribe { conv, conn, .. } | HomeMsg::ReplayMore { conv, conn, .. } => {
-            refuse_subscribe(sh, from, *conn, *conv, code, text)
-        }
+        HomeMsg::Subscribe {
+            conv, conn, chain, ..
+        } => refuse_subscribe(sh, from, *conn, *conv, code, text, *chain),
+        HomeMsg::ReplayMore {
+            conv, conn, next, ..
+        } => refuse_subscribe(sh, from, *conn, *conv, code, text, next.chain),
         _ => {}
     }
 }
@@ -123,7 +128,9 @@ pub(super) fn settled(sh: &mut Shared, conv: ConvId, waiters: Vec<AckWaiter>, ok
 }
 
 /// Sends a resumed connection the last page of its replay, closed by `resumed` (`done`
-/// counts every page).
+/// counts every page). A conversation that closed while it was replayed ends with the
+/// same error a resume of a closed conversation gets, and the connection is not live.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn replay(
     sh: &mut Shared,
     to: ShardId,
@@ -132,6 +139,7 @@ pub(super) fn replay(
     mut frames: Vec<Bytes>,
     head: u64,
     done: ReplayNext,
+    closed: bool,
 ) {
     frames.push(encode(&ServerFrame::Resumed {
         conv,
@@ -139,7 +147,12 @@ pub(super) fn replay(
         replayed: done.replayed,
         complete: done.complete,
     }));
-    send_replay(sh, to, conn, conv, frames, None);
+    if closed {
+        sh.stats.errors_sent += 1;
+        let message = "conversation is closed";
+        frames.push(error_frame(ErrorCode::ConversationClosed, message, None));
+    }
+    send_replay(sh, to, conn, conv, frames, None, done.chain, !closed);
 }
 
 /// Sends a resuming connection one page of its replay; it asks for the next once read.
@@ -151,9 +164,10 @@ pub(super) fn replay_page(
     frames: Vec<Bytes>,
     next: ReplayNext,
 ) {
-    send_replay(sh, to, conn, conv, frames, Some(next));
+    send_replay(sh, to, conn, conv, frames, Some(next), next.chain, true);
 }
 
+#[allow(clippy::too_many_arguments)]
 fn send_replay(
     sh: &mut Shared,
     to: ShardId,
@@ -161,8 +175,9 @@ fn send_replay(
     conv: ConvId,
     frames: Vec<Bytes>,
     more: Option<ReplayNext>,
+    chain: u32,
+    ok: bool,
 ) {
-    let ok = true;
     sh.send(
         to,
         ConnMsg::Replay {
@@ -171,6 +186,7 @@ fn send_replay(
             frames,
             ok,
             more,
+            chain,
         },
     );
 }
