@@ -22,7 +22,7 @@ dir=$(mktemp -d /tmp/sb-bench.XXXXXX)
 if [ "$db" = pg ]; then
     createdb -h 127.0.0.1 -U postgres switchboard_bench 2>/dev/null || true
     psql -h 127.0.0.1 -U postgres switchboard_bench -qc \
-        "DROP TABLE IF EXISTS messages, conversations, visitors, agents, schema_migrations" 2>/dev/null
+        "DROP TABLE IF EXISTS messages, conversations, visitors, agents, seq_leases, schema_migrations" 2>/dev/null
     export DATABASE_URL=postgres://postgres@127.0.0.1:5432/switchboard_bench
 else
     unset DATABASE_URL

@@ -95,7 +95,10 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     // message"): seqs up to `seq_lease` may have been shown to clients.
     (
         2,
-        "ALTER TABLE conversations ADD COLUMN seq_lease BIGINT NOT NULL DEFAULT 0",
+        // A table of their own (not a column of `conversations`): a lease written by a batch
+        // that commits before the conversation's opening batch (batches commit concurrently)
+        // must still count.
+        "CREATE TABLE IF NOT EXISTS seq_leases (conv BIGINT PRIMARY KEY, upto BIGINT NOT NULL)",
     ),
 ];
 

@@ -43,10 +43,8 @@ impl MemStore {
                             *l = (*l).max(lease);
                         }
                         ConvEvent::SeqLease { conv, upto } => {
-                            if self.convs.contains_key(&conv.0) {
-                                let l = self.leases.entry(conv.0).or_default();
-                                *l = (*l).max(upto);
-                            }
+                            let l = self.leases.entry(conv.0).or_default();
+                            *l = (*l).max(upto);
                         }
                         ConvEvent::SeqRelease { conv, at, held } => {
                             if let Some(l) = self.leases.get_mut(&conv.0) {

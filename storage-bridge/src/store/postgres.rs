@@ -135,14 +135,14 @@ impl PgStore {
             tx.execute(&stmt, &[&convs, &visitors, &tss]).await?;
         }
         if !rows.leases.is_empty() {
-            // After `opened`: a new conversation's first lease comes in its opening batch.
+            // Only ever up, whatever order batches commit in.
             let convs: Vec<i64> = rows.leases.iter().map(|r| id_to_db(r.0 .0)).collect();
             let uptos: Vec<i64> = rows.leases.iter().map(|r| r.1 as i64).collect();
             let stmt = tx
                 .prepare_cached(
-                    "UPDATE conversations SET seq_lease = GREATEST(seq_lease, u.upto)
-                     FROM UNNEST($1::bigint[], $2::bigint[]) AS u(id, upto)
-                     WHERE conversations.id = u.id",
+                    "INSERT INTO seq_leases (conv, upto)
+                     SELECT * FROM UNNEST($1::bigint[], $2::bigint[])
+                     ON CONFLICT (conv) DO UPDATE SET upto = GREATEST(seq_leases.upto, EXCLUDED.upto)",
                 )
                 .await?;
             tx.execute(&stmt, &[&convs, &uptos]).await?;
@@ -154,10 +154,10 @@ impl PgStore {
             let helds: Vec<i64> = rows.releases.iter().map(|r| r.2 as i64).collect();
             let stmt = tx
                 .prepare_cached(
-                    "UPDATE conversations SET seq_lease = u.at
+                    "UPDATE seq_leases SET upto = u.at
                      FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) AS u(id, at, held)
-                     WHERE conversations.id = u.id AND conversations.seq_lease > u.at
-                       AND conversations.seq_lease <= u.held",
+                     WHERE seq_leases.conv = u.id AND seq_leases.upto > u.at
+                       AND seq_leases.upto <= u.held",
                 )
                 .await?;
             tx.execute(&stmt, &[&convs, &ats, &helds]).await?;
@@ -189,7 +189,8 @@ impl PgStore {
         let c = self.pool.get().await.map_err(pool_err)?;
         let row = c
             .query_opt(
-                "SELECT visitor, agent, closed_at IS NOT NULL, (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = $1), seq_lease
+                "SELECT visitor, agent, closed_at IS NOT NULL, (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = $1),
+                        (SELECT COALESCE(MAX(upto), 0) FROM seq_leases WHERE conv = $1)
                  FROM conversations WHERE id = $1",
                 &[&id_to_db(conv.0)],
             )
@@ -234,9 +235,12 @@ impl PgStore {
         let c = self.pool.get().await.map_err(pool_err)?;
         let row = c
             .query_opt(
-                "UPDATE conversations SET seq_lease = GREATEST(seq_lease,
+                "INSERT INTO seq_leases (conv, upto)
+                 SELECT $1, (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = $1) + $2
+                 WHERE EXISTS (SELECT 1 FROM conversations WHERE id = $1)
+                 ON CONFLICT (conv) DO UPDATE SET upto = GREATEST(seq_leases.upto,
                      (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = $1)) + $2
-                 WHERE id = $1 RETURNING seq_lease",
+                 RETURNING upto",
                 &[&id_to_db(conv.0), &(count as i64)],
             )
             .await?;

@@ -126,7 +126,8 @@ impl SqliteStore {
     pub(crate) async fn conv_head(&self, conv: ConvId) -> Result<Option<ConvHead>, StoreError> {
         self.run(move |c| {
             Ok(c.query_row(
-                "SELECT visitor, agent, closed_at IS NOT NULL, (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = ?1), seq_lease
+                "SELECT visitor, agent, closed_at IS NOT NULL, (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = ?1),
+                        (SELECT COALESCE(MAX(upto), 0) FROM seq_leases WHERE conv = ?1)
                  FROM conversations WHERE id = ?1",
                 [id_to_db(conv.0)],
                 |r| {
@@ -172,9 +173,12 @@ impl SqliteStore {
     ) -> Result<Option<u64>, StoreError> {
         self.run(move |c| {
             Ok(c.query_row(
-                "UPDATE conversations SET seq_lease = MAX(seq_lease,
+                "INSERT INTO seq_leases (conv, upto)
+                 SELECT ?1, (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = ?1) + ?2
+                 WHERE EXISTS (SELECT 1 FROM conversations WHERE id = ?1)
+                 ON CONFLICT (conv) DO UPDATE SET upto = MAX(upto,
                      (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = ?1)) + ?2
-                 WHERE id = ?1 RETURNING seq_lease",
+                 RETURNING upto",
                 params![id_to_db(conv.0), count as i64],
                 |r| r.get::<_, i64>(0),
             )
@@ -255,10 +259,13 @@ fn apply_event(tx: &rusqlite::Transaction<'_>, e: &ConvEvent) -> Result<(), Stor
                 "INSERT OR IGNORE INTO conversations (id, visitor, opened_at) VALUES (?1, ?2, ?3)",
                 params![id_to_db(conv.0), id_to_db(visitor.0), *ts as i64],
             )?;
-            tx.execute(
-                "UPDATE conversations SET seq_lease = MAX(seq_lease, ?2) WHERE id = ?1",
-                params![id_to_db(conv.0), *lease as i64],
-            )?;
+            if *lease > 0 {
+                tx.execute(
+                    "INSERT INTO seq_leases (conv, upto) VALUES (?1, ?2)
+                     ON CONFLICT (conv) DO UPDATE SET upto = MAX(upto, excluded.upto)",
+                    params![id_to_db(conv.0), *lease as i64],
+                )?;
+            }
             tx.execute(
                 "INSERT INTO visitors (id, first_seen, last_seen) VALUES (?1, ?2, ?2)
                  ON CONFLICT (id) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen)",
@@ -278,13 +285,14 @@ fn apply_event(tx: &rusqlite::Transaction<'_>, e: &ConvEvent) -> Result<(), Stor
         }
         ConvEvent::SeqLease { conv, upto } => {
             tx.execute(
-                "UPDATE conversations SET seq_lease = MAX(seq_lease, ?2) WHERE id = ?1",
+                "INSERT INTO seq_leases (conv, upto) VALUES (?1, ?2)
+                 ON CONFLICT (conv) DO UPDATE SET upto = MAX(upto, excluded.upto)",
                 params![id_to_db(conv.0), *upto as i64],
             )?;
         }
         ConvEvent::SeqRelease { conv, at, held } => {
             tx.execute(
-                "UPDATE conversations SET seq_lease = ?2 WHERE id = ?1 AND seq_lease > ?2 AND seq_lease <= ?3",
+                "UPDATE seq_leases SET upto = ?2 WHERE conv = ?1 AND upto > ?2 AND upto <= ?3",
                 params![id_to_db(conv.0), *at as i64, *held as i64],
             )?;
         }
