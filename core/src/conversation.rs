@@ -253,18 +253,19 @@ impl Conversation {
         Posted::New { seq, frame }
     }
 
+    /// Whether the window holds every message after `last_seq` (false when older ones
+    /// have left it: a replay from there needs the store, or is incomplete without one).
+    pub fn window_reaches(&self, last_seq: u64) -> bool {
+        let oldest_kept = self.oldest_kept().unwrap_or(self.seq + 1);
+        last_seq.saturating_add(1) >= oldest_kept || last_seq >= self.seq
+    }
+
     /// Every message after `last_seq` still in the window, oldest first, and whether that
-    /// covers everything after `last_seq` (false when older ones have left the window).
+    /// covers everything after `last_seq`: [`Self::window_page`] without a size bound.
+    #[cfg(test)]
     pub fn replay_after(&self, last_seq: u64) -> (Vec<Bytes>, bool) {
-        let frames: Vec<Bytes> = self
-            .window
-            .iter()
-            .filter(|(seq, _)| *seq > last_seq)
-            .map(|(_, f)| f.clone())
-            .collect();
-        let oldest_kept = self.window.front().map_or(self.seq + 1, |(s, _)| *s);
-        let complete = last_seq.saturating_add(1) >= oldest_kept || last_seq >= self.seq;
-        (frames, complete)
+        let (frames, _) = self.window_page(last_seq, usize::MAX);
+        (frames, self.window_reaches(last_seq))
     }
 
     /// One page of a replay from the window: frames with seq above `after`, oldest first,

@@ -177,6 +177,7 @@ impl<W, P> StoreLink<W, P> {
     }
 
     /// Whether `conv` is being loaded (what arrives for it must wait).
+    #[cfg(test)]
     pub fn is_loading(&self, conv: ConvId) -> bool {
         self.loading.contains_key(&conv)
     }
@@ -259,19 +260,18 @@ impl<W, P> StoreLink<W, P> {
             .into_iter()
             .peekable();
         while events.peek().is_some() || messages.peek().is_some() {
-            let (mut page_events, mut page_messages, mut used) = (Vec::new(), Vec::new(), 0);
-            while let Some(e) =
-                events.next_if(|e| used == 0 || used + e.encoded_len() <= PAGE_BYTES)
-            {
-                used += e.encoded_len();
-                page_events.push(e);
-            }
-            while let Some(m) =
-                messages.next_if(|m| used == 0 || used + m.encoded_len() <= PAGE_BYTES)
-            {
-                used += m.encoded_len();
-                page_messages.push(m);
-            }
+            let mut used = 0;
+            let page_events = take_page(&mut events, &mut used, ConvEvent::encoded_len, |e| {
+                e.encoded_len()
+            });
+            // Per message: an O(1) bound while the page is far from full; the exact size
+            // (a scan of the body) only near the limit.
+            let page_messages = take_page(
+                &mut messages,
+                &mut used,
+                StoredMessage::max_encoded_len,
+                StoredMessage::encoded_len,
+            );
             let leases = page_events
                 .iter()
                 .filter_map(|e| match e {
@@ -452,6 +452,31 @@ impl<W, P> StoreLink<W, P> {
             _ => Resolved::Nothing,
         }
     }
+}
+
+/// Takes items off `items` while their sizes add up to at most a page (always one), with
+/// `used` the page's bytes so far. `quick` bounds `exact` and is used while it fits.
+fn take_page<T>(
+    items: &mut std::iter::Peekable<std::vec::IntoIter<T>>,
+    used: &mut usize,
+    quick: impl Fn(&T) -> usize,
+    exact: impl Fn(&T) -> usize,
+) -> Vec<T> {
+    let mut page = Vec::new();
+    while let Some(item) = items.peek() {
+        let bound = quick(item);
+        let size = if *used + bound <= PAGE_BYTES {
+            bound
+        } else {
+            exact(item)
+        };
+        if *used > 0 && *used + size > PAGE_BYTES {
+            break;
+        }
+        *used += size;
+        page.push(items.next().expect("peeked"));
+    }
+    page
 }
 
 /// The newest seq of each conversation among `messages`, by conversation. Derived once per

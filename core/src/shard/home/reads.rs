@@ -62,7 +62,7 @@ impl HomeRole {
         if let Some(link) = self
             .store
             .as_mut()
-            .filter(|_| next.after.saturating_add(1) < oldest && next.after < head)
+            .filter(|_| !c.window_reaches(next.after))
         {
             // Older than the window: read the store first. The connection stays pending on
             // its shard until its replay is over.
@@ -78,8 +78,7 @@ impl HomeRole {
             return;
         }
         // Without a store, what left the window is gone: say so.
-        let lost =
-            self.store.is_none() && next.after.saturating_add(1) < oldest && next.after < head;
+        let lost = self.store.is_none() && !c.window_reaches(next.after);
         let (frames, more) = c.window_page(next.after, budget);
         let next = ReplayNext {
             after: more.unwrap_or(head),
