@@ -4,11 +4,29 @@
 
 mod node;
 
-use node::{cfg, msg, visitor, MemStore, Node, LEASE};
+use node::{cfg, msg, visitor, Client, MemStore, Node, LEASE};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use switchboard_core::CoreConfig;
 use switchboard_protocol::{AgentId, ParticipantId};
+
+/// Visitor `v` opens a conversation and writes `count` messages of `body` in it (cids m1,
+/// m2, ...), reading what comes back after each: the conversation and each message's ack.
+fn write(n: &mut Node, v: Client, count: u64, body: &str) -> (String, Vec<Value>) {
+    let mut conv: Option<String> = None;
+    let mut acks = Vec::new();
+    for i in 1..=count {
+        let mut m = msg(&format!("m{i}"), body);
+        if let Some(c) = &conv {
+            m["conv"] = c.clone().into();
+        }
+        n.send(v, m);
+        let ack = n.of_type(v, "ack").remove(0);
+        conv = Some(ack["conv"].as_str().unwrap().to_string());
+        acks.push(ack);
+    }
+    (conv.expect("count > 0"), acks)
+}
 
 fn agent(name: &str) -> ParticipantId {
     ParticipantId::Agent(AgentId::new(name).unwrap())
@@ -149,15 +167,7 @@ fn a_long_backlog_is_replayed_whole_in_pages_that_fit_the_outbox() {
     let mut n = Node::new(2, big_cfg(), MemStore::default());
     let v = n.connect(1, visitor(1));
     let body = "x".repeat(60_000);
-    n.send(v, msg("m1", &body));
-    let conv = n.of_type(v, "ack")[0]["conv"].as_str().unwrap().to_string();
-    for i in 2..=300 {
-        n.send(
-            v,
-            json!({"type":"msg","cid":format!("m{i}"),"body":body,"conv":conv}),
-        );
-        n.frames(v);
-    }
+    let (conv, _) = write(&mut n, v, 300, &body);
     let again = n.connect_as(0, visitor(1), true);
     n.frames(again);
     n.send(again, json!({"type":"resume","conv":conv,"last_seq":0}));
@@ -212,15 +222,7 @@ fn a_long_backlog_is_replayed_whole_in_pages_that_fit_the_outbox() {
 fn a_replay_whose_store_read_fails_ends_incomplete_rather_than_never() {
     let mut n = Node::new(2, big_cfg(), MemStore::default());
     let v = n.connect(1, visitor(1));
-    n.send(v, msg("m1", "one"));
-    let conv = n.of_type(v, "ack")[0]["conv"].as_str().unwrap().to_string();
-    for i in 2..=30 {
-        n.send(
-            v,
-            json!({"type":"msg","cid":format!("m{i}"),"body":"b","conv":conv}),
-        );
-        n.frames(v);
-    }
+    let (conv, _) = write(&mut n, v, 30, "one");
     n.store.fail_reads = true;
     let again = n.connect_as(0, visitor(1), true);
     n.frames(again);
@@ -242,14 +244,9 @@ fn after_a_clean_stop_seqs_go_on_without_a_skip() {
     let mut n = Node::new(2, cfg(), MemStore::default());
     let v = n.connect(1, visitor(1));
     n.frames(v);
-    n.send(v, msg("m1", "one"));
-    let conv = n.of_type(v, "ack")[0]["conv"].as_str().unwrap().to_string();
-    for i in 2..=70 {
-        n.send(
-            v,
-            json!({"type":"msg","cid":format!("m{i}"),"body":"b","conv":conv}),
-        );
-        assert_eq!(n.of_type(v, "ack")[0]["seq"], i);
+    let (conv, acks) = write(&mut n, v, 70, "one");
+    for (i, ack) in acks.iter().enumerate().skip(1) {
+        assert_eq!(ack["seq"], i as u64 + 1);
     }
     for s in &mut n.shards {
         s.release_leases();
@@ -274,15 +271,7 @@ fn a_second_resume_mid_replay_replaces_the_first() {
     let mut n = Node::new(2, big_cfg(), MemStore::default());
     let v = n.connect(1, visitor(1));
     let body = "y".repeat(30_000);
-    n.send(v, msg("m1", &body));
-    let conv = n.of_type(v, "ack")[0]["conv"].as_str().unwrap().to_string();
-    for i in 2..=40 {
-        n.send(
-            v,
-            json!({"type":"msg","cid":format!("m{i}"),"body":body,"conv":conv}),
-        );
-        n.frames(v);
-    }
+    let (conv, _) = write(&mut n, v, 40, &body);
     let again = n.connect_as(0, visitor(1), true);
     n.frames(again);
     n.send(again, json!({"type":"resume","conv":conv,"last_seq":0}));
@@ -318,14 +307,7 @@ fn without_a_store_a_resume_past_the_window_is_incomplete() {
     let mut n = Node::new(2, mem, MemStore::default());
     let v = n.connect(1, visitor(1));
     n.frames(v);
-    n.send(v, msg("m1", "one"));
-    let conv = n.of_type(v, "ack")[0]["conv"].as_str().unwrap().to_string();
-    for i in 2..=10 {
-        n.send(
-            v,
-            json!({"type":"msg","cid":format!("m{i}"),"body":"b","conv":conv}),
-        );
-    }
+    let (conv, _) = write(&mut n, v, 10, "one");
     n.frames(v);
     n.send(v, json!({"type":"resume","conv":conv,"last_seq":0}));
     let f = n.frames(v);
@@ -347,15 +329,7 @@ fn a_conversation_closed_mid_replay_still_ends_its_replay() {
     let ann = n.connect(0, agent("ann"));
     let v = n.connect(1, visitor(1));
     let body = "z".repeat(30_000);
-    n.send(v, msg("m1", &body));
-    let conv = n.of_type(v, "ack")[0]["conv"].as_str().unwrap().to_string();
-    for i in 2..=30 {
-        n.send(
-            v,
-            json!({"type":"msg","cid":format!("m{i}"),"body":body,"conv":conv}),
-        );
-        n.frames(v);
-    }
+    let (conv, _) = write(&mut n, v, 30, &body);
     assert_eq!(n.of_type(ann, "assigned").len(), 1);
     let again = n.connect_as(0, visitor(1), true);
     n.frames(again);
