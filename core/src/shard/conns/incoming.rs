@@ -20,11 +20,9 @@ impl ConnRole {
     pub fn on_drained(&mut self, sh: &mut Shared, key: ConnKey) {
         let Some(c) = self.conn_mut(key) else { return };
         c.io.drain_wanted = false;
-        if c.replay_asked.is_some() || c.replays.is_empty() {
+        let Some((conv, next)) = c.replays.as_mut().and_then(|r| r.ask_next()) else {
             return;
-        }
-        let (conv, next) = c.replays.remove(0);
-        c.replay_asked = Some((conv, next.chain));
+        };
         let who = c.who.clone();
         let msg = HomeMsg::ReplayMore {
             conv,
@@ -77,23 +75,14 @@ impl ConnRole {
                 chain,
             } => {
                 let Some(c) = self.conn_mut(conn) else { return };
-                if c.replay_asked == Some((conv, chain)) {
-                    c.replay_asked = None;
-                }
-                if !c.resuming.contains(&(conv, chain)) {
+                if !c.replays().page_came(conv, chain, more) {
                     // A page of a resume this connection has since replaced: dropped.
-                    if !c.replays.is_empty() && c.replay_asked.is_none() {
-                        c.io.drain_wanted = true;
-                        c.io.wake();
-                    }
+                    c.drain_if_a_page_waits();
                     return;
-                }
-                if more.is_none() {
-                    c.resuming.retain(|r| *r != (conv, chain));
                 }
                 match more {
                     // One page of more: the next is asked once this one is read.
-                    Some(next) => c.replays.push((conv, next)),
+                    Some(_) => {}
                     None if ok => {
                         let list = self.conv_subs.entry(conv).or_default();
                         if !list.contains(&conn) {
@@ -106,10 +95,7 @@ impl ConnRole {
                     self.push(sh, conn, f);
                 }
                 if let Some(c) = self.conn_mut(conn) {
-                    if !c.replays.is_empty() && c.replay_asked.is_none() {
-                        c.io.drain_wanted = true;
-                        c.io.wake();
-                    }
+                    c.drain_if_a_page_waits();
                 }
             }
             ConnMsg::AgentAssigned {

@@ -146,10 +146,7 @@ impl ConnRole {
             pinged: false,
             rate: TokenBucket::new(sh.cfg.rate_burst, now.mono_ms),
             strikes: 0,
-            replays: Vec::new(),
-            replay_asked: None,
-            resuming: Vec::new(),
-            next_chain: 0,
+            replays: None,
         };
         let key = self.table.insert(conn);
         sh.stats.connections[role_index(&who)][client_index(client)] += 1;
@@ -376,11 +373,7 @@ impl ConnRole {
                 }
                 // A resume again while one is in progress replaces it: the pages of the
                 // earlier one are dropped when they come.
-                let chain = conn.next_chain;
-                conn.next_chain = conn.next_chain.wrapping_add(1);
-                conn.resuming.retain(|(c, _)| *c != conv);
-                conn.resuming.push((conv, chain));
-                conn.replays.retain(|(c, _)| *c != conv);
+                let chain = conn.replays().start(conv);
                 // Until the replay arrives the connection is not live: anything delivered
                 // meanwhile is part of the replay, so nothing arrives twice.
                 if let Some(list) = self.conv_subs.get_mut(&conv) {

@@ -27,16 +27,79 @@ pub(super) struct Conn {
     pub pinged: bool,
     pub rate: TokenBucket,
     pub strikes: u16,
-    /// Paged replays waiting for this connection to read its last page, oldest first; and
-    /// the one whose next page is asked.
-    pub replays: Vec<(ConvId, ReplayNext)>,
-    pub replay_asked: Option<(ConvId, u32)>,
-    /// The resume in progress for each conversation (its chain), and the next chain id.
-    pub resuming: Vec<(ConvId, u32)>,
-    pub next_chain: u32,
+    /// Its resumes in progress; allocated at its first `resume`, so that a connection that
+    /// never resumes pays one pointer for them.
+    pub replays: Option<Box<Replays>>,
+}
+
+/// A connection's paged replays: the resume in progress for each conversation (its chain),
+/// the next pages waiting for the connection to read the last, and the one asked.
+#[derive(Debug, Default)]
+pub(super) struct Replays {
+    pending: Vec<(ConvId, ReplayNext)>,
+    asked: Option<(ConvId, u32)>,
+    resuming: Vec<(ConvId, u32)>,
+    next_chain: u32,
+}
+
+impl Replays {
+    /// A new resume of `conv`: its chain. It replaces one in progress (whose pages are then
+    /// dropped when they come).
+    pub fn start(&mut self, conv: ConvId) -> u32 {
+        let chain = self.next_chain;
+        self.next_chain = self.next_chain.wrapping_add(1);
+        self.resuming.retain(|(c, _)| *c != conv);
+        self.resuming.push((conv, chain));
+        self.pending.retain(|(c, _)| *c != conv);
+        chain
+    }
+
+    /// A page of `conv`'s replay came: whether it belongs to the resume in progress, and
+    /// then what follows it (`more`: a next page to ask for; `None`: it was the last).
+    pub fn page_came(&mut self, conv: ConvId, chain: u32, more: Option<ReplayNext>) -> bool {
+        if self.asked == Some((conv, chain)) {
+            self.asked = None;
+        }
+        if !self.resuming.contains(&(conv, chain)) {
+            return false;
+        }
+        match more {
+            Some(next) => self.pending.push((conv, next)),
+            None => self.resuming.retain(|r| *r != (conv, chain)),
+        }
+        true
+    }
+
+    /// Whether a next page waits for the connection to read what it has.
+    pub fn wants_next(&self) -> bool {
+        self.asked.is_none() && !self.pending.is_empty()
+    }
+
+    /// The next page to ask for (one at a time).
+    pub fn ask_next(&mut self) -> Option<(ConvId, ReplayNext)> {
+        if !self.wants_next() {
+            return None;
+        }
+        let (conv, next) = self.pending.remove(0);
+        self.asked = Some((conv, next.chain));
+        Some((conv, next))
+    }
 }
 
 impl Conn {
+    /// Its replays, allocated on first use.
+    pub fn replays(&mut self) -> &mut Replays {
+        self.replays.get_or_insert_with(Default::default)
+    }
+
+    /// Asks the runtime to say when it has written everything, if a replay page waits.
+    pub fn drain_if_a_page_waits(&mut self) {
+        if self.replays.as_ref().is_some_and(|r| r.wants_next()) {
+            self.io.drain_wanted = true;
+            self.io.wake();
+        }
+    }
+
     /// A sign of life: its idle time starts over.
     pub fn seen(&mut self, now_ms: u64) {
         self.last_seen = now_ms;
