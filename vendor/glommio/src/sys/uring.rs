@@ -37,7 +37,7 @@ use crate::{
         self,
         blocking::{BlockingThreadOp, BlockingThreadPool},
         dma_buffer::{BufferStorage, DmaBuffer},
-        membarrier, DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
+        DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
         PollableStatus, Source, SourceType, Statx, TimeSpec64,
     },
     uring_sys::{self, IoRingOp},
@@ -759,6 +759,26 @@ struct PollRing {
     in_kernel: usize,
 }
 
+/// Switchboard patch (PATCHES.md): the main ring, where sockets' polls complete, is set up
+/// with `IORING_SETUP_COOP_TASKRUN` where the kernel has it (5.19+). Without it, every poll
+/// that completes while the shard runs user code interrupts it with an IPI so that the
+/// completion is posted at once; with it, completions wait for the shard's next system call
+/// (a send, a receive, or the `io_uring_enter` it sleeps in), which on a busy shard comes
+/// within microseconds. Timers live in the latency ring, which keeps the default, so
+/// preemption still interrupts a task that makes no system call.
+fn new_ring(size: usize, cooperative: bool) -> io::Result<iou::IoUring> {
+    if cooperative {
+        if let Ok(ring) = iou::IoUring::new_with_flags(
+            size as _,
+            iou::SetupFlags::COOP_TASKRUN,
+            iou::SetupFeatures::empty(),
+        ) {
+            return Ok(ring);
+        }
+    }
+    iou::IoUring::new(size as _)
+}
+
 impl PollRing {
     fn new(
         size: usize,
@@ -905,7 +925,7 @@ impl SleepableRing {
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
         Ok(SleepableRing {
-            ring: iou::IoUring::new(size as _)?,
+            ring: new_ring(size, name == "main")?,
             size,
             submission_queue: UringQueueState::with_capacity(size * 4),
             name,
@@ -1889,9 +1909,12 @@ impl Reactor {
             // that opened up room. If it did we bail on sleep and go process it.
             self.notifier.prepare_to_sleep();
             // See https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/ for
-            // details. This translates to `sys_membarrier()` /
-            // `MEMBARRIER_CMD_PRIVATE_EXPEDITED`
-            membarrier::heavy();
+            // details. Switchboard patch (PATCHES.md): upstream issues
+            // `sys_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` here, a system call and an
+            // IPI to every core running one of our threads, on every sleep. A full fence
+            // here and one in `SleepNotifier::notify` (the other side of this handshake)
+            // order the same two stores and loads.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
