@@ -2,7 +2,8 @@
 """Interleaved A/B runs of gateway variants at one rate: the same `loadtest chat` as
 bench/compare.py, alternating the variants round by round (so drift in the machine hits
 all of them alike), then the mean server CPU per message and the median relay p99 of each.
-A variant is the release gateway with extra environment (any `SWITCHBOARD_*` setting).
+A variant is the release gateway with extra environment (any `SWITCHBOARD_*` setting), or
+another build of it: the key `BIN` names its binary (e.g. `before=BIN:/tmp/old/gateway`).
 
   .venv-bench/bin/python bench/ab.py SHARDS RATE ROUNDS [NAME=VAR:VALUE,VAR:VALUE ...]
   e.g. bench/ab.py 1 5000 3 latency1ms=SWITCHBOARD_TASK_QUEUE_LATENCY_US:1000
@@ -32,8 +33,10 @@ names = list(variants)
 for rnd in range(rounds):
     order = names if rnd % 2 == 0 else names[::-1]
     for name in order:
-        env = dict(os.environ, SWITCHBOARD_LOG='error', **variants[name])
-        full = ['taskset', '-c', cores, GW, '--shards', shards, '--listen', '127.0.0.1:0', '--bridge', 'off',
+        settings = dict(variants[name])
+        binary = settings.pop('BIN', GW)
+        env = dict(os.environ, SWITCHBOARD_LOG='error', **settings)
+        full = ['taskset', '-c', cores, binary, '--shards', shards, '--listen', '127.0.0.1:0', '--bridge', 'off',
                 '--data-dir', tmp, '--agent-capacity', '100000', '--rate-per-sec', '1000', '--rate-burst', '2000',
                 '--idle-api-s', '3600', '--idle-web-s', '3600']
         p, addr = c.start(full, r"gateway listening on (\S+)", env)

@@ -5,15 +5,20 @@ cores. Run it through bench/compare.sh (which builds everything first).
 
 For each server configuration it measures
   - idle memory per connection and handshakes/s (`loadtest connect`),
+  - server CPU per WebSocket ping round trip at the fixed rate (`loadtest ping`),
   - a sweep of relay rates (`loadtest chat`, no replies, every message acked and relayed):
     relay p99, ack p99, lost/duplicated, and the server's CPU time per message,
-and prints a table of ratios measured in this run, writes bench/results/compare.json and
-plots relay p99 against throughput into bench/results/compare.png.
+  - system calls per relayed message at the fixed rate (`sendto`, `recvfrom`,
+    `io_uring_enter`, `epoll_wait`, ... counted by `perf stat` on the server's syscall
+    tracepoints, in a separate run because tracing inflates CPU time),
+and prints a table of ratios measured in this run, writes bench/results/compare.json, a flat
+bench/results/compare-summary.json (figure -> value, for bench/summary_diff.py between
+commits) and plots relay p99 against throughput into bench/results/compare.png.
 
 Both servers run without storage (the gateway with --bridge off; the baseline stores
 nothing), so the comparison is of the relay itself.
 """
-import argparse, json, os, re, signal, subprocess, sys, tempfile, time
+import argparse, json, os, re, shutil, signal, subprocess, sys, tempfile, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL = os.path.join(ROOT, "target", "release")
@@ -50,6 +55,37 @@ def loadtest(args, json_path):
         sys.exit(f"compare: loadtest failed: {' '.join(cmd)}\n{r.stdout}")
     with open(json_path) as f:
         return json.load(f)
+
+
+SYSCALLS = ["sendto", "recvfrom", "io_uring_enter", "epoll_wait", "epoll_pwait", "write", "read",
+            "futex", "membarrier", "mprotect"]
+
+
+def count_syscalls(pid, seconds):
+    """Counts the server's system calls for `seconds` with perf's syscall tracepoints.
+    Returns {name: count, "total": count}, or None when perf cannot trace here."""
+    if not shutil.which("perf"):
+        return None
+    events = ["raw_syscalls:sys_enter"] + [f"syscalls:sys_enter_{n}" for n in SYSCALLS]
+    r = subprocess.run(["perf", "stat", "-x,", "-e", ",".join(events), "-p", str(pid), "--", "sleep", str(seconds)],
+                       capture_output=True, text=True)
+    counts = {}
+    for line in r.stderr.splitlines():
+        f = line.split(",")
+        if len(f) > 3 and f[0].strip().isdigit():
+            name = f[2].split(":")[-1].replace("sys_enter_", "")
+            counts["total" if name == "sys_enter" else name] = int(f[0])
+    return counts if "total" in counts else None
+
+
+def chat_args(addr, tmp, rate, duration, pid, client_cores):
+    per_visitor = 10
+    visitors = max(10, rate // per_visitor)
+    agents = max(2, visitors // 10)
+    return ["chat", "--url", f"ws://{addr}", "--secret-file", os.path.join(tmp, "secret"),
+            "--agents", str(agents), "--visitors", str(visitors), "--rate", str(per_visitor),
+            "--size", "200", "--duration", str(duration), "--drain", "5", "--procs", "2",
+            "--server-pids", str(pid)] + client_cores
 
 
 def server_configs(all_cores, before=None):
@@ -122,17 +158,44 @@ def main():
                   f"{entry['handshakes_per_second']:.0f} handshakes/s", flush=True)
         finally:
             stop(p)
+        # WebSocket ping round trips at the fixed rate: 10 per second per connection.
+        p, addr = launch(name, cores, cmd, tmp)
+        try:
+            time.sleep(0.3)
+            pr = loadtest(["ping", "--url", f"ws://{addr}/ws/visitor?client=api", "--conns", str(max(10, a.fixed_rate // 10)),
+                           "--rate", "10", "--duration", str(duration), "--drain", "3", "--procs", "2",
+                           "--server-pids", str(p.pid)] + client_cores, os.path.join(tmp, "ping.json"))
+            entry["ping_server_cpu_us"] = pr["server_cpu_us_per_ping"]
+            entry["ping_rtt_p99_us"] = pr["rtt_us"]["p99"]
+            print(f"   ping at {a.fixed_rate}/s: {entry['ping_server_cpu_us']:.1f} us of server CPU per round trip, "
+                  f"p99 {entry['ping_rtt_p99_us'] / 1000:.2f} ms", flush=True)
+        finally:
+            stop(p)
+        # System calls per message at the fixed rate, counted in a run of its own.
+        p, addr = launch(name, cores, cmd, tmp)
+        try:
+            time.sleep(0.3)
+            window = max(2, duration - 4)
+            counted = {}
+            counter = threading.Thread(target=lambda: (time.sleep(3), counted.update(c=count_syscalls(p.pid, window))))
+            counter.start()
+            loadtest(chat_args(addr, tmp, a.fixed_rate, duration, p.pid, client_cores), os.path.join(tmp, "chat.json"))
+            counter.join()
+        finally:
+            stop(p)
+        if counted.get("c"):
+            per = {k: v / (a.fixed_rate * window) for k, v in counted["c"].items() if v}
+            entry["syscalls_per_message"] = per
+            print("   syscalls per message at %d/s: %s" % (a.fixed_rate, ", ".join(
+                f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]))), flush=True)
+        else:
+            print("   (perf cannot trace system calls here: no syscall counts)", flush=True)
         for rate in rates:
             p, addr = launch(name, cores, cmd, tmp)
             try:
                 time.sleep(0.3)
-                per_visitor = 10
-                visitors = max(10, rate // per_visitor)
-                agents = max(2, visitors // 10)
-                r = loadtest(["chat", "--url", f"ws://{addr}", "--secret-file", os.path.join(tmp, "secret"),
-                              "--agents", str(agents), "--visitors", str(visitors), "--rate", str(per_visitor),
-                              "--size", "200", "--duration", str(duration), "--drain", "5", "--procs", "2",
-                              "--server-pids", str(p.pid)] + client_cores, os.path.join(tmp, "chat.json"))
+                r = loadtest(chat_args(addr, tmp, rate, duration, p.pid, client_cores),
+                             os.path.join(tmp, "chat.json"))
             finally:
                 stop(p)
             point = {
@@ -157,6 +220,9 @@ def main():
         entry["fixed_rate"] = a.fixed_rate
         entry["relay_p99_us_at_fixed_rate"] = fixed and fixed["relay_p99_us"]
         entry["server_cpu_us_per_message_at_fixed_rate"] = fixed and fixed["server_cpu_us_per_message"]
+        at20k = next((pt for pt in entry["points"] if pt["offered"] == 20000), None)
+        entry["server_cpu_us_per_message_at_20000"] = at20k and at20k["server_cpu_us_per_message"]
+        entry["syscalls_total_per_message"] = entry.get("syscalls_per_message", {}).get("total")
         results.append(entry)
 
     def ratio(a, b, key, invert=False):
@@ -179,6 +245,9 @@ def main():
             ("max relay rate, p99 < 5 ms (msg/s)", "max_rate_p99_under_5ms", "higher"),
             (f"relay p99 at {a.fixed_rate}/s (us)", "relay_p99_us_at_fixed_rate", "lower"),
             (f"server CPU at {a.fixed_rate}/s (us/msg)", "server_cpu_us_per_message_at_fixed_rate", "lower"),
+            ("server CPU at 20000/s (us/msg)", "server_cpu_us_per_message_at_20000", "lower"),
+            (f"server CPU per ping at {a.fixed_rate}/s (us)", "ping_server_cpu_us", "lower"),
+            ("syscalls per message", "syscalls_total_per_message", "lower"),
         ]:
             r = ratio(sb, base, key)
             rows.append({"pair": [sb["server"], base["server"]], "figure": label, "switchboard": sb.get(key),
@@ -194,7 +263,30 @@ def main():
     with open(os.path.join(RESULTS, "compare.json"), "w") as f:
         json.dump(out, f, indent=2)
     print(f"\nwrote {os.path.relpath(os.path.join(RESULTS, 'compare.json'), ROOT)}")
+    summary_path = os.path.join(RESULTS, "compare-summary.json")
+    with open(summary_path, "w") as f:
+        json.dump(summary(results, a.fixed_rate, host), f, indent=1, sort_keys=True)
+    print(f"wrote {os.path.relpath(summary_path, ROOT)}")
     plot(results, os.path.join(RESULTS, "compare.png"))
+
+
+def summary(results, fixed_rate, host):
+    """One flat mapping `server / figure` -> value, with the commit it was measured on."""
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    figures = {}
+    for e in results:
+        s = e["server"]
+        figures[f"{s} / idle bytes per connection"] = e.get("idle_bytes_per_connection")
+        figures[f"{s} / handshakes per second"] = e.get("handshakes_per_second")
+        figures[f"{s} / max relay rate with p99 < 5 ms"] = e.get("max_rate_p99_under_5ms")
+        figures[f"{s} / server cpu us per ping at {fixed_rate}"] = e.get("ping_server_cpu_us")
+        for pt in e["points"]:
+            figures[f"{s} / server cpu us per message at {pt['offered']}"] = pt["server_cpu_us_per_message"]
+            figures[f"{s} / relay p99 us at {pt['offered']}"] = pt["relay_p99_us"]
+        for k, v in (e.get("syscalls_per_message") or {}).items():
+            figures[f"{s} / {k} per message at {fixed_rate}"] = round(v, 3)
+    return {"commit": commit, "host": host, "figures": {k: v for k, v in figures.items() if v is not None}}
 
 
 def plot(results, path):

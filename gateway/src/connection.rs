@@ -9,6 +9,7 @@
 
 use crate::http::{self, Parsed, Route};
 use crate::shard_ctx::ShardCtx;
+use crate::whole_reads::WholeReads;
 use async_tungstenite::WebSocketStream;
 use bytes::Bytes;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -28,7 +29,7 @@ use tungstenite::{Message, Utf8Bytes};
 /// Time allowed for the closing handshake before the socket is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<WholeReads<TcpStream>>;
 
 /// tungstenite limits from our configuration: every buffer explicit and small.
 pub fn ws_config(cfg: &crate::config::Config) -> WebSocketConfig {
@@ -140,7 +141,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
                 return;
             }
             let ws = WebSocketStream::from_partially_read(
-                stream,
+                WholeReads::new(stream),
                 leftover,
                 Role::Server,
                 Some(ctx.ws_config),
@@ -173,9 +174,13 @@ pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
         }
     };
     drop(request);
-    let ws =
-        WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(ctx.ws_config))
-            .await;
+    let ws = WebSocketStream::from_partially_read(
+        WholeReads::new(stream),
+        leftover,
+        Role::Server,
+        Some(ctx.ws_config),
+    )
+    .await;
     run(ctx, ws, identity).await;
 }
 

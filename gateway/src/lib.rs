@@ -9,6 +9,7 @@
 //! - [`metrics`]: Prometheus names and per-shard handles.
 //! - [`bridge_link`]: each shard's connection to the storage bridge.
 //! - [`supervisor`]: the storage bridge as a child process, for the one-command start.
+//! - [`whole_reads`]: one `recv` per readable socket, whatever room tungstenite offers.
 //!
 //! All decisions (routing, assignment, deadlines, validation) live in `switchboard-core`;
 //! this crate moves bytes between sockets, the core and other shards.
@@ -24,3 +25,4 @@ pub mod runtime;
 pub mod server;
 pub mod shard_ctx;
 pub mod supervisor;
+pub mod whole_reads;

@@ -427,9 +427,19 @@ impl Reactor {
         source
     }
 
+    #[allow(dead_code)] // Switchboard patch: streams use `poll_read_ready_multishot`.
     pub(crate) fn poll_read_ready(&self, fd: RawFd) -> Source {
         let source = self.new_source(fd, SourceType::PollAdd, None);
         self.sys.poll_ready(&source, common_flags() | read_flags());
+        source
+    }
+
+    /// Switchboard patch: readable-readiness that stays armed (a multishot poll): each time
+    /// the socket is woken it completes again; `Source::take_result` consumes one.
+    pub(crate) fn poll_read_ready_multishot(&self, fd: RawFd) -> Source {
+        let source = self.new_source(fd, SourceType::PollAdd, None);
+        self.sys
+            .poll_ready_multishot(&source, common_flags() | read_flags());
         source
     }
 

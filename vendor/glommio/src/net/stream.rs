@@ -220,7 +220,14 @@ pub(crate) struct NonBufferedStream<S> {
     reactor: Weak<Reactor>,
     stream: S,
     source_tx: Option<Source>,
+    /// Switchboard patch: a multishot readiness poll, armed once per connection (upstream
+    /// arms a one-shot poll after every short read: an SQE and usually an `io_uring_enter`
+    /// per message received).
     source_rx: Option<Source>,
+    /// Whether a `recv` may find data: after a completion of `source_rx`, or after a read
+    /// that filled the caller's buffer. A short read or `EAGAIN` drained the socket, and the
+    /// next arrival completes `source_rx` again.
+    rx_ready: bool,
     write_timeout: Timeout,
     read_timeout: Timeout,
 }
@@ -229,7 +236,9 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     fn init(&mut self) {
         let reactor = self.reactor.upgrade().unwrap();
         let stream_fd = self.stream.as_raw_fd();
-        self.source_rx = Some(reactor.poll_read_ready(stream_fd));
+        // Completes at once if data is already there.
+        self.source_rx = Some(reactor.poll_read_ready_multishot(stream_fd));
+        self.rx_ready = false;
     }
 
     pub(crate) fn try_peek(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
@@ -261,35 +270,31 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
 
-        let no_pending_poll = self
-            .source_rx
-            .as_ref()
-            .map(|src| src.result().is_some())
-            .unwrap_or(true);
+        if let Some(src) = &self.source_rx {
+            if src.take_result() {
+                self.rx_ready = true;
+            }
+            if !src.is_armed() {
+                // The kernel ended the multishot poll (an error, or it was cancelled).
+                self.source_rx = None;
+            }
+        }
 
-        if no_pending_poll {
+        if self.rx_ready || self.source_rx.is_none() {
             if let Some(result) = super::yolo_recv(self.stream.as_raw_fd(), buf) {
-                self.source_rx.take();
                 self.read_timeout.cancel_timer(reactor);
                 let result = poll_err!(result);
-                // Start an early poll if the buffer is not fully filled. So when
-                // the next time `poll_read` is called, it will be known immediately
-                // whether the underlying stream is ready for reading.
-                if result > 0 && result < buf.len() {
-                    self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
-                    // The `rush_dispatch`s here and after could be removed to
-                    // improve performance if #458 is handled appropriately.
-                    // reactor.rush_dispatch(self.source_rx.as_ref().unwrap());
-                }
+                // A short read emptied the socket: wait for the poll to complete again.
+                self.rx_ready = result == buf.len() && result > 0;
                 return Poll::Ready(Ok(result));
             }
+            self.rx_ready = false;
         }
 
         poll_err!(self.read_timeout.check(reactor));
 
-        if no_pending_poll {
-            self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
-            // reactor.rush_dispatch(self.source_rx.as_ref().unwrap());
+        if self.source_rx.is_none() {
+            self.source_rx = Some(reactor.poll_read_ready_multishot(self.stream.as_raw_fd()));
         }
 
         let source = self.source_rx.as_ref().unwrap();
@@ -366,6 +371,7 @@ where
             stream: socket.into(),
             source_tx: None,
             source_rx: None,
+            rx_ready: true,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
         };

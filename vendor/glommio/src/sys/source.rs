@@ -224,6 +224,18 @@ impl Source {
         })
     }
 
+    /// Switchboard patch: takes the completion seen so far, so that the next one of a
+    /// multishot request can be waited for. True when there was one.
+    pub(crate) fn take_result(&self) -> bool {
+        self.inner.borrow_mut().wakers.result.take().is_some()
+    }
+
+    /// Switchboard patch: whether the request is still with the kernel (a multishot poll
+    /// that has not ended).
+    pub(crate) fn is_armed(&self) -> bool {
+        self.inner.borrow().enqueued.is_some()
+    }
+
     pub(crate) fn result(&self) -> Option<io::Result<usize>> {
         let mut inner = self.inner.borrow_mut();
         let ret = inner
