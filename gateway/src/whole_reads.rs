@@ -28,33 +28,32 @@ thread_local! {
 #[derive(Debug)]
 pub struct WholeReads<S> {
     inner: S,
-    /// Read from the socket, not yet handed to the caller (empty: no allocation).
-    spill: Vec<u8>,
-    /// How much of `spill` was handed over already.
-    spill_at: usize,
+    /// Read from the socket, not yet handed to the caller: one pointer on an idle
+    /// connection.
+    spill: Option<Box<Spill>>,
+}
+
+#[derive(Debug)]
+struct Spill {
+    bytes: Box<[u8]>,
+    /// How much of `bytes` was handed over already.
+    at: usize,
 }
 
 impl<S> WholeReads<S> {
     pub fn new(inner: S) -> Self {
-        Self {
-            inner,
-            spill: Vec::new(),
-            spill_at: 0,
-        }
+        Self { inner, spill: None }
     }
 
-    /// Hands over kept bytes first; true when it did.
+    /// Hands over kept bytes first: how many, or `None` when none were kept.
     fn take_spill(&mut self, buf: &mut [u8]) -> Option<usize> {
-        if self.spill_at >= self.spill.len() {
-            return None;
-        }
-        let rest = &self.spill[self.spill_at..];
+        let spill = self.spill.as_mut()?;
+        let rest = &spill.bytes[spill.at..];
         let n = rest.len().min(buf.len());
         buf[..n].copy_from_slice(&rest[..n]);
-        self.spill_at += n;
-        if self.spill_at == self.spill.len() {
-            self.spill = Vec::new();
-            self.spill_at = 0;
+        spill.at += n;
+        if spill.at == spill.bytes.len() {
+            self.spill = None;
         }
         Some(n)
     }
@@ -82,7 +81,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for WholeReads<S> {
                 Poll::Ready(Ok(n)) => {
                     let k = n.min(buf.len());
                     buf[..k].copy_from_slice(&scratch[..k]);
-                    this.spill.extend_from_slice(&scratch[k..n]);
+                    if n > k {
+                        this.spill = Some(Box::new(Spill {
+                            bytes: scratch[k..n].into(),
+                            at: 0,
+                        }));
+                    }
                     Poll::Ready(Ok(k))
                 }
                 other => other,
@@ -140,7 +144,7 @@ mod tests {
             }
         });
         assert_eq!(got, data);
-        assert!(r.spill.is_empty() && r.spill.capacity() == 0);
+        assert!(r.spill.is_none());
     }
 
     #[test]
