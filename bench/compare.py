@@ -11,7 +11,8 @@ For each server configuration it measures
   - system calls per relayed message at the fixed rate (`sendto`, `recvfrom`,
     `io_uring_enter`, `epoll_wait`, ... counted by `perf stat` on the server's syscall
     tracepoints, in a separate run because tracing inflates CPU time),
-and prints a table of ratios measured in this run, writes bench/results/compare.json, a flat
+each figure measured for every configuration in turn before the next figure (so the
+machine's drift hits all alike), and prints a table of ratios measured in this run, writes bench/results/compare.json, a flat
 bench/results/compare-summary.json (figure -> value, for bench/summary_diff.py between
 commits) and plots relay p99 against throughput into bench/results/compare.png.
 
@@ -139,65 +140,78 @@ def main():
     tmp = tempfile.mkdtemp(prefix="sb-compare-")
     with open(os.path.join(tmp, "secret"), "w") as f:
         f.write("compare-secret-0123456789abcdef\n")
-    results = []
-    for name, cores, cmd in server_configs(all_cores, a.before):
+    configs = server_configs(all_cores, a.before)
+    results = [{"server": name, "server_cores": cores, "points": []} for name, cores, _ in configs]
+
+    def client_cores(cores):
         # On one server core, the load client gets the other cores; on all, it shares.
-        client_cores = ["--cores", f"1-{CORES - 1}"] if cores == "0" and CORES > 1 else []
-        print(f"== {name} (server on cores {cores})", flush=True)
-        entry = {"server": name, "server_cores": cores, "points": []}
+        return ["--cores", f"1-{CORES - 1}"] if cores == "0" and CORES > 1 else []
+
+    def measure(i, settle, fn):
+        """Runs `fn(proc, addr)` against a fresh server of configuration `i`."""
+        name, cores, cmd = configs[i]
         p, addr = launch(name, cores, cmd, tmp)
         try:
-            time.sleep(0.5)
-            c = loadtest(["connect", "--url", f"ws://{addr}/ws/visitor?client=web", "-n", str(conns),
-                          "--rate", "50000", "--hold", "2", "--procs", "2", "--source", "127.0.0.2-127.0.0.5",
-                          "--server-pid", str(p.pid)], os.path.join(tmp, "connect.json"))
-            entry["idle_bytes_per_connection"] = c["server"]["rss_per_connection_bytes"]
-            entry["handshakes_per_second"] = c["handshakes_per_second"]
-            entry["handshake_p99_us"] = c["handshake_us"]["p99"]
-            print(f"   {conns} idle connections: {entry['idle_bytes_per_connection']:.0f} B each, "
-                  f"{entry['handshakes_per_second']:.0f} handshakes/s", flush=True)
+            time.sleep(settle)
+            return fn(p, addr)
         finally:
             stop(p)
-        # WebSocket ping round trips at the fixed rate: 10 per second per connection.
-        p, addr = launch(name, cores, cmd, tmp)
-        try:
-            time.sleep(0.3)
-            pr = loadtest(["ping", "--url", f"ws://{addr}/ws/visitor?client=api", "--conns", str(max(10, a.fixed_rate // 10)),
-                           "--rate", "10", "--duration", str(duration), "--drain", "3", "--procs", "2",
-                           "--server-pids", str(p.pid)] + client_cores, os.path.join(tmp, "ping.json"))
-            entry["ping_server_cpu_us"] = pr["server_cpu_us_per_ping"]
-            entry["ping_rtt_p99_us"] = pr["rtt_us"]["p99"]
-            print(f"   ping at {a.fixed_rate}/s: {entry['ping_server_cpu_us']:.1f} us of server CPU per round trip, "
-                  f"p99 {entry['ping_rtt_p99_us'] / 1000:.2f} ms", flush=True)
-        finally:
-            stop(p)
-        # System calls per message at the fixed rate, counted in a run of its own.
-        p, addr = launch(name, cores, cmd, tmp)
-        try:
-            time.sleep(0.3)
-            window = max(2, duration - 4)
+
+    # Every figure is measured for every configuration before the next figure, so the
+    # machine's drift over the run hits all of them alike.
+    print(f"== idle connections ({conns}) and handshakes", flush=True)
+    for i, entry in enumerate(results):
+        c = measure(i, 0.5, lambda p, addr: loadtest(
+            ["connect", "--url", f"ws://{addr}/ws/visitor?client=web", "-n", str(conns), "--rate", "50000",
+             "--hold", "2", "--procs", "2", "--source", "127.0.0.2-127.0.0.5", "--server-pid", str(p.pid)],
+            os.path.join(tmp, "connect.json")))
+        entry["idle_bytes_per_connection"] = c["server"]["rss_per_connection_bytes"]
+        entry["handshakes_per_second"] = c["handshakes_per_second"]
+        entry["handshake_p99_us"] = c["handshake_us"]["p99"]
+        print(f"   {entry['server']:32} {entry['idle_bytes_per_connection']:6.0f} B each, "
+              f"{entry['handshakes_per_second']:6.0f} handshakes/s", flush=True)
+
+    print(f"== WebSocket ping round trips at {a.fixed_rate}/s (10 per second per connection)", flush=True)
+    for i, entry in enumerate(results):
+        pr = measure(i, 0.3, lambda p, addr: loadtest(
+            ["ping", "--url", f"ws://{addr}/ws/visitor?client=api", "--conns", str(max(10, a.fixed_rate // 10)),
+             "--rate", "10", "--duration", str(duration), "--drain", "3", "--procs", "2",
+             "--server-pids", str(p.pid)] + client_cores(entry["server_cores"]), os.path.join(tmp, "ping.json")))
+        entry["ping_server_cpu_us"] = pr["server_cpu_us_per_ping"]
+        entry["ping_rtt_p99_us"] = pr["rtt_us"]["p99"]
+        print(f"   {entry['server']:32} {entry['ping_server_cpu_us']:5.1f} us of server CPU per round trip, "
+              f"p99 {entry['ping_rtt_p99_us'] / 1000:.2f} ms", flush=True)
+
+    print(f"== system calls per relayed message at {a.fixed_rate}/s (a run of its own: tracing costs CPU)",
+          flush=True)
+    window = max(2, duration - 4)
+    for i, entry in enumerate(results):
+        def counted_run(p, addr):
             counted = {}
             counter = threading.Thread(target=lambda: (time.sleep(3), counted.update(c=count_syscalls(p.pid, window))))
             counter.start()
-            loadtest(chat_args(addr, tmp, a.fixed_rate, duration, p.pid, client_cores), os.path.join(tmp, "chat.json"))
+            loadtest(chat_args(addr, tmp, a.fixed_rate, duration, p.pid, client_cores(entry["server_cores"])),
+                     os.path.join(tmp, "chat.json"))
             counter.join()
-        finally:
-            stop(p)
-        if counted.get("c"):
-            per = {k: v / (a.fixed_rate * window) for k, v in counted["c"].items() if v}
+            return counted.get("c")
+        counts = measure(i, 0.3, counted_run)
+        if counts:
+            per = {k: v / (a.fixed_rate * window) for k, v in counts.items() if v}
             entry["syscalls_per_message"] = per
-            print("   syscalls per message at %d/s: %s" % (a.fixed_rate, ", ".join(
+            print("   %-32s %s" % (entry["server"], ", ".join(
                 f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]))), flush=True)
         else:
-            print("   (perf cannot trace system calls here: no syscall counts)", flush=True)
-        for rate in rates:
-            p, addr = launch(name, cores, cmd, tmp)
-            try:
-                time.sleep(0.3)
-                r = loadtest(chat_args(addr, tmp, rate, duration, p.pid, client_cores),
-                             os.path.join(tmp, "chat.json"))
-            finally:
-                stop(p)
+            print(f"   {entry['server']:32} (perf cannot trace system calls here: no counts)", flush=True)
+
+    saturated = set()
+    for rate in rates:
+        print(f"== relay at {rate}/s offered", flush=True)
+        for i, entry in enumerate(results):
+            if i in saturated:
+                continue
+            r = measure(i, 0.3, lambda p, addr: loadtest(
+                chat_args(addr, tmp, rate, duration, p.pid, client_cores(entry["server_cores"])),
+                os.path.join(tmp, "chat.json")))
             point = {
                 "offered": rate,
                 "relayed_per_second": r["relayed"] / duration,
@@ -207,12 +221,14 @@ def main():
                 "client_cpu_seconds": r.get("worker_cpu_seconds"),
             }
             entry["points"].append(point)
-            print(f"   {rate:>6}/s offered: {point['relayed_per_second']:8.0f}/s relayed, relay p99 "
+            print(f"   {entry['server']:32} {point['relayed_per_second']:8.0f}/s relayed, relay p99 "
                   f"{point['relay_p99_us'] / 1000:7.2f} ms, ack p99 {point['ack_p99_us'] / 1000:7.2f} ms, "
                   f"lost {point['lost']}, server {point['server_cpu_us_per_message']:.1f} us/msg", flush=True)
             if point["relay_p99_us"] > 200_000 or point["relayed_per_second"] < 0.8 * rate:
-                print("   (saturated: stopping the sweep)", flush=True)
-                break
+                print(f"   ({entry['server']} saturated: its sweep stops here)", flush=True)
+                saturated.add(i)
+
+    for entry in results:
         ok = [pt for pt in entry["points"] if pt["relay_p99_us"] < 5000 and pt["lost"] == 0
               and pt["relayed_per_second"] >= 0.95 * pt["offered"]]
         entry["max_rate_p99_under_5ms"] = max((pt["relayed_per_second"] for pt in ok), default=0)
@@ -223,7 +239,6 @@ def main():
         at20k = next((pt for pt in entry["points"] if pt["offered"] == 20000), None)
         entry["server_cpu_us_per_message_at_20000"] = at20k and at20k["server_cpu_us_per_message"]
         entry["syscalls_total_per_message"] = entry.get("syscalls_per_message", {}).get("total")
-        results.append(entry)
 
     def ratio(a, b, key, invert=False):
         x, y = a.get(key), b.get(key)

@@ -220,8 +220,11 @@ async fn drive(ctx: &ShardCtx, key: ConnKey, ws: &mut Ws) -> &'static str {
             if io.close == Some(CloseCode::SlowConsumer) {
                 return Poll::Ready(Step::Close(CloseCode::SlowConsumer));
             }
-            // Write: feed every queued frame, then flush once.
-            while io.ping_due || !io.outbox.is_empty() {
+            // Write, when this turn's writes go out (see `flush_gate`): feed every queued
+            // frame, then flush once.
+            let wants_write = io.ping_due || !io.outbox.is_empty() || need_flush;
+            let may_write = wants_write && ctx.flush_gate.pass(cx);
+            while may_write && (io.ping_due || !io.outbox.is_empty()) {
                 match Pin::new(&mut *ws).poll_ready(cx) {
                     Poll::Ready(Ok(())) => {}
                     Poll::Ready(Err(e)) => return Poll::Ready(Step::Fail(e)),
@@ -239,7 +242,7 @@ async fn drive(ctx: &ShardCtx, key: ConnKey, ws: &mut Ws) -> &'static str {
                 }
                 need_flush = true;
             }
-            if need_flush {
+            if may_write && need_flush {
                 match Pin::new(&mut *ws).poll_flush(cx) {
                     Poll::Ready(Ok(())) => need_flush = false,
                     Poll::Ready(Err(e)) => return Poll::Ready(Step::Fail(e)),

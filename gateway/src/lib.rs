@@ -5,6 +5,7 @@
 //! - [`runtime`]: a shard at run time: channel mesh tasks, timers, accept loop.
 //! - [`shard_ctx`]: what a shard's tasks share: the core state, outgoing mesh traffic, wake-ups.
 //! - [`connection`]: one client connection as one task, handshake to close.
+//! - [`flush_gate`]: a shard's writes of one executor turn, sent together.
 //! - [`http`]: sans-IO request parsing and responses.
 //! - [`metrics`]: Prometheus names and per-shard handles.
 //! - [`bridge_link`]: each shard's connection to the storage bridge.
@@ -17,6 +18,7 @@
 pub mod bridge_link;
 pub mod config;
 pub mod connection;
+pub mod flush_gate;
 pub mod http;
 pub mod metrics;
 mod notify;

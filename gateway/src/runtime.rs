@@ -8,6 +8,7 @@
 
 use crate::config::Config;
 use crate::connection;
+use crate::flush_gate::FlushGate;
 use crate::metrics::ShardMetrics;
 use crate::notify::Notify;
 use crate::shard_ctx::{Batch, ShardCtx};
@@ -212,8 +213,13 @@ pub async fn shard_main(args: ShardArgs) -> anyhow::Result<()> {
         epoch: Instant::now(),
         relay_queue,
         bridge_wake: Notify::default(),
+        flush_gate: FlushGate::default(),
         config,
     });
+    let gate = ctx.clone();
+    glommio::spawn_local_into(async move { gate.flush_gate.run().await }, relay_queue)
+        .map_err(|e| anyhow::anyhow!("spawn: {e}"))?
+        .detach();
     let senders = Rc::new(senders);
     for peer in (0..nr_shards).filter(|p| *p != id as usize) {
         glommio::spawn_local_into(sender_task(ctx.clone(), senders.clone(), peer), relay_queue)

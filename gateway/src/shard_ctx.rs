@@ -8,6 +8,7 @@
 //! across an `.await`.
 
 use crate::config::Config;
+use crate::flush_gate::FlushGate;
 use crate::metrics::ShardMetrics;
 use crate::notify::Notify;
 use glommio::TaskQueueHandle;
@@ -48,6 +49,8 @@ pub struct ShardCtx {
     pub relay_queue: TaskQueueHandle,
     /// Wakes the bridge link when the core has requests for the bridge.
     pub bridge_wake: Notify,
+    /// Connections' writes of one turn, sent together.
+    pub flush_gate: FlushGate,
 }
 
 impl ShardCtx {
