@@ -1,6 +1,8 @@
 //! The storage bridge: a separate tokio process that owns all persistence, so no gateway
 //! shard ever blocks on a database. Gateway shards reach it over a Unix socket.
 //!
+//! - [`ai`]: the AI plugin chain (interface, runner, intent rules); not yet fed by the
+//!   message path.
 //! - [`store`]: PostgreSQL or embedded SQLite behind one interface, with migrations.
 //! - [`commit`]: group commit, confirming each request only after its batch commits.
 //! - [`cache`]: the Redis cache of recent messages.
@@ -11,6 +13,7 @@
 //!
 //! Threading model: a multi-threaded tokio runtime; one committer task owns the write path.
 
+pub mod ai;
 pub mod cache;
 pub mod commit;
 pub mod config;

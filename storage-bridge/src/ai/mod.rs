@@ -1,0 +1,18 @@
+//! The AI layer: a chain of plugins that read each visitor message and may answer as the
+//! bot, label the conversation, raise its priority in the human queue or hand it to a human.
+//!
+//! - [`plugin`]: the interface a plugin implements, and what it can decide.
+//! - [`chain`]: runs the configured plugins in order, each under a deadline; a plugin that
+//!   fails, panics or is slow is skipped for that message and the human path is untouched.
+//! - [`intent`]: the rule-based intent plugin (keywords and regular expressions, Chinese and
+//!   English), with an example rule set.
+//!
+//! Everything here is runtime-light: plugins are plain async code the bridge's tokio runtime
+//! drives, tested without sockets.
+
+pub mod chain;
+pub mod intent;
+pub mod plugin;
+
+pub use chain::{Chain, ChainOutcome};
+pub use plugin::{Decision, Handoff, Labels, Plugin, PluginFuture, Turn};
