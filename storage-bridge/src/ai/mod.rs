@@ -6,6 +6,7 @@
 //!   fails, panics or is slow is skipped for that message and the human path is untouched.
 //! - [`intent`]: the rule-based intent plugin (keywords and regular expressions, Chinese and
 //!   English), with an example rule set.
+//! - [`kb`]: knowledge-base answers (tantivy over jieba-segmented Chinese and stemmed English).
 //! - [`sentiment`]: a zh/en lexicon score per message and a per-conversation trend.
 //!
 //! Everything here is runtime-light: plugins are plain async code the bridge's tokio runtime
@@ -13,6 +14,7 @@
 
 pub mod chain;
 pub mod intent;
+pub mod kb;
 pub mod plugin;
 pub mod sentiment;
 
