@@ -4,6 +4,8 @@
 //! - [`plugin`]: the interface a plugin implements, and what it can decide.
 //! - [`chain`]: runs the configured plugins in order, each under a deadline; a plugin that
 //!   fails, panics or is slow is skipped for that message and the human path is untouched.
+//! - [`config`]: which plugins run, in which order and with which settings (TOML).
+//! - [`handoff`]: hands a conversation to a human after unanswered messages in a row.
 //! - [`intent`]: the rule-based intent plugin (keywords and regular expressions, Chinese and
 //!   English), with an example rule set.
 //! - [`kb`]: knowledge-base answers (tantivy over jieba-segmented Chinese and stemmed English).
@@ -13,6 +15,8 @@
 //! drives, tested without sockets.
 
 pub mod chain;
+pub mod config;
+pub mod handoff;
 pub mod intent;
 pub mod kb;
 pub mod plugin;

@@ -1,0 +1,113 @@
+//! The hand-off plugin: sends a conversation to a human when the bot has not been able to
+//! help `misses` times in a row. It runs after the answering plugins and reads their labels:
+//! a message that no plugin answered (no `kb` label) and that is not small talk (intent
+//! `greeting`) is a miss; an answered one resets the count. Hand-offs for an explicit request
+//! ("转人工") and for anger come from the intent and sentiment plugins themselves.
+
+use super::plugin::{Decision, Handoff, Plugin, PluginFuture, Turn};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+pub struct HandoffPlugin {
+    misses: u32,
+    priority: i32,
+    capacity: usize,
+    /// Misses in a row per conversation; the oldest conversations are forgotten first.
+    state: Mutex<(HashMap<String, u32>, VecDeque<String>)>,
+}
+
+impl HandoffPlugin {
+    pub fn new(misses: u32, priority: i32) -> Self {
+        Self {
+            misses: misses.max(1),
+            priority,
+            capacity: 100_000,
+            state: Mutex::new((HashMap::new(), VecDeque::new())),
+        }
+    }
+
+    fn decide(&self, turn: &Turn<'_>) -> Decision {
+        let answered = turn.labels.contains_key("kb");
+        let small_talk = turn.labels.get("intent").is_some_and(|i| i == "greeting");
+        let Ok(mut guard) = self.state.lock() else {
+            return Decision::default();
+        };
+        let (map, order) = &mut *guard;
+        if !map.contains_key(turn.conv) {
+            if map.len() >= self.capacity {
+                if let Some(old) = order.pop_front() {
+                    map.remove(&old);
+                }
+            }
+            order.push_back(turn.conv.to_owned());
+        }
+        let run = map.entry(turn.conv.to_owned()).or_default();
+        if answered {
+            *run = 0;
+        } else if !small_talk {
+            *run += 1;
+        }
+        if *run >= self.misses {
+            *run = 0;
+            return Decision {
+                priority: Some(self.priority),
+                handoff: Some(Handoff {
+                    reason: format!("the bot could not answer {} messages in a row", self.misses),
+                }),
+                ..Decision::default()
+            };
+        }
+        Decision::default()
+    }
+}
+
+impl Plugin for HandoffPlugin {
+    fn name(&self) -> &str {
+        "handoff"
+    }
+
+    fn process<'a>(&'a self, turn: &'a Turn<'a>) -> PluginFuture<'a> {
+        let d = self.decide(turn);
+        Box::pin(async move { Ok(d) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ai::plugin::Labels;
+
+    fn turn<'a>(conv: &'a str, labels: &'a Labels) -> Turn<'a> {
+        Turn {
+            conv,
+            visitor: "v",
+            text: "…",
+            labels,
+        }
+    }
+
+    #[test]
+    fn hands_off_after_misses_in_a_row_and_answers_reset_the_count() {
+        let p = HandoffPlugin::new(2, 4);
+        let none = Labels::new();
+        let answered: Labels = [("kb".to_owned(), "refund_policy".to_owned())].into();
+        let hello: Labels = [("intent".to_owned(), "greeting".to_owned())].into();
+        assert!(p.decide(&turn("c", &none)).handoff.is_none());
+        assert!(
+            p.decide(&turn("c", &answered)).handoff.is_none(),
+            "an answer resets"
+        );
+        assert!(p.decide(&turn("c", &none)).handoff.is_none());
+        assert!(
+            p.decide(&turn("c", &hello)).handoff.is_none(),
+            "small talk is not a miss"
+        );
+        let d = p.decide(&turn("c", &none));
+        assert_eq!(d.priority, Some(4));
+        assert!(d.handoff.is_some_and(|h| h.reason.contains("2 messages")));
+        assert!(
+            p.decide(&turn("other", &none)).handoff.is_none(),
+            "per conversation"
+        );
+    }
+}
