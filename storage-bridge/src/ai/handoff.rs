@@ -4,16 +4,14 @@
 //! `greeting`) is a miss; an answered one resets the count. Hand-offs for an explicit request
 //! ("转人工") and for anger come from the intent and sentiment plugins themselves.
 
+use super::conv_state::ConvState;
 use super::plugin::{Decision, Handoff, Plugin, PluginFuture, Turn};
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 
 pub struct HandoffPlugin {
     misses: u32,
     priority: i32,
-    capacity: usize,
-    /// Misses in a row per conversation; the oldest conversations are forgotten first.
-    state: Mutex<(HashMap<String, u32>, VecDeque<String>)>,
+    /// Misses in a row per conversation.
+    runs: ConvState<u32>,
 }
 
 impl HandoffPlugin {
@@ -21,34 +19,26 @@ impl HandoffPlugin {
         Self {
             misses: misses.max(1),
             priority,
-            capacity: 100_000,
-            state: Mutex::new((HashMap::new(), VecDeque::new())),
+            runs: ConvState::new(100_000),
         }
     }
 
     fn decide(&self, turn: &Turn<'_>) -> Decision {
         let answered = turn.labels.contains_key("kb");
         let small_talk = turn.labels.get("intent").is_some_and(|i| i == "greeting");
-        let Ok(mut guard) = self.state.lock() else {
-            return Decision::default();
-        };
-        let (map, order) = &mut *guard;
-        if !map.contains_key(turn.conv) {
-            if map.len() >= self.capacity {
-                if let Some(old) = order.pop_front() {
-                    map.remove(&old);
-                }
+        let handed_off = self.runs.with(turn.conv, |run| {
+            if answered {
+                *run = 0;
+            } else if !small_talk {
+                *run += 1;
             }
-            order.push_back(turn.conv.to_owned());
-        }
-        let run = map.entry(turn.conv.to_owned()).or_default();
-        if answered {
-            *run = 0;
-        } else if !small_talk {
-            *run += 1;
-        }
-        if *run >= self.misses {
-            *run = 0;
+            let over = *run >= self.misses;
+            if over {
+                *run = 0;
+            }
+            over
+        });
+        if handed_off == Some(true) {
             return Decision {
                 priority: Some(self.priority),
                 handoff: Some(Handoff {

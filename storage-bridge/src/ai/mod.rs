@@ -5,6 +5,7 @@
 //! - [`chain`]: runs the configured plugins in order, each under a deadline; a plugin that
 //!   fails, panics or is slow is skipped for that message and the human path is untouched.
 //! - [`config`]: which plugins run, in which order and with which settings (TOML).
+//! - [`conv_state`]: bounded per-conversation state for plugins that remember.
 //! - [`handoff`]: hands a conversation to a human after unanswered messages in a row.
 //! - [`intent`]: the rule-based intent plugin (keywords and regular expressions, Chinese and
 //!   English), with an example rule set.
@@ -16,6 +17,7 @@
 
 pub mod chain;
 pub mod config;
+pub mod conv_state;
 pub mod handoff;
 pub mod intent;
 pub mod kb;

@@ -7,9 +7,8 @@
 //! set in `storage-bridge/ai/sentiment-eval.tsv` is measured by this module's tests and
 //! reported in `docs/ai.md`. A trained classifier can replace `score` behind the same plugin.
 
+use super::conv_state::ConvState;
 use super::plugin::{Decision, Handoff, Plugin, PluginFuture, Turn};
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 
 /// Positive and negative words with weights. English entries match whole words
 /// (lowercase); Chinese entries match as substrings.
@@ -152,13 +151,12 @@ struct Trend {
 }
 
 pub struct SentimentPlugin {
-    /// Conversations remembered at most; the oldest are forgotten first.
-    capacity: usize,
     /// Negative messages in a row that hand the conversation to a human (0: never).
     handoff_after: u32,
     /// Priority asked for a conversation whose trend is negative.
     priority: i32,
-    trends: Mutex<(HashMap<String, Trend>, VecDeque<String>)>,
+    /// Per conversation, at most `capacity` of them (the oldest forgotten first).
+    trends: ConvState<Trend>,
 }
 
 impl Default for SentimentPlugin {
@@ -170,34 +168,24 @@ impl Default for SentimentPlugin {
 impl SentimentPlugin {
     pub fn new(capacity: usize, handoff_after: u32, priority: i32) -> Self {
         Self {
-            capacity: capacity.max(1),
             handoff_after,
             priority,
-            trends: Mutex::new((HashMap::new(), VecDeque::new())),
+            trends: ConvState::new(capacity),
         }
     }
 
     fn observe(&self, conv: &str, s: f32) -> Trend {
-        let Ok(mut guard) = self.trends.lock() else {
-            return Trend::default();
-        };
-        let (map, order) = &mut *guard;
-        if !map.contains_key(conv) {
-            if map.len() >= self.capacity {
-                if let Some(old) = order.pop_front() {
-                    map.remove(&old);
-                }
-            }
-            order.push_back(conv.to_owned());
-        }
-        let t = map.entry(conv.to_owned()).or_default();
-        t.average = 0.5 * t.average + 0.5 * s;
-        t.negative_run = if label(s) == "negative" {
-            t.negative_run + 1
-        } else {
-            0
-        };
-        *t
+        self.trends
+            .with(conv, |t| {
+                t.average = 0.5 * t.average + 0.5 * s;
+                t.negative_run = if label(s) == "negative" {
+                    t.negative_run + 1
+                } else {
+                    0
+                };
+                *t
+            })
+            .unwrap_or_default()
     }
 
     fn decide(&self, conv: &str, text: &str) -> Decision {
