@@ -10,6 +10,8 @@
 //! - [`intent`]: the rule-based intent plugin (keywords and regular expressions, Chinese and
 //!   English), with an example rule set.
 //! - [`kb`]: knowledge-base answers (tantivy over jieba-segmented Chinese and stemmed English).
+//! - [`llm_stream`]: the streamed answers of an OpenAI-compatible server, parsed sans-IO.
+//! - [`redact`]: personal data out of text before it leaves the host.
 //! - [`sentiment`]: a zh/en lexicon score per message and a per-conversation trend.
 //!
 //! Everything here is runtime-light: plugins are plain async code the bridge's tokio runtime
@@ -21,7 +23,9 @@ pub mod conv_state;
 pub mod handoff;
 pub mod intent;
 pub mod kb;
+pub mod llm_stream;
 pub mod plugin;
+pub mod redact;
 pub mod sentiment;
 
 pub use chain::{Chain, ChainOutcome};
