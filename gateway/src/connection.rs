@@ -140,14 +140,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
             {
                 return;
             }
-            let ws = WebSocketStream::from_partially_read(
-                WholeReads::new(stream),
-                leftover,
-                Role::Server,
-                Some(ctx.ws_config),
-            )
-            .await;
-            return echo(ws).await;
+            return echo(websocket(&ctx, stream, leftover).await).await;
         }
         Route::Upgrade { .. } if ctx.stopping.get() => {
             return reply(&ctx, &mut stream, 503, "shutting down").await;
@@ -174,14 +167,19 @@ pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
         }
     };
     drop(request);
-    let ws = WebSocketStream::from_partially_read(
+    let ws = websocket(&ctx, stream, leftover).await;
+    run(ctx, ws, identity).await;
+}
+
+/// The WebSocket over an upgraded socket; `leftover` is what was read past the request head.
+async fn websocket(ctx: &ShardCtx, stream: TcpStream, leftover: Vec<u8>) -> Ws {
+    WebSocketStream::from_partially_read(
         WholeReads::new(stream),
         leftover,
         Role::Server,
         Some(ctx.ws_config),
     )
-    .await;
-    run(ctx, ws, identity).await;
+    .await
 }
 
 /// What woke the connection loop.
