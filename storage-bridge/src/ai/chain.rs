@@ -84,6 +84,9 @@ impl Chain {
 
     pub async fn run(&self, conv: &str, visitor: &str, text: &str) -> ChainOutcome {
         let mut out = ChainOutcome::default();
+        if text.trim().is_empty() {
+            return out;
+        }
         for entry in &self.entries {
             let name = entry.plugin.name().to_owned();
             let turn = Turn {
@@ -294,6 +297,12 @@ mod tests {
             "the chain stopped at the hand-off: {:?}",
             out.skipped
         );
+    }
+
+    #[tokio::test]
+    async fn a_blank_message_reaches_no_plugin() {
+        let chain = Chain::new().with(plugin("panics", |_| Act::Panic), MS);
+        assert_eq!(chain.run("c", "v", " \n\t").await, ChainOutcome::default());
     }
 
     #[tokio::test]

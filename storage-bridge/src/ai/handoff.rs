@@ -5,7 +5,7 @@
 //! ("转人工") and for anger come from the intent and sentiment plugins themselves.
 
 use super::conv_state::ConvState;
-use super::plugin::{Decision, Handoff, Plugin, PluginFuture, Turn};
+use super::plugin::{ready, Decision, Handoff, Plugin, PluginFuture, Turn};
 
 pub struct HandoffPlugin {
     misses: u32,
@@ -57,8 +57,7 @@ impl Plugin for HandoffPlugin {
     }
 
     fn process<'a>(&'a self, turn: &'a Turn<'a>) -> PluginFuture<'a> {
-        let d = self.decide(turn);
-        Box::pin(async move { Ok(d) })
+        ready(self.decide(turn))
     }
 }
 

@@ -5,7 +5,7 @@
 //! hand-off (the visitor wants a human) or a priority in the human queue. Rules are cheap to
 //! run (a few substring searches and regexes per message) and need no model.
 
-use super::plugin::{Decision, Handoff, Plugin, PluginFuture, Turn};
+use super::plugin::{ready, Decision, Handoff, Plugin, PluginFuture, Turn};
 use regex::Regex;
 use serde::Deserialize;
 
@@ -164,13 +164,8 @@ impl Plugin for IntentPlugin {
         "intent"
     }
 
-    fn can_handle(&self, turn: &Turn<'_>) -> bool {
-        !turn.text.trim().is_empty()
-    }
-
     fn process<'a>(&'a self, turn: &'a Turn<'a>) -> PluginFuture<'a> {
-        let decision = self.decide(turn.text);
-        Box::pin(async move { Ok(decision) })
+        ready(self.decide(turn.text))
     }
 }
 

@@ -8,7 +8,7 @@
 //! a long question does not pass. The knowledge base can be reloaded without a restart
 //! ([`KbPlugin::reload`]): readers keep the one they started with.
 
-use super::plugin::{Decision, Plugin, PluginFuture, Turn};
+use super::plugin::{ready, Decision, Plugin, PluginFuture, Turn};
 use jieba_rs::Jieba;
 use rust_stemmers::{Algorithm, Stemmer};
 use serde::Deserialize;
@@ -400,13 +400,8 @@ impl Plugin for KbPlugin {
         "kb"
     }
 
-    fn can_handle(&self, turn: &Turn<'_>) -> bool {
-        !turn.text.trim().is_empty()
-    }
-
     fn process<'a>(&'a self, turn: &'a Turn<'a>) -> PluginFuture<'a> {
-        let d = self.decide(turn.text);
-        Box::pin(async move { Ok(d) })
+        ready(self.decide(turn.text))
     }
 }
 

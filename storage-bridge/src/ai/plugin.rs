@@ -49,13 +49,19 @@ impl Decision {
 /// What `process` returns: boxed so that plugins are usable as trait objects.
 pub type PluginFuture<'a> = Pin<Box<dyn Future<Output = anyhow::Result<Decision>> + Send + 'a>>;
 
+/// The future of a decision made without waiting (most plugins decide synchronously).
+pub fn ready<'a>(decision: Decision) -> PluginFuture<'a> {
+    Box::pin(std::future::ready(Ok(decision)))
+}
+
 /// A plugin in the chain. Implementations are `Send + Sync`: the bridge's runtime is
 /// multi-threaded and one plugin instance serves every conversation.
 pub trait Plugin: Send + Sync {
     /// A short stable name: configuration key, metrics label, log field.
     fn name(&self) -> &str;
 
-    /// A cheap filter, called before `process`: false skips this message.
+    /// A cheap filter, called before `process`: false skips this message. (A blank message
+    /// reaches no plugin: the chain skips it.)
     fn can_handle(&self, turn: &Turn<'_>) -> bool {
         let _ = turn;
         true

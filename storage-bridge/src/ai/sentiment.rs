@@ -8,7 +8,7 @@
 //! reported in `docs/ai.md`. A trained classifier can replace `score` behind the same plugin.
 
 use super::conv_state::ConvState;
-use super::plugin::{Decision, Handoff, Plugin, PluginFuture, Turn};
+use super::plugin::{ready, Decision, Handoff, Plugin, PluginFuture, Turn};
 
 /// Positive and negative words with weights. English entries match whole words
 /// (lowercase); Chinese entries match as substrings.
@@ -214,13 +214,8 @@ impl Plugin for SentimentPlugin {
         "sentiment"
     }
 
-    fn can_handle(&self, turn: &Turn<'_>) -> bool {
-        !turn.text.trim().is_empty()
-    }
-
     fn process<'a>(&'a self, turn: &'a Turn<'a>) -> PluginFuture<'a> {
-        let d = self.decide(turn.conv, turn.text);
-        Box::pin(async move { Ok(d) })
+        ready(self.decide(turn.conv, turn.text))
     }
 }
 
