@@ -99,18 +99,15 @@ impl Chain {
                 std::panic::catch_unwind(AssertUnwindSafe(|| entry.plugin.can_handle(&turn)));
             let result = match wanted {
                 Ok(false) => continue,
-                Err(_) => Err(Skip::Panic),
+                Err(_) => Err((Skip::Panic, String::new())),
                 Ok(true) => {
                     let start = Instant::now();
                     let call = AssertUnwindSafe(entry.plugin.process(&turn)).catch_unwind();
                     let r = match tokio::time::timeout(entry.deadline, call).await {
                         Ok(Ok(Ok(decision))) => Ok(decision),
-                        Ok(Ok(Err(e))) => {
-                            self.warn(&name, Skip::Error, &e.to_string());
-                            Err(Skip::Error)
-                        }
-                        Ok(Err(_)) => Err(Skip::Panic),
-                        Err(_) => Err(Skip::Timeout),
+                        Ok(Ok(Err(e))) => Err((Skip::Error, e.to_string())),
+                        Ok(Err(_)) => Err((Skip::Panic, String::new())),
+                        Err(_) => Err((Skip::Timeout, String::new())),
                     };
                     metrics::histogram!("bridge_ai_plugin_seconds", "plugin" => name.clone())
                         .record(start.elapsed().as_secs_f64());
@@ -130,12 +127,10 @@ impl Chain {
                         break;
                     }
                 }
-                Err(skip) => {
+                Err((skip, detail)) => {
                     metrics::counter!("bridge_ai_plugin_calls_total", "plugin" => name.clone(), "outcome" => skip.as_str())
                         .increment(1);
-                    if skip != Skip::Error {
-                        self.warn(&name, skip, "");
-                    }
+                    self.warn(&name, skip, &detail);
                     out.skipped.push((name, skip));
                 }
             }
