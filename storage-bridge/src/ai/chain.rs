@@ -36,6 +36,8 @@ impl Skip {
 pub struct ChainOutcome {
     /// The bot's reply and the plugin that wrote it (the first reply in chain order wins).
     pub reply: Option<(String, String)>,
+    /// A draft for the agent and the plugin that wrote it (the first in chain order wins).
+    pub draft: Option<(String, String)>,
     pub labels: Labels,
     /// The highest priority any plugin asked for.
     pub priority: Option<i32>,
@@ -87,6 +89,7 @@ impl Chain {
         if text.trim().is_empty() {
             return out;
         }
+        let mut failed: Vec<String> = Vec::new();
         for entry in &self.entries {
             let name = entry.plugin.name().to_owned();
             let turn = Turn {
@@ -94,6 +97,8 @@ impl Chain {
                 visitor,
                 text,
                 labels: &out.labels,
+                answered: out.reply.is_some(),
+                failed: &failed,
             };
             let wanted =
                 std::panic::catch_unwind(AssertUnwindSafe(|| entry.plugin.can_handle(&turn)));
@@ -131,6 +136,7 @@ impl Chain {
                     metrics::counter!("bridge_ai_plugin_calls_total", "plugin" => name.clone(), "outcome" => skip.as_str())
                         .increment(1);
                     self.warn(&name, skip, &detail);
+                    failed.push(name.clone());
                     out.skipped.push((name, skip));
                 }
             }
@@ -163,6 +169,11 @@ fn merge(out: &mut ChainOutcome, plugin: &str, d: Decision) -> bool {
     if out.reply.is_none() {
         if let Some(text) = d.reply {
             out.reply = Some((plugin.to_owned(), text));
+        }
+    }
+    if out.draft.is_none() {
+        if let Some(text) = d.draft {
+            out.draft = Some((plugin.to_owned(), text));
         }
     }
     if let Some(h) = d.handoff {

@@ -3,6 +3,10 @@
 //! a message that no plugin answered (no `kb` label) and that is not small talk (intent
 //! `greeting`) is a miss; an answered one resets the count. Hand-offs for an explicit request
 //! ("转人工") and for anger come from the intent and sentiment plugins themselves.
+//!
+//! A message that no plugin answered because a plugin before this one failed (an error, a
+//! panic, a missed deadline: the LLM server down, say) hands off at once: a broken bot
+//! never keeps a visitor from a human.
 
 use super::conv_state::ConvState;
 use super::plugin::{ready, Decision, Handoff, Plugin, PluginFuture, Turn};
@@ -24,7 +28,17 @@ impl HandoffPlugin {
     }
 
     fn decide(&self, turn: &Turn<'_>) -> Decision {
-        let answered = turn.labels.contains_key("kb");
+        let answered = turn.answered || turn.labels.contains_key("kb");
+        if !answered && !turn.failed.is_empty() {
+            self.runs.with(turn.conv, |run| *run = 0);
+            return Decision {
+                priority: Some(self.priority),
+                handoff: Some(Handoff {
+                    reason: format!("the bot is unavailable ({} failed)", turn.failed.join(", ")),
+                }),
+                ..Decision::default()
+            };
+        }
         let small_talk = turn.labels.get("intent").is_some_and(|i| i == "greeting");
         let handed_off = self.runs.with(turn.conv, |run| {
             if answered {
@@ -72,7 +86,27 @@ mod tests {
             visitor: "v",
             text: "…",
             labels,
+            answered: false,
+            failed: &[],
         }
+    }
+
+    #[test]
+    fn a_failed_answering_plugin_hands_off_at_once() {
+        let p = HandoffPlugin::new(3, 4);
+        let none = Labels::new();
+        let failed = ["llm".to_owned()];
+        let d = p.decide(&Turn {
+            failed: &failed,
+            ..turn("c", &none)
+        });
+        assert!(d.handoff.is_some_and(|h| h.reason.contains("llm")));
+        let answered = p.decide(&Turn {
+            failed: &failed,
+            answered: true,
+            ..turn("c", &none)
+        });
+        assert!(answered.handoff.is_none(), "another plugin answered");
     }
 
     #[test]

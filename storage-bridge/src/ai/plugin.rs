@@ -14,6 +14,11 @@ pub struct Turn<'a> {
     /// What the plugins earlier in the chain decided about this message (e.g. the intent),
     /// so a later one can build on it.
     pub labels: &'a Labels,
+    /// Whether a plugin earlier in the chain already wrote a reply (a costly answering
+    /// plugin, such as the LLM, can skip the message then).
+    pub answered: bool,
+    /// Plugins earlier in the chain that failed, panicked or timed out on this message.
+    pub failed: &'a [String],
 }
 
 /// Labels on a message or conversation: `intent`, `sentiment`, `language`, ... with values.
@@ -31,6 +36,8 @@ pub struct Handoff {
 pub struct Decision {
     /// A reply to send to the visitor as the bot.
     pub reply: Option<String>,
+    /// A reply only the conversation's agent sees, to send or edit.
+    pub draft: Option<String>,
     /// Labels to add (later plugins in the chain see them).
     pub labels: Labels,
     /// Priority for the human queue; higher goes first.
