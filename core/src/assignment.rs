@@ -1,5 +1,13 @@
 //! The dispatcher: gives each new conversation to the online agent with the fewest open
-//! conversations (up to a capacity), and queues the rest first-in first-out.
+//! conversations (up to a capacity), and queues the rest: higher priority first, first-in
+//! first-out within a priority.
+//!
+//! With a bot ([`BotMode`], told by the storage bridge), a new conversation may go to the bot
+//! instead ([`Dispatch::WithBot`]): always (`bot_first`) or while no agent is online
+//! (`when_no_agent`). The bot hands it over ([`Dispatcher::handoff`]) when it cannot help;
+//! and every conversation it has goes to the queue at once when the bot goes away (the
+//! mode turns `off`, the bridge is lost) or, with `when_no_agent`, when an agent comes
+//! online. The human path never depends on the bot answering.
 //!
 //! It runs on one shard ([`crate::routing::DISPATCHER_SHARD`]) because it needs a view of
 //! every agent; it is consulted once per conversation and once per agent connect or
@@ -7,6 +15,7 @@
 
 use crate::routing::ShardId;
 use std::collections::{HashMap, VecDeque};
+use switchboard_protocol::bridge::BotMode;
 use switchboard_protocol::{AgentId, ConvId, VisitorId};
 
 /// What the dispatcher asks the rest of the gateway to do.
@@ -21,6 +30,8 @@ pub enum Dispatch {
     },
     /// `conv` waits in the queue at `position` (1 is next).
     Position { conv: ConvId, position: u32 },
+    /// The bot has `conv` until it hands it over.
+    WithBot { conv: ConvId },
 }
 
 #[derive(Debug, Default)]
@@ -47,6 +58,17 @@ struct Waiting {
     visitor: VisitorId,
     /// The position the visitor was last told.
     told: u32,
+    priority: i32,
+}
+
+/// A conversation the bot has.
+#[derive(Debug)]
+struct WithBot {
+    visitor: VisitorId,
+    /// The highest priority asked for it so far (it keeps it in the queue).
+    priority: i32,
+    /// Order of arrival, so that released conversations queue in the order they came.
+    since: u64,
 }
 
 #[derive(Debug)]
@@ -61,6 +83,9 @@ pub struct Dispatcher {
     /// Each visitor's open conversation (the newest, if several), for a visitor who comes
     /// back on a new connection without naming it.
     open_by_visitor: HashMap<VisitorId, ConvId>,
+    mode: BotMode,
+    /// Conversations the bot has (never also queued or assigned).
+    with_bot: HashMap<ConvId, WithBot>,
 }
 
 impl Dispatcher {
@@ -72,7 +97,108 @@ impl Dispatcher {
             clock: 0,
             known: Default::default(),
             open_by_visitor: HashMap::new(),
+            mode: BotMode::Off,
+            with_bot: HashMap::new(),
         }
+    }
+
+    /// Conversations the bot has.
+    pub fn with_bot_len(&self) -> usize {
+        self.with_bot.len()
+    }
+
+    pub fn mode(&self) -> BotMode {
+        self.mode
+    }
+
+    /// Whether a new conversation goes to the bot now.
+    fn bot_takes(&self) -> bool {
+        match self.mode {
+            BotMode::Off => false,
+            BotMode::BotFirst => true,
+            BotMode::WhenNoAgent => self.online_agents() == 0,
+        }
+    }
+
+    /// The bot's mode changed (the bridge said so, or was lost: `Off`). Conversations the
+    /// bot may no longer keep go to the queue.
+    pub fn set_mode(&mut self, mode: BotMode) -> Vec<Dispatch> {
+        self.mode = mode;
+        if self.bot_takes() {
+            return Vec::new();
+        }
+        self.release_all()
+    }
+
+    /// Every conversation the bot has goes to the queue, in the order they came.
+    fn release_all(&mut self) -> Vec<Dispatch> {
+        let mut all: Vec<(ConvId, WithBot)> = self.with_bot.drain().collect();
+        all.sort_by_key(|(_, w)| w.since);
+        let mut out = Vec::new();
+        for (conv, w) in all {
+            out.extend(self.give_to_humans(conv, w.visitor, w.priority));
+        }
+        out
+    }
+
+    /// The bot hands `conv` to a human, at `priority` (or the higher one asked before). A
+    /// conversation already waiting may move up; one assigned or unknown is left as it is.
+    pub fn handoff(&mut self, conv: ConvId, priority: i32) -> Vec<Dispatch> {
+        match self.with_bot.remove(&conv) {
+            Some(w) => self.give_to_humans(conv, w.visitor, priority.max(w.priority)),
+            None => {
+                self.prioritize(conv, priority);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Raises `conv`'s priority: it moves ahead of calmer conversations in the queue, or
+    /// keeps the priority for when the bot hands it over. Priorities only rise.
+    pub fn prioritize(&mut self, conv: ConvId, priority: i32) {
+        if let Some(w) = self.with_bot.get_mut(&conv) {
+            w.priority = w.priority.max(priority);
+            return;
+        }
+        let Some(i) = self.queue.iter().position(|w| w.conv == conv) else {
+            return;
+        };
+        if self.queue[i].priority >= priority {
+            return;
+        }
+        let mut w = self.queue.remove(i).expect("found");
+        w.priority = priority;
+        self.queue_push(w);
+    }
+
+    /// Queues `w` behind every conversation of its priority or higher.
+    fn queue_push(&mut self, w: Waiting) -> u32 {
+        let at = self
+            .queue
+            .iter()
+            .rposition(|q| q.priority >= w.priority)
+            .map_or(0, |i| i + 1);
+        self.queue.insert(at, w);
+        at as u32 + 1
+    }
+
+    /// `conv` goes to an agent now, or to the queue.
+    fn give_to_humans(&mut self, conv: ConvId, visitor: VisitorId, priority: i32) -> Vec<Dispatch> {
+        if self.queue.is_empty() {
+            if let Some(agent) = self.pick() {
+                return vec![self.assign(agent, conv, visitor)];
+            }
+        }
+        let position = self.queue_push(Waiting {
+            conv,
+            visitor,
+            told: 0,
+            priority,
+        });
+        if let Some(w) = self.queue.get_mut(position as usize - 1) {
+            w.told = position;
+        }
+        vec![Dispatch::Position { conv, position }]
     }
 
     /// The visitor's open conversation, if it has one.
@@ -122,18 +248,20 @@ impl Dispatcher {
             return Vec::new();
         }
         self.open_by_visitor.insert(visitor, conv);
-        if self.queue.is_empty() {
-            if let Some(agent) = self.pick() {
-                return vec![self.assign(agent, conv, visitor)];
-            }
+        if self.bot_takes() {
+            self.clock += 1;
+            let since = self.clock;
+            self.with_bot.insert(
+                conv,
+                WithBot {
+                    visitor,
+                    priority: 0,
+                    since,
+                },
+            );
+            return vec![Dispatch::WithBot { conv }];
         }
-        let position = self.queue.len() as u32 + 1;
-        self.queue.push_back(Waiting {
-            conv,
-            visitor,
-            told: position,
-        });
-        vec![Dispatch::Position { conv, position }]
+        self.give_to_humans(conv, visitor, 0)
     }
 
     /// A conversation already assigned to `agent` (found in the store after a restart) is
@@ -175,7 +303,14 @@ impl Dispatcher {
             None => a.devices.push((shard, 1)),
         }
         let open = a.open.clone();
-        (open, self.drain())
+        // An agent is online: the bot gives back what it had only because none was.
+        let mut out = if self.mode == BotMode::WhenNoAgent {
+            self.release_all()
+        } else {
+            Vec::new()
+        };
+        out.extend(self.drain());
+        (open, out)
     }
 
     /// A device of `agent` on `shard` disconnected. Its conversations stay assigned.
@@ -203,6 +338,7 @@ impl Dispatcher {
         }
         let visitor = agent
             .and_then(|id| self.take_from_agent(id, conv))
+            .or_else(|| self.with_bot.remove(&conv).map(|w| w.visitor))
             .or_else(|| {
                 let i = self.queue.iter().position(|w| w.conv == conv)?;
                 self.queue.remove(i).map(|w| w.visitor)
@@ -366,6 +502,196 @@ mod tests {
         d.agent_offline(&agent("ann"), 1);
         d.agent_offline(&agent("ann"), 0);
         assert_eq!(d.online_agents(), 1, "one device left on shard 1");
+    }
+
+    fn with_bot(d: &[Dispatch]) -> Vec<u64> {
+        d.iter()
+            .filter_map(|x| match x {
+                Dispatch::WithBot { conv } => Some(conv.0),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bot_first_keeps_conversations_until_handed_off_and_priority_jumps_the_queue() {
+        let mut d = Dispatcher::new(1);
+        assert!(d.set_mode(BotMode::BotFirst).is_empty());
+        d.agent_online(&agent("ann"), 0);
+        // The bot has them both, though ann is free.
+        assert_eq!(with_bot(&d.enqueue(ConvId(1), VisitorId(1))), vec![1]);
+        assert_eq!(with_bot(&d.enqueue(ConvId(2), VisitorId(2))), vec![2]);
+        assert_eq!(d.with_bot_len(), 2);
+        // Conversation 1 asks for a human: ann takes it.
+        assert_eq!(
+            assigned_to(&d.handoff(ConvId(1), 1)),
+            vec![(1, "ann".into())]
+        );
+        // Three more hand-offs while ann is full: the angry one (priority 5) goes first,
+        // calm ones keep their order.
+        for i in 3..=4 {
+            d.enqueue(ConvId(i), VisitorId(i));
+            assert_eq!(
+                d.handoff(ConvId(i), 0),
+                vec![Dispatch::Position {
+                    conv: ConvId(i),
+                    position: i as u32 - 2
+                }]
+            );
+        }
+        d.prioritize(ConvId(2), 5);
+        assert_eq!(
+            d.handoff(ConvId(2), 0),
+            vec![Dispatch::Position {
+                conv: ConvId(2),
+                position: 1
+            }],
+            "the priority asked while with the bot is kept"
+        );
+        assert_eq!(
+            d.position_updates(),
+            vec![
+                Dispatch::Position {
+                    conv: ConvId(3),
+                    position: 2
+                },
+                Dispatch::Position {
+                    conv: ConvId(4),
+                    position: 3
+                }
+            ]
+        );
+        // A waiting conversation that turns angry moves up.
+        d.prioritize(ConvId(4), 9);
+        assert_eq!(
+            assigned_to(&d.closed(ConvId(1), Some(&agent("ann")))),
+            vec![(4, "ann".into())]
+        );
+        assert!(
+            d.handoff(ConvId(4), 3).is_empty(),
+            "assigned: nothing changes"
+        );
+    }
+
+    #[test]
+    fn the_bot_gives_everything_back_when_it_goes_away_or_an_agent_comes() {
+        let mut d = Dispatcher::new(10);
+        d.set_mode(BotMode::WhenNoAgent);
+        assert_eq!(with_bot(&d.enqueue(ConvId(1), VisitorId(1))), vec![1]);
+        assert_eq!(with_bot(&d.enqueue(ConvId(2), VisitorId(2))), vec![2]);
+        let (_, out) = d.agent_online(&agent("ann"), 0);
+        assert_eq!(
+            assigned_to(&out),
+            vec![(1, "ann".into()), (2, "ann".into())],
+            "in the order they came"
+        );
+        assert_eq!(d.with_bot_len(), 0);
+        assert!(
+            with_bot(&d.enqueue(ConvId(3), VisitorId(3))).is_empty(),
+            "an agent is online: no bot"
+        );
+        // Bot first, and then the bridge is lost: back to humans.
+        let mut d = Dispatcher::new(10);
+        d.set_mode(BotMode::BotFirst);
+        d.enqueue(ConvId(1), VisitorId(1));
+        assert_eq!(
+            d.set_mode(BotMode::Off),
+            vec![Dispatch::Position {
+                conv: ConvId(1),
+                position: 1
+            }]
+        );
+        assert!(d.closed(ConvId(1), None).is_empty());
+        assert_eq!(d.queue_len(), 0);
+    }
+
+    #[derive(Debug, Clone)]
+    enum BotOp {
+        Mode(u8),
+        Online(u8),
+        Offline(u8),
+        Enqueue,
+        Handoff(u8, i32),
+        Prioritize(u8, i32),
+        Close(u8),
+    }
+
+    fn bot_op() -> impl Strategy<Value = BotOp> {
+        prop_oneof![
+            (0u8..3).prop_map(BotOp::Mode),
+            (0u8..3).prop_map(BotOp::Online),
+            (0u8..3).prop_map(BotOp::Offline),
+            Just(BotOp::Enqueue),
+            Just(BotOp::Enqueue),
+            ((0u8..8), (0i32..4)).prop_map(|(n, p)| BotOp::Handoff(n, p)),
+            ((0u8..8), (0i32..4)).prop_map(|(n, p)| BotOp::Prioritize(n, p)),
+            (0u8..8).prop_map(BotOp::Close),
+        ]
+    }
+
+    proptest! {
+        /// With a bot and priorities, under any sequence of events: every open conversation
+        /// is with the bot, queued or assigned, exactly one of them; the bot holds nothing
+        /// it may not (mode off, or an agent online with `when_no_agent`); the queue is in
+        /// priority order; nothing waits while an online agent has room.
+        #[test]
+        fn bot_and_priority_invariants(ops in proptest::collection::vec(bot_op(), 1..150)) {
+            let mut d = Dispatcher::new(2);
+            let mut devices = [0u32; 3];
+            let mut next = 0u64;
+            let mut open: Vec<u64> = Vec::new();
+            for o in ops {
+                match o {
+                    BotOp::Mode(m) => {
+                        d.set_mode([BotMode::Off, BotMode::BotFirst, BotMode::WhenNoAgent][m as usize]);
+                    }
+                    BotOp::Online(a) => {
+                        devices[a as usize] += 1;
+                        d.agent_online(&agent(&format!("a{a}")), 0);
+                    }
+                    BotOp::Offline(a) if devices[a as usize] > 0 => {
+                        devices[a as usize] -= 1;
+                        d.agent_offline(&agent(&format!("a{a}")), 0);
+                    }
+                    BotOp::Offline(_) => {}
+                    BotOp::Enqueue => {
+                        next += 1;
+                        d.enqueue(ConvId(next), VisitorId(next));
+                        open.push(next);
+                    }
+                    BotOp::Handoff(n, p) => {
+                        if let Some(&c) = open.get(n as usize) {
+                            d.handoff(ConvId(c), p);
+                        }
+                    }
+                    BotOp::Prioritize(n, p) => {
+                        if let Some(&c) = open.get(n as usize) {
+                            d.prioritize(ConvId(c), p);
+                        }
+                    }
+                    BotOp::Close(n) => {
+                        if (n as usize) < open.len() {
+                            let c = open.remove(n as usize);
+                            d.closed(ConvId(c), None);
+                        }
+                    }
+                }
+                for &c in &open {
+                    let bot = d.with_bot.contains_key(&ConvId(c)) as u32;
+                    let queued = d.queue.iter().filter(|w| w.conv.0 == c).count() as u32;
+                    let assigned = d.agents.values().filter(|a| a.open.iter().any(|(x, _)| x.0 == c)).count() as u32;
+                    prop_assert_eq!(bot + queued + assigned, 1, "conversation {}", c);
+                }
+                prop_assert_eq!(d.with_bot.len() + d.queue.len() + d.agents.values().map(|a| a.open.len()).sum::<usize>(), open.len());
+                let online = devices.iter().any(|&n| n > 0);
+                if d.mode() == BotMode::Off || (d.mode() == BotMode::WhenNoAgent && online) {
+                    prop_assert_eq!(d.with_bot_len(), 0);
+                }
+                prop_assert!(d.queue.iter().zip(d.queue.iter().skip(1)).all(|(a, b)| a.priority >= b.priority));
+                let room = d.agents.values().any(|a| a.is_online() && (a.open.len() as u32) < 2);
+                prop_assert!(!room || d.queue.is_empty(), "waiting while an agent has room");
+            }
+        }
     }
 
     #[derive(Debug, Clone)]

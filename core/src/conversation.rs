@@ -7,8 +7,8 @@ use crate::lease::SeqLease;
 use crate::routing::ShardId;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
-use switchboard_protocol::bridge::{json_str_len, ConvInfo, StoredMessage};
-use switchboard_protocol::server::{encode, HistoryItem, ServerFrame};
+use switchboard_protocol::bridge::{json_str_len, Assist, ConvInfo, StoredMessage};
+use switchboard_protocol::server::{encode, HistoryItem, ServerFrame, BOT_ID};
 use switchboard_protocol::{AgentId, ConvId, ParticipantId, VisitorId};
 
 /// Outcome of posting a message.
@@ -23,9 +23,66 @@ pub enum Posted {
     NoLease,
 }
 
+/// Who sent a message, for dedupe: each side has its own cids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Side {
+    Visitor,
+    Agent,
+    Bot,
+}
+
+impl Side {
+    /// The side of a stored sender id (visitor ids and the bot's have their own shapes).
+    fn of_sender(sender: &str) -> Self {
+        if VisitorId::parse(sender).is_some() {
+            Self::Visitor
+        } else if sender == BOT_ID {
+            Self::Bot
+        } else {
+            Self::Agent
+        }
+    }
+}
+
 /// Dedupe key: the sender's side and its client message id. Keyed per side so that a
-/// visitor and an agent who happen to pick the same `cid` do not collide.
-type CidKey = (bool, Box<str>);
+/// visitor, an agent and the bot who happen to pick the same `cid` do not collide.
+type CidKey = (Side, Box<str>);
+
+/// What the AI layer noted about a conversation, for the agent who takes it. Boxed in the
+/// conversation: most have none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AiNotes {
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub priority: Option<i32>,
+    /// Why the bot handed it to a human.
+    pub reason: Option<String>,
+}
+
+impl AiNotes {
+    /// Adds what one decision says; whether anything changed.
+    pub fn merge(&mut self, assist: &Assist) -> bool {
+        let mut changed = false;
+        for (k, v) in &assist.labels {
+            if self.labels.get(k) != Some(v) {
+                self.labels.insert(k.clone(), v.clone());
+                changed = true;
+            }
+        }
+        if let Some(p) = assist.priority {
+            if self.priority.is_none_or(|q| p > q) {
+                self.priority = Some(p);
+                changed = true;
+            }
+        }
+        if let Some(r) = &assist.handoff {
+            if self.reason.as_ref() != Some(r) {
+                self.reason = Some(r.clone());
+                changed = true;
+            }
+        }
+        changed
+    }
+}
 
 #[derive(Debug)]
 pub struct Conversation {
@@ -52,6 +109,9 @@ pub struct Conversation {
     idle_watched: bool,
     /// The seqs it may hand out ([`crate::lease`]).
     lease: SeqLease,
+    /// The bot has it (it answers the visitor) until it hands it over.
+    with_bot: bool,
+    notes: Option<Box<AiNotes>>,
 }
 
 /// An `ack` to send once `seq` is durable.
@@ -61,11 +121,6 @@ pub struct AckWaiter {
     pub shard: ShardId,
     pub conn: ConnKey,
     pub cid: Box<str>,
-}
-
-/// Whether a sender id is an agent's (visitor ids have their own shape).
-fn sender_is_agent(sender: &str) -> bool {
-    VisitorId::parse(sender).is_none()
 }
 
 impl Conversation {
@@ -87,7 +142,27 @@ impl Conversation {
             last_active_ms: 0,
             idle_watched: false,
             lease: SeqLease::unlimited(),
+            with_bot: false,
+            notes: None,
         }
+    }
+
+    /// Whether the bot has it.
+    pub fn with_bot(&self) -> bool {
+        self.with_bot
+    }
+
+    pub fn set_with_bot(&mut self, yes: bool) {
+        self.with_bot = yes;
+    }
+
+    /// What the AI layer noted, if anything.
+    pub fn notes(&self) -> Option<&AiNotes> {
+        self.notes.as_deref()
+    }
+
+    pub fn notes_mut(&mut self) -> &mut AiNotes {
+        self.notes.get_or_insert_with(Default::default)
     }
 
     /// A new conversation kept in a store: its first lease of `len` seqs, to be written
@@ -121,7 +196,7 @@ impl Conversation {
         c.agent = info.agent.as_deref().and_then(AgentId::new);
         c.closed = info.closed;
         for m in &info.cids {
-            c.remember_cid(m.seq, (sender_is_agent(&m.sender), m.cid.as_str().into()));
+            c.remember_cid(m.seq, (Side::of_sender(&m.sender), m.cid.as_str().into()));
         }
         for m in &info.recent {
             let frame = msg_frame(id, m.seq, &m.sender, &m.cid, &m.body, m.ts);
@@ -151,9 +226,11 @@ impl Conversation {
         self.closed
     }
 
-    /// Gives the conversation to `agent`, who is a participant from now on.
+    /// Gives the conversation to `agent`, who is a participant from now on (the bot, if it
+    /// had it, stops answering).
     pub fn assign(&mut self, agent: AgentId) {
         self.agent = Some(agent);
+        self.with_bot = false;
     }
 
     /// Someone wrote in it at `now_ms` (the shard's monotonic milliseconds): its idle period
@@ -239,7 +316,19 @@ impl Conversation {
         body: &str,
         ts: u64,
     ) -> Posted {
-        let key: CidKey = (matches!(who, ParticipantId::Agent(_)), cid.into());
+        let side = match who {
+            ParticipantId::Visitor(_) => Side::Visitor,
+            ParticipantId::Agent(_) => Side::Agent,
+        };
+        self.post_keyed((side, cid.into()), from, cid, body, ts)
+    }
+
+    /// Appends a message from the bot, or recognises a resend of the same `cid`.
+    pub fn post_bot(&mut self, cid: &str, body: &str, ts: u64) -> Posted {
+        self.post_keyed((Side::Bot, cid.into()), BOT_ID, cid, body, ts)
+    }
+
+    fn post_keyed(&mut self, key: CidKey, from: &str, cid: &str, body: &str, ts: u64) -> Posted {
         if let Some(&seq) = self.dedupe.get(&key) {
             return Posted::Duplicate { seq };
         }

@@ -133,6 +133,8 @@ pub enum HomeMsg {
     },
     /// From the dispatcher: the visitor's place in the queue.
     QueuePosition { conv: ConvId, position: u32 },
+    /// From the dispatcher: the bot has the conversation (until it hands it over).
+    WithBot { conv: ConvId },
 }
 
 impl HomeMsg {
@@ -148,6 +150,7 @@ impl HomeMsg {
             | Self::History { conv, .. }
             | Self::Assign { conv, .. }
             | Self::QueuePosition { conv, .. }
+            | Self::WithBot { conv }
             | Self::IdleCheck { conv } => Some(*conv),
             Self::Open { .. } | Self::Unsubscribe { .. } => None,
         }
@@ -178,6 +181,10 @@ pub enum DispatchMsg {
         conv: ConvId,
         agent: Option<AgentId>,
     },
+    /// The AI layer hands `conv` to a human, at `priority` in the queue.
+    Handoff { conv: ConvId, priority: i32 },
+    /// The AI layer raises `conv`'s priority in the queue (or for when it gets there).
+    Prioritize { conv: ConvId, priority: i32 },
 }
 
 /// To a connection's shard.
@@ -207,12 +214,11 @@ pub enum ConnMsg {
         /// The resume it answers (`Subscribe::chain`).
         chain: u32,
     },
-    /// `agent`'s devices on this shard are told they have `conv` (each then resumes it).
-    AgentAssigned {
-        conv: ConvId,
-        visitor: VisitorId,
-        agent: AgentId,
-    },
+    /// `agent`'s devices on this shard are told they have a conversation (`frame` is its
+    /// `assigned`; each device then resumes it).
+    AgentAssigned { agent: AgentId, frame: Bytes },
+    /// A frame for the local agent connections subscribed to `conv` (a draft, labels).
+    DeliverToAgents { conv: ConvId, frame: Bytes },
     /// The open conversations of a newly connected agent device.
     AgentConvs {
         conn: ConnKey,

@@ -13,7 +13,7 @@ use glommio::net::UnixStream;
 use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-use switchboard_protocol::bridge::{decode, encode, BridgeMsg, BRIDGE_PROTOCOL_VERSION};
+use switchboard_protocol::bridge::{decode, encode, BotMode, BridgeMsg, BRIDGE_PROTOCOL_VERSION};
 use switchboard_protocol::throttle::LogThrottle;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +30,9 @@ enum LinkError {
     Handshake,
 }
 
-async fn handshake(path: &Path, shard: u32) -> Result<(UnixStream, Vec<u8>), LinkError> {
+/// Connects and says hello: the stream, the bytes read past the welcome, and when the bot
+/// answers (the bridge's AI configuration).
+async fn handshake(path: &Path, shard: u32) -> Result<(UnixStream, Vec<u8>, BotMode), LinkError> {
     let mut stream = UnixStream::connect(path)
         .await
         .map_err(|e| LinkError::Connect(e.to_string()))?;
@@ -45,8 +47,8 @@ async fn handshake(path: &Path, shard: u32) -> Result<(UnixStream, Vec<u8>), Lin
     let mut chunk = [0u8; 4096];
     loop {
         match decode(&mut buf)? {
-            Some(BridgeMsg::Welcome { version }) if version == BRIDGE_PROTOCOL_VERSION => {
-                return Ok((stream, buf))
+            Some(BridgeMsg::Welcome { version, bot }) if version == BRIDGE_PROTOCOL_VERSION => {
+                return Ok((stream, buf, bot))
             }
             Some(BridgeMsg::Refuse { reason }) => return Err(LinkError::Refused(reason)),
             Some(_) => return Err(LinkError::Handshake),
@@ -78,7 +80,7 @@ pub async fn run(ctx: Rc<ShardCtx>, path: std::path::PathBuf) {
     let mut warnings = LogThrottle::new(5_000);
     let mut connected_once = false;
     loop {
-        let (mut stream, mut buf) = match handshake(&path, ctx.id).await {
+        let (mut stream, mut buf, bot) = match handshake(&path, ctx.id).await {
             Ok(s) => s,
             Err(e) => {
                 up.set(0.0);
@@ -105,6 +107,10 @@ pub async fn run(ctx: Rc<ShardCtx>, path: std::path::PathBuf) {
         if connected_once || resending > 0 {
             tracing::info!(shard = ctx.id, resending, "connected to the storage bridge");
         }
+        if ctx.id == switchboard_core::routing::DISPATCHER_SHARD {
+            tracing::info!(mode = bot.as_str(), "the bridge says when the bot answers");
+        }
+        ctx.with_shard(|s| s.bridge_welcomed(bot, ctx.now()));
         connected_once = true;
         let mut chunk = vec![0u8; 64 * 1024];
         let result: Result<(), LinkError> = async {

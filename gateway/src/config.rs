@@ -90,6 +90,9 @@ pub struct Config {
     pub bridge_command: Option<PathBuf>,
     /// HTTP address the spawned bridge serves its API on (empty: none).
     pub bridge_http: String,
+    /// The AI layer's configuration, given to the spawned bridge (docs/ai.md). Unset: no
+    /// bot, every conversation goes to humans.
+    pub ai_config: Option<PathBuf>,
     /// Messages per shard sent to storage and not yet confirmed before new ones get
     /// `overloaded`.
     pub max_unconfirmed: usize,
@@ -137,6 +140,7 @@ impl Default for Config {
             bridge: BridgeMode::Spawn,
             bridge_socket: None,
             bridge_command: None,
+            ai_config: None,
             bridge_http: "127.0.0.1:8081".into(),
             max_unconfirmed: core.max_unconfirmed,
             seq_lease: core.seq_lease,
@@ -418,6 +422,7 @@ mod tests {
             "echo_path",
             "bridge_socket",
             "bridge_command",
+            "ai_config",
         ] {
             assert!(doc.contains(&format!("| `{key}` | unset |")), "{key}");
         }

@@ -93,6 +93,9 @@ struct ServeArgs {
     /// HTTP address for the spawned bridge's API ("" for none).
     #[arg(long, env = "SWITCHBOARD_BRIDGE_HTTP", global = true)]
     bridge_http: Option<String>,
+    /// The AI layer's configuration (TOML), for the spawned bridge (see docs/ai.md).
+    #[arg(long = "ai", env = "SWITCHBOARD_AI_CONFIG", global = true)]
+    ai_config: Option<PathBuf>,
     /// Seconds without a message after which a conversation is closed (0: never).
     #[arg(long, env = "SWITCHBOARD_CONVERSATION_IDLE_CLOSE_S", global = true)]
     conversation_idle_close_s: Option<u64>,
@@ -180,6 +183,9 @@ impl ServeArgs {
         }
         if let Some(p) = &self.echo_path {
             c.echo_path = Some(p.clone());
+        }
+        if let Some(p) = &self.ai_config {
+            c.ai_config = Some(p.clone());
         }
         if let Some(p) = &self.secret_file {
             c.secret_file = Some(p.clone());

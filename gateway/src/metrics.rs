@@ -99,6 +99,19 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "Conversations closed because nobody wrote in them for conversation_idle_close_s"
     );
     describe_gauge!(
+        "chat_conversations_with_bot",
+        "Conversations the bot has (it answers them until it hands them over)"
+    );
+    describe_counter!(
+        "chat_bot_replies_total",
+        "Bot replies posted as messages in conversations"
+    );
+    describe_counter!("chat_drafts_total", "Bot drafts sent to agents");
+    describe_counter!(
+        "chat_assists_dropped_total",
+        "AI decisions dropped: their conversation closed, waiting in the queue, or storage behind"
+    );
+    describe_gauge!(
         "chat_cross_shard_pending",
         "Messages waiting to be sent to other shards"
     );
@@ -122,6 +135,10 @@ pub struct ShardMetrics {
     unconfirmed: Gauge,
     overloaded: Counter,
     idle_closed: Counter,
+    with_bot: Gauge,
+    bot_replies: Counter,
+    drafts: Counter,
+    assists_dropped: Counter,
     last: ShardStats,
 }
 
@@ -161,6 +178,10 @@ impl ShardMetrics {
             unconfirmed: gauge!("chat_storage_unconfirmed", "shard" => s.clone()),
             overloaded: counter!("chat_overloaded_total", "shard" => s.clone()),
             idle_closed: counter!("chat_conversations_idle_closed_total", "shard" => s.clone()),
+            with_bot: gauge!("chat_conversations_with_bot", "shard" => s.clone()),
+            bot_replies: counter!("chat_bot_replies_total", "shard" => s.clone()),
+            drafts: counter!("chat_drafts_total", "shard" => s.clone()),
+            assists_dropped: counter!("chat_assists_dropped_total", "shard" => s.clone()),
             shard: s,
             last: ShardStats::default(),
         }
@@ -189,6 +210,12 @@ impl ShardMetrics {
             .increment(stats.overloaded - self.last.overloaded);
         self.idle_closed
             .increment(stats.idle_closed - self.last.idle_closed);
+        self.with_bot.set(stats.with_bot as f64);
+        self.bot_replies
+            .increment(stats.bot_replies - self.last.bot_replies);
+        self.drafts.increment(stats.drafts - self.last.drafts);
+        self.assists_dropped
+            .increment(stats.assists_dropped - self.last.assists_dropped);
         self.last = stats.clone();
     }
 

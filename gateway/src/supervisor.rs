@@ -46,6 +46,9 @@ impl Supervisor {
         if let Some(f) = &config.secret_file {
             cmd.arg("--secret-file").arg(f);
         }
+        if let Some(f) = &config.ai_config {
+            cmd.arg("--ai").arg(f);
+        }
         // A secret given in the config file reaches the bridge's HTTP API too.
         if let Some(s) = &config.secret {
             cmd.env("SWITCHBOARD_SECRET", s);

@@ -21,7 +21,14 @@ use serde::{Deserialize, Serialize};
 
 /// Version of this link protocol; both sides must agree exactly.
 /// 2: paged reads (`more`, `next`), seq leases, bounded frames.
-pub const BRIDGE_PROTOCOL_VERSION: u32 = 2;
+/// 3: the AI layer: the bot's mode in `welcome`, `assist` from the bridge.
+pub const BRIDGE_PROTOCOL_VERSION: u32 = 3;
+/// The longest bot reply or draft the bridge sends, in bytes (longer ones are cut at a
+/// character boundary): far under any `max_message_bytes` a gateway allows.
+pub const MAX_ASSIST_TEXT: usize = 8 * 1024;
+/// Labels one `assist` carries at most, and the longest key or value.
+pub const MAX_ASSIST_LABELS: usize = 16;
+pub const MAX_LABEL_LEN: usize = 128;
 /// The largest frame either side accepts.
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 /// The most payload (by [`StoredMessage::encoded_len`] and friends) one frame carries; the
@@ -91,6 +98,100 @@ pub fn fitting(messages: &[StoredMessage], budget: usize) -> usize {
         }
     }
     messages.len()
+}
+
+/// When the bot answers visitors: the bridge's AI configuration, told to each shard in
+/// `welcome`. The dispatcher shard's link decides for the gateway.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BotMode {
+    /// No bot: every conversation goes to the human queue at once.
+    #[default]
+    Off,
+    /// The bot has every new conversation until it hands it to a human.
+    BotFirst,
+    /// The bot has new conversations while no agent is online; they go to the human queue
+    /// as soon as one is.
+    WhenNoAgent,
+}
+
+impl BotMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::BotFirst => "bot_first",
+            Self::WhenNoAgent => "when_no_agent",
+        }
+    }
+}
+
+/// What the AI layer decided about one visitor message ([`BridgeMsg::Assist`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assist {
+    /// A reply for the visitor, sent as the bot while the bot has the conversation (a draft
+    /// for its agent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<String>,
+    /// A reply only the agent sees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft: Option<String>,
+    /// Which plugin wrote the reply or draft.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub by: String,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Priority in the human queue, higher first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// Hand the conversation to a human, for this reason (the agent sees it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<String>,
+}
+
+impl Assist {
+    /// Cuts every text to its bound ([`MAX_ASSIST_TEXT`], [`MAX_ASSIST_LABELS`],
+    /// [`MAX_LABEL_LEN`]), so that an assist always fits a frame and a message.
+    pub fn bounded(mut self) -> Self {
+        for text in [&mut self.reply, &mut self.draft, &mut self.handoff]
+            .into_iter()
+            .flatten()
+        {
+            cut(text, MAX_ASSIST_TEXT);
+        }
+        cut(&mut self.by, MAX_LABEL_LEN);
+        while self.labels.len() > MAX_ASSIST_LABELS {
+            self.labels.pop_last();
+        }
+        self.labels = std::mem::take(&mut self.labels)
+            .into_iter()
+            .map(|(mut k, mut v)| {
+                cut(&mut k, MAX_LABEL_LEN);
+                cut(&mut v, MAX_LABEL_LEN);
+                (k, v)
+            })
+            .collect();
+        self
+    }
+
+    /// Nothing to act on.
+    pub fn is_empty(&self) -> bool {
+        self.reply.is_none()
+            && self.draft.is_none()
+            && self.labels.is_empty()
+            && self.priority.is_none()
+            && self.handoff.is_none()
+    }
+}
+
+/// Cuts `s` to at most `max` bytes, at a character boundary.
+fn cut(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
 }
 
 /// A conversation's lifecycle facts.
@@ -198,6 +299,9 @@ pub enum BridgeMsg {
     },
     Welcome {
         version: u32,
+        /// When the bot answers (`off` from a bridge without an AI configuration).
+        #[serde(default)]
+        bot: BotMode,
     },
     Refuse {
         reason: String,
@@ -270,6 +374,16 @@ pub enum BridgeMsg {
         convs: Vec<OpenConv>,
         next: Option<ConvId>,
     },
+    /// Unasked: what the AI layer decided about visitor message `seq` of `conv`, on the
+    /// link of the shard that stored it (the conversation's home). Never answered: a bot
+    /// reply is stored like any message, and one lost with the link is lost (the visitor's
+    /// message is not).
+    Assist {
+        conv: ConvId,
+        seq: u64,
+        #[serde(flatten)]
+        assist: Assist,
+    },
 }
 
 impl BridgeMsg {
@@ -285,7 +399,10 @@ impl BridgeMsg {
             | Self::ConvLoaded { req, .. }
             | Self::HistoryIs { req, .. }
             | Self::OpenConvsAre { req, .. } => Some(*req),
-            Self::Hello { .. } | Self::Welcome { .. } | Self::Refuse { .. } => None,
+            Self::Hello { .. }
+            | Self::Welcome { .. }
+            | Self::Refuse { .. }
+            | Self::Assist { .. } => None,
         }
     }
 
@@ -304,6 +421,7 @@ impl BridgeMsg {
             Self::ConvLoaded { .. } => "conv_loaded",
             Self::HistoryIs { .. } => "history_is",
             Self::OpenConvsAre { .. } => "open_convs_are",
+            Self::Assist { .. } => "assist",
         }
     }
 }
@@ -418,6 +536,45 @@ mod tests {
         };
         assert!(matches!(encode(&msg, &mut out), Err(CodecError::TooLarge(n)) if n > MAX_FRAME));
         assert_eq!(out, b"kept", "nothing half-written");
+    }
+
+    #[test]
+    fn assists_are_bounded_and_round_trip() {
+        let long = "汉".repeat(MAX_ASSIST_TEXT);
+        let assist = Assist {
+            reply: Some(long.clone()),
+            draft: Some(long),
+            labels: (0..40)
+                .map(|i| (format!("k{i:02}"), "x".repeat(500)))
+                .collect(),
+            priority: Some(3),
+            handoff: Some("asked for a human".into()),
+            by: "kb".into(),
+        }
+        .bounded();
+        assert!(assist.reply.as_ref().unwrap().len() <= MAX_ASSIST_TEXT);
+        assert_eq!(assist.labels.len(), MAX_ASSIST_LABELS);
+        assert!(assist.labels.values().all(|v| v.len() == MAX_LABEL_LEN));
+        let msg = BridgeMsg::Assist {
+            conv: ConvId(9),
+            seq: 4,
+            assist,
+        };
+        let mut wire = Vec::new();
+        encode(&msg, &mut wire).unwrap();
+        assert_eq!(decode(&mut wire).unwrap(), Some(msg));
+        // A bridge without an AI layer, or an older welcome: the bot is off.
+        let mut old = Vec::new();
+        let text = br#"{"t":"welcome","version":3}"#;
+        old.extend_from_slice(&(text.len() as u32).to_be_bytes());
+        old.extend_from_slice(text);
+        assert_eq!(
+            decode(&mut old).unwrap(),
+            Some(BridgeMsg::Welcome {
+                version: 3,
+                bot: BotMode::Off
+            })
+        );
     }
 
     #[test]

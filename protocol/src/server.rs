@@ -8,9 +8,14 @@ use crate::ids::{ConvId, VisitorId};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 /// Protocol version announced in `welcome`.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Who the bot's messages are `from`: not a possible agent id (agents' ids have no `:`) nor
+/// a visitor id.
+pub const BOT_ID: &str = "bot:switchboard";
 
 /// A connection's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -72,8 +77,38 @@ pub enum ServerFrame<'a> {
         conv: ConvId,
         seq: u64,
     },
-    /// To an agent: a conversation is now theirs.
-    Assigned { conv: ConvId, visitor: VisitorId },
+    /// To an agent: a conversation is now theirs, with what the AI layer noted about it, if
+    /// anything: why it came to a human, its labels and its priority.
+    Assigned {
+        conv: ConvId,
+        visitor: VisitorId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<Cow<'a, str>>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        labels: BTreeMap<String, String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        priority: Option<i32>,
+    },
+    /// To a visitor: the bot answers in this conversation (its messages come `from` `bot`)
+    /// until it hands over to a human (`queued`, then `agent_joined`).
+    BotJoined { conv: ConvId, bot: Cow<'a, str> },
+    /// To an agent: a reply the bot suggests to visitor message `seq`, that only agents see;
+    /// `by` is the plugin that wrote it.
+    Draft {
+        conv: ConvId,
+        seq: u64,
+        body: Cow<'a, str>,
+        by: Cow<'a, str>,
+    },
+    /// To an agent: what the AI layer noted about a conversation of theirs since.
+    Labels {
+        conv: ConvId,
+        labels: BTreeMap<String, String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        priority: Option<i32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<Cow<'a, str>>,
+    },
     /// To a visitor: no agent is free; `position` 1 is next.
     Queued { conv: ConvId, position: u32 },
     /// To a visitor: an agent has joined the conversation.

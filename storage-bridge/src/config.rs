@@ -60,6 +60,10 @@ pub struct Config {
         default_value = "127.0.0.1:8081"
     )]
     pub http: String,
+    /// The AI layer's configuration (TOML: the bot's mode and its plugins; see docs/ai.md).
+    /// Unset: no bot, every conversation goes to humans.
+    #[arg(long = "ai", env = "SWITCHBOARD_AI_CONFIG")]
+    pub ai_config: Option<PathBuf>,
     /// File holding the token secret (same as the gateway's); default `<data_dir>/secret`.
     #[arg(long, env = "SWITCHBOARD_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,

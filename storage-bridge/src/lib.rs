@@ -1,8 +1,8 @@
 //! The storage bridge: a separate tokio process that owns all persistence, so no gateway
 //! shard ever blocks on a database. Gateway shards reach it over a Unix socket.
 //!
-//! - [`ai`]: the AI plugin chain (interface, runner, intent rules); not yet fed by the
-//!   message path.
+//! - [`ai`]: the AI plugin chain: the interface, the runner, the built-in plugins.
+//! - [`assistant`]: feeds visitor messages to the chain and its decisions back to gateways.
 //! - [`store`]: PostgreSQL or embedded SQLite behind one interface, with migrations.
 //! - [`commit`]: group commit, confirming each request only after its batch commits.
 //! - [`cache`]: the Redis cache of recent messages.
@@ -14,6 +14,7 @@
 //! Threading model: a multi-threaded tokio runtime; one committer task owns the write path.
 
 pub mod ai;
+pub mod assistant;
 pub mod cache;
 pub mod commit;
 pub mod config;

@@ -4,11 +4,14 @@ use anyhow::Context;
 use clap::Parser;
 use std::sync::Arc;
 use std::time::Duration;
+use storage_bridge::ai::config::{AiConfig, Mode};
+use storage_bridge::assistant::Assistant;
 use storage_bridge::cache::Cache;
 use storage_bridge::commit::Committer;
 use storage_bridge::config::Config;
 use storage_bridge::reads::Reads;
 use storage_bridge::store::{PgStore, SqliteStore, Store};
+use switchboard_protocol::bridge::BotMode;
 use switchboard_protocol::token::TokenSigner;
 
 fn main() -> std::process::ExitCode {
@@ -149,6 +152,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
         });
     }
+    let assistant = match &config.ai_config {
+        Some(path) => start_ai(path)?,
+        None => Assistant::off(),
+    };
     let listener = storage_bridge::server::bind(&config.socket)?;
     println!(
         "storage-bridge listening on {} ({})",
@@ -171,9 +178,25 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if faults.drop_persists_while.is_some() {
         tracing::warn!("test fault enabled: persists are dropped while the fault file exists");
     }
-    storage_bridge::server::serve(listener, commit_tx, reads, faults, shutdown).await;
+    storage_bridge::server::serve(listener, commit_tx, reads, faults, assistant, shutdown).await;
     // Connections still hold senders; give in-flight writes a moment to land, then stop.
     let _ = tokio::time::timeout(Duration::from_secs(5), committer).await;
     let _ = std::fs::remove_file(&config.socket);
     Ok(())
+}
+
+/// Loads the AI layer's configuration and starts it; any mistake in it stops the bridge
+/// with the plugin named (a silent bot is worse than none).
+fn start_ai(path: &std::path::Path) -> anyhow::Result<Assistant> {
+    let ai = AiConfig::load(path)?;
+    let base = path.parent().unwrap_or(std::path::Path::new("."));
+    let chain = ai.chain(base)?;
+    let mode = match ai.mode {
+        Mode::Off => BotMode::Off,
+        Mode::BotFirst => BotMode::BotFirst,
+        Mode::WhenNoAgent => BotMode::WhenNoAgent,
+    };
+    let plugins: Vec<&str> = ai.plugins.iter().map(|p| p.name.as_str()).collect();
+    tracing::info!(mode = mode.as_str(), ?plugins, config = %path.display(), "AI layer");
+    Ok(Assistant::start(mode, chain))
 }

@@ -1,5 +1,7 @@
 //! The Unix-socket side: accepts gateway shard connections, checks the protocol version,
-//! and serves `persist` (through the group committer), `load_conv` and `history`.
+//! and serves `persist` (through the group committer), `load_conv` and `history`. Visitor
+//! messages in a `persist` also go to the AI layer ([`Assistant`]), whose decisions come
+//! back on the same connection as `assist`.
 //!
 //! Threading model: one tokio task reads each connection and one writes it; queries run as
 //! their own tasks; writes all go through the single committer task.
@@ -7,6 +9,7 @@
 //! Every answer is one page at most (`reads.rs` cuts them); should one still not encode,
 //! the gateway gets `failed` for that request, never a frame it would refuse.
 
+use crate::assistant::Assistant;
 use crate::commit::CommitJob;
 use crate::reads::Reads;
 use crate::store::From;
@@ -71,6 +74,7 @@ pub async fn serve(
     commits: mpsc::Sender<CommitJob>,
     reads: Arc<Reads>,
     faults: Faults,
+    assistant: Assistant,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let faults = Arc::new(faults);
@@ -80,7 +84,7 @@ pub async fn serve(
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(connection(stream, commits.clone(), reads.clone(), faults.clone()));
+                    tokio::spawn(connection(stream, commits.clone(), reads.clone(), faults.clone(), assistant.clone()));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -113,6 +117,7 @@ async fn connection(
     commits: mpsc::Sender<CommitJob>,
     reads: Arc<Reads>,
     faults: Arc<Faults>,
+    assistant: Assistant,
 ) {
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = Vec::new();
@@ -141,6 +146,7 @@ async fn connection(
     let mut out = Vec::new();
     let welcome = BridgeMsg::Welcome {
         version: BRIDGE_PROTOCOL_VERSION,
+        bot: assistant.mode(),
     };
     encode(&welcome, &mut out).expect("a small frame");
     if wr.write_all(&out).await.is_err() {
@@ -195,6 +201,8 @@ async fn connection(
                     tracing::warn!(shard, req, "test fault: persist dropped");
                     continue;
                 }
+                // The AI layer reads visitor messages beside storage, never in its way.
+                assistant.feed(&messages, &tx);
                 let job = CommitJob {
                     req,
                     messages,

@@ -48,7 +48,8 @@ impl Link {
         assert_eq!(
             l.recv(),
             Some(BridgeMsg::Welcome {
-                version: BRIDGE_PROTOCOL_VERSION
+                version: BRIDGE_PROTOCOL_VERSION,
+                bot: switchboard_protocol::bridge::BotMode::Off,
             })
         );
         l

@@ -14,7 +14,7 @@ use crate::conn::ConnKey;
 use crate::messages::{ConnMsg, DispatchMsg, HomeMsg};
 use crate::routing::ShardId;
 use crate::shard::shared::Shared;
-use switchboard_protocol::bridge::OpenConv;
+use switchboard_protocol::bridge::{BotMode, OpenConv};
 use switchboard_protocol::{AgentId, ConvId, VisitorId};
 
 /// Open conversations the dispatcher lists from the store at start, at most.
@@ -77,6 +77,13 @@ impl DispatchRole {
                 let out = self.dispatcher.closed(conv, agent.as_ref());
                 self.dispatch(sh, out);
             }
+            DispatchMsg::Handoff { conv, priority } => {
+                let out = self.dispatcher.handoff(conv, priority);
+                self.dispatch(sh, out);
+            }
+            DispatchMsg::Prioritize { conv, priority } => {
+                self.dispatcher.prioritize(conv, priority);
+            }
             DispatchMsg::FindOpenConv { visitor, conn } => {
                 if listing && self.held_lookups.len() < LOOKUPS_HELD_MAX {
                     // Just started: the visitor's conversation may be among those listed.
@@ -92,6 +99,12 @@ impl DispatchRole {
                 sh.send(from, ConnMsg::OpenConvIs { conn, conv });
             }
         }
+    }
+
+    /// The bot's mode, as the bridge told this shard's link (`Off` when the link is lost).
+    pub fn set_bot_mode(&mut self, sh: &mut Shared, mode: BotMode) {
+        let out = self.dispatcher.set_mode(mode);
+        self.dispatch(sh, out);
     }
 
     /// A page of the start-up listing is in (an empty last one if it failed): each open
@@ -156,6 +169,7 @@ impl DispatchRole {
     fn refresh_stats(&self, sh: &mut Shared) {
         sh.stats.queue_len = self.dispatcher.queue_len() as u64;
         sh.stats.agents_online = self.dispatcher.online_agents() as u64;
+        sh.stats.with_bot = self.dispatcher.with_bot_len() as u64;
     }
 
     /// Sends the dispatcher's decisions to the conversations' home shards.
@@ -178,6 +192,7 @@ impl DispatchRole {
                 Dispatch::Position { conv, position } => {
                     sh.send(sh.home(conv), HomeMsg::QueuePosition { conv, position })
                 }
+                Dispatch::WithBot { conv } => sh.send(sh.home(conv), HomeMsg::WithBot { conv }),
             }
         }
         self.refresh_stats(sh);

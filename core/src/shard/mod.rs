@@ -44,7 +44,7 @@ use conns::ConnRole;
 use dispatch::{DispatchRole, OPEN_LISTED};
 use home::HomeRole;
 use shared::Shared;
-use switchboard_protocol::bridge::BridgeMsg;
+use switchboard_protocol::bridge::{BotMode, BridgeMsg};
 use switchboard_protocol::token::TokenSigner;
 use switchboard_protocol::VisitorId;
 
@@ -130,10 +130,22 @@ impl Shard {
 
     /// The link to the bridge is gone. Its requests wait for the next one, but a read that
     /// was in flight when the link was lost before is given up (its waiter gets an error):
-    /// a request that breaks the link is never sent forever.
+    /// a request that breaks the link is never sent forever. On the dispatcher shard the
+    /// bot is gone with it: its conversations go to humans.
     pub fn bridge_link_lost(&mut self, now: Now) {
         let failed = self.home.bridge_link_lost();
         self.answers(failed, now);
+        self.bridge_welcomed(BotMode::Off, now);
+    }
+
+    /// The bridge welcomed this shard's link, saying when the bot answers. Only the
+    /// dispatcher shard's link decides (every shard's link reaches the same bridge).
+    pub fn bridge_welcomed(&mut self, mode: BotMode, now: Now) {
+        self.sh.now = now;
+        if let Some(d) = self.dispatch.as_mut() {
+            d.set_bot_mode(&mut self.sh, mode);
+        }
+        self.pump();
     }
 
     /// When request `req` was written (in `write_bridge_requests`' clock), if in flight.

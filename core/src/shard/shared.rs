@@ -39,6 +39,15 @@ pub struct ShardStats {
     pub queue_len: u64,
     /// Agents online (dispatcher shard only).
     pub agents_online: u64,
+    /// Conversations the bot has (dispatcher shard only).
+    pub with_bot: u64,
+    /// Bot replies sent as messages (as a home shard).
+    pub bot_replies: u64,
+    /// Drafts sent to agents (as a home shard).
+    pub drafts: u64,
+    /// AI decisions dropped: the conversation was gone, closed or not in memory, or the
+    /// store was too far behind for a bot reply.
+    pub assists_dropped: u64,
     /// Conversations closed because nobody wrote in them for `conversation_idle_close`.
     pub idle_closed: u64,
 }

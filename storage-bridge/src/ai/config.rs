@@ -6,7 +6,7 @@
 //! mode = "bot_first"          # bot_first | when_no_agent | off
 //!
 //! [[plugin]]
-//! name = "intent"             # intent | kb | sentiment | handoff
+//! name = "intent"             # intent | kb | sentiment | llm | handoff
 //! deadline_ms = 20
 //! rules = "intents.toml"      # default: the shipped example rules
 //!
@@ -20,6 +20,23 @@
 //! handoff_after = 3           # negative messages in a row; 0: never
 //! priority = 3
 //!
+//! # The LLM connector needs a server, so the example leaves it out; after the kb:
+//! # [[plugin]]
+//! # name = "llm"
+//! # base_url = "https://api.openai.com/v1"   # required; POST {base_url}/chat/completions
+//! # model = "gpt-4o-mini"                    # required
+//! # api_key_env = "OPENAI_API_KEY"           # or api_key_file = "llm.key"; or no key
+//! # mode = "answer"                          # answer: the bot's reply | draft: for the agent
+//! # deadline_ms = 8000                       # default 8000 for llm, 50 for the others
+//! # timeout_ms = 5000                        # connect + response headers; < deadline_ms
+//! # max_tokens = 300                         # per answer
+//! # conversation_tokens = 4000               # budget per conversation
+//! # tokens_per_minute = 60000                # budget across all conversations
+//! # temperature = 0.2                        # default: the server's
+//! # kb_context = true                        # the kb's closest entries as context
+//! # memory = 6                               # remembered turns per conversation; 0: none
+//! # system_prompt = "..."                    # default: llm::DEFAULT_SYSTEM_PROMPT
+//!
 //! [[plugin]]
 //! name = "handoff"            # after the answering plugins: reads their labels
 //! misses = 2                  # unanswered messages in a row
@@ -30,6 +47,8 @@ use super::chain::Chain;
 use super::handoff::HandoffPlugin;
 use super::intent::IntentPlugin;
 use super::kb::{KbPlugin, KnowledgeBase, DEFAULT_THRESHOLD};
+use super::llm::{self, LlmMode, LlmPlugin};
+use super::llm_config::llm_options;
 use super::plugin::Plugin;
 use super::sentiment::SentimentPlugin;
 use serde::Deserialize;
@@ -76,9 +95,9 @@ pub struct AiConfig {
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
     pub name: String,
-    /// Time allowed per message; the plugin is skipped for that message past it.
-    #[serde(default = "default_deadline_ms")]
-    pub deadline_ms: u64,
+    /// Time allowed per message; the plugin is skipped for that message past it. Default:
+    /// 8000 ms for llm, 50 ms for the others.
+    pub deadline_ms: Option<u64>,
     /// intent: the rules file.
     pub rules: Option<PathBuf>,
     /// kb: the knowledge base.
@@ -92,10 +111,38 @@ pub struct PluginConfig {
     pub priority: Option<i32>,
     /// handoff: unanswered messages in a row that hand the conversation to a human.
     pub misses: Option<u32>,
+    /// llm: the server's API root, e.g. `https://api.openai.com/v1`.
+    pub base_url: Option<String>,
+    /// llm: the model's name on that server.
+    pub model: Option<String>,
+    /// llm: the environment variable that holds the API key.
+    pub api_key_env: Option<String>,
+    /// llm: the file that holds the API key (relative to the configuration's directory).
+    pub api_key_file: Option<PathBuf>,
+    /// llm: whether the answer is the bot's reply or a draft for the agent.
+    pub mode: Option<LlmMode>,
+    /// llm: connecting and the response's headers, in ms.
+    pub timeout_ms: Option<u64>,
+    /// llm: tokens per answer.
+    pub max_tokens: Option<u32>,
+    /// llm: the token budget of one conversation.
+    pub conversation_tokens: Option<u64>,
+    /// llm: the token budget per minute across all conversations.
+    pub tokens_per_minute: Option<u64>,
+    pub temperature: Option<f32>,
+    pub system_prompt: Option<String>,
+    /// llm: the knowledge base's closest entries as context (default true; needs a kb).
+    pub kb_context: Option<bool>,
+    /// llm: turns remembered per conversation.
+    pub memory: Option<usize>,
 }
 
-fn default_deadline_ms() -> u64 {
-    50
+/// The deadline of a plugin whose configuration gives none.
+fn default_deadline_ms(plugin: &str) -> u64 {
+    match plugin {
+        "llm" => llm::DEFAULT_DEADLINE_MS,
+        _ => 50,
+    }
 }
 
 impl AiConfig {
@@ -119,6 +166,9 @@ impl AiConfig {
             return Ok(chain);
         }
         let mut seen = std::collections::HashSet::new();
+        // Built on first need: by its own entry, or by the llm plugin for context (which
+        // may come first in the chain).
+        let mut kb: Option<Arc<KbPlugin>> = None;
         for p in &self.plugins {
             let fail = |why: String| AiConfigError::Plugin {
                 plugin: p.name.clone(),
@@ -127,7 +177,10 @@ impl AiConfig {
             if !seen.insert(p.name.as_str()) {
                 return Err(fail("listed twice".into()));
             }
-            if !(1..=60_000).contains(&p.deadline_ms) {
+            let deadline_ms = p
+                .deadline_ms
+                .unwrap_or_else(|| default_deadline_ms(&p.name));
+            if !(1..=60_000).contains(&deadline_ms) {
                 return Err(fail("deadline_ms must be 1..=60000".into()));
             }
             let only = |allowed: &[&str]| -> Result<(), AiConfigError> {
@@ -138,6 +191,19 @@ impl AiConfig {
                     ("handoff_after", p.handoff_after.is_some()),
                     ("priority", p.priority.is_some()),
                     ("misses", p.misses.is_some()),
+                    ("base_url", p.base_url.is_some()),
+                    ("model", p.model.is_some()),
+                    ("api_key_env", p.api_key_env.is_some()),
+                    ("api_key_file", p.api_key_file.is_some()),
+                    ("mode", p.mode.is_some()),
+                    ("timeout_ms", p.timeout_ms.is_some()),
+                    ("max_tokens", p.max_tokens.is_some()),
+                    ("conversation_tokens", p.conversation_tokens.is_some()),
+                    ("tokens_per_minute", p.tokens_per_minute.is_some()),
+                    ("temperature", p.temperature.is_some()),
+                    ("system_prompt", p.system_prompt.is_some()),
+                    ("kb_context", p.kb_context.is_some()),
+                    ("memory", p.memory.is_some()),
                 ];
                 match given.iter().find(|(k, set)| *set && !allowed.contains(k)) {
                     Some((k, _)) => Err(fail(format!("{k} does not apply to this plugin"))),
@@ -159,17 +225,41 @@ impl AiConfig {
                 }
                 "kb" => {
                     only(&["file", "threshold"])?;
-                    let file = p
-                        .file
-                        .as_ref()
-                        .ok_or_else(|| fail("file is required".into()))?;
-                    let threshold = p.threshold.unwrap_or(DEFAULT_THRESHOLD);
-                    if !(0.0..=1.0).contains(&threshold) {
-                        return Err(fail("threshold must be 0..=1".into()));
+                    match &kb {
+                        Some(built) => built.clone(),
+                        None => kb.insert(Arc::new(kb_plugin(p, base)?)).clone(),
                     }
-                    let kb =
-                        KnowledgeBase::load(&base.join(file)).map_err(|e| fail(e.to_string()))?;
-                    Arc::new(KbPlugin::new(kb, threshold))
+                }
+                "llm" => {
+                    only(&[
+                        "base_url",
+                        "model",
+                        "api_key_env",
+                        "api_key_file",
+                        "mode",
+                        "timeout_ms",
+                        "max_tokens",
+                        "conversation_tokens",
+                        "tokens_per_minute",
+                        "temperature",
+                        "system_prompt",
+                        "kb_context",
+                        "memory",
+                    ])?;
+                    let kb_config = self.plugins.iter().find(|k| k.name == "kb");
+                    let context = match (p.kb_context, kb_config) {
+                        (Some(false), _) => None,
+                        (Some(true), None) => {
+                            return Err(fail("kb_context needs a kb plugin".into()))
+                        }
+                        (_, None) => None,
+                        (_, Some(k)) => Some(match &kb {
+                            Some(built) => built.clone(),
+                            None => kb.insert(Arc::new(kb_plugin(k, base)?)).clone(),
+                        }),
+                    };
+                    let options = llm_options(p, base, deadline_ms).map_err(fail)?;
+                    Arc::new(LlmPlugin::new(options, context).map_err(|e| fail(e.to_string()))?)
                 }
                 "sentiment" => {
                     only(&["handoff_after", "priority"])?;
@@ -189,14 +279,31 @@ impl AiConfig {
                 }
                 other => {
                     return Err(fail(format!(
-                        "no such plugin (known: intent, kb, sentiment, handoff); got {other:?}"
+                        "no such plugin (known: intent, kb, sentiment, llm, handoff); got {other:?}"
                     )))
                 }
             };
-            chain = chain.with(plugin, Duration::from_millis(p.deadline_ms));
+            chain = chain.with(plugin, Duration::from_millis(deadline_ms));
         }
         Ok(chain)
     }
+}
+
+fn kb_plugin(p: &PluginConfig, base: &Path) -> Result<KbPlugin, AiConfigError> {
+    let fail = |why: String| AiConfigError::Plugin {
+        plugin: p.name.clone(),
+        why,
+    };
+    let file = p
+        .file
+        .as_ref()
+        .ok_or_else(|| fail("file is required".into()))?;
+    let threshold = p.threshold.unwrap_or(DEFAULT_THRESHOLD);
+    if !(0.0..=1.0).contains(&threshold) {
+        return Err(fail("threshold must be 0..=1".into()));
+    }
+    let kb = KnowledgeBase::load(&base.join(file)).map_err(|e| fail(e.to_string()))?;
+    Ok(KbPlugin::new(kb, threshold))
 }
 
 #[cfg(test)]
@@ -271,6 +378,14 @@ mod tests {
             "{}",
             err("mode = \"sometimes\"\n")
         );
+    }
+
+    #[test]
+    fn the_llm_gets_a_longer_default_deadline_than_the_rest() {
+        assert_eq!(default_deadline_ms("llm"), 8_000);
+        assert_eq!(default_deadline_ms("kb"), 50);
+        let cfg = AiConfig::from_toml("[[plugin]]\nname = \"kb\"\ndeadline_ms = 20\n").unwrap();
+        assert_eq!(cfg.plugins[0].deadline_ms, Some(20));
     }
 
     #[test]

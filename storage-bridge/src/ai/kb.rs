@@ -237,9 +237,15 @@ impl KnowledgeBase {
 
     /// The best entry for `text`, whatever its confidence; `None` when nothing matches.
     pub fn best(&self, text: &str) -> Option<Hit<'_>> {
+        self.top(text, 1).into_iter().next()
+    }
+
+    /// The `k` best entries for `text`, most confident first, whatever their confidence
+    /// (each entry once, with its best variant's confidence); empty when nothing matches.
+    pub fn top(&self, text: &str, k: usize) -> Vec<Hit<'_>> {
         let query_tokens: HashSet<String> = tokens(text).into_iter().collect();
-        if query_tokens.is_empty() {
-            return None;
+        if query_tokens.is_empty() || k == 0 {
+            return Vec::new();
         }
         let clauses: Vec<(Occur, Box<dyn Query>)> = query_tokens
             .iter()
@@ -252,14 +258,15 @@ impl KnowledgeBase {
             })
             .collect();
         let searcher = self.reader.searcher();
-        let top = searcher
-            .search(
-                &BooleanQuery::new(clauses),
-                &TopDocs::with_limit(CANDIDATES),
-            )
-            .ok()?;
+        let Ok(top) = searcher.search(
+            &BooleanQuery::new(clauses),
+            &TopDocs::with_limit(CANDIDATES.max(k)),
+        ) else {
+            return Vec::new();
+        };
         let q_weight = self.weight(query_tokens.iter());
-        let mut best: Option<(usize, f32)> = None;
+        // (entry, confidence) in tantivy's order, each entry once at its best.
+        let mut hits: Vec<(usize, f32)> = Vec::new();
         for (_, address) in top {
             let Ok(doc) = searcher.doc::<TantivyDocument>(address) else {
                 continue;
@@ -270,14 +277,20 @@ impl KnowledgeBase {
             let (vt, entry) = &self.variants[v as usize];
             let shared = self.weight(vt.intersection(&query_tokens));
             let confidence = 2.0 * shared / (q_weight + self.weight(vt.iter()));
-            if best.is_none_or(|(_, c)| confidence > c) {
-                best = Some((*entry, confidence));
+            match hits.iter_mut().find(|(e, _)| e == entry) {
+                Some((_, c)) => *c = c.max(confidence),
+                None => hits.push((*entry, confidence)),
             }
         }
-        best.map(|(i, confidence)| Hit {
-            entry: &self.entries[i],
-            confidence,
-        })
+        // Stable: of equally confident entries, tantivy's first stays first.
+        hits.sort_by(|a, b| b.1.total_cmp(&a.1));
+        hits.truncate(k);
+        hits.into_iter()
+            .map(|(i, confidence)| Hit {
+                entry: &self.entries[i],
+                confidence,
+            })
+            .collect()
     }
 }
 
@@ -375,12 +388,13 @@ impl KbPlugin {
         Ok(n)
     }
 
-    fn current(&self) -> Option<Arc<KnowledgeBase>> {
+    /// The knowledge base in use now (the LLM plugin reads it for context).
+    pub fn knowledge_base(&self) -> Option<Arc<KnowledgeBase>> {
         self.kb.read().ok().map(|kb| kb.clone())
     }
 
     fn decide(&self, text: &str) -> Decision {
-        let Some(kb) = self.current() else {
+        let Some(kb) = self.knowledge_base() else {
             return Decision::default();
         };
         match kb.best(text) {
@@ -465,6 +479,26 @@ mod tests {
         assert!(d.reply.is_some_and(|r| r.contains("30")));
         assert_eq!(p.decide("tell me a joke"), Decision::default());
         assert_eq!(p.decide("   "), Decision::default());
+    }
+
+    #[test]
+    fn top_lists_entries_once_most_confident_first() {
+        let kb = KnowledgeBase::example();
+        let top = kb.top("my order arrived damaged, can I get a refund?", 3);
+        assert!(!top.is_empty() && top.len() <= 3, "{top:?}");
+        let ids: Vec<&str> = top.iter().map(|h| h.entry.id.as_str()).collect();
+        assert!(
+            ids.contains(&"damaged_item") && ids.contains(&"refund_policy"),
+            "{ids:?}"
+        );
+        let unique: HashSet<&str> = ids.iter().copied().collect();
+        assert_eq!(unique.len(), ids.len(), "each entry once: {ids:?}");
+        assert!(top.windows(2).all(|w| w[0].confidence >= w[1].confidence));
+        assert_eq!(
+            kb.best("怎么退款"),
+            kb.top("怎么退款", 5).into_iter().next()
+        );
+        assert!(kb.top("怎么退款", 0).is_empty());
     }
 
     #[test]

@@ -3,6 +3,11 @@
 //! server-sent events: `data: {json}` events separated by blank lines, `data: [DONE]` at the
 //! end, `:` comment lines as keep-alives. Bytes can arrive split anywhere, inside a line or
 //! inside a UTF-8 character; [`ChatStream::feed`] returns what the bytes so far complete.
+//!
+//! Besides the text, a chunk may say why the answer ended (`finish_reason`: `stop`, or
+//! `length` when `max_tokens` cut it) and, when the request asked for
+//! `stream_options.include_usage`, how many tokens it cost (`usage`, usually in a last chunk
+//! with no choices); both are surfaced so the caller can judge the answer and count its cost.
 
 /// What a completed event carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,6 +18,13 @@ pub enum Event {
     Done,
     /// The server reported an error in the stream.
     Error(String),
+    /// Why the answer ended (`stop`, `length`, ...), sent before `[DONE]`.
+    Finish(String),
+    /// What the request cost, as the server counted it.
+    Usage {
+        prompt_tokens: u64,
+        completion_tokens: u64,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -67,9 +79,7 @@ impl ChatStream {
             }
             let line = String::from_utf8(line).map_err(|_| StreamError::Utf8)?;
             if line.is_empty() {
-                if let Some(e) = self.dispatch()? {
-                    events.push(e);
-                }
+                self.dispatch(&mut events)?;
             } else if let Some(value) = line.strip_prefix("data:") {
                 if self.has_data {
                     self.data.push('\n');
@@ -82,14 +92,17 @@ impl ChatStream {
         Ok(events)
     }
 
-    fn dispatch(&mut self) -> Result<Option<Event>, StreamError> {
+    /// Turns the event read so far into what it carries: nothing, or the text, the finish
+    /// reason and the usage of one chunk, in that order.
+    fn dispatch(&mut self, events: &mut Vec<Event>) -> Result<(), StreamError> {
         if !std::mem::take(&mut self.has_data) {
-            return Ok(None);
+            return Ok(());
         }
         let data = std::mem::take(&mut self.data);
         if data.trim() == "[DONE]" {
             self.done = true;
-            return Ok(Some(Event::Done));
+            events.push(Event::Done);
+            return Ok(());
         }
         let v: serde_json::Value =
             serde_json::from_str(&data).map_err(|e| StreamError::Json(e.to_string()))?;
@@ -99,13 +112,31 @@ impl ChatStream {
                 .and_then(|m| m.as_str())
                 .map(str::to_owned)
                 .unwrap_or_else(|| err.to_string());
-            return Ok(Some(Event::Error(message)));
+            events.push(Event::Error(message));
+            return Ok(());
         }
         let text = v
             .pointer("/choices/0/delta/content")
             .and_then(|c| c.as_str())
             .unwrap_or_default();
-        Ok((!text.is_empty()).then(|| Event::Delta(text.to_owned())))
+        if !text.is_empty() {
+            events.push(Event::Delta(text.to_owned()));
+        }
+        if let Some(reason) = v
+            .pointer("/choices/0/finish_reason")
+            .and_then(|r| r.as_str())
+        {
+            events.push(Event::Finish(reason.to_owned()));
+        }
+        // Some servers send `"usage": null` in every chunk and the numbers in the last one.
+        if let Some(usage) = v.get("usage").filter(|u| u.is_object()) {
+            let count = |k: &str| usage.get(k).and_then(|n| n.as_u64()).unwrap_or(0);
+            events.push(Event::Usage {
+                prompt_tokens: count("prompt_tokens"),
+                completion_tokens: count("completion_tokens"),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -127,6 +158,7 @@ mod tests {
         vec![
             Event::Delta("您好，".into()),
             Event::Delta("orders ship in 24 h.".into()),
+            Event::Finish("stop".into()),
             Event::Done,
         ]
     }
@@ -150,6 +182,32 @@ mod tests {
         let mut s = ChatStream::new();
         let got: Vec<Event> = bytes.iter().flat_map(|b| s.feed(&[*b]).unwrap()).collect();
         assert_eq!(got, want(), "one byte at a time");
+    }
+
+    #[test]
+    fn usage_and_the_finish_reason_are_surfaced() {
+        let mut s = ChatStream::new();
+        let got = s
+            .feed(concat!(
+                "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n",
+                "data: {\"choices\":[{\"delta\":{\"content\":\" there\"},\"finish_reason\":\"length\"}]}\n\n",
+                "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":31,\"completion_tokens\":2,\"total_tokens\":33}}\n\n",
+                "data: [DONE]\n\n",
+            ).as_bytes())
+            .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                Event::Delta("Hi".into()),
+                Event::Delta(" there".into()),
+                Event::Finish("length".into()),
+                Event::Usage {
+                    prompt_tokens: 31,
+                    completion_tokens: 2
+                },
+                Event::Done,
+            ]
+        );
     }
 
     #[test]

@@ -10,12 +10,18 @@
 //! - [`intent`]: the rule-based intent plugin (keywords and regular expressions, Chinese and
 //!   English), with an example rule set.
 //! - [`kb`]: knowledge-base answers (tantivy over jieba-segmented Chinese and stemmed English).
+//! - [`llm`]: the LLM connector: answers or drafts from an OpenAI-compatible server,
+//!   grounded in the knowledge base, redacted, within token budgets.
+//! - [`llm_budget`]: its token budgets per conversation and per minute, sans-IO.
+//! - [`llm_config`]: its settings, checked.
+//! - [`llm_http`]: its streamed HTTP request and the ways that fails.
 //! - [`llm_stream`]: the streamed answers of an OpenAI-compatible server, parsed sans-IO.
 //! - [`redact`]: personal data out of text before it leaves the host.
 //! - [`sentiment`]: a zh/en lexicon score per message and a per-conversation trend.
 //!
 //! Everything here is runtime-light: plugins are plain async code the bridge's tokio runtime
-//! drives, tested without sockets.
+//! drives, tested without sockets (the LLM connector's HTTP client against a local server in
+//! `tests/llm.rs`).
 
 pub mod chain;
 pub mod config;
@@ -23,6 +29,10 @@ pub mod conv_state;
 pub mod handoff;
 pub mod intent;
 pub mod kb;
+pub mod llm;
+pub mod llm_budget;
+pub mod llm_config;
+pub mod llm_http;
 pub mod llm_stream;
 pub mod plugin;
 pub mod redact;

@@ -12,7 +12,7 @@ use crate::shard::shared::Shared;
 use bytes::Bytes;
 use switchboard_protocol::client::ClientFrame;
 use switchboard_protocol::server::{encode, ServerFrame};
-use switchboard_protocol::ConvId;
+use switchboard_protocol::{ConvId, ParticipantId};
 
 impl ConnRole {
     /// `key` has written everything queued for it: the next page of a paged replay, if one
@@ -98,22 +98,41 @@ impl ConnRole {
                     c.drain_if_a_page_waits();
                 }
             }
-            ConnMsg::AgentAssigned {
-                conv,
-                visitor,
-                agent,
-            } => {
+            ConnMsg::AgentAssigned { agent, frame } => {
                 // Devices are told; each attaches with `resume`, so that a device that
                 // connected at any moment gets every message once (see docs/protocol.md).
                 let devices = self.agents.get(&agent).cloned().unwrap_or_default();
-                let frame = encode(&ServerFrame::Assigned { conv, visitor });
                 for key in devices {
+                    self.push(sh, key, frame.clone());
+                }
+            }
+            ConnMsg::DeliverToAgents { conv, frame } => {
+                let agents: Vec<ConnKey> = self
+                    .conv_subs
+                    .get(&conv)
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .filter(|&k| {
+                        self.table
+                            .get(k)
+                            .is_some_and(|c| matches!(c.who, ParticipantId::Agent(_)))
+                    })
+                    .collect();
+                for key in agents {
                     self.push(sh, key, frame.clone());
                 }
             }
             ConnMsg::AgentConvs { conn, convs } => {
                 for (conv, visitor) in convs {
-                    self.push(sh, conn, encode(&ServerFrame::Assigned { conv, visitor }));
+                    let frame = ServerFrame::Assigned {
+                        conv,
+                        visitor,
+                        reason: None,
+                        labels: Default::default(),
+                        priority: None,
+                    };
+                    self.push(sh, conn, encode(&frame));
                 }
             }
         }

@@ -199,6 +199,15 @@ impl ConnTable {
     }
 
     /// The connection `key` names, unless it is gone.
+    pub fn get(&self, key: ConnKey) -> Option<&Conn> {
+        let slot = self.slots.get(key.idx as usize)?;
+        if slot.gen != key.gen {
+            return None;
+        }
+        slot.conn.as_ref()
+    }
+
+    /// The connection `key` names, unless it is gone.
     pub fn get_mut(&mut self, key: ConnKey) -> Option<&mut Conn> {
         let slot = self.slots.get_mut(key.idx as usize)?;
         if slot.gen != key.gen {

@@ -64,6 +64,11 @@ impl HomeRole {
     /// conversations when that is what came (an empty last one if it failed), for the
     /// dispatcher.
     pub fn on_bridge(&mut self, sh: &mut Shared, msg: BridgeMsg) -> Option<Listed> {
+        if let BridgeMsg::Assist { conv, seq, assist } = msg {
+            // Unasked, about a conversation homed here: not the link's business.
+            self.assist(sh, conv, seq, assist.bounded());
+            return None;
+        }
         let link = self.store.as_mut()?;
         let resolved = link.resolve(msg);
         sh.stats.unconfirmed = link.unconfirmed() as u64;

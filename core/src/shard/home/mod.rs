@@ -10,6 +10,7 @@
 //! waits in the link meanwhile). It answers connections with [`ConnMsg`]s and tells the
 //! dispatcher ([`DispatchMsg`]) about new, restored and closed conversations.
 
+mod assist;
 mod link;
 mod reads;
 mod reply;
@@ -27,7 +28,7 @@ use crate::shard::shared::Shared;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use switchboard_protocol::bridge::{ConvEvent, OpenConv, StoredMessage};
-use switchboard_protocol::server::{encode, CloseReason, ServerFrame};
+use switchboard_protocol::server::{encode, CloseReason, ServerFrame, BOT_ID};
 use switchboard_protocol::{AgentId, ConvId, ErrorCode, ParticipantId};
 
 /// The bytes of frames one page of a replay or one `history` answer holds, about: a
@@ -309,7 +310,23 @@ impl HomeRole {
                     agent: agent.as_str().into(),
                 });
                 self.fanout(sh, conv, frame, None, false);
-                reply::agent_assigned(sh, &agent_shards, conv, visitor, &agent);
+                let notes = self.convs.get(&conv).and_then(|c| c.notes());
+                reply::agent_assigned(sh, &agent_shards, conv, visitor, &agent, notes);
+            }
+            HomeMsg::WithBot { conv } => {
+                let Some(c) = self
+                    .convs
+                    .get_mut(&conv)
+                    .filter(|c| !c.is_closed() && c.agent().is_none())
+                else {
+                    return;
+                };
+                c.set_with_bot(true);
+                let frame = encode(&ServerFrame::BotJoined {
+                    conv,
+                    bot: BOT_ID.into(),
+                });
+                self.fanout(sh, conv, frame, None, false);
             }
             HomeMsg::History {
                 conv,
@@ -346,6 +363,10 @@ impl HomeRole {
                 }
             }
             HomeMsg::QueuePosition { conv, position } => {
+                if let Some(c) = self.convs.get_mut(&conv) {
+                    // Queued: the bot, if it had it, handed it over.
+                    c.set_with_bot(false);
+                }
                 if self
                     .convs
                     .get(&conv)
@@ -422,12 +443,7 @@ impl HomeRole {
         body: &str,
         ts: u64,
     ) {
-        let max_unconfirmed = sh.cfg.max_unconfirmed;
-        if self
-            .store
-            .as_ref()
-            .is_some_and(|l| l.backlog() >= max_unconfirmed)
-        {
+        if self.store_behind(sh) {
             sh.stats.overloaded += 1;
             let message = "storage is behind; resend with the same cid";
             reply::error(sh, from, conn, ErrorCode::Overloaded, message, Some(cid));
@@ -436,34 +452,16 @@ impl HomeRole {
         let c = self.convs.get_mut(&conv).expect("caller checked");
         let from_label = who.to_string();
         let posted = c.post_from(&who, &from_label, cid, body, ts);
-        let lease = self
-            .store
-            .as_ref()
-            .and_then(|_| c.lease_wanted(sh.cfg.seq_lease));
-        if let (Some(upto), Some(link)) = (lease, self.store.as_mut()) {
-            link.event(ConvEvent::SeqLease { conv, upto });
-        }
-        let seq = match posted {
+        let exclude = Some((from, conn));
+        let seq = match self.after_post(sh, conv, posted, from_label, cid, body, ts, exclude) {
             Posted::NoLease => {
                 sh.stats.overloaded += 1;
                 let message = "storage is behind; resend with the same cid";
                 reply::error(sh, from, conn, ErrorCode::Overloaded, message, Some(cid));
                 return;
             }
-            Posted::New { seq, frame } => {
+            Posted::New { seq, .. } => {
                 sh.stats.messages_posted += 1;
-                c.touch(sh.now.mono_ms);
-                if let Some(link) = self.store.as_mut() {
-                    link.record(StoredMessage {
-                        conv,
-                        seq,
-                        sender: from_label,
-                        cid: cid.into(),
-                        body: body.into(),
-                        ts,
-                    });
-                }
-                self.fanout(sh, conv, frame, Some((from, conn)), false);
                 seq
             }
             Posted::Duplicate { seq } => {
@@ -483,6 +481,53 @@ impl HomeRole {
             return;
         }
         reply::ack(sh, from, conn, conv, cid, seq);
+    }
+
+    /// What follows sequencing a message in `conv` (from `sender`): the lease extension it
+    /// may need is written, and a new message is stored and delivered to every subscriber
+    /// but `exclude`.
+    #[allow(clippy::too_many_arguments)]
+    fn after_post(
+        &mut self,
+        sh: &mut Shared,
+        conv: ConvId,
+        posted: Posted,
+        sender: String,
+        cid: &str,
+        body: &str,
+        ts: u64,
+        exclude: Option<(ShardId, ConnKey)>,
+    ) -> Posted {
+        let c = self.convs.get_mut(&conv).expect("caller checked");
+        let lease = self
+            .store
+            .as_ref()
+            .and_then(|_| c.lease_wanted(sh.cfg.seq_lease));
+        if let (Some(upto), Some(link)) = (lease, self.store.as_mut()) {
+            link.event(ConvEvent::SeqLease { conv, upto });
+        }
+        if let Posted::New { seq, frame } = &posted {
+            c.touch(sh.now.mono_ms);
+            if let Some(link) = self.store.as_mut() {
+                link.record(StoredMessage {
+                    conv,
+                    seq: *seq,
+                    sender,
+                    cid: cid.into(),
+                    body: body.into(),
+                    ts,
+                });
+            }
+            self.fanout(sh, conv, frame.clone(), exclude, false);
+        }
+        posted
+    }
+
+    /// Whether the store is so far behind that new messages are refused.
+    fn store_behind(&self, sh: &Shared) -> bool {
+        self.store
+            .as_ref()
+            .is_some_and(|l| l.backlog() >= sh.cfg.max_unconfirmed)
     }
 
     /// One `Deliver` to each shard with subscribers of `conv`.

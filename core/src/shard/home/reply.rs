@@ -4,7 +4,7 @@
 //! [`ConnMsg`]s. No state of their own.
 
 use crate::conn::ConnKey;
-use crate::conversation::AckWaiter;
+use crate::conversation::{AckWaiter, AiNotes};
 use crate::messages::{ConnMsg, HomeMsg, ReplayNext, Signal};
 use crate::routing::ShardId;
 use crate::shard::shared::{error_frame, Shared};
@@ -77,24 +77,44 @@ pub(super) fn signal_frame(conv: ConvId, who: &ParticipantId, signal: Signal) ->
     })
 }
 
-/// Tells the shards with devices of `agent` that it has `conv` now.
+/// Tells the shards with devices of `agent` that it has `conv` now, with what the AI layer
+/// noted about it.
 pub(super) fn agent_assigned(
     sh: &mut Shared,
     agent_shards: &[ShardId],
     conv: ConvId,
     visitor: VisitorId,
     agent: &AgentId,
+    notes: Option<&AiNotes>,
 ) {
+    let frame = encode(&ServerFrame::Assigned {
+        conv,
+        visitor,
+        reason: notes.and_then(|n| n.reason.as_deref()).map(Into::into),
+        labels: notes.map(|n| n.labels.clone()).unwrap_or_default(),
+        priority: notes.and_then(|n| n.priority),
+    });
     for &shard in agent_shards {
         let agent = agent.clone();
-        sh.send(
-            shard,
-            ConnMsg::AgentAssigned {
-                conv,
-                visitor,
-                agent,
-            },
-        );
+        let frame = frame.clone();
+        sh.send(shard, ConnMsg::AgentAssigned { agent, frame });
+    }
+}
+
+/// A frame for the agents' connections among `subscribers` (drafts, labels): one message to
+/// each shard with subscribers, which picks out the agents.
+pub(super) fn to_agents(
+    sh: &mut Shared,
+    conv: ConvId,
+    subscribers: &[(ShardId, ConnKey)],
+    frame: Bytes,
+) {
+    for (i, (shard, _)) in subscribers.iter().enumerate() {
+        if subscribers[..i].iter().any(|(s, _)| s == shard) {
+            continue;
+        }
+        let frame = frame.clone();
+        sh.send(*shard, ConnMsg::DeliverToAgents { conv, frame });
     }
 }
 
