@@ -272,17 +272,28 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     result
 }
 
-/// SIGTERM drains gracefully (shards see the flag within 250 ms); SIGINT exits at once.
+/// SIGTERM drains gracefully (shards see the flag within 250 ms); SIGINT exits at once;
+/// SIGHUP goes on to the spawned bridge (its AI plugins reload their files).
 fn spawn_signal_thread(
     shutdown: Arc<AtomicBool>,
     bridge_pid: Option<Arc<std::sync::atomic::AtomicU32>>,
 ) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             for sig in signals.forever() {
+                if sig == SIGHUP {
+                    match &bridge_pid {
+                        Some(pid) => {
+                            tracing::info!("SIGHUP: the bridge reloads its AI plugins' files");
+                            gateway::supervisor::signal(pid.load(Ordering::SeqCst), "HUP");
+                        }
+                        None => tracing::info!("SIGHUP: no spawned bridge to pass it to"),
+                    }
+                    continue;
+                }
                 if sig == SIGINT {
                     eprintln!("gateway: interrupted");
                     if let Some(pid) = &bridge_pid {

@@ -111,9 +111,14 @@ fn die_with_parent(cmd: &mut Command) {
 
 /// Sends SIGTERM to a process we started.
 pub fn terminate(pid: u32) {
+    signal(pid, "TERM");
+}
+
+/// Sends signal `name` (`TERM`, `HUP`) to the bridge `pid` (0: none running).
+pub fn signal(pid: u32, name: &str) {
     if pid != 0 {
         let _ = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args([&format!("-{name}"), &pid.to_string()])
             .status();
     }
 }

@@ -43,6 +43,7 @@ struct Job {
 pub struct Assistant {
     mode: BotMode,
     lanes: Option<Arc<Vec<mpsc::Sender<Job>>>>,
+    chain: Option<Arc<Chain>>,
 }
 
 impl Assistant {
@@ -51,6 +52,7 @@ impl Assistant {
         Self {
             mode: BotMode::Off,
             lanes: None,
+            chain: None,
         }
     }
 
@@ -73,6 +75,25 @@ impl Assistant {
         Self {
             mode,
             lanes: Some(Arc::new(lanes)),
+            chain: Some(chain),
+        }
+    }
+
+    /// Plugins read their files again (SIGHUP): messages being decided finish with what
+    /// they had, and a bad file keeps the current one. Logs what happened.
+    pub fn reload(&self) {
+        let Some(chain) = &self.chain else {
+            tracing::info!("reload asked: no AI layer");
+            return;
+        };
+        for (plugin, result) in chain.reload() {
+            let outcome = if result.is_ok() { "ok" } else { "failed" };
+            metrics::counter!("bridge_ai_reloads_total", "plugin" => plugin.clone(), "outcome" => outcome)
+                .increment(1);
+            match result {
+                Ok(what) => tracing::info!(plugin, %what, "reloaded"),
+                Err(error) => tracing::warn!(plugin, %error, "reload failed; keeping what it had"),
+            }
         }
     }
 

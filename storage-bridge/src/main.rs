@@ -18,7 +18,7 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| "info,tantivy=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -156,6 +156,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Some(path) => start_ai(path)?,
         None => Assistant::off(),
     };
+    {
+        // SIGHUP: plugins read their files again (the knowledge base, without a restart).
+        let assistant = assistant.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                assistant.reload();
+            }
+        });
+    }
     let listener = storage_bridge::server::bind(&config.socket)?;
     println!(
         "storage-bridge listening on {} ({})",

@@ -84,6 +84,22 @@ impl Chain {
         self.entries.is_empty()
     }
 
+    /// Asks every plugin to read its files again: for each that has some, its name and
+    /// what it reloaded, or why it kept what it had.
+    pub fn reload(&self) -> Vec<(String, Result<String, String>)> {
+        self.entries
+            .iter()
+            .filter_map(|e| {
+                let name = e.plugin.name().to_owned();
+                match e.plugin.reload() {
+                    Ok(None) => None,
+                    Ok(Some(what)) => Some((name, Ok(what))),
+                    Err(err) => Some((name, Err(format!("{err:#}")))),
+                }
+            })
+            .collect()
+    }
+
     pub async fn run(&self, conv: &str, visitor: &str, text: &str) -> ChainOutcome {
         let mut out = ChainOutcome::default();
         if text.trim().is_empty() {

@@ -44,9 +44,10 @@
 //! ```
 
 use super::chain::Chain;
+use super::fault::{Fault, FaultPlugin};
 use super::handoff::HandoffPlugin;
 use super::intent::IntentPlugin;
-use super::kb::{KbPlugin, KnowledgeBase, DEFAULT_THRESHOLD};
+use super::kb::{KbPlugin, DEFAULT_THRESHOLD};
 use super::llm::{self, LlmMode, LlmPlugin};
 use super::llm_config::llm_options;
 use super::plugin::Plugin;
@@ -135,6 +136,8 @@ pub struct PluginConfig {
     pub kb_context: Option<bool>,
     /// llm: turns remembered per conversation.
     pub memory: Option<usize>,
+    /// fault (drills and tests only): how the plugin fails on every message.
+    pub fault: Option<Fault>,
 }
 
 /// The deadline of a plugin whose configuration gives none.
@@ -204,6 +207,7 @@ impl AiConfig {
                     ("system_prompt", p.system_prompt.is_some()),
                     ("kb_context", p.kb_context.is_some()),
                     ("memory", p.memory.is_some()),
+                    ("fault", p.fault.is_some()),
                 ];
                 match given.iter().find(|(k, set)| *set && !allowed.contains(k)) {
                     Some((k, _)) => Err(fail(format!("{k} does not apply to this plugin"))),
@@ -277,9 +281,15 @@ impl AiConfig {
                     }
                     Arc::new(HandoffPlugin::new(misses, p.priority.unwrap_or(2)))
                 }
+                "fault" => {
+                    only(&["fault"])?;
+                    let fault = p.fault.ok_or_else(|| fail("fault is required".into()))?;
+                    tracing::warn!(?fault, "the fault plugin is configured: it fails on every message (drills and tests only)");
+                    Arc::new(FaultPlugin(fault))
+                }
                 other => {
                     return Err(fail(format!(
-                        "no such plugin (known: intent, kb, sentiment, llm, handoff); got {other:?}"
+                        "no such plugin (known: intent, kb, sentiment, llm, handoff, fault); got {other:?}"
                     )))
                 }
             };
@@ -302,8 +312,7 @@ fn kb_plugin(p: &PluginConfig, base: &Path) -> Result<KbPlugin, AiConfigError> {
     if !(0.0..=1.0).contains(&threshold) {
         return Err(fail("threshold must be 0..=1".into()));
     }
-    let kb = KnowledgeBase::load(&base.join(file)).map_err(|e| fail(e.to_string()))?;
-    Ok(KbPlugin::new(kb, threshold))
+    KbPlugin::from_file(&base.join(file), threshold).map_err(|e| fail(e.to_string()))
 }
 
 #[cfg(test)]

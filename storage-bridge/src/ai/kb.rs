@@ -367,6 +367,8 @@ pub fn evaluate(kb: &KnowledgeBase, labelled: &str, threshold: f32) -> Evaluatio
 pub struct KbPlugin {
     kb: RwLock<Arc<KnowledgeBase>>,
     threshold: f32,
+    /// The file it was loaded from, read again by [`Plugin::reload`].
+    file: Option<std::path::PathBuf>,
 }
 
 impl KbPlugin {
@@ -374,7 +376,16 @@ impl KbPlugin {
         Self {
             kb: RwLock::new(Arc::new(kb)),
             threshold,
+            file: None,
         }
+    }
+
+    /// Loads `path`, and reloads it on [`Plugin::reload`].
+    pub fn from_file(path: &Path, threshold: f32) -> Result<Self, KbError> {
+        Ok(Self {
+            file: Some(path.to_owned()),
+            ..Self::new(KnowledgeBase::load(path)?, threshold)
+        })
     }
 
     /// Replaces the knowledge base; messages already being answered finish with the old one.
@@ -416,6 +427,14 @@ impl Plugin for KbPlugin {
 
     fn process<'a>(&'a self, turn: &'a Turn<'a>) -> PluginFuture<'a> {
         ready(self.decide(turn.text))
+    }
+
+    fn reload(&self) -> anyhow::Result<Option<String>> {
+        let Some(file) = &self.file else {
+            return Ok(None);
+        };
+        let n = KbPlugin::reload(self, file)?;
+        Ok(Some(format!("{n} entries from {}", file.display())))
     }
 }
 

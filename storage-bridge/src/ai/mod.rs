@@ -6,6 +6,7 @@
 //!   fails, panics or is slow is skipped for that message and the human path is untouched.
 //! - [`config`]: which plugins run, in which order and with which settings (TOML).
 //! - [`conv_state`]: bounded per-conversation state for plugins that remember.
+//! - [`fault`]: a plugin that fails on purpose (drills and tests).
 //! - [`handoff`]: hands a conversation to a human after unanswered messages in a row.
 //! - [`intent`]: the rule-based intent plugin (keywords and regular expressions, Chinese and
 //!   English), with an example rule set.
@@ -26,6 +27,7 @@
 pub mod chain;
 pub mod config;
 pub mod conv_state;
+pub mod fault;
 pub mod handoff;
 pub mod intent;
 pub mod kb;

@@ -76,4 +76,10 @@ pub trait Plugin: Send + Sync {
 
     /// Decides about one message. Runs under the chain's deadline for this plugin.
     fn process<'a>(&'a self, turn: &'a Turn<'a>) -> PluginFuture<'a>;
+
+    /// Reads its files again (the bridge got SIGHUP), keeping what it had if they are bad:
+    /// what it reloaded, or `None` when it has nothing to reload.
+    fn reload(&self) -> anyhow::Result<Option<String>> {
+        Ok(None)
+    }
 }
