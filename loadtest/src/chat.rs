@@ -55,6 +55,11 @@ pub struct ChatArgs {
     /// Message body size in bytes.
     #[arg(long, default_value_t = 200)]
     size: usize,
+    /// Visitors write these texts instead of `--size` bytes of filler: one per line (a
+    /// TSV's last column), visitor i writing line i (mod their count). For an AI layer,
+    /// whose cost depends on what is written.
+    #[arg(long)]
+    texts: Option<std::path::PathBuf>,
     /// Share of visitor messages an agent answers (0..=1).
     #[arg(long, default_value_t = 0.0)]
     replies: f64,
@@ -88,6 +93,8 @@ pub struct ChatWorkerArgs {
     #[arg(long)]
     size: usize,
     #[arg(long)]
+    texts: Option<std::path::PathBuf>,
+    #[arg(long)]
     replies: f64,
     #[arg(long)]
     duration: u64,
@@ -96,8 +103,27 @@ pub struct ChatWorkerArgs {
     /// Seconds between a visitor's reconnects; 0: never.
     #[arg(long, default_value_t = 0.0)]
     reconnect_every: f64,
+    /// Index of this worker's first visitor among all (picks its lines of `--texts`).
+    #[arg(long, default_value_t = 0)]
+    visitor_offset: usize,
     #[arg(long)]
     core: Option<usize>,
+}
+
+/// The non-empty lines of `path` (a TSV's last column; `#` lines are comments).
+fn read_texts(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("--texts {}", path.display()))?;
+    let lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| l.rsplit('\t').next().unwrap_or(l).trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.is_empty() {
+        bail!("--texts {}: no lines", path.display());
+    }
+    Ok(lines)
 }
 
 fn now_us() -> u64 {
@@ -257,8 +283,14 @@ async fn worker(a: ChatWorkerArgs) -> anyhow::Result<()> {
             drain_until,
         )));
     }
-    // The body as a JSON string literal, encoded once: frames are formatted around it.
-    let body = serde_json::to_string(&"x".repeat(a.size.max(1)))?;
+    // Bodies as JSON string literals, encoded once: frames are formatted around them.
+    let bodies: Vec<String> = match &a.texts {
+        Some(path) => read_texts(path)?
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<_, _>>()?,
+        None => vec![serde_json::to_string(&"x".repeat(a.size.max(1)))?],
+    };
     let n = visitors.len();
     let churn = (a.reconnect_every > 0.0).then(|| Duration::from_secs_f64(a.reconnect_every));
     for (i, (ws, welcome)) in visitors.into_iter().enumerate() {
@@ -271,7 +303,7 @@ async fn worker(a: ChatWorkerArgs) -> anyhow::Result<()> {
             base: a.url.clone(),
             stats: stats.clone(),
             ledger: SenderLedger::default(),
-            body: body.clone(),
+            body: bodies[(a.visitor_offset + i) % bodies.len()].clone(),
             conv: None,
             last_seq: 0,
         };
@@ -556,6 +588,9 @@ fn coordinate_with(a: ChatArgs, reconnect_every: f64, scenario: &str) -> anyhow:
     if a.size == 0 || a.size > 1 << 20 {
         bail!("--size must be 1..=1048576 bytes");
     }
+    if let Some(path) = &a.texts {
+        read_texts(path)?;
+    }
     std::fs::read_to_string(&a.secret_file)
         .with_context(|| format!("--secret-file {}", a.secret_file.display()))?;
     let worker_args: Vec<Vec<String>> = (0..c.procs)
@@ -568,6 +603,13 @@ fn coordinate_with(a: ChatArgs, reconnect_every: f64, scenario: &str) -> anyhow:
             ];
             v.push("--secret-file".into());
             v.push(a.secret_file.display().to_string());
+            if let Some(t) = &a.texts {
+                v.push("--texts".into());
+                v.push(t.display().to_string());
+                // So that the workers' visitors write different lines.
+                v.push("--visitor-offset".into());
+                v.push((w * a.visitors / c.procs.max(1)).to_string());
+            }
             for (k, val) in [
                 ("--agents", share(a.agents).to_string()),
                 ("--agent-prefix", format!("lt{}-{w}-", std::process::id())),

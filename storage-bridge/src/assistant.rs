@@ -7,6 +7,11 @@
 //! its own tasks, and the gateway decides what a decision may do (a bot reply is posted only
 //! while the bot has the conversation).
 //!
+//! Plugins run on a thread of their own (its own single-threaded runtime, at a lower
+//! priority: `nice` in the configuration), so the AI layer takes at most one core and, when
+//! the host is short of CPU, yields it to the gateway and to storage: it falls behind and
+//! skips messages (counted) instead of slowing the message path.
+//!
 //! Messages of one conversation are decided in order, on one of a fixed set of lanes (a
 //! conversation always maps to the same lane), so that per-conversation state (misses in a
 //! row, the sentiment trend) counts them in the order the visitor wrote them and replies
@@ -56,27 +61,47 @@ impl Assistant {
         }
     }
 
-    /// Starts the lanes on the current tokio runtime. With mode `off` or an empty chain,
-    /// nothing runs.
-    pub fn start(mode: BotMode, chain: Chain) -> Self {
+    /// Starts the lanes on a thread of their own, at `nice` (0: as the rest of the
+    /// process). With mode `off` or an empty chain, nothing runs.
+    pub fn start(mode: BotMode, chain: Chain, nice: i32) -> std::io::Result<Self> {
         if mode == BotMode::Off || chain.is_empty() {
-            return Self::off();
+            return Ok(Self::off());
         }
         let chain = Arc::new(chain);
+        let mut receivers = Vec::with_capacity(LANES);
         let lanes = (0..LANES)
             .map(|_| {
                 let (tx, rx) = mpsc::channel(LANE_DEPTH);
-                tokio::spawn(lane(chain.clone(), rx));
+                receivers.push(rx);
                 tx
             })
             .collect();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let lanes_chain = chain.clone();
+        std::thread::Builder::new()
+            .name("ai-plugins".into())
+            .spawn(move || {
+                lower_priority(nice);
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&rt, async move {
+                    let tasks: Vec<_> = receivers
+                        .into_iter()
+                        .map(|rx| tokio::spawn(lane(lanes_chain.clone(), rx)))
+                        .collect();
+                    for t in tasks {
+                        let _ = t.await;
+                    }
+                });
+            })?;
         metrics::counter!("bridge_ai_messages_total", "outcome" => "decided").absolute(0);
         metrics::counter!("bridge_ai_messages_total", "outcome" => "dropped").absolute(0);
-        Self {
+        Ok(Self {
             mode,
             lanes: Some(Arc::new(lanes)),
             chain: Some(chain),
-        }
+        })
     }
 
     /// Plugins read their files again (SIGHUP): messages being decided finish with what
@@ -122,6 +147,22 @@ impl Assistant {
                 metrics::counter!("bridge_ai_messages_total", "outcome" => "dropped").increment(1);
             }
         }
+    }
+}
+
+/// Lowers the calling thread's priority to `nice` (Linux sets it per thread).
+fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    // SAFETY: plain system calls on the calling thread, no memory shared.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice)
+    };
+    if rc != 0 {
+        tracing::warn!(nice, error = %std::io::Error::last_os_error(), "could not lower the AI thread's priority");
     }
 }
 
@@ -223,7 +264,7 @@ mod tests {
     #[tokio::test]
     async fn visitor_messages_are_decided_in_order_once_and_others_are_not() {
         let chain = Chain::new().with(Arc::new(Echo), Duration::from_secs(1));
-        let assistant = Assistant::start(BotMode::BotFirst, chain);
+        let assistant = Assistant::start(BotMode::BotFirst, chain, 10).unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
         let v = "v0000000000000001";
         let batch = [
@@ -266,7 +307,7 @@ mod tests {
     #[test]
     fn off_runs_nothing() {
         let chain = Chain::new().with(Arc::new(Echo), Duration::from_secs(1));
-        let a = Assistant::start(BotMode::Off, chain);
+        let a = Assistant::start(BotMode::Off, chain, 10).unwrap();
         assert!(a.lanes.is_none());
         assert_eq!(a.mode(), BotMode::Off);
     }

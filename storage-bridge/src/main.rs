@@ -207,6 +207,6 @@ fn start_ai(path: &std::path::Path) -> anyhow::Result<Assistant> {
         Mode::WhenNoAgent => BotMode::WhenNoAgent,
     };
     let plugins: Vec<&str> = ai.plugins.iter().map(|p| p.name.as_str()).collect();
-    tracing::info!(mode = mode.as_str(), ?plugins, config = %path.display(), "AI layer");
-    Ok(Assistant::start(mode, chain))
+    tracing::info!(mode = mode.as_str(), ?plugins, nice = ai.nice, config = %path.display(), "AI layer");
+    Ok(Assistant::start(mode, chain, ai.nice)?)
 }

@@ -79,6 +79,8 @@ pub enum AiConfigError {
     },
     #[error("AI configuration: {0}")]
     Toml(#[from] toml::de::Error),
+    #[error("AI configuration: nice must be 0..=19, got {0}")]
+    Nice(i32),
     #[error("AI configuration, plugin {plugin:?}: {why}")]
     Plugin { plugin: String, why: String },
 }
@@ -88,6 +90,11 @@ pub enum AiConfigError {
 pub struct AiConfig {
     #[serde(default)]
     pub mode: Mode,
+    /// The nice value of the thread plugins run on (0..=19): the message path goes first
+    /// when the host is short of CPU, and the AI layer falls behind (and skips messages,
+    /// counted) rather than slowing it.
+    #[serde(default = "default_nice")]
+    pub nice: i32,
     #[serde(rename = "plugin", default)]
     pub plugins: Vec<PluginConfig>,
 }
@@ -140,6 +147,10 @@ pub struct PluginConfig {
     pub fault: Option<Fault>,
 }
 
+fn default_nice() -> i32 {
+    19
+}
+
 /// The deadline of a plugin whose configuration gives none.
 fn default_deadline_ms(plugin: &str) -> u64 {
     match plugin {
@@ -164,6 +175,9 @@ impl AiConfig {
     /// Builds the chain; relative files are resolved against `base` (the configuration's
     /// directory). With mode `off` the chain is empty.
     pub fn chain(&self, base: &Path) -> Result<Chain, AiConfigError> {
+        if !(0..=19).contains(&self.nice) {
+            return Err(AiConfigError::Nice(self.nice));
+        }
         let mut chain = Chain::new();
         if self.mode == Mode::Off {
             return Ok(chain);
