@@ -75,6 +75,32 @@ pub struct Config {
         env = "SWITCHBOARD_BRIDGE_FAULT_DROP_PERSISTS_WHILE"
     )]
     pub fault_drop_persists_while: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do instead of serving.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Creates or replaces an agent account (the first admin: `--role admin`), in the store
+    /// the flags above name. The password is read from `--password-file` or standard input.
+    CreateAgent(AgentArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// The agent's id (1-64 of A-Z a-z 0-9 . _ @ -): what it logs in with.
+    #[arg(long)]
+    pub id: String,
+    /// agent, supervisor or admin.
+    #[arg(long, default_value = "agent")]
+    pub role: String,
+    /// The name shown to visitors and colleagues.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A file holding the password (at least 8 characters); default: a line on stdin.
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
 }
 
 impl Config {

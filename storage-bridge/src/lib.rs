@@ -1,6 +1,7 @@
 //! The storage bridge: a separate tokio process that owns all persistence, so no gateway
 //! shard ever blocks on a database. Gateway shards reach it over a Unix socket.
 //!
+//! - [`accounts`]: agent accounts, passwords (argon2) and the tokens a login gives.
 //! - [`ai`]: the AI plugin chain: the interface, the runner, the built-in plugins.
 //! - [`assistant`]: feeds visitor messages to the chain and its decisions back to gateways.
 //! - [`store`]: PostgreSQL or embedded SQLite behind one interface, with migrations.
@@ -13,6 +14,7 @@
 //!
 //! Threading model: a multi-threaded tokio runtime; one committer task owns the write path.
 
+pub mod accounts;
 pub mod ai;
 pub mod assistant;
 pub mod cache;

@@ -4,11 +4,12 @@ use anyhow::Context;
 use clap::Parser;
 use std::sync::Arc;
 use std::time::Duration;
+use storage_bridge::accounts::Role;
 use storage_bridge::ai::config::{AiConfig, Mode};
 use storage_bridge::assistant::Assistant;
 use storage_bridge::cache::Cache;
 use storage_bridge::commit::Committer;
-use storage_bridge::config::Config;
+use storage_bridge::config::{AgentArgs, Command, Config};
 use storage_bridge::reads::Reads;
 use storage_bridge::store::{PgStore, SqliteStore, Store};
 use switchboard_protocol::bridge::BotMode;
@@ -34,7 +35,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(config)) {
+    let result = match &config.command {
+        Some(Command::CreateAgent(a)) => rt.block_on(create_agent(&config, a)),
+        None => rt.block_on(run(config)),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("storage-bridge: {e:#}");
@@ -67,32 +72,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
         });
     }
-    let store = Arc::new(match &config.database_url {
-        Some(url) => Store::Postgres(PgStore::new(url, config.db_pool).context("DATABASE_URL")?),
-        None => {
-            let path = config.data_dir.join("switchboard.db");
-            let store =
-                SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
-            if let Some(max) = config.sqlite_max_bytes {
-                store.set_max_bytes(max)?;
-            }
-            Store::Sqlite(store)
-        }
-    });
-    // The database may not be up yet: retry migrations for a while, saying why.
-    let mut delay = Duration::from_millis(200);
-    let started = std::time::Instant::now();
-    loop {
-        match store.migrate().await {
-            Ok(()) => break,
-            Err(e) if e.is_transient() && started.elapsed() < Duration::from_secs(60) => {
-                tracing::warn!(error = %e, "store not ready; retrying migrations");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(e).context("applying migrations"),
-        }
-    }
+    let store = open_store(&config).await?;
     tracing::info!(store = store.kind(), "store ready");
     let cache = match &config.redis_url {
         Some(url) => Some(
@@ -192,6 +172,59 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Connections still hold senders; give in-flight writes a moment to land, then stop.
     let _ = tokio::time::timeout(Duration::from_secs(5), committer).await;
     let _ = std::fs::remove_file(&config.socket);
+    Ok(())
+}
+
+/// Opens the configured store (PostgreSQL, or the embedded SQLite file) and brings its schema
+/// up to date; the database may not be up yet, so migrations are retried for a while.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<Store>> {
+    let store = Arc::new(match &config.database_url {
+        Some(url) => Store::Postgres(PgStore::new(url, config.db_pool).context("DATABASE_URL")?),
+        None => {
+            let path = config.data_dir.join("switchboard.db");
+            let store =
+                SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            if let Some(max) = config.sqlite_max_bytes {
+                store.set_max_bytes(max)?;
+            }
+            Store::Sqlite(store)
+        }
+    });
+    // The database may not be up yet: retry migrations for a while, saying why.
+    let mut delay = Duration::from_millis(200);
+    let started = std::time::Instant::now();
+    loop {
+        match store.migrate().await {
+            Ok(()) => break,
+            Err(e) if e.is_transient() && started.elapsed() < Duration::from_secs(60) => {
+                tracing::warn!(error = %e, "store not ready; retrying migrations");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e).context("applying migrations"),
+        }
+    }
+    Ok(store)
+}
+
+/// `storage-bridge create-agent`: an agent account (the first admin among them), with the
+/// password read from a file or from standard input.
+async fn create_agent(config: &Config, a: &AgentArgs) -> anyhow::Result<()> {
+    let password = match &a.password_file {
+        Some(f) => std::fs::read_to_string(f).with_context(|| format!("{}", f.display()))?,
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from stdin")?;
+            line
+        }
+    };
+    let password = password.trim_end_matches(['\r', '\n']);
+    let store = open_store(config).await?;
+    let role = Role::parse(&a.role).context("--role must be agent, supervisor or admin")?;
+    storage_bridge::accounts::create(&store, &a.id, a.name.clone(), password, role).await?;
+    println!("agent {} saved ({})", a.id, role.as_str());
     Ok(())
 }
 

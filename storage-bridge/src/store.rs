@@ -100,7 +100,49 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
         // must still count.
         "CREATE TABLE IF NOT EXISTS seq_leases (conv BIGINT PRIMARY KEY, upto BIGINT NOT NULL)",
     ),
+    // Agent accounts (issue 13): the `agents` rows the store kept of agents seen become
+    // accounts; those without a password can only use tokens minted at the command line.
+    (
+        3,
+        "ALTER TABLE agents ADD COLUMN site TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE agents ADD COLUMN display_name TEXT;
+    ALTER TABLE agents ADD COLUMN password_hash TEXT;
+    ALTER TABLE agents ADD COLUMN role TEXT NOT NULL DEFAULT 'agent';
+    ALTER TABLE agents ADD COLUMN max_conversations BIGINT;
+    ALTER TABLE agents ADD COLUMN disabled BIGINT NOT NULL DEFAULT 0",
+    ),
 ];
+
+/// Now, in Unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// An agent's account as stored (see `crate::accounts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRow {
+    pub id: String,
+    pub site: String,
+    pub display_name: Option<String>,
+    /// An argon2 PHC string; `None`: no password (cannot log in over HTTP).
+    pub password_hash: Option<String>,
+    pub role: String,
+    pub max_conversations: Option<u32>,
+    pub disabled: bool,
+}
+
+/// Writes or replaces an account (keeping when the agent was first and last seen).
+pub(crate) const PUT_ACCOUNT_SQL: &str = "INSERT INTO agents
+    (id, first_seen, last_seen, site, display_name, password_hash, role, max_conversations, disabled)
+    VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8)
+    ON CONFLICT (id) DO UPDATE SET site = excluded.site, display_name = excluded.display_name,
+        password_hash = excluded.password_hash, role = excluded.role,
+        max_conversations = excluded.max_conversations, disabled = excluded.disabled";
+
+pub(crate) const ACCOUNT_SQL: &str = "SELECT id, site, display_name, password_hash, role,
+    max_conversations, disabled FROM agents WHERE id = $1";
 
 /// Which end of a range a read takes when more messages match than it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,9 +198,15 @@ impl Store {
 
     /// Applies every migration not yet applied. Safe to run at every start.
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.migrate_to(i64::MAX).await
+    }
+
+    /// Applies the migrations up to version `upto` only (tests of upgrades: a database as
+    /// an older bridge left it).
+    pub async fn migrate_to(&self, upto: i64) -> Result<(), StoreError> {
         match self {
-            Self::Sqlite(s) => s.migrate().await,
-            Self::Postgres(s) => s.migrate().await,
+            Self::Sqlite(s) => s.migrate(upto).await,
+            Self::Postgres(s) => s.migrate(upto).await,
         }
     }
 
@@ -255,6 +303,23 @@ impl Store {
         match self {
             Self::Sqlite(s) => s.open_conversations(after, limit).await,
             Self::Postgres(s) => s.open_conversations(after, limit).await,
+        }
+    }
+
+    /// Writes or replaces an agent's account.
+    pub async fn put_account(&self, a: AccountRow) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(s) => s.put_account(a).await,
+            Self::Postgres(s) => s.put_account(&a).await,
+        }
+    }
+
+    /// The account of agent `id`, if it has one (an agent only seen has a row without a
+    /// password).
+    pub async fn account(&self, id: &str) -> Result<Option<AccountRow>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.account(id.to_owned()).await,
+            Self::Postgres(s) => s.account(id).await,
         }
     }
 

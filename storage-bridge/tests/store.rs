@@ -13,6 +13,12 @@ pub fn pg_url() -> String {
 }
 
 async fn pg() -> Store {
+    let store = pg_unmigrated().await;
+    store.migrate().await.unwrap();
+    store
+}
+
+async fn pg_unmigrated() -> Store {
     let url = pg_url();
     let schema = format!("sbtest_{}_{}", std::process::id(), fastrand::u32(..));
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
@@ -42,20 +48,22 @@ async fn pg() -> Store {
         .unwrap();
     let sep = if url.contains('?') { '&' } else { '?' };
     let url = format!("{url}{sep}options=-c%20search_path%3D{schema}");
-    let store = Store::Postgres(PgStore::new(&url, 4).unwrap());
+    Store::Postgres(PgStore::new(&url, 4).unwrap())
+}
+
+async fn sqlite() -> Store {
+    let store = sqlite_unmigrated().await;
     store.migrate().await.unwrap();
     store
 }
 
-async fn sqlite() -> Store {
+async fn sqlite_unmigrated() -> Store {
     let dir: PathBuf = std::env::temp_dir().join(format!(
         "sb-store-{}-{}",
         std::process::id(),
         fastrand::u32(..)
     ));
-    let store = Store::Sqlite(SqliteStore::open(&dir.join("test.db")).unwrap());
-    store.migrate().await.unwrap();
-    store
+    Store::Sqlite(SqliteStore::open(&dir.join("test.db")).unwrap())
 }
 
 fn msg(conv: u64, seq: u64, sender: &str, cid: &str) -> StoredMessage {
@@ -75,6 +83,70 @@ fn opened(conv: u64, visitor: u64) -> ConvEvent {
         visitor: VisitorId(visitor),
         ts: 1,
         lease: 0,
+    }
+}
+
+/// Issue 13's upgrade: a database as the bridge before accounts left it (schema 2), with
+/// conversations, messages, leases and agents seen, is migrated; no row is lost, and agents
+/// seen become accounts without a password.
+async fn an_upgrade_from_schema_2_keeps_every_row(s: Store) {
+    s.migrate_to(2).await.unwrap();
+    s.persist(
+        vec![msg(1, 1, "v1", "a"), msg(1, 2, "ann", "b")],
+        vec![
+            opened(1, 9),
+            ConvEvent::Assigned {
+                conv: ConvId(1),
+                agent: "ann".into(),
+                ts: 2,
+            },
+            ConvEvent::SeqLease {
+                conv: ConvId(1),
+                upto: 64,
+            },
+        ],
+    )
+    .await
+    .unwrap();
+    s.migrate().await.unwrap();
+    assert_eq!(s.count_messages(ConvId(1)).await.unwrap(), 2);
+    let info = s.load_conv(ConvId(1), 10, 10).await.unwrap().unwrap();
+    assert_eq!(info.agent.as_deref(), Some("ann"));
+    assert!(info.seq_lease >= 64);
+    let ann = s
+        .account("ann")
+        .await
+        .unwrap()
+        .expect("the agent seen is kept");
+    assert_eq!(
+        (
+            ann.role.as_str(),
+            ann.password_hash.as_deref(),
+            ann.disabled
+        ),
+        ("agent", None, false)
+    );
+    // And accounts work on the upgraded schema.
+    let mut admin = ann.clone();
+    admin.id = "root".into();
+    admin.role = "admin".into();
+    admin.password_hash = Some("$argon2id$...".into());
+    s.put_account(admin.clone()).await.unwrap();
+    assert_eq!(s.account("root").await.unwrap(), Some(admin.clone()));
+    admin.disabled = true;
+    s.put_account(admin.clone()).await.unwrap();
+    assert!(s.account("root").await.unwrap().unwrap().disabled);
+    assert_eq!(s.account("nobody").await.unwrap(), None);
+}
+
+mod upgrade {
+    #[tokio::test]
+    async fn sqlite_from_schema_2() {
+        super::an_upgrade_from_schema_2_keeps_every_row(super::sqlite_unmigrated().await).await
+    }
+    #[tokio::test]
+    async fn postgres_from_schema_2() {
+        super::an_upgrade_from_schema_2_keeps_every_row(super::pg_unmigrated().await).await
     }
 }
 

@@ -1,5 +1,5 @@
-//! A plain HTTP/1.1 GET over a fresh TCP connection, read to its end: enough for health,
-//! metrics and the history API, and no client library between the test and the server.
+//! A plain HTTP/1.1 GET or POST over a fresh TCP connection, read to its end: enough for
+//! health, metrics and the REST API, and no client library between the test and the server.
 
 use crate::wait::TIMEOUT;
 use std::io::{Read, Write};
@@ -32,20 +32,42 @@ impl Response {
 /// `GET path` on `addr` (`host:port`) with `headers` and `Connection: close`. Panics when
 /// the server cannot be reached or answers something that is not HTTP.
 pub fn get(addr: &str, path: &str, headers: &[(&str, &str)]) -> Response {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("GET {addr}{path}: {e}"));
+    request("GET", addr, path, headers, None)
+}
+
+/// `POST path` on `addr` with a JSON `body`, `headers` and `Connection: close`.
+pub fn post(addr: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Response {
+    request("POST", addr, path, headers, Some(body))
+}
+
+fn request(
+    method: &str,
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Response {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("{method} {addr}{path}: {e}"));
     s.set_read_timeout(Some(TIMEOUT)).expect("a timeout");
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
+    if let Some(body) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
     req.push_str("\r\n");
+    req.push_str(body.unwrap_or_default());
     s.write_all(req.as_bytes()).expect("request sent");
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("GET {addr}{path}: {e}"));
+        .unwrap_or_else(|e| panic!("{method} {addr}{path}: {e}"));
     parse(&raw).unwrap_or_else(|| {
         panic!(
-            "GET {addr}{path}: not an HTTP response: {:?}",
+            "{method} {addr}{path}: not an HTTP response: {:?}",
             String::from_utf8_lossy(&raw)
         )
     })

@@ -5,8 +5,8 @@
 
 use super::events::EventRows;
 use super::{
-    after_id, check_schema_version, id_from_db, id_to_db, seen_cids, ConvHead, From, StoreError,
-    MIGRATIONS,
+    after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, AccountRow, ConvHead,
+    From, StoreError, ACCOUNT_SQL, MIGRATIONS, PUT_ACCOUNT_SQL,
 };
 use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -43,11 +43,11 @@ impl PgStore {
         Ok(Self { pool })
     }
 
-    pub async fn migrate(&self) -> Result<(), StoreError> {
+    pub async fn migrate(&self, upto: i64) -> Result<(), StoreError> {
         let mut c = self.pool.get().await.map_err(pool_err)?;
         c.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
             .await?;
-        for (version, sql) in MIGRATIONS {
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v <= upto) {
             let tx = c.transaction().await?;
             // Serialise concurrent starts: one migrator at a time.
             tx.batch_execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
@@ -245,6 +245,40 @@ impl PgStore {
             )
             .await?;
         Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+    }
+
+    pub async fn put_account(&self, a: &AccountRow) -> Result<(), StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        let max = a.max_conversations.map(i64::from);
+        c.execute(
+            PUT_ACCOUNT_SQL,
+            &[
+                &a.id,
+                &now_ms(),
+                &a.site,
+                &a.display_name,
+                &a.password_hash,
+                &a.role,
+                &max,
+                &i64::from(a.disabled),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn account(&self, id: &str) -> Result<Option<AccountRow>, StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        let row = c.query_opt(ACCOUNT_SQL, &[&id]).await?;
+        Ok(row.map(|r| AccountRow {
+            id: r.get(0),
+            site: r.get(1),
+            display_name: r.get(2),
+            password_hash: r.get(3),
+            role: r.get(4),
+            max_conversations: r.get::<_, Option<i64>>(5).map(|v| v as u32),
+            disabled: r.get::<_, i64>(6) != 0,
+        }))
     }
 
     pub async fn open_conversations(

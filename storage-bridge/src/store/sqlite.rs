@@ -3,8 +3,8 @@
 //! pool; one connection behind a mutex serialises writers, which SQLite does anyway.
 
 use super::{
-    after_id, check_schema_version, id_from_db, id_to_db, seen_cids, ConvHead, From, StoreError,
-    MIGRATIONS,
+    after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, AccountRow, ConvHead,
+    From, StoreError, ACCOUNT_SQL, MIGRATIONS, PUT_ACCOUNT_SQL,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -78,10 +78,10 @@ impl SqliteStore {
         .map_err(|e| StoreError::Other(format!("store task: {e}")))?
     }
 
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.run(|c| {
+    pub async fn migrate(&self, upto: i64) -> Result<(), StoreError> {
+        self.run(move |c| {
             c.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")?;
-            for (version, sql) in MIGRATIONS {
+            for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v <= upto) {
                 let tx = c.transaction()?;
                 let applied: Option<i64> =
                     tx.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get(0))?;
@@ -184,6 +184,44 @@ impl SqliteStore {
             )
             .optional()?
             .map(|v| v as u64))
+        })
+        .await
+    }
+
+    pub async fn put_account(&self, a: AccountRow) -> Result<(), StoreError> {
+        self.run(move |c| {
+            c.execute(
+                &PUT_ACCOUNT_SQL.replace('$', "?"),
+                params![
+                    a.id,
+                    now_ms(),
+                    a.site,
+                    a.display_name,
+                    a.password_hash,
+                    a.role,
+                    a.max_conversations.map(i64::from),
+                    i64::from(a.disabled)
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn account(&self, id: String) -> Result<Option<AccountRow>, StoreError> {
+        self.run(move |c| {
+            Ok(c.query_row(&ACCOUNT_SQL.replace('$', "?"), [id], |r| {
+                Ok(AccountRow {
+                    id: r.get(0)?,
+                    site: r.get(1)?,
+                    display_name: r.get(2)?,
+                    password_hash: r.get(3)?,
+                    role: r.get(4)?,
+                    max_conversations: r.get::<_, Option<i64>>(5)?.map(|v| v as u32),
+                    disabled: r.get::<_, i64>(6)? != 0,
+                })
+            })
+            .optional()?)
         })
         .await
     }
@@ -304,10 +342,4 @@ fn apply_event(tx: &rusqlite::Transaction<'_>, e: &ConvEvent) -> Result<(), Stor
         }
     }
     Ok(())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -1,0 +1,121 @@
+//! Agent accounts end to end: the first admin made with the bridge's CLI, a login over the
+//! REST API for a token, that token accepted by the gateway; wrong passwords, refresh, the
+//! one error shape, and the OpenAPI document. Real gateway, real bridge, real clients.
+
+use serde_json::{json, Value};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use switchboard_test_support::process::bin_path;
+use switchboard_test_support::{free_addr, http, temp_dir, Client, Gateway};
+
+fn create_agent(data_dir: &std::path::Path, id: &str, role: &str, password: &str) -> String {
+    let mut child = Command::new(bin_path("storage-bridge"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["create-agent", "--id", id, "--role", role])
+        .env_remove("DATABASE_URL")
+        .env("SWITCHBOARD_LOG", "error")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() || text.contains("at least"), "{text}");
+    text
+}
+
+fn json_of(r: &http::Response) -> Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_logs_in_and_connects_with_the_token() {
+    let dir = temp_dir("accounts");
+    let api = free_addr();
+    let gw = Gateway::builder().data_dir(&dir).bridge_http(&api).start();
+    // The first admin, from the command line (the password on stdin).
+    let out = create_agent(&dir, "root", "admin", "correct horse battery");
+    assert!(out.contains("agent root saved (admin)"), "{out}");
+    assert!(
+        create_agent(&dir, "shorty", "agent", "short").contains("at least 8"),
+        "a weak password is refused"
+    );
+    let login = |agent: &str, password: &str| {
+        http::post(
+            &api,
+            "/api/v1/auth/login",
+            &[],
+            &json!({"agent": agent, "password": password}).to_string(),
+        )
+    };
+    // Wrong password and unknown agent: the same answer.
+    for (agent, password) in [("root", "wrong horse battery"), ("nobody", "whatever1")] {
+        let r = login(agent, password);
+        assert_eq!(r.status, 401, "{}", r.text());
+        assert_eq!(json_of(&r)["code"], "bad_credentials");
+    }
+    let r = http::post(&api, "/api/v1/auth/login", &[], "{\"agent\":1}");
+    assert_eq!(
+        (r.status, json_of(&r)["code"].clone()),
+        (400, json!("bad_request"))
+    );
+    // The right one: a token the gateway takes.
+    let r = login("root", "correct horse battery");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let issued = json_of(&r);
+    assert_eq!(
+        (issued["agent"].as_str(), issued["role"].as_str()),
+        (Some("root"), Some("admin"))
+    );
+    let token = issued["token"].as_str().unwrap().to_owned();
+    let agent = Client::connect(&gw.url(&format!("/ws/agent?token={token}&client=web")))
+        .await
+        .unwrap();
+    assert_eq!(
+        (agent.welcome["role"].as_str(), agent.welcome["id"].as_str()),
+        (Some("agent"), Some("root"))
+    );
+    // Refresh: a new token for the holder of a valid one; none without.
+    let bearer = format!("Bearer {token}");
+    let r = http::post(
+        &api,
+        "/api/v1/auth/refresh",
+        &[("Authorization", &bearer)],
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(json_of(&r)["expires_at"].as_u64().unwrap() >= issued["expires_at"].as_u64().unwrap());
+    let r = http::post(&api, "/api/v1/auth/refresh", &[], "");
+    assert_eq!(
+        (r.status, json_of(&r)["code"].clone()),
+        (401, json!("unauthorized"))
+    );
+    // The history API takes the token, and answers errors in the same shape.
+    let r = http::get(
+        &api,
+        "/api/v1/conversations/nope/messages",
+        &[("Authorization", &bearer)],
+    );
+    assert_eq!(
+        (r.status, json_of(&r)["code"].clone()),
+        (400, json!("bad_id"))
+    );
+    // The OpenAPI document covers every endpoint.
+    let doc = json_of(&http::get(&api, "/api/v1/openapi.json", &[]));
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    for path in [
+        "/api/v1/auth/login",
+        "/api/v1/auth/refresh",
+        "/api/v1/conversations/{id}/messages",
+        "/api/v1/openapi.json",
+        "/healthz",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing");
+    }
+    drop(gw);
+    let _ = std::fs::remove_dir_all(&dir);
+}

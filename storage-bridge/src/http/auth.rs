@@ -1,0 +1,143 @@
+//! Logging in: `POST /api/v1/auth/login` trades an agent's id and password for a
+//! short-lived agent token (the one the gateway verifies); `POST /api/v1/auth/refresh`
+//! trades a valid token for a fresh one while the account is enabled. And the check every
+//! other endpoint makes: a valid agent token in `Authorization: Bearer`.
+
+use super::error::{ApiError, ErrorBody};
+use super::Api;
+use crate::accounts::{self, AccountError, Role};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use switchboard_protocol::token::{TokenKind, TokenSigner};
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn signer(api: &Api) -> Result<&TokenSigner, ApiError> {
+    api.signer.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "no token secret configured",
+        )
+    })
+}
+
+/// The agent a request's bearer token names, if the token is valid.
+pub(super) fn agent_of(api: &Api, headers: &HeaderMap) -> Result<String, ApiError> {
+    let signer = signer(api)?;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(ApiError::unauthorized)?;
+    signer
+        .verify(token, TokenKind::Agent, now_unix())
+        .map_err(|_| ApiError::unauthorized())
+}
+
+/// An agent's credentials.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Login {
+    agent: String,
+    password: String,
+}
+
+/// A token for the gateway (`/ws/agent?token=`) and this API (`Authorization: Bearer`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct TokenIssued {
+    token: String,
+    /// Unix seconds.
+    expires_at: u64,
+    agent: String,
+    role: Role,
+}
+
+fn answer(e: AccountError) -> ApiError {
+    match e {
+        AccountError::BadCredentials => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_credentials",
+            "unknown agent or wrong password",
+        ),
+        AccountError::Disabled => {
+            ApiError::new(StatusCode::FORBIDDEN, "disabled", "the account is disabled")
+        }
+        other => {
+            tracing::warn!(error = %other, "login failed");
+            ApiError::unavailable()
+        }
+    }
+}
+
+/// Trades an agent's id and password for a token valid for 8 hours.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    tag = "auth",
+    request_body = Login,
+    responses(
+        (status = 200, description = "Logged in", body = TokenIssued),
+        (status = 400, description = "Not a login request", body = ErrorBody),
+        (status = 401, description = "Unknown agent or wrong password", body = ErrorBody),
+        (status = 403, description = "The account is disabled", body = ErrorBody),
+        (status = 503, description = "No token secret, or the store is unavailable", body = ErrorBody),
+    )
+)]
+pub(super) async fn login(
+    State(api): State<Api>,
+    body: Result<Json<Login>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<TokenIssued>, ApiError> {
+    let Json(login) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let signer = signer(&api)?;
+    let issued = accounts::login(
+        &api.reads.store,
+        signer,
+        &login.agent,
+        &login.password,
+        now_unix(),
+    )
+    .await
+    .map_err(answer)?;
+    Ok(Json(TokenIssued {
+        token: issued.token,
+        expires_at: issued.expires_at,
+        agent: login.agent,
+        role: issued.role,
+    }))
+}
+
+/// A fresh token for the holder of a valid one, while the account is enabled.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/refresh",
+    tag = "auth",
+    responses(
+        (status = 200, description = "A fresh token", body = TokenIssued),
+        (status = 401, description = "No valid token, or no such account", body = ErrorBody),
+        (status = 403, description = "The account is disabled", body = ErrorBody),
+        (status = 503, description = "No token secret, or the store is unavailable", body = ErrorBody),
+    ),
+    security(("agent_token" = []))
+)]
+pub(super) async fn refresh(
+    State(api): State<Api>,
+    headers: HeaderMap,
+) -> Result<Json<TokenIssued>, ApiError> {
+    let agent = agent_of(&api, &headers)?;
+    let issued = accounts::refresh(&api.reads.store, signer(&api)?, &agent, now_unix())
+        .await
+        .map_err(answer)?;
+    Ok(Json(TokenIssued {
+        token: issued.token,
+        expires_at: issued.expires_at,
+        agent,
+        role: issued.role,
+    }))
+}

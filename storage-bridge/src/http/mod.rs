@@ -1,0 +1,45 @@
+//! The bridge's HTTP API (axum), versioned under `/api/v1` and described by an OpenAPI 3
+//! document generated from the code (`GET /api/v1/openapi.json`); plus `/healthz` and
+//! `/metrics`. Every error is one JSON shape (`error`).
+//!
+//! - [`auth`]: logging in for an agent token, refreshing it; the bearer check.
+//! - [`history`]: a conversation's messages (zstd when asked).
+//! - [`openapi`]: the document.
+
+mod auth;
+mod error;
+mod history;
+mod openapi;
+
+pub use error::{ApiError, ErrorBody};
+pub use history::MAX_LIMIT;
+pub use openapi::ApiDoc;
+
+use crate::reads::Reads;
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
+use switchboard_protocol::token::TokenSigner;
+
+#[derive(Clone)]
+pub struct Api {
+    pub reads: Arc<Reads>,
+    pub signer: Option<TokenSigner>,
+    pub prometheus: PrometheusHandle,
+}
+
+pub fn router(api: Api) -> Router {
+    Router::new()
+        .route("/healthz", get(openapi::healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(openapi::openapi_json))
+        .route("/api/v1/auth/login", post(auth::login))
+        .route("/api/v1/auth/refresh", post(auth::refresh))
+        .route("/api/v1/conversations/{id}/messages", get(history::history))
+        .with_state(api)
+}
+
+async fn metrics(axum::extract::State(api): axum::extract::State<Api>) -> String {
+    api.prometheus.render()
+}

@@ -1,0 +1,57 @@
+//! The API's OpenAPI 3 document, generated from the handlers' annotations (`utoipa`), and
+//! served at `GET /api/v1/openapi.json`.
+
+use super::error::ErrorBody;
+use super::{auth, history};
+use axum::Json;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Switchboard API", description = "The storage bridge's REST API, version 1."),
+    paths(auth::login, auth::refresh, history::history, openapi_json, healthz),
+    components(schemas(ErrorBody)),
+    modifiers(&AgentToken),
+    tags(
+        (name = "auth", description = "Logging in: agent tokens"),
+        (name = "messages", description = "Conversations' messages"),
+        (name = "meta", description = "This document, health")
+    )
+)]
+pub struct ApiDoc;
+
+/// The `agent_token` security scheme: `Authorization: Bearer <agent token>`.
+struct AgentToken;
+
+impl Modify for AgentToken {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "agent_token",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3 document", content_type = "application/json"))
+)]
+pub(super) async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// Liveness: `ok`.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    responses((status = 200, description = "The bridge is up", body = String, content_type = "text/plain"))
+)]
+pub(super) async fn healthz() -> &'static str {
+    "ok\n"
+}
