@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares what the test suite needs beyond cargo: `promtool` (Debian's prometheus package,
 # for the alerting-rule tests) and a Python virtualenv (.venv) with the third-party
-# WebSocket client (`websockets`) and the Autobahn runner (`kosoku`).
+# WebSocket client (`websockets`), the Autobahn runner (`kosoku`) and the API fuzzer
+# (`schemathesis`, with the `hypothesis` it works with).
 # Idempotent: does nothing when they are already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,10 +19,13 @@ if ! command -v promtool >/dev/null; then
 fi
 
 venv="${SWITCHBOARD_VENV:-.venv}"
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import websockets, kosoku' 2>/dev/null; then
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import websockets, kosoku, schemathesis' 2>/dev/null; then
     exit 0
 fi
-echo "setup-test-env: creating $venv (websockets, kosoku)"
-python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check 'websockets>=13,<18' 'kosoku==0.1.0'
-"$venv/bin/python" -c 'import websockets, kosoku'
+echo "setup-test-env: creating $venv (websockets, kosoku, schemathesis)"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+# schemathesis 3.39 breaks with hypothesis 6.130 and later ("'many' object has no attribute
+# 'more'"): both pinned.
+"$venv/bin/pip" install --quiet --disable-pip-version-check 'websockets>=13,<18' 'kosoku==0.1.0' \
+    'schemathesis==3.39.16' 'hypothesis==6.129.5'
+"$venv/bin/python" -c 'import websockets, kosoku, schemathesis'

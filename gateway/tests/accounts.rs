@@ -104,12 +104,93 @@ async fn an_admin_logs_in_and_connects_with_the_token() {
         (r.status, json_of(&r)["code"].clone()),
         (400, json!("bad_id"))
     );
+    // The admin makes an agent; she logs in; her role limits what she may do.
+    let admin = [("Authorization", bearer.as_str())];
+    let r = http::post(
+        &api,
+        "/api/v1/agents",
+        &admin,
+        &json!({"id":"ann","password":"ann's passphrase","display_name":"Ann","max_conversations":3}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(json_of(&r)["role"], "agent");
+    let again = http::post(
+        &api,
+        "/api/v1/agents",
+        &admin,
+        &json!({"id":"ann","password":"another one"}).to_string(),
+    );
+    assert_eq!(
+        (again.status, json_of(&again)["code"].clone()),
+        (409, json!("conflict"))
+    );
+    let ann_token = json_of(&login("ann", "ann's passphrase"))["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ann_bearer = format!("Bearer {ann_token}");
+    let ann = [("Authorization", ann_bearer.as_str())];
+    let r = http::get(&api, "/api/v1/agents", &ann);
+    assert_eq!(
+        (r.status, json_of(&r)["code"].clone()),
+        (403, json!("forbidden"))
+    );
+    let r = http::get(&api, "/api/v1/agents/ann", &ann);
+    assert_eq!(
+        (r.status, json_of(&r)["max_conversations"].clone()),
+        (200, json!(3))
+    );
+    let r = http::post(
+        &api,
+        "/api/v1/agents",
+        &ann,
+        &json!({"id":"eve","password":"12345678"}).to_string(),
+    );
+    assert_eq!(r.status, 403, "agents do not make accounts");
+    let list = json_of(&http::get(&api, "/api/v1/agents", &admin));
+    let ids: Vec<&str> = list["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["ann", "root"]);
+    // A new password: the old one no longer works.
+    let patch = |body: Value| {
+        let r = http::request(
+            "PATCH",
+            &api,
+            "/api/v1/agents/ann",
+            &admin,
+            Some(&body.to_string()),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        json_of(&r)
+    };
+    patch(json!({"password":"a new passphrase"}));
+    assert_eq!(login("ann", "ann's passphrase").status, 401);
+    assert_eq!(login("ann", "a new passphrase").status, 200);
+    // Disabled: no login, no refresh, and her still-valid token opens nothing.
+    assert_eq!(patch(json!({"disabled":true}))["disabled"], true);
+    let r = login("ann", "a new passphrase");
+    assert_eq!(
+        (r.status, json_of(&r)["code"].clone()),
+        (403, json!("disabled"))
+    );
+    let r = http::post(&api, "/api/v1/auth/refresh", &ann, "");
+    assert_eq!(
+        (r.status, json_of(&r)["code"].clone()),
+        (403, json!("disabled"))
+    );
+    assert_eq!(http::get(&api, "/api/v1/agents/ann", &ann).status, 403);
     // The OpenAPI document covers every endpoint.
     let doc = json_of(&http::get(&api, "/api/v1/openapi.json", &[]));
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
     for path in [
         "/api/v1/auth/login",
         "/api/v1/auth/refresh",
+        "/api/v1/agents",
+        "/api/v1/agents/{id}",
         "/api/v1/conversations/{id}/messages",
         "/api/v1/openapi.json",
         "/healthz",

@@ -116,13 +116,7 @@ pub async fn create(
     role: Role,
 ) -> Result<(), AccountError> {
     AgentId::new(id).ok_or(AccountError::BadId)?;
-    if password.chars().count() < MIN_PASSWORD_LEN {
-        return Err(AccountError::WeakPassword);
-    }
-    let password = password.to_owned();
-    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|e| AccountError::Hash(e.to_string()))??;
+    let hash = new_hash(password).await?;
     store
         .put_account(AccountRow {
             id: id.to_owned(),
@@ -135,6 +129,17 @@ pub async fn create(
         })
         .await?;
     Ok(())
+}
+
+/// A password's hash, computed on a blocking thread, once it is long enough.
+pub async fn new_hash(password: &str) -> Result<String, AccountError> {
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        return Err(AccountError::WeakPassword);
+    }
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|e| AccountError::Hash(e.to_string()))?
 }
 
 /// Checks `id` and `password`; a token on success. Unknown agents and wrong passwords are

@@ -144,6 +144,10 @@ pub(crate) const PUT_ACCOUNT_SQL: &str = "INSERT INTO agents
 pub(crate) const ACCOUNT_SQL: &str = "SELECT id, site, display_name, password_hash, role,
     max_conversations, disabled FROM agents WHERE id = $1";
 
+/// A page of accounts in id order, after `$1` (empty: from the start), at most `$2`.
+pub(crate) const ACCOUNTS_SQL: &str = "SELECT id, site, display_name, password_hash, role,
+    max_conversations, disabled FROM agents WHERE id > $1 ORDER BY id LIMIT $2";
+
 /// Which end of a range a read takes when more messages match than it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum From {
@@ -320,6 +324,14 @@ impl Store {
         match self {
             Self::Sqlite(s) => s.account(id.to_owned()).await,
             Self::Postgres(s) => s.account(id).await,
+        }
+    }
+
+    /// Accounts in id order after `after` (empty: from the first), at most `limit`.
+    pub async fn accounts(&self, after: &str, limit: u32) -> Result<Vec<AccountRow>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.accounts(after.to_owned(), limit).await,
+            Self::Postgres(s) => s.accounts(after, limit).await,
         }
     }
 

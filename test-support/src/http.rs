@@ -40,7 +40,8 @@ pub fn post(addr: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Res
     request("POST", addr, path, headers, Some(body))
 }
 
-fn request(
+/// Any `method` on `addr`, with `headers` and a JSON `body` if given.
+pub fn request(
     method: &str,
     addr: &str,
     path: &str,

@@ -40,6 +40,36 @@ pub(super) fn agent_of(api: &Api, headers: &HeaderMap) -> Result<String, ApiErro
         .map_err(|_| ApiError::unauthorized())
 }
 
+/// Who is calling: the agent a valid token names, and its role (an agent with no account,
+/// from a token minted at the command line, is an `agent`).
+pub(super) struct Caller {
+    pub id: String,
+    pub role: Role,
+}
+
+/// The caller, if its token is valid and its account (if any) enabled, with at least
+/// `role`.
+pub(super) async fn caller(api: &Api, headers: &HeaderMap, role: Role) -> Result<Caller, ApiError> {
+    let id = agent_of(api, headers)?;
+    let account = api.reads.store.account(&id).await.map_err(|e| {
+        tracing::warn!(error = %e, "account lookup failed");
+        ApiError::unavailable()
+    })?;
+    let has = match account {
+        Some(a) if a.disabled => return Err(answer(AccountError::Disabled)),
+        Some(a) => Role::parse(&a.role).unwrap_or(Role::Agent),
+        None => Role::Agent,
+    };
+    if has < role {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this needs the {} role", role.as_str()),
+        ));
+    }
+    Ok(Caller { id, role: has })
+}
+
 /// An agent's credentials.
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -58,7 +88,7 @@ pub(super) struct TokenIssued {
     role: Role,
 }
 
-fn answer(e: AccountError) -> ApiError {
+pub(super) fn answer(e: AccountError) -> ApiError {
     match e {
         AccountError::BadCredentials => ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -67,6 +97,9 @@ fn answer(e: AccountError) -> ApiError {
         ),
         AccountError::Disabled => {
             ApiError::new(StatusCode::FORBIDDEN, "disabled", "the account is disabled")
+        }
+        AccountError::BadId | AccountError::WeakPassword => {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string())
         }
         other => {
             tracing::warn!(error = %other, "login failed");

@@ -31,6 +31,11 @@ impl ApiError {
         }
     }
 
+    /// A request the server cannot read (bad JSON, query or path), as its `bad_request`.
+    pub fn bad_request(why: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", why.to_string())
+    }
+
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,

@@ -54,7 +54,7 @@ pub(super) struct HistoryPage {
     params(("id" = String, Path, description = "The conversation, `c` + 16 hex digits"), HistoryQuery),
     responses(
         (status = 200, description = "The page (body zstd-compressed with `Accept-Encoding: zstd`)", body = HistoryPage),
-        (status = 400, description = "Not a conversation id", body = ErrorBody),
+        (status = 400, description = "Not a conversation id, or a bad query", body = ErrorBody),
         (status = 401, description = "No valid agent token", body = ErrorBody),
         (status = 503, description = "No token secret, or the store is unavailable", body = ErrorBody),
     ),
@@ -63,10 +63,11 @@ pub(super) struct HistoryPage {
 pub(super) async fn history(
     State(api): State<Api>,
     Path(id): Path<String>,
-    Query(q): Query<HistoryQuery>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     super::auth::agent_of(&api, &headers)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let conv = ConvId::parse(&id)
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad_id", "not a conversation id"))?;
     let limit = q.limit.unwrap_or(50).clamp(1, MAX_LIMIT);

@@ -2,10 +2,12 @@
 //! document generated from the code (`GET /api/v1/openapi.json`); plus `/healthz` and
 //! `/metrics`. Every error is one JSON shape (`error`).
 //!
+//! - [`agents`]: agent accounts: list, read, create, change (by role).
 //! - [`auth`]: logging in for an agent token, refreshing it; the bearer check.
 //! - [`history`]: a conversation's messages (zstd when asked).
 //! - [`openapi`]: the document.
 
+mod agents;
 mod auth;
 mod error;
 mod history;
@@ -36,6 +38,11 @@ pub fn router(api: Api) -> Router {
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .route("/api/v1/auth/login", post(auth::login))
         .route("/api/v1/auth/refresh", post(auth::refresh))
+        .route("/api/v1/agents", get(agents::list).post(agents::create))
+        .route(
+            "/api/v1/agents/{id}",
+            get(agents::get_one).patch(agents::update),
+        )
         .route("/api/v1/conversations/{id}/messages", get(history::history))
         .with_state(api)
 }

@@ -2,7 +2,7 @@
 //! served at `GET /api/v1/openapi.json`.
 
 use super::error::ErrorBody;
-use super::{auth, history};
+use super::{agents, auth, history};
 use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -10,11 +10,22 @@ use utoipa::{Modify, OpenApi};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Switchboard API", description = "The storage bridge's REST API, version 1."),
-    paths(auth::login, auth::refresh, history::history, openapi_json, healthz),
+    paths(
+        auth::login,
+        auth::refresh,
+        agents::list,
+        agents::get_one,
+        agents::create,
+        agents::update,
+        history::history,
+        openapi_json,
+        healthz
+    ),
     components(schemas(ErrorBody)),
     modifiers(&AgentToken),
     tags(
         (name = "auth", description = "Logging in: agent tokens"),
+        (name = "agents", description = "Agent accounts"),
         (name = "messages", description = "Conversations' messages"),
         (name = "meta", description = "This document, health")
     )

@@ -6,7 +6,7 @@
 use super::events::EventRows;
 use super::{
     after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, AccountRow, ConvHead,
-    From, StoreError, ACCOUNT_SQL, MIGRATIONS, PUT_ACCOUNT_SQL,
+    From, StoreError, ACCOUNTS_SQL, ACCOUNT_SQL, MIGRATIONS, PUT_ACCOUNT_SQL,
 };
 use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -270,15 +270,13 @@ impl PgStore {
     pub async fn account(&self, id: &str) -> Result<Option<AccountRow>, StoreError> {
         let c = self.pool.get().await.map_err(pool_err)?;
         let row = c.query_opt(ACCOUNT_SQL, &[&id]).await?;
-        Ok(row.map(|r| AccountRow {
-            id: r.get(0),
-            site: r.get(1),
-            display_name: r.get(2),
-            password_hash: r.get(3),
-            role: r.get(4),
-            max_conversations: r.get::<_, Option<i64>>(5).map(|v| v as u32),
-            disabled: r.get::<_, i64>(6) != 0,
-        }))
+        Ok(row.as_ref().map(account_row))
+    }
+
+    pub async fn accounts(&self, after: &str, limit: u32) -> Result<Vec<AccountRow>, StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        let rows = c.query(ACCOUNTS_SQL, &[&after, &(limit as i64)]).await?;
+        Ok(rows.iter().map(account_row).collect())
     }
 
     pub async fn open_conversations(
@@ -384,4 +382,16 @@ async fn update_conversations(
     );
     let stmt = tx.prepare_cached(&sql).await?;
     tx.execute(&stmt, &[&convs, &whos, &tss]).await.map(drop)
+}
+
+fn account_row(r: &tokio_postgres::Row) -> AccountRow {
+    AccountRow {
+        id: r.get(0),
+        site: r.get(1),
+        display_name: r.get(2),
+        password_hash: r.get(3),
+        role: r.get(4),
+        max_conversations: r.get::<_, Option<i64>>(5).map(|v| v as u32),
+        disabled: r.get::<_, i64>(6) != 0,
+    }
 }

@@ -4,7 +4,7 @@
 
 use super::{
     after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, AccountRow, ConvHead,
-    From, StoreError, ACCOUNT_SQL, MIGRATIONS, PUT_ACCOUNT_SQL,
+    From, StoreError, ACCOUNTS_SQL, ACCOUNT_SQL, MIGRATIONS, PUT_ACCOUNT_SQL,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -210,18 +210,19 @@ impl SqliteStore {
 
     pub async fn account(&self, id: String) -> Result<Option<AccountRow>, StoreError> {
         self.run(move |c| {
-            Ok(c.query_row(&ACCOUNT_SQL.replace('$', "?"), [id], |r| {
-                Ok(AccountRow {
-                    id: r.get(0)?,
-                    site: r.get(1)?,
-                    display_name: r.get(2)?,
-                    password_hash: r.get(3)?,
-                    role: r.get(4)?,
-                    max_conversations: r.get::<_, Option<i64>>(5)?.map(|v| v as u32),
-                    disabled: r.get::<_, i64>(6)? != 0,
-                })
-            })
-            .optional()?)
+            Ok(
+                c.query_row(&ACCOUNT_SQL.replace('$', "?"), [id], account_row)
+                    .optional()?,
+            )
+        })
+        .await
+    }
+
+    pub async fn accounts(&self, after: String, limit: u32) -> Result<Vec<AccountRow>, StoreError> {
+        self.run(move |c| {
+            let mut q = c.prepare_cached(&ACCOUNTS_SQL.replace('$', "?"))?;
+            let rows = q.query_map(params![after, limit as i64], account_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }
@@ -342,4 +343,16 @@ fn apply_event(tx: &rusqlite::Transaction<'_>, e: &ConvEvent) -> Result<(), Stor
         }
     }
     Ok(())
+}
+
+fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
+    Ok(AccountRow {
+        id: r.get(0)?,
+        site: r.get(1)?,
+        display_name: r.get(2)?,
+        password_hash: r.get(3)?,
+        role: r.get(4)?,
+        max_conversations: r.get::<_, Option<i64>>(5)?.map(|v| v as u32),
+        disabled: r.get::<_, i64>(6)? != 0,
+    })
 }

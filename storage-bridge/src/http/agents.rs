@@ -1,0 +1,286 @@
+//! Agent accounts over the API: supervisors list and read them, admins create and change
+//! them (role, name, password, capacity, disabled).
+
+use super::auth::{answer, caller};
+use super::error::{ApiError, ErrorBody};
+use super::Api;
+use crate::accounts::{self, Role};
+use crate::store::AccountRow;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+
+/// Accounts per page, at most.
+const PAGE_MAX: u32 = 500;
+
+/// An agent's account (never its password).
+#[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub(super) struct Agent {
+    id: String,
+    site: String,
+    display_name: Option<String>,
+    role: Role,
+    /// Most conversations at once; none: the deployment's `agent_capacity`.
+    max_conversations: Option<u32>,
+    disabled: bool,
+    /// Whether it can log in over HTTP (agents only seen by the store cannot).
+    has_password: bool,
+}
+
+impl From<AccountRow> for Agent {
+    fn from(a: AccountRow) -> Self {
+        Self {
+            role: Role::parse(&a.role).unwrap_or(Role::Agent),
+            has_password: a.password_hash.is_some(),
+            id: a.id,
+            site: a.site,
+            display_name: a.display_name,
+            max_conversations: a.max_conversations,
+            disabled: a.disabled,
+        }
+    }
+}
+
+/// A page of accounts; `next`: the `after` of the next page, when there may be one.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct AgentPage {
+    agents: Vec<Agent>,
+    next: Option<String>,
+}
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct PageQuery {
+    /// Accounts with ids after this one (default: from the first).
+    after: Option<String>,
+    /// How many, at most (1-500; default 100).
+    limit: Option<u32>,
+}
+
+/// A new account.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewAgent {
+    /// 1-64 of A-Z a-z 0-9 . _ @ -
+    id: String,
+    /// At least 8 characters.
+    password: String,
+    #[serde(default)]
+    role: Option<Role>,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    max_conversations: Option<u32>,
+}
+
+/// Changes to an account: what is given changes, the rest stays.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AgentPatch {
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    role: Option<Role>,
+    /// A new password (at least 8 characters).
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    max_conversations: Option<u32>,
+    #[serde(default)]
+    disabled: Option<bool>,
+}
+
+fn store_error(e: crate::store::StoreError) -> ApiError {
+    tracing::warn!(error = %e, "agents: store failed");
+    ApiError::unavailable()
+}
+
+fn bad_json(e: axum::extract::rejection::JsonRejection) -> ApiError {
+    ApiError::bad_request(e.body_text())
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no agent {id:?}"),
+    )
+}
+
+/// Lists accounts in id order (supervisors and admins).
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents",
+    tag = "agents",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of accounts", body = AgentPage),
+        (status = 400, description = "A bad query", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not a supervisor, or disabled", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ),
+    security(("agent_token" = []))
+)]
+pub(super) async fn list(
+    State(api): State<Api>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Json<AgentPage>, ApiError> {
+    caller(&api, &headers, Role::Supervisor).await?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = q.limit.unwrap_or(100).clamp(1, PAGE_MAX);
+    let rows = api
+        .reads
+        .store
+        .accounts(q.after.as_deref().unwrap_or(""), limit)
+        .await
+        .map_err(store_error)?;
+    let next = (rows.len() as u32 == limit)
+        .then(|| rows.last().map(|a| a.id.clone()))
+        .flatten();
+    Ok(Json(AgentPage {
+        agents: rows.into_iter().map(Agent::from).collect(),
+        next,
+    }))
+}
+
+/// One account (supervisors and admins; any agent for its own).
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents/{id}",
+    tag = "agents",
+    params(("id" = String, Path, description = "The agent's id")),
+    responses(
+        (status = 200, description = "The account", body = Agent),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Another agent's, without the supervisor role", body = ErrorBody),
+        (status = 404, description = "No such account", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ),
+    security(("agent_token" = []))
+)]
+pub(super) async fn get_one(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Agent>, ApiError> {
+    let me = caller(&api, &headers, Role::Agent).await?;
+    if me.id != id && me.role < Role::Supervisor {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this needs the supervisor role",
+        ));
+    }
+    let row = api.reads.store.account(&id).await.map_err(store_error)?;
+    row.map(|a| Json(a.into())).ok_or_else(|| not_found(&id))
+}
+
+/// Creates an account (admins).
+#[utoipa::path(
+    post,
+    path = "/api/v1/agents",
+    tag = "agents",
+    request_body = NewAgent,
+    responses(
+        (status = 201, description = "Created", body = Agent),
+        (status = 400, description = "A bad id, a weak password, not JSON", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not an admin, or disabled", body = ErrorBody),
+        (status = 409, description = "The account exists", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ),
+    security(("agent_token" = []))
+)]
+pub(super) async fn create(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Result<Json<NewAgent>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Agent>), ApiError> {
+    caller(&api, &headers, Role::Admin).await?;
+    let Json(new) = body.map_err(bad_json)?;
+    let store = &api.reads.store;
+    if store
+        .account(&new.id)
+        .await
+        .map_err(store_error)?
+        .is_some_and(|a| a.password_hash.is_some())
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("agent {:?} exists", new.id),
+        ));
+    }
+    let role = new.role.unwrap_or(Role::Agent);
+    accounts::create(store, &new.id, new.display_name, &new.password, role)
+        .await
+        .map_err(answer)?;
+    if let Some(max) = new.max_conversations {
+        let mut row = store
+            .account(&new.id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| not_found(&new.id))?;
+        row.max_conversations = Some(max);
+        store.put_account(row).await.map_err(store_error)?;
+    }
+    let row = store
+        .account(&new.id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| not_found(&new.id))?;
+    Ok((StatusCode::CREATED, Json(row.into())))
+}
+
+/// Changes an account (admins): name, role, password, capacity, disabled.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/agents/{id}",
+    tag = "agents",
+    params(("id" = String, Path, description = "The agent's id")),
+    request_body = AgentPatch,
+    responses(
+        (status = 200, description = "The account as changed", body = Agent),
+        (status = 400, description = "A weak password, not JSON", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not an admin, or disabled", body = ErrorBody),
+        (status = 404, description = "No such account", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ),
+    security(("agent_token" = []))
+)]
+pub(super) async fn update(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<AgentPatch>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Agent>, ApiError> {
+    caller(&api, &headers, Role::Admin).await?;
+    let Json(patch) = body.map_err(bad_json)?;
+    let store = &api.reads.store;
+    let mut row = store
+        .account(&id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| not_found(&id))?;
+    if let Some(p) = &patch.password {
+        row.password_hash = Some(accounts::new_hash(p).await.map_err(answer)?);
+    }
+    if let Some(name) = patch.display_name {
+        row.display_name = Some(name);
+    }
+    if let Some(role) = patch.role {
+        row.role = role.as_str().into();
+    }
+    if let Some(max) = patch.max_conversations {
+        row.max_conversations = Some(max);
+    }
+    if let Some(disabled) = patch.disabled {
+        row.disabled = disabled;
+    }
+    store.put_account(row.clone()).await.map_err(store_error)?;
+    Ok(Json(row.into()))
+}
