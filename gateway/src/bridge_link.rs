@@ -30,9 +30,12 @@ enum LinkError {
     Handshake,
 }
 
-/// Connects and says hello: the stream, the bytes read past the welcome, and when the bot
-/// answers (the bridge's AI configuration).
-async fn handshake(path: &Path, shard: u32) -> Result<(UnixStream, Vec<u8>, BotMode), LinkError> {
+/// The link after `welcome`: the stream, the bytes read past it, when the bot answers (the
+/// bridge's AI configuration) and the disabled accounts.
+type Welcomed = (UnixStream, Vec<u8>, BotMode, Vec<String>);
+
+/// Connects and says hello.
+async fn handshake(path: &Path, shard: u32) -> Result<Welcomed, LinkError> {
     let mut stream = UnixStream::connect(path)
         .await
         .map_err(|e| LinkError::Connect(e.to_string()))?;
@@ -47,9 +50,11 @@ async fn handshake(path: &Path, shard: u32) -> Result<(UnixStream, Vec<u8>, BotM
     let mut chunk = [0u8; 4096];
     loop {
         match decode(&mut buf)? {
-            Some(BridgeMsg::Welcome { version, bot }) if version == BRIDGE_PROTOCOL_VERSION => {
-                return Ok((stream, buf, bot))
-            }
+            Some(BridgeMsg::Welcome {
+                version,
+                bot,
+                disabled,
+            }) if version == BRIDGE_PROTOCOL_VERSION => return Ok((stream, buf, bot, disabled)),
             Some(BridgeMsg::Refuse { reason }) => return Err(LinkError::Refused(reason)),
             Some(_) => return Err(LinkError::Handshake),
             None => {}
@@ -80,7 +85,7 @@ pub async fn run(ctx: Rc<ShardCtx>, path: std::path::PathBuf) {
     let mut warnings = LogThrottle::new(5_000);
     let mut connected_once = false;
     loop {
-        let (mut stream, mut buf, bot) = match handshake(&path, ctx.id).await {
+        let (mut stream, mut buf, bot, disabled) = match handshake(&path, ctx.id).await {
             Ok(s) => s,
             Err(e) => {
                 up.set(0.0);
@@ -110,7 +115,10 @@ pub async fn run(ctx: Rc<ShardCtx>, path: std::path::PathBuf) {
         if ctx.id == switchboard_core::routing::DISPATCHER_SHARD {
             tracing::info!(mode = bot.as_str(), "the bridge says when the bot answers");
         }
-        ctx.with_shard(|s| s.bridge_welcomed(bot, ctx.now()));
+        ctx.with_shard(|s| {
+            s.agents_disabled(&disabled);
+            s.bridge_welcomed(bot, ctx.now())
+        });
         connected_once = true;
         let mut chunk = vec![0u8; 64 * 1024];
         let result: Result<(), LinkError> = async {

@@ -150,7 +150,14 @@ pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
             let auth = authenticate(path, query, &ctx.signer, now.unix_ms / 1000, || {
                 ctx.shard.borrow_mut().new_visitor_id()
             });
+            let disabled = |i: &switchboard_core::Identity| match &i.who {
+                switchboard_protocol::ParticipantId::Agent(a) => ctx.shard.borrow().is_disabled(a),
+                switchboard_protocol::ParticipantId::Visitor(_) => false,
+            };
             match auth {
+                Ok(identity) if disabled(&identity) => {
+                    return reply(&ctx, &mut stream, 403, "account disabled").await
+                }
                 Ok(identity) => {
                     if stream
                         .write_all(&http::switching_protocols(key))

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use switchboard_test_support::process::bin_path;
-use switchboard_test_support::{free_addr, http, temp_dir, Client, Gateway};
+use switchboard_test_support::{free_addr, http, temp_dir, Client, Ended, Gateway};
 
 fn create_agent(data_dir: &std::path::Path, id: &str, role: &str, password: &str) -> String {
     let mut child = Command::new(bin_path("storage-bridge"))
@@ -170,8 +170,17 @@ async fn an_admin_logs_in_and_connects_with_the_token() {
     patch(json!({"password":"a new passphrase"}));
     assert_eq!(login("ann", "ann's passphrase").status, 401);
     assert_eq!(login("ann", "a new passphrase").status, 200);
-    // Disabled: no login, no refresh, and her still-valid token opens nothing.
+    // Disabled: her live connection is closed, and no login, no refresh, no new connection:
+    // her still-valid token opens nothing.
+    let ann_url = gw.url(&format!("/ws/agent?token={ann_token}&client=web"));
+    let mut ann_ws = Client::connect(&ann_url).await.unwrap();
+    assert_eq!(ann_ws.welcome["id"], "ann");
     assert_eq!(patch(json!({"disabled":true}))["disabled"], true);
+    assert!(matches!(ann_ws.ended().await, Ended::Close(4002)));
+    assert!(
+        Client::connect(&ann_url).await.is_err(),
+        "the upgrade is refused"
+    );
     let r = login("ann", "a new passphrase");
     assert_eq!(
         (r.status, json_of(&r)["code"].clone()),
@@ -183,6 +192,21 @@ async fn an_admin_logs_in_and_connects_with_the_token() {
         (403, json!("disabled"))
     );
     assert_eq!(http::get(&api, "/api/v1/agents/ann", &ann).status, 403);
+    // Enabled again: the same token works.
+    assert_eq!(patch(json!({"disabled":false}))["disabled"], false);
+    let started = std::time::Instant::now();
+    loop {
+        match Client::connect(&ann_url).await {
+            Ok(c) => {
+                assert_eq!(c.welcome["id"], "ann");
+                break;
+            }
+            Err(_) if started.elapsed() < std::time::Duration::from_secs(5) => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("ann cannot come back: {e}"),
+        }
+    }
     // The OpenAPI document covers every endpoint.
     let doc = json_of(&http::get(&api, "/api/v1/openapi.json", &[]));
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");

@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 
 /// Version of this link protocol; both sides must agree exactly.
 /// 2: paged reads (`more`, `next`), seq leases, bounded frames.
-/// 3: the AI layer: the bot's mode in `welcome`, `assist` from the bridge.
+/// 3: the AI layer: the bot's mode in `welcome`, `assist` from the bridge; agent accounts:
+/// the disabled ones in `welcome`, `agent_access` when one changes.
 pub const BRIDGE_PROTOCOL_VERSION: u32 = 3;
 /// The longest bot reply or draft the bridge sends, in bytes (longer ones are cut at a
 /// character boundary): far under any `max_message_bytes` a gateway allows.
@@ -302,6 +303,9 @@ pub enum BridgeMsg {
         /// When the bot answers (`off` from a bridge without an AI configuration).
         #[serde(default)]
         bot: BotMode,
+        /// Agents whose accounts are disabled: their tokens open nothing.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        disabled: Vec<String>,
     },
     Refuse {
         reason: String,
@@ -374,6 +378,12 @@ pub enum BridgeMsg {
         convs: Vec<OpenConv>,
         next: Option<ConvId>,
     },
+    /// Unasked, to every shard: an agent's account was disabled (its devices are closed
+    /// with 4002, its tokens refused) or enabled again.
+    AgentAccess {
+        agent: String,
+        disabled: bool,
+    },
     /// Unasked: what the AI layer decided about visitor message `seq` of `conv`, on the
     /// link of the shard that stored it (the conversation's home). Never answered: a bot
     /// reply is stored like any message, and one lost with the link is lost (the visitor's
@@ -402,6 +412,7 @@ impl BridgeMsg {
             Self::Hello { .. }
             | Self::Welcome { .. }
             | Self::Refuse { .. }
+            | Self::AgentAccess { .. }
             | Self::Assist { .. } => None,
         }
     }
@@ -422,6 +433,7 @@ impl BridgeMsg {
             Self::HistoryIs { .. } => "history_is",
             Self::OpenConvsAre { .. } => "open_convs_are",
             Self::Assist { .. } => "assist",
+            Self::AgentAccess { .. } => "agent_access",
         }
     }
 }
@@ -572,7 +584,8 @@ mod tests {
             decode(&mut old).unwrap(),
             Some(BridgeMsg::Welcome {
                 version: 3,
-                bot: BotMode::Off
+                bot: BotMode::Off,
+                disabled: Vec::new(),
             })
         );
     }

@@ -83,10 +83,12 @@ pub enum CloseCode {
     IdleTimeout,
     /// 4001: the client did not read its frames fast enough; its outbound queue overflowed.
     SlowConsumer,
+    /// 4002: the agent's account was disabled.
+    AccountDisabled,
 }
 
 impl CloseCode {
-    pub const ALL: [CloseCode; 9] = [
+    pub const ALL: [CloseCode; 10] = [
         Self::Normal,
         Self::GoingAway,
         Self::ProtocolError,
@@ -96,6 +98,7 @@ impl CloseCode {
         Self::InternalError,
         Self::IdleTimeout,
         Self::SlowConsumer,
+        Self::AccountDisabled,
     ];
 
     pub fn code(self) -> u16 {
@@ -109,6 +112,7 @@ impl CloseCode {
             Self::InternalError => 1011,
             Self::IdleTimeout => 4000,
             Self::SlowConsumer => 4001,
+            Self::AccountDisabled => 4002,
         }
     }
 
@@ -125,6 +129,7 @@ impl CloseCode {
             Self::InternalError => "internal",
             Self::IdleTimeout => "idle_timeout",
             Self::SlowConsumer => "slow_consumer",
+            Self::AccountDisabled => "account_disabled",
         }
     }
 }

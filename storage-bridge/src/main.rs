@@ -113,6 +113,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     let committer = tokio::spawn(committer.run(commit_rx));
 
+    let notices = storage_bridge::server::Notices::new(
+        store
+            .disabled_agents(100_000)
+            .await
+            .context("reading the disabled accounts")?,
+    );
     if let Some(addr) = config.http_addr()? {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -124,6 +130,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             reads: reads.clone(),
             signer,
             prometheus,
+            notices: notices.clone(),
         });
         tracing::info!(%addr, "HTTP API listening");
         tokio::spawn(async move {
@@ -168,7 +175,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if faults.drop_persists_while.is_some() {
         tracing::warn!("test fault enabled: persists are dropped while the fault file exists");
     }
-    storage_bridge::server::serve(listener, commit_tx, reads, faults, assistant, shutdown).await;
+    storage_bridge::server::serve(
+        listener, commit_tx, reads, faults, assistant, notices, shutdown,
+    )
+    .await;
     // Connections still hold senders; give in-flight writes a moment to land, then stop.
     let _ = tokio::time::timeout(Duration::from_secs(5), committer).await;
     let _ = std::fs::remove_file(&config.socket);

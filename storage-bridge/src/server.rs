@@ -75,6 +75,7 @@ pub async fn serve(
     reads: Arc<Reads>,
     faults: Faults,
     assistant: Assistant,
+    notices: Notices,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let faults = Arc::new(faults);
@@ -84,7 +85,7 @@ pub async fn serve(
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(connection(stream, commits.clone(), reads.clone(), faults.clone(), assistant.clone()));
+                    tokio::spawn(connection(stream, commits.clone(), reads.clone(), faults.clone(), assistant.clone(), notices.clone()));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -118,6 +119,7 @@ async fn connection(
     reads: Arc<Reads>,
     faults: Arc<Faults>,
     assistant: Assistant,
+    notices: Notices,
 ) {
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = Vec::new();
@@ -144,9 +146,12 @@ async fn connection(
         }
     };
     let mut out = Vec::new();
+    // Listen for access changes before taking the list, so that none falls between.
+    let mut changes = notices.tx.subscribe();
     let welcome = BridgeMsg::Welcome {
         version: BRIDGE_PROTOCOL_VERSION,
         bot: assistant.mode(),
+        disabled: notices.disabled(),
     };
     encode(&welcome, &mut out).expect("a small frame");
     if wr.write_all(&out).await.is_err() {
@@ -172,6 +177,33 @@ async fn connection(
             out.clear();
         }
     });
+    // Access changes (an account disabled or enabled) go to every gateway shard.
+    let forward = {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                match changes.recv().await {
+                    Ok(m) => {
+                        if tx.send(m).is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(
+                            shard,
+                            missed = n,
+                            "access changes missed; closing the link so that it starts over"
+                        );
+                        let _ = tx.send(BridgeMsg::Refuse {
+                            reason: "access changes missed; reconnect".into(),
+                        });
+                        return;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        })
+    };
     loop {
         let msg = match read_frame(&mut rd, &mut buf).await {
             Ok(Some(m)) => m,
@@ -304,10 +336,52 @@ async fn connection(
             }
         }
     }
+    forward.abort();
     drop(tx);
     let _ = writer.await;
     metrics::gauge!("bridge_gateway_connections").decrement(1.0);
     tracing::info!(shard, "gateway shard disconnected");
+}
+
+/// Which accounts are disabled, for every gateway shard: the whole list in each `welcome`,
+/// and each change as it happens (`agent_access`). Loaded from the store at start (the
+/// bridge serves only once its store answers), kept here after, so that a link never
+/// waits on the store to learn it.
+#[derive(Clone)]
+pub struct Notices {
+    tx: tokio::sync::broadcast::Sender<BridgeMsg>,
+    disabled: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+}
+
+impl Notices {
+    pub fn new(disabled: Vec<String>) -> Self {
+        Self {
+            tx: tokio::sync::broadcast::channel(1024).0,
+            disabled: Arc::new(std::sync::Mutex::new(disabled.into_iter().collect())),
+        }
+    }
+
+    fn disabled(&self) -> Vec<String> {
+        let set = self.disabled.lock().unwrap_or_else(|p| p.into_inner());
+        set.iter().cloned().collect()
+    }
+
+    /// `agent`'s account was disabled or enabled: every gateway shard hears of it.
+    pub fn access(&self, agent: &str, disabled: bool) {
+        {
+            let mut set = self.disabled.lock().unwrap_or_else(|p| p.into_inner());
+            if disabled {
+                set.insert(agent.to_owned());
+            } else {
+                set.remove(agent);
+            }
+        }
+        // None listening (no gateway connected) is fine: each gets the list when it links.
+        let _ = self.tx.send(BridgeMsg::AgentAccess {
+            agent: agent.to_owned(),
+            disabled,
+        });
+    }
 }
 
 /// Open conversations one listing page holds at most.

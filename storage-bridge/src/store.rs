@@ -144,6 +144,10 @@ pub(crate) const PUT_ACCOUNT_SQL: &str = "INSERT INTO agents
 pub(crate) const ACCOUNT_SQL: &str = "SELECT id, site, display_name, password_hash, role,
     max_conversations, disabled FROM agents WHERE id = $1";
 
+/// Disabled accounts (at most `$1`), as a bridge tells each gateway link when it starts.
+pub(crate) const DISABLED_SQL: &str =
+    "SELECT id FROM agents WHERE disabled <> 0 ORDER BY id LIMIT $1";
+
 /// A page of accounts in id order, after `$1` (empty: from the start), at most `$2`.
 pub(crate) const ACCOUNTS_SQL: &str = "SELECT id, site, display_name, password_hash, role,
     max_conversations, disabled FROM agents WHERE id > $1 ORDER BY id LIMIT $2";
@@ -324,6 +328,14 @@ impl Store {
         match self {
             Self::Sqlite(s) => s.account(id.to_owned()).await,
             Self::Postgres(s) => s.account(id).await,
+        }
+    }
+
+    /// The ids of disabled accounts, at most `limit`.
+    pub async fn disabled_agents(&self, limit: u32) -> Result<Vec<String>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.disabled_agents(limit).await,
+            Self::Postgres(s) => s.disabled_agents(limit).await,
         }
     }
 

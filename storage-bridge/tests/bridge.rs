@@ -50,6 +50,7 @@ impl Link {
             Some(BridgeMsg::Welcome {
                 version: BRIDGE_PROTOCOL_VERSION,
                 bot: switchboard_protocol::bridge::BotMode::Off,
+                disabled: Vec::new(),
             })
         );
         l

@@ -46,7 +46,7 @@ use home::HomeRole;
 use shared::Shared;
 use switchboard_protocol::bridge::{BotMode, BridgeMsg};
 use switchboard_protocol::token::TokenSigner;
-use switchboard_protocol::VisitorId;
+use switchboard_protocol::{AgentId, VisitorId};
 
 const ONLY_DISPATCHER: &str = "dispatcher messages go to the dispatcher shard";
 
@@ -138,6 +138,18 @@ impl Shard {
         self.bridge_welcomed(BotMode::Off, now);
     }
 
+    /// Whether `agent`'s account is disabled (its upgrades are refused).
+    pub fn is_disabled(&self, agent: &AgentId) -> bool {
+        self.conns.is_disabled(agent)
+    }
+
+    /// The bridge listed the disabled accounts when this shard's link started: their
+    /// devices here are closed, their upgrades refused.
+    pub fn agents_disabled(&mut self, agents: &[String]) {
+        self.conns
+            .set_disabled(agents.iter().filter_map(|a| AgentId::new(a)).collect());
+    }
+
     /// The bridge welcomed this shard's link, saying when the bot answers. Only the
     /// dispatcher shard's link decides (every shard's link reaches the same bridge).
     pub fn bridge_welcomed(&mut self, mode: BotMode, now: Now) {
@@ -171,6 +183,12 @@ impl Shard {
     /// An answer from the storage bridge.
     pub fn on_bridge(&mut self, msg: BridgeMsg, now: Now) {
         self.sh.now = now;
+        if let BridgeMsg::AgentAccess { agent, disabled } = msg {
+            if let Some(agent) = AgentId::new(&agent) {
+                self.conns.set_access(agent, disabled);
+            }
+            return;
+        }
         if let Some((listed, done)) = self.home.on_bridge(&mut self.sh, msg) {
             let d = self.dispatch.as_mut().expect(ONLY_DISPATCHER);
             d.listed(&mut self.sh, listed, done);

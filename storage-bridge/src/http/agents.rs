@@ -235,7 +235,8 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, Json(row.into())))
 }
 
-/// Changes an account (admins): name, role, password, capacity, disabled.
+/// Changes an account (admins): name, role, password, capacity, disabled. Disabling one
+/// closes its agent's live connections at once (close code 4002).
 #[utoipa::path(
     patch,
     path = "/api/v1/agents/{id}",
@@ -278,9 +279,14 @@ pub(super) async fn update(
     if let Some(max) = patch.max_conversations {
         row.max_conversations = Some(max);
     }
+    let access_changed = patch.disabled.is_some_and(|d| d != row.disabled);
     if let Some(disabled) = patch.disabled {
         row.disabled = disabled;
     }
     store.put_account(row.clone()).await.map_err(store_error)?;
+    if access_changed {
+        // Every gateway shard closes the agent's devices, or lets it in again.
+        api.notices.access(&row.id, row.disabled);
+    }
     Ok(Json(row.into()))
 }

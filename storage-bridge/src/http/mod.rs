@@ -29,6 +29,8 @@ pub struct Api {
     pub reads: Arc<Reads>,
     pub signer: Option<TokenSigner>,
     pub prometheus: PrometheusHandle,
+    /// Where access changes go to every gateway shard.
+    pub notices: crate::server::Notices,
 }
 
 pub fn router(api: Api) -> Router {

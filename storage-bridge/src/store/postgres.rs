@@ -6,7 +6,7 @@
 use super::events::EventRows;
 use super::{
     after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, AccountRow, ConvHead,
-    From, StoreError, ACCOUNTS_SQL, ACCOUNT_SQL, MIGRATIONS, PUT_ACCOUNT_SQL,
+    From, StoreError, ACCOUNTS_SQL, ACCOUNT_SQL, DISABLED_SQL, MIGRATIONS, PUT_ACCOUNT_SQL,
 };
 use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -271,6 +271,12 @@ impl PgStore {
         let c = self.pool.get().await.map_err(pool_err)?;
         let row = c.query_opt(ACCOUNT_SQL, &[&id]).await?;
         Ok(row.as_ref().map(account_row))
+    }
+
+    pub async fn disabled_agents(&self, limit: u32) -> Result<Vec<String>, StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        let rows = c.query(DISABLED_SQL, &[&(limit as i64)]).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     pub async fn accounts(&self, after: &str, limit: u32) -> Result<Vec<AccountRow>, StoreError> {

@@ -4,7 +4,7 @@
 
 use super::{
     after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, AccountRow, ConvHead,
-    From, StoreError, ACCOUNTS_SQL, ACCOUNT_SQL, MIGRATIONS, PUT_ACCOUNT_SQL,
+    From, StoreError, ACCOUNTS_SQL, ACCOUNT_SQL, DISABLED_SQL, MIGRATIONS, PUT_ACCOUNT_SQL,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -214,6 +214,15 @@ impl SqliteStore {
                 c.query_row(&ACCOUNT_SQL.replace('$', "?"), [id], account_row)
                     .optional()?,
             )
+        })
+        .await
+    }
+
+    pub async fn disabled_agents(&self, limit: u32) -> Result<Vec<String>, StoreError> {
+        self.run(move |c| {
+            let mut q = c.prepare_cached(&DISABLED_SQL.replace('$', "?"))?;
+            let rows = q.query_map([limit as i64], |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<String>, _>>()?)
         })
         .await
     }

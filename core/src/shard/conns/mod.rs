@@ -59,6 +59,9 @@ pub(super) struct ConnRole {
     /// Local devices of each agent.
     agents: HashMap<AgentId, Vec<ConnKey>>,
     idle: IdleWheel<ConnKey>,
+    /// Agents whose accounts are disabled (the bridge says which): their devices are
+    /// closed and their upgrades refused.
+    disabled: std::collections::HashSet<AgentId>,
 }
 
 impl ConnRole {
@@ -69,6 +72,34 @@ impl ConnRole {
             conv_subs: HashMap::new(),
             agents: HashMap::new(),
             idle: IdleWheel::default(),
+            disabled: Default::default(),
+        }
+    }
+
+    /// Whether `agent`'s account is disabled.
+    pub fn is_disabled(&self, agent: &AgentId) -> bool {
+        self.disabled.contains(agent)
+    }
+
+    /// `agent`'s account was disabled (its devices here are closed with 4002) or enabled.
+    pub fn set_access(&mut self, agent: AgentId, disabled: bool) {
+        if !disabled {
+            self.disabled.remove(&agent);
+            return;
+        }
+        for &key in self.agents.get(&agent).into_iter().flatten() {
+            if let Some(c) = self.table.get_mut(key) {
+                c.close_with(CloseCode::AccountDisabled);
+            }
+        }
+        self.disabled.insert(agent);
+    }
+
+    /// Every disabled account, as the bridge lists them when a link starts.
+    pub fn set_disabled(&mut self, agents: Vec<AgentId>) {
+        self.disabled.clear();
+        for a in agents {
+            self.set_access(a, true);
         }
     }
 
