@@ -244,6 +244,12 @@ impl Dispatcher {
 
     /// A new conversation needs an agent.
     pub fn enqueue(&mut self, conv: ConvId, visitor: VisitorId) -> Vec<Dispatch> {
+        self.enqueue_at(conv, visitor, 0)
+    }
+
+    /// A new conversation needs an agent, at `priority` (a VIP visitor's goes ahead of
+    /// others in the queue, and keeps it when the bot hands it over).
+    pub fn enqueue_at(&mut self, conv: ConvId, visitor: VisitorId, priority: i32) -> Vec<Dispatch> {
         if !self.known.insert(conv) {
             return Vec::new();
         }
@@ -255,13 +261,13 @@ impl Dispatcher {
                 conv,
                 WithBot {
                     visitor,
-                    priority: 0,
+                    priority,
                     since,
                 },
             );
             return vec![Dispatch::WithBot { conv }];
         }
-        self.give_to_humans(conv, visitor, 0)
+        self.give_to_humans(conv, visitor, priority)
     }
 
     /// A conversation already assigned to `agent` (found in the store after a restart) is

@@ -37,7 +37,12 @@ pub struct Identity {
     pub client: ClientKind,
     /// True when a visitor presented a valid token (an existing identity).
     pub resumed: bool,
+    /// A visitor's priority in the human queue, as its token says (a VIP's, minted by the
+    /// site's back end through the API); 0 for everyone else.
+    pub priority: i32,
 }
+
+pub use switchboard_protocol::token::{parse_visitor_subject, visitor_subject};
 
 /// Decodes `%XX` and `+` in a query value.
 fn percent_decode(s: &str) -> String {
@@ -95,15 +100,17 @@ pub fn authenticate(
                 who: ParticipantId::Visitor(new_visitor()),
                 client,
                 resumed: false,
+                priority: 0,
             }),
             Some(t) => {
                 let subject = signer.verify(&t, TokenKind::Visitor, now_unix)?;
-                let id =
-                    VisitorId::parse(&subject).ok_or(AuthError::BadToken(TokenError::Malformed))?;
+                let (id, priority) = parse_visitor_subject(&subject)
+                    .ok_or(AuthError::BadToken(TokenError::Malformed))?;
                 Ok(Identity {
                     who: ParticipantId::Visitor(id),
                     client,
                     resumed: true,
+                    priority,
                 })
             }
         },
@@ -115,6 +122,7 @@ pub fn authenticate(
                 who: ParticipantId::Agent(id),
                 client,
                 resumed: false,
+                priority: 0,
             })
         }
         _ => Err(AuthError::NotFound),
@@ -127,6 +135,38 @@ mod tests {
 
     fn signer() -> TokenSigner {
         TokenSigner::new(b"test secret, long enough").unwrap()
+    }
+
+    #[test]
+    fn a_visitor_token_carries_its_priority_signed() {
+        let s = signer();
+        let id = VisitorId(0x1234);
+        let vip = s.mint(TokenKind::Visitor, &visitor_subject(id, 5), u64::MAX);
+        let i = authenticate("/ws/visitor", &format!("token={vip}"), &s, 0, || {
+            VisitorId(9)
+        })
+        .unwrap();
+        assert_eq!(
+            (i.who, i.priority, i.resumed),
+            (ParticipantId::Visitor(id), 5, true)
+        );
+        assert_eq!(
+            parse_visitor_subject(&visitor_subject(id, 0)),
+            Some((id, 0))
+        );
+        assert_eq!(parse_visitor_subject("v0000000000001234;p=x"), None);
+        // A visitor cannot raise its own: the subject is signed.
+        let plain = s.mint(TokenKind::Visitor, &visitor_subject(id, 0), u64::MAX);
+        let raised = s.mint(TokenKind::Visitor, &visitor_subject(id, 9), u64::MAX);
+        let mut parts: Vec<&str> = plain.split('.').collect();
+        parts[2] = raised.split('.').nth(2).unwrap();
+        let forged = parts.join(".");
+        assert!(
+            authenticate("/ws/visitor", &format!("token={forged}"), &s, 0, || {
+                VisitorId(9)
+            })
+            .is_err()
+        );
     }
 
     #[test]
@@ -153,7 +193,8 @@ mod tests {
             Identity {
                 who: ParticipantId::Visitor(VisitorId(5)),
                 client: ClientKind::Api,
-                resumed: false
+                resumed: false,
+                priority: 0,
             }
         );
         let token = s.mint(TokenKind::Visitor, "v0000000000000009", 1_000);

@@ -68,6 +68,8 @@ pub enum HomeMsg {
     Open {
         conv: ConvId,
         visitor: VisitorId,
+        /// The visitor's priority in the human queue (its token's).
+        priority: i32,
         conn: ConnKey,
         cid: String,
         body: String,
@@ -167,8 +169,12 @@ pub enum DispatchMsg {
         visitor: VisitorId,
         agent: Option<AgentId>,
     },
-    /// A new conversation waits for an agent.
-    Enqueue { conv: ConvId, visitor: VisitorId },
+    /// A new conversation waits for an agent, at `priority` (its visitor's).
+    Enqueue {
+        conv: ConvId,
+        visitor: VisitorId,
+        priority: i32,
+    },
     /// A device of `agent` connected (as `conn` on the sending shard).
     AgentOnline { agent: AgentId, conn: ConnKey },
     /// A device of `agent` on the sending shard disconnected.

@@ -83,6 +83,7 @@ impl Cluster {
                 who,
                 client: ClientKind::Web,
                 resumed,
+                priority: 0,
             },
             self.now,
         );

@@ -111,7 +111,27 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     ALTER TABLE agents ADD COLUMN max_conversations BIGINT;
     ALTER TABLE agents ADD COLUMN disabled BIGINT NOT NULL DEFAULT 0",
     ),
+    // Visitors the site's back end identified (issue 13): the customer's id on the site and
+    // what it said of them, as JSON.
+    (
+        4,
+        "CREATE TABLE visitor_profiles (
+        id BIGINT PRIMARY KEY,
+        external_id TEXT NOT NULL,
+        profile TEXT NOT NULL,
+        updated_at BIGINT NOT NULL
+    )",
+    ),
 ];
+
+/// Writes or replaces a visitor's profile (`$1` id, `$2` external id, `$3` JSON, `$4` now).
+pub(crate) const PUT_PROFILE_SQL: &str =
+    "INSERT INTO visitor_profiles (id, external_id, profile, updated_at)
+    VALUES ($1, $2, $3, $4)
+    ON CONFLICT (id) DO UPDATE SET external_id = excluded.external_id, profile = excluded.profile,
+        updated_at = excluded.updated_at";
+
+pub(crate) const PROFILE_SQL: &str = "SELECT profile FROM visitor_profiles WHERE id = $1";
 
 /// Now, in Unix milliseconds.
 pub(crate) fn now_ms() -> i64 {
@@ -328,6 +348,35 @@ impl Store {
         match self {
             Self::Sqlite(s) => s.account(id.to_owned()).await,
             Self::Postgres(s) => s.account(id).await,
+        }
+    }
+
+    /// Writes a visitor's profile (JSON), as the site's back end described them.
+    pub async fn put_profile(
+        &self,
+        visitor: switchboard_protocol::VisitorId,
+        external_id: &str,
+        profile: &str,
+    ) -> Result<(), StoreError> {
+        let id = id_to_db(visitor.0);
+        match self {
+            Self::Sqlite(s) => {
+                s.put_profile(id, external_id.to_owned(), profile.to_owned())
+                    .await
+            }
+            Self::Postgres(s) => s.put_profile(id, external_id, profile).await,
+        }
+    }
+
+    /// A visitor's profile (JSON), if the site's back end gave one.
+    pub async fn profile(
+        &self,
+        visitor: switchboard_protocol::VisitorId,
+    ) -> Result<Option<String>, StoreError> {
+        let id = id_to_db(visitor.0);
+        match self {
+            Self::Sqlite(s) => s.profile(id).await,
+            Self::Postgres(s) => s.profile(id).await,
         }
     }
 

@@ -60,8 +60,12 @@ impl DispatchRole {
                 visitor,
                 agent,
             } => self.restore(sh, conv, visitor, agent),
-            DispatchMsg::Enqueue { conv, visitor } => {
-                let out = self.dispatcher.enqueue(conv, visitor);
+            DispatchMsg::Enqueue {
+                conv,
+                visitor,
+                priority,
+            } => {
+                let out = self.dispatcher.enqueue_at(conv, visitor, priority);
                 self.dispatch(sh, out);
             }
             DispatchMsg::AgentOnline { agent, conn } => {

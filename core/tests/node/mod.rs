@@ -290,6 +290,7 @@ impl Node {
                 who,
                 client: ClientKind::Web,
                 resumed,
+                priority: 0,
             },
             self.now,
         );

@@ -6,12 +6,14 @@
 //! - [`auth`]: logging in for an agent token, refreshing it; the bearer check.
 //! - [`history`]: a conversation's messages (zstd when asked).
 //! - [`openapi`]: the document.
+//! - [`visitors`]: customers the site identifies: visitor tokens with a priority, profiles.
 
 mod agents;
 mod auth;
 mod error;
 mod history;
 mod openapi;
+mod visitors;
 
 pub use error::{ApiError, ErrorBody};
 pub use history::MAX_LIMIT;
@@ -45,6 +47,8 @@ pub fn router(api: Api) -> Router {
             "/api/v1/agents/{id}",
             get(agents::get_one).patch(agents::update),
         )
+        .route("/api/v1/visitors", post(visitors::identify))
+        .route("/api/v1/visitors/{id}", get(visitors::profile))
         .route("/api/v1/conversations/{id}/messages", get(history::history))
         .with_state(api)
 }

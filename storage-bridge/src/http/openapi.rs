@@ -2,7 +2,7 @@
 //! served at `GET /api/v1/openapi.json`.
 
 use super::error::ErrorBody;
-use super::{agents, auth, history};
+use super::{agents, auth, history, visitors};
 use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -17,6 +17,8 @@ use utoipa::{Modify, OpenApi};
         agents::get_one,
         agents::create,
         agents::update,
+        visitors::identify,
+        visitors::profile,
         history::history,
         openapi_json,
         healthz
@@ -26,6 +28,7 @@ use utoipa::{Modify, OpenApi};
     tags(
         (name = "auth", description = "Logging in: agent tokens"),
         (name = "agents", description = "Agent accounts"),
+        (name = "visitors", description = "Customers the site identifies"),
         (name = "messages", description = "Conversations' messages"),
         (name = "meta", description = "This document, health")
     )

@@ -6,7 +6,8 @@
 use super::events::EventRows;
 use super::{
     after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, AccountRow, ConvHead,
-    From, StoreError, ACCOUNTS_SQL, ACCOUNT_SQL, DISABLED_SQL, MIGRATIONS, PUT_ACCOUNT_SQL,
+    From, StoreError, ACCOUNTS_SQL, ACCOUNT_SQL, DISABLED_SQL, MIGRATIONS, PROFILE_SQL,
+    PUT_ACCOUNT_SQL, PUT_PROFILE_SQL,
 };
 use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -271,6 +272,23 @@ impl PgStore {
         let c = self.pool.get().await.map_err(pool_err)?;
         let row = c.query_opt(ACCOUNT_SQL, &[&id]).await?;
         Ok(row.as_ref().map(account_row))
+    }
+
+    pub async fn put_profile(
+        &self,
+        id: i64,
+        external: &str,
+        profile: &str,
+    ) -> Result<(), StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        c.execute(PUT_PROFILE_SQL, &[&id, &external, &profile, &now_ms()])
+            .await?;
+        Ok(())
+    }
+
+    pub async fn profile(&self, id: i64) -> Result<Option<String>, StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        Ok(c.query_opt(PROFILE_SQL, &[&id]).await?.map(|r| r.get(0)))
     }
 
     pub async fn disabled_agents(&self, limit: u32) -> Result<Vec<String>, StoreError> {

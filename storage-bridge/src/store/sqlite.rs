@@ -4,7 +4,8 @@
 
 use super::{
     after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, AccountRow, ConvHead,
-    From, StoreError, ACCOUNTS_SQL, ACCOUNT_SQL, DISABLED_SQL, MIGRATIONS, PUT_ACCOUNT_SQL,
+    From, StoreError, ACCOUNTS_SQL, ACCOUNT_SQL, DISABLED_SQL, MIGRATIONS, PROFILE_SQL,
+    PUT_ACCOUNT_SQL, PUT_PROFILE_SQL,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -212,6 +213,32 @@ impl SqliteStore {
         self.run(move |c| {
             Ok(
                 c.query_row(&ACCOUNT_SQL.replace('$', "?"), [id], account_row)
+                    .optional()?,
+            )
+        })
+        .await
+    }
+
+    pub async fn put_profile(
+        &self,
+        id: i64,
+        external: String,
+        profile: String,
+    ) -> Result<(), StoreError> {
+        self.run(move |c| {
+            c.execute(
+                &PUT_PROFILE_SQL.replace('$', "?"),
+                params![id, external, profile, now_ms()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn profile(&self, id: i64) -> Result<Option<String>, StoreError> {
+        self.run(move |c| {
+            Ok(
+                c.query_row(&PROFILE_SQL.replace('$', "?"), [id], |r| r.get(0))
                     .optional()?,
             )
         })

@@ -161,6 +161,7 @@ impl ConnRole {
             who,
             client,
             resumed,
+            priority,
         } = identity;
         let lookup = match who {
             ParticipantId::Visitor(_) if resumed => Lookup::Due,
@@ -169,6 +170,7 @@ impl ConnRole {
         let conn = Conn {
             who: who.clone(),
             client,
+            priority,
             io: ConnIo::default(),
             visitor_conv: None,
             lookup,
@@ -190,7 +192,11 @@ impl ConnRole {
                 let expires = now.unix_ms / 1000 + sh.cfg.visitor_token_ttl_s;
                 (
                     Role::Visitor,
-                    Some(signer.mint(TokenKind::Visitor, &v.to_string(), expires)),
+                    Some(signer.mint(
+                        TokenKind::Visitor,
+                        &crate::auth::visitor_subject(*v, priority),
+                        expires,
+                    )),
                 )
             }
             ParticipantId::Agent(_) => (Role::Agent, None),
@@ -352,6 +358,7 @@ impl ConnRole {
                         }
                     };
                     let conn = self.conn_mut(key).expect("present above");
+                    let priority = conn.priority;
                     conn.visitor_conv = Some(conv);
                     conn.subs.push(conv);
                     self.conv_subs.entry(conv).or_default().push(key);
@@ -360,6 +367,7 @@ impl ConnRole {
                         HomeMsg::Open {
                             conv,
                             visitor,
+                            priority,
                             conn: key,
                             cid,
                             body,

@@ -16,6 +16,8 @@ use switchboard_protocol::{CloseCode, ConvId, ParticipantId};
 pub(super) struct Conn {
     pub who: ParticipantId,
     pub client: ClientKind,
+    /// A visitor's priority in the human queue, from its token.
+    pub priority: i32,
     pub io: ConnIo,
     /// A visitor's current conversation.
     pub visitor_conv: Option<ConvId>,

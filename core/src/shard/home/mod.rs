@@ -162,6 +162,7 @@ impl HomeRole {
             HomeMsg::Open {
                 conv,
                 visitor,
+                priority,
                 conn,
                 cid,
                 body,
@@ -193,7 +194,20 @@ impl HomeRole {
                     &body,
                     ts,
                 );
-                sh.send(DISPATCHER_SHARD, DispatchMsg::Enqueue { conv, visitor });
+                if priority != 0 {
+                    // Its agent sees why it came first.
+                    if let Some(c) = self.convs.get_mut(&conv) {
+                        let notes = c.notes_mut();
+                        notes.priority = Some(priority);
+                        notes.labels.insert("visitor".into(), "vip".into());
+                    }
+                }
+                let enqueue = DispatchMsg::Enqueue {
+                    conv,
+                    visitor,
+                    priority,
+                };
+                sh.send(DISPATCHER_SHARD, enqueue);
                 self.watch_idle(sh, conv);
             }
             HomeMsg::Post {

@@ -1,0 +1,129 @@
+//! Customers the site identifies: the site's back end gets a visitor token from the API for
+//! its own customer id, the customer keeps one visitor id on every device, a VIP goes ahead
+//! in the human queue, and agents read what the site said of them. Real processes.
+
+use serde_json::{json, Value};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use switchboard_test_support::process::bin_path;
+use switchboard_test_support::{free_addr, http, temp_dir, Client, Gateway};
+
+fn json_of(r: &http::Response) -> Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vip_keeps_one_id_across_devices_and_goes_ahead_in_the_queue() {
+    let dir = temp_dir("visitors");
+    let api = free_addr();
+    let gw = Gateway::builder()
+        .data_dir(&dir)
+        .bridge_http(&api)
+        .args(&["--agent-capacity", "1"])
+        .start();
+    let mut admin = Command::new(bin_path("storage-bridge"))
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["create-agent", "--id", "root", "--role", "admin"])
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(admin.stdin.take().unwrap(), "correct horse battery").unwrap();
+    assert!(admin.wait().unwrap().success());
+    let login = http::post(
+        &api,
+        "/api/v1/auth/login",
+        &[],
+        &json!({"agent":"root","password":"correct horse battery"}).to_string(),
+    );
+    let bearer = format!("Bearer {}", json_of(&login)["token"].as_str().unwrap());
+    let auth = [("Authorization", bearer.as_str())];
+    // The site's back end identifies its customer.
+    let profile = json!({"external_id":"cust-42","name":"Li Wei","email":"li.wei@example.com",
+        "plan":"gold","vip":true,"attributes":{"orders":"17"}});
+    let r = http::post(&api, "/api/v1/visitors", &auth, &profile.to_string());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let issued = json_of(&r);
+    assert_eq!(issued["priority"], 5);
+    let again = json_of(&http::post(
+        &api,
+        "/api/v1/visitors",
+        &auth,
+        &profile.to_string(),
+    ));
+    assert_eq!(
+        again["visitor"], issued["visitor"],
+        "one customer, one visitor id"
+    );
+    let other = json_of(&http::post(
+        &api,
+        "/api/v1/visitors",
+        &auth,
+        &json!({"external_id":"cust-43"}).to_string(),
+    ));
+    assert_ne!(other["visitor"], issued["visitor"]);
+    assert_eq!(other["priority"], 0);
+    let r = http::post(
+        &api,
+        "/api/v1/visitors",
+        &auth,
+        &json!({"external_id":""}).to_string(),
+    );
+    assert_eq!(
+        (r.status, json_of(&r)["code"].clone()),
+        (400, json!("bad_request"))
+    );
+
+    // Ann is online with room for one; a first visitor takes it, a second waits.
+    let mut ann = gw.agent("ann").await;
+    let mut first = gw.visitor().await;
+    first.msg("m1", "hello", None).await;
+    let c1 = ann.expect("assigned").await["conv"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut calm = gw.visitor().await;
+    calm.msg("m1", "hello", None).await;
+    assert_eq!(calm.expect("queued").await["position"], 1);
+    // The VIP, on two devices: one visitor id; it goes ahead of the calm one.
+    let token = issued["token"].as_str().unwrap();
+    let url = gw.url(&format!("/ws/visitor?client=web&token={token}"));
+    let mut phone = Client::connect(&url).await.unwrap();
+    let laptop = Client::connect(&url).await.unwrap();
+    assert_eq!(phone.welcome["id"], issued["visitor"]);
+    assert_eq!(laptop.welcome["id"], issued["visitor"]);
+    phone.msg("m1", "where is my order?", None).await;
+    assert_eq!(phone.expect("queued").await["position"], 1, "ahead");
+    assert_eq!(calm.expect("queued").await["position"], 2);
+    // Ann closes her first: the VIP is next, and she sees why and who.
+    ann.send(json!({"type":"close","conv":c1})).await;
+    let assigned = ann.expect("assigned").await;
+    assert_eq!(assigned["visitor"], issued["visitor"]);
+    assert_eq!(assigned["priority"], 5);
+    assert_eq!(assigned["labels"]["visitor"], "vip");
+    let ann_bearer = format!("Bearer {}", gw.token("ann"));
+    let r = http::get(
+        &api,
+        &format!("/api/v1/visitors/{}", issued["visitor"].as_str().unwrap()),
+        &[("Authorization", ann_bearer.as_str())],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = json_of(&r);
+    assert_eq!(
+        (seen["name"].as_str(), seen["vip"].as_bool()),
+        (Some("Li Wei"), Some(true))
+    );
+    assert_eq!(seen["attributes"]["orders"], "17");
+    // A visitor cannot mint its own: agents may not identify customers.
+    let r = http::post(
+        &api,
+        "/api/v1/visitors",
+        &[("Authorization", ann_bearer.as_str())],
+        &profile.to_string(),
+    );
+    assert_eq!(r.status, 403);
+    drop(gw);
+    let _ = std::fs::remove_dir_all(&dir);
+}
