@@ -116,6 +116,55 @@ async fn a_vip_keeps_one_id_across_devices_and_goes_ahead_in_the_queue() {
         (Some("Li Wei"), Some(true))
     );
     assert_eq!(seen["attributes"]["orders"], "17");
+    // The site's back end with an API key of its own: it identifies customers and nothing
+    // else, and a revoked key opens nothing.
+    let r = http::post(
+        &api,
+        "/api/v1/api-keys",
+        &auth,
+        &json!({"name":"shop backend","scopes":["visitors:identify"]}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let made = json_of(&r);
+    let key = made["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("sbk_"));
+    let key_auth = format!("Bearer {key}");
+    let with_key = [("Authorization", key_auth.as_str())];
+    let r = http::post(
+        &api,
+        "/api/v1/visitors",
+        &with_key,
+        &json!({"external_id":"cust-42","vip":true}).to_string(),
+    );
+    assert_eq!(json_of(&r)["visitor"], issued["visitor"], "{}", r.text());
+    let r = http::get(&api, "/api/v1/agents", &with_key);
+    assert_eq!(
+        (r.status, json_of(&r)["code"].clone()),
+        (403, json!("forbidden"))
+    );
+    let r = http::get(&api, "/api/v1/api-keys", &with_key);
+    assert_eq!(r.status, 403, "keys do not manage keys");
+    let listed = http::get(&api, "/api/v1/api-keys", &auth);
+    assert!(
+        !listed.text().contains(&key[22..]),
+        "no secret listed: {}",
+        listed.text()
+    );
+    assert_eq!(
+        json_of(&listed)["keys"][0]["scopes"],
+        json!(["visitors:identify"])
+    );
+    let path = format!("/api/v1/api-keys/{}", made["id"].as_str().unwrap());
+    assert_eq!(
+        http::request("DELETE", &api, &path, &auth, None).status,
+        204
+    );
+    assert_eq!(
+        http::request("DELETE", &api, &path, &auth, None).status,
+        404
+    );
+    let r = http::post(&api, "/api/v1/visitors", &with_key, &profile.to_string());
+    assert_eq!(r.status, 401, "revoked");
     // A visitor cannot mint its own: agents may not identify customers.
     let r = http::post(
         &api,

@@ -2,6 +2,7 @@
 //! shard ever blocks on a database. Gateway shards reach it over a Unix socket.
 //!
 //! - [`accounts`]: agent accounts, passwords (argon2) and the tokens a login gives.
+//! - [`api_keys`]: scoped, revocable keys for the site's other systems, kept hashed.
 //! - [`ai`]: the AI plugin chain: the interface, the runner, the built-in plugins.
 //! - [`assistant`]: feeds visitor messages to the chain and its decisions back to gateways.
 //! - [`store`]: PostgreSQL or embedded SQLite behind one interface, with migrations.
@@ -16,6 +17,7 @@
 
 pub mod accounts;
 pub mod ai;
+pub mod api_keys;
 pub mod assistant;
 pub mod cache;
 pub mod commit;

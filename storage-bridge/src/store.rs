@@ -122,7 +122,43 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
         updated_at BIGINT NOT NULL
     )",
     ),
+    // API keys for the site's other systems (issue 13): only a hash of each secret is kept.
+    (
+        5,
+        "CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        secret_sha256 TEXT NOT NULL,
+        name TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        site TEXT NOT NULL DEFAULT 'default',
+        created_by TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        revoked_at BIGINT
+    )",
+    ),
 ];
+
+/// An API key as stored: never its secret, only the secret's SHA-256 (hex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub secret_sha256: String,
+    pub name: String,
+    /// Comma-separated.
+    pub scopes: String,
+    pub created_by: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+pub(crate) const PUT_KEY_SQL: &str = "INSERT INTO api_keys
+    (id, secret_sha256, name, scopes, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6)";
+pub(crate) const KEY_SQL: &str = "SELECT id, secret_sha256, name, scopes, created_by, created_at,
+    revoked_at FROM api_keys WHERE id = $1";
+pub(crate) const KEYS_SQL: &str = "SELECT id, secret_sha256, name, scopes, created_by, created_at,
+    revoked_at FROM api_keys ORDER BY id LIMIT $1";
+pub(crate) const REVOKE_KEY_SQL: &str =
+    "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
 
 /// Writes or replaces a visitor's profile (`$1` id, `$2` external id, `$3` JSON, `$4` now).
 pub(crate) const PUT_PROFILE_SQL: &str =
@@ -377,6 +413,36 @@ impl Store {
         match self {
             Self::Sqlite(s) => s.profile(id).await,
             Self::Postgres(s) => s.profile(id).await,
+        }
+    }
+
+    pub async fn put_key(&self, k: ApiKeyRow) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(s) => s.put_key(k).await,
+            Self::Postgres(s) => s.put_key(&k).await,
+        }
+    }
+
+    pub async fn key(&self, id: &str) -> Result<Option<ApiKeyRow>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.key(id.to_owned()).await,
+            Self::Postgres(s) => s.key(id).await,
+        }
+    }
+
+    /// Every key (revoked ones too), in id order, at most `limit`.
+    pub async fn keys(&self, limit: u32) -> Result<Vec<ApiKeyRow>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.keys(limit).await,
+            Self::Postgres(s) => s.keys(limit).await,
+        }
+    }
+
+    /// Revokes key `id`: whether it was live.
+    pub async fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.revoke_key(id.to_owned()).await,
+            Self::Postgres(s) => s.revoke_key(id).await,
         }
     }
 

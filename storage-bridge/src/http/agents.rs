@@ -1,10 +1,11 @@
 //! Agent accounts over the API: supervisors list and read them, admins create and change
 //! them (role, name, password, capacity, disabled).
 
-use super::auth::{answer, caller};
+use super::auth::{answer, caller, need};
 use super::error::{ApiError, ErrorBody};
 use super::Api;
 use crate::accounts::{self, Role};
+use crate::api_keys::Scope;
 use crate::store::AccountRow;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -128,7 +129,12 @@ pub(super) async fn list(
     query: Result<Query<PageQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Json<AgentPage>, ApiError> {
-    caller(&api, &headers, Role::Supervisor).await?;
+    caller(
+        &api,
+        &headers,
+        need(Role::Supervisor, Some(Scope::AgentsManage)),
+    )
+    .await?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = q.limit.unwrap_or(100).clamp(1, PAGE_MAX);
     let rows = api
@@ -166,7 +172,7 @@ pub(super) async fn get_one(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Agent>, ApiError> {
-    let me = caller(&api, &headers, Role::Agent).await?;
+    let me = caller(&api, &headers, need(Role::Agent, Some(Scope::AgentsManage))).await?;
     if me.id != id && me.role < Role::Supervisor {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -199,7 +205,7 @@ pub(super) async fn create(
     headers: HeaderMap,
     body: Result<Json<NewAgent>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Agent>), ApiError> {
-    caller(&api, &headers, Role::Admin).await?;
+    caller(&api, &headers, need(Role::Admin, Some(Scope::AgentsManage))).await?;
     let Json(new) = body.map_err(bad_json)?;
     let store = &api.reads.store;
     if store
@@ -259,7 +265,7 @@ pub(super) async fn update(
     headers: HeaderMap,
     body: Result<Json<AgentPatch>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Agent>, ApiError> {
-    caller(&api, &headers, Role::Admin).await?;
+    caller(&api, &headers, need(Role::Admin, Some(Scope::AgentsManage))).await?;
     let Json(patch) = body.map_err(bad_json)?;
     let store = &api.reads.store;
     let mut row = store

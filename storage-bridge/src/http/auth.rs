@@ -6,6 +6,7 @@
 use super::error::{ApiError, ErrorBody};
 use super::Api;
 use crate::accounts::{self, AccountError, Role};
+use crate::api_keys::{self, Scope};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
@@ -30,26 +31,73 @@ fn signer(api: &Api) -> Result<&TokenSigner, ApiError> {
 /// The agent a request's bearer token names, if the token is valid.
 pub(super) fn agent_of(api: &Api, headers: &HeaderMap) -> Result<String, ApiError> {
     let signer = signer(api)?;
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(ApiError::unauthorized)?;
+    let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
     signer
         .verify(token, TokenKind::Agent, now_unix())
         .map_err(|_| ApiError::unauthorized())
 }
 
 /// Who is calling: the agent a valid token names, and its role (an agent with no account,
-/// from a token minted at the command line, is an `agent`).
+/// from a token minted at the command line, is an `agent`); or an API key (`key:<id>`).
 pub(super) struct Caller {
     pub id: String,
     pub role: Role,
 }
 
+/// What an operation needs: an agent with at least `role`, or an API key with `scope`
+/// (none: agents only).
+#[derive(Clone, Copy)]
+pub(super) struct Need {
+    pub role: Role,
+    pub scope: Option<Scope>,
+}
+
+pub(super) const fn need(role: Role, scope: Option<Scope>) -> Need {
+    Need { role, scope }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// An API key's caller, if the key is valid, live and has the scope needed.
+async fn key_caller(api: &Api, key: &str, need: Need) -> Result<Caller, ApiError> {
+    let (id, secret) = api_keys::parse(key).ok_or_else(ApiError::unauthorized)?;
+    let row = api.reads.store.key(id).await.map_err(|e| {
+        tracing::warn!(error = %e, "API key lookup failed");
+        ApiError::unavailable()
+    })?;
+    let row = row
+        .filter(|r| api_keys::verify(r, secret))
+        .ok_or_else(ApiError::unauthorized)?;
+    match need.scope {
+        Some(scope) if api_keys::scopes(&row).contains(&scope) => Ok(Caller {
+            id: format!("key:{}", row.id),
+            role: need.role,
+        }),
+        Some(scope) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this key lacks the {} scope", scope.as_str()),
+        )),
+        None => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "API keys may not do this; log in as an agent",
+        )),
+    }
+}
+
 /// The caller, if its token is valid and its account (if any) enabled, with at least
-/// `role`.
-pub(super) async fn caller(api: &Api, headers: &HeaderMap, role: Role) -> Result<Caller, ApiError> {
+/// `need.role`; or an API key with `need.scope`.
+pub(super) async fn caller(api: &Api, headers: &HeaderMap, need: Need) -> Result<Caller, ApiError> {
+    let role = need.role;
+    if let Some(key) = bearer(headers).filter(|b| b.starts_with("sbk_")) {
+        return key_caller(api, key, need).await;
+    }
     let id = agent_of(api, headers)?;
     let account = api.reads.store.account(&id).await.map_err(|e| {
         tracing::warn!(error = %e, "account lookup failed");

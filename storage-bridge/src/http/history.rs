@@ -55,7 +55,8 @@ pub(super) struct HistoryPage {
     responses(
         (status = 200, description = "The page (body zstd-compressed with `Accept-Encoding: zstd`)", body = HistoryPage),
         (status = 400, description = "Not a conversation id, or a bad query", body = ErrorBody),
-        (status = 401, description = "No valid agent token", body = ErrorBody),
+        (status = 401, description = "No valid agent token or API key", body = ErrorBody),
+        (status = 403, description = "A disabled account, or a key without history:read", body = ErrorBody),
         (status = 503, description = "No token secret, or the store is unavailable", body = ErrorBody),
     ),
     security(("agent_token" = []))
@@ -66,7 +67,11 @@ pub(super) async fn history(
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    super::auth::agent_of(&api, &headers)?;
+    let history_read = super::auth::need(
+        crate::accounts::Role::Agent,
+        Some(crate::api_keys::Scope::HistoryRead),
+    );
+    super::auth::caller(&api, &headers, history_read).await?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let conv = ConvId::parse(&id)
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad_id", "not a conversation id"))?;

@@ -4,6 +4,7 @@
 //!
 //! - [`agents`]: agent accounts: list, read, create, change (by role).
 //! - [`auth`]: logging in for an agent token, refreshing it; the bearer check.
+//! - [`keys`]: API keys: make, list, revoke.
 //! - [`history`]: a conversation's messages (zstd when asked).
 //! - [`openapi`]: the document.
 //! - [`visitors`]: customers the site identifies: visitor tokens with a priority, profiles.
@@ -12,6 +13,7 @@ mod agents;
 mod auth;
 mod error;
 mod history;
+mod keys;
 mod openapi;
 mod visitors;
 
@@ -47,6 +49,8 @@ pub fn router(api: Api) -> Router {
             "/api/v1/agents/{id}",
             get(agents::get_one).patch(agents::update),
         )
+        .route("/api/v1/api-keys", get(keys::list).post(keys::create))
+        .route("/api/v1/api-keys/{id}", axum::routing::delete(keys::revoke))
         .route("/api/v1/visitors", post(visitors::identify))
         .route("/api/v1/visitors/{id}", get(visitors::profile))
         .route("/api/v1/conversations/{id}/messages", get(history::history))

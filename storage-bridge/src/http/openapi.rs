@@ -2,7 +2,7 @@
 //! served at `GET /api/v1/openapi.json`.
 
 use super::error::ErrorBody;
-use super::{agents, auth, history, visitors};
+use super::{agents, auth, history, keys, visitors};
 use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -17,6 +17,9 @@ use utoipa::{Modify, OpenApi};
         agents::get_one,
         agents::create,
         agents::update,
+        keys::create,
+        keys::list,
+        keys::revoke,
         visitors::identify,
         visitors::profile,
         history::history,
@@ -29,13 +32,15 @@ use utoipa::{Modify, OpenApi};
         (name = "auth", description = "Logging in: agent tokens"),
         (name = "agents", description = "Agent accounts"),
         (name = "visitors", description = "Customers the site identifies"),
+        (name = "api-keys", description = "Keys for the site's other systems"),
         (name = "messages", description = "Conversations' messages"),
         (name = "meta", description = "This document, health")
     )
 )]
 pub struct ApiDoc;
 
-/// The `agent_token` security scheme: `Authorization: Bearer <agent token>`.
+/// The `agent_token` security scheme: `Authorization: Bearer <agent token>`, or an API key
+/// (`sbk_...`) where the operation's scope allows one.
 struct AgentToken;
 
 impl Modify for AgentToken {

@@ -7,10 +7,11 @@
 //! always gets the same id, and nobody can guess another's. The priority rides in the token,
 //! signed, so no visitor can raise its own.
 
-use super::auth::caller;
+use super::auth::{caller, need};
 use super::error::{ApiError, ErrorBody};
 use super::Api;
 use crate::accounts::Role;
+use crate::api_keys::Scope;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -82,7 +83,8 @@ fn check(p: &Profile) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Mints a visitor token for a customer of the site (supervisors and admins).
+/// Mints a visitor token for a customer of the site (supervisors, admins, and API keys with
+/// `visitors:identify`: the site's back end).
 #[utoipa::path(
     post,
     path = "/api/v1/visitors",
@@ -102,7 +104,12 @@ pub(super) async fn identify(
     headers: HeaderMap,
     body: Result<Json<Profile>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<VisitorToken>, ApiError> {
-    caller(&api, &headers, Role::Supervisor).await?;
+    caller(
+        &api,
+        &headers,
+        need(Role::Supervisor, Some(Scope::VisitorsIdentify)),
+    )
+    .await?;
     let Json(profile) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     check(&profile)?;
     let signer = api.signer.as_ref().ok_or_else(ApiError::unavailable)?;
@@ -154,7 +161,12 @@ pub(super) async fn profile(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Profile>, ApiError> {
-    caller(&api, &headers, Role::Agent).await?;
+    caller(
+        &api,
+        &headers,
+        need(Role::Agent, Some(Scope::VisitorsIdentify)),
+    )
+    .await?;
     let visitor = VisitorId::parse(&id)
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad_id", "not a visitor id"))?;
     let json = api.reads.store.profile(visitor).await.map_err(|e| {

@@ -5,9 +5,9 @@
 
 use super::events::EventRows;
 use super::{
-    after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, AccountRow, ConvHead,
-    From, StoreError, ACCOUNTS_SQL, ACCOUNT_SQL, DISABLED_SQL, MIGRATIONS, PROFILE_SQL,
-    PUT_ACCOUNT_SQL, PUT_PROFILE_SQL,
+    after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, AccountRow, ApiKeyRow,
+    ConvHead, From, StoreError, ACCOUNTS_SQL, ACCOUNT_SQL, DISABLED_SQL, KEYS_SQL, KEY_SQL,
+    MIGRATIONS, PROFILE_SQL, PUT_ACCOUNT_SQL, PUT_KEY_SQL, PUT_PROFILE_SQL, REVOKE_KEY_SQL,
 };
 use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -291,6 +291,42 @@ impl PgStore {
         Ok(c.query_opt(PROFILE_SQL, &[&id]).await?.map(|r| r.get(0)))
     }
 
+    pub async fn put_key(&self, k: &ApiKeyRow) -> Result<(), StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        c.execute(
+            PUT_KEY_SQL,
+            &[
+                &k.id,
+                &k.secret_sha256,
+                &k.name,
+                &k.scopes,
+                &k.created_by,
+                &k.created_at,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn key(&self, id: &str) -> Result<Option<ApiKeyRow>, StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        Ok(c.query_opt(KEY_SQL, &[&id]).await?.as_ref().map(key_row))
+    }
+
+    pub async fn keys(&self, limit: u32) -> Result<Vec<ApiKeyRow>, StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        Ok(c.query(KEYS_SQL, &[&(limit as i64)])
+            .await?
+            .iter()
+            .map(key_row)
+            .collect())
+    }
+
+    pub async fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        Ok(c.execute(REVOKE_KEY_SQL, &[&id, &now_ms()]).await? == 1)
+    }
+
     pub async fn disabled_agents(&self, limit: u32) -> Result<Vec<String>, StoreError> {
         let c = self.pool.get().await.map_err(pool_err)?;
         let rows = c.query(DISABLED_SQL, &[&(limit as i64)]).await?;
@@ -417,5 +453,17 @@ fn account_row(r: &tokio_postgres::Row) -> AccountRow {
         role: r.get(4),
         max_conversations: r.get::<_, Option<i64>>(5).map(|v| v as u32),
         disabled: r.get::<_, i64>(6) != 0,
+    }
+}
+
+fn key_row(r: &tokio_postgres::Row) -> ApiKeyRow {
+    ApiKeyRow {
+        id: r.get(0),
+        secret_sha256: r.get(1),
+        name: r.get(2),
+        scopes: r.get(3),
+        created_by: r.get(4),
+        created_at: r.get(5),
+        revoked_at: r.get(6),
     }
 }

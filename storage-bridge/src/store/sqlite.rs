@@ -3,9 +3,9 @@
 //! pool; one connection behind a mutex serialises writers, which SQLite does anyway.
 
 use super::{
-    after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, AccountRow, ConvHead,
-    From, StoreError, ACCOUNTS_SQL, ACCOUNT_SQL, DISABLED_SQL, MIGRATIONS, PROFILE_SQL,
-    PUT_ACCOUNT_SQL, PUT_PROFILE_SQL,
+    after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, AccountRow, ApiKeyRow,
+    ConvHead, From, StoreError, ACCOUNTS_SQL, ACCOUNT_SQL, DISABLED_SQL, KEYS_SQL, KEY_SQL,
+    MIGRATIONS, PROFILE_SQL, PUT_ACCOUNT_SQL, PUT_KEY_SQL, PUT_PROFILE_SQL, REVOKE_KEY_SQL,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -245,6 +245,48 @@ impl SqliteStore {
         .await
     }
 
+    pub async fn put_key(&self, k: ApiKeyRow) -> Result<(), StoreError> {
+        self.run(move |c| {
+            c.execute(
+                &PUT_KEY_SQL.replace('$', "?"),
+                params![
+                    k.id,
+                    k.secret_sha256,
+                    k.name,
+                    k.scopes,
+                    k.created_by,
+                    k.created_at
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn key(&self, id: String) -> Result<Option<ApiKeyRow>, StoreError> {
+        self.run(move |c| {
+            Ok(c.query_row(&KEY_SQL.replace('$', "?"), [id], key_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    pub async fn keys(&self, limit: u32) -> Result<Vec<ApiKeyRow>, StoreError> {
+        self.run(move |c| {
+            let mut q = c.prepare_cached(&KEYS_SQL.replace('$', "?"))?;
+            let rows = q.query_map([limit as i64], key_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn revoke_key(&self, id: String) -> Result<bool, StoreError> {
+        self.run(move |c| {
+            Ok(c.execute(&REVOKE_KEY_SQL.replace('$', "?"), params![id, now_ms()])? == 1)
+        })
+        .await
+    }
+
     pub async fn disabled_agents(&self, limit: u32) -> Result<Vec<String>, StoreError> {
         self.run(move |c| {
             let mut q = c.prepare_cached(&DISABLED_SQL.replace('$', "?"))?;
@@ -390,5 +432,17 @@ fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
         role: r.get(4)?,
         max_conversations: r.get::<_, Option<i64>>(5)?.map(|v| v as u32),
         disabled: r.get::<_, i64>(6)? != 0,
+    })
+}
+
+fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRow> {
+    Ok(ApiKeyRow {
+        id: r.get(0)?,
+        secret_sha256: r.get(1)?,
+        name: r.get(2)?,
+        scopes: r.get(3)?,
+        created_by: r.get(4)?,
+        created_at: r.get(5)?,
+        revoked_at: r.get(6)?,
     })
 }
