@@ -61,6 +61,15 @@ struct Waiting {
     priority: i32,
 }
 
+/// Why a transfer was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferRefused {
+    /// The asking agent does not have the conversation.
+    NotYours,
+    /// The agent named is offline, full, or the asking agent.
+    Unavailable,
+}
+
 /// A conversation the bot has.
 #[derive(Debug)]
 struct WithBot {
@@ -153,6 +162,44 @@ impl Dispatcher {
         }
     }
 
+    /// `from` hands `conv` to `to` (online, with room), or to whoever else has room
+    /// (`None`). Refused when nobody else can take it: it stays with `from` rather than wait
+    /// in the queue while `from` has room. What to tell, or why not.
+    pub fn transfer(
+        &mut self,
+        conv: ConvId,
+        from: &AgentId,
+        to: Option<&AgentId>,
+    ) -> Result<Vec<Dispatch>, TransferRefused> {
+        let held = self
+            .agents
+            .get(from)
+            .is_some_and(|a| a.open.iter().any(|(c, _)| *c == conv));
+        if !held {
+            return Err(TransferRefused::NotYours);
+        }
+        let to = match to {
+            Some(to) => {
+                let room = self
+                    .agents
+                    .get(to)
+                    .is_some_and(|a| a.is_online() && (a.open.len() as u32) < self.capacity);
+                if to == from || !room {
+                    return Err(TransferRefused::Unavailable);
+                }
+                to.clone()
+            }
+            None => self
+                .pick_except(Some(from))
+                .ok_or(TransferRefused::Unavailable)?,
+        };
+        let visitor = self.take_from_agent(from, conv).expect("held above");
+        let mut out = vec![self.assign(to, conv, visitor)];
+        // `from` has room now: the oldest waiting conversation, if any, is hers.
+        out.extend(self.drain());
+        Ok(out)
+    }
+
     /// Raises `conv`'s priority: it moves ahead of calmer conversations in the queue, or
     /// keeps the priority for when the bot hands it over. Priorities only rise.
     pub fn prioritize(&mut self, conv: ConvId, priority: i32) {
@@ -224,8 +271,14 @@ impl Dispatcher {
 
     /// The agent a new conversation would go to now, if any.
     fn pick(&self) -> Option<AgentId> {
+        self.pick_except(None)
+    }
+
+    /// [`Self::pick`] leaving out `except`.
+    fn pick_except(&self, except: Option<&AgentId>) -> Option<AgentId> {
         self.agents
             .iter()
+            .filter(|(id, _)| Some(*id) != except)
             .filter(|(_, a)| a.is_online() && (a.open.len() as u32) < self.capacity)
             .min_by_key(|(id, a)| (a.open.len(), a.online_since, (*id).clone()))
             .map(|(id, _)| id.clone())
@@ -517,6 +570,53 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn transfers_go_to_an_agent_with_room_or_back_to_the_queue() {
+        let mut d = Dispatcher::new(1);
+        for a in ["ann", "bob", "cat"] {
+            d.agent_online(&agent(a), 0);
+        }
+        d.enqueue(ConvId(1), VisitorId(1));
+        d.enqueue(ConvId(2), VisitorId(2));
+        let ann_has = |d: &Dispatcher| d.open_of(&agent("ann")).len();
+        assert_eq!(ann_has(&d), 1);
+        // bob is full, dan offline, ann herself: refused.
+        let bob_conv = d.open_of(&agent("bob"))[0].0;
+        let ann_conv = d.open_of(&agent("ann"))[0].0;
+        for to in ["bob", "dan", "ann"] {
+            assert_eq!(
+                d.transfer(ann_conv, &agent("ann"), Some(&agent(to))),
+                Err(TransferRefused::Unavailable),
+                "{to}"
+            );
+        }
+        assert_eq!(
+            d.transfer(bob_conv, &agent("ann"), None),
+            Err(TransferRefused::NotYours)
+        );
+        // To cat, who has room.
+        assert_eq!(
+            assigned_to(
+                &d.transfer(ann_conv, &agent("ann"), Some(&agent("cat")))
+                    .unwrap()
+            ),
+            vec![(ann_conv.0, "cat".into())]
+        );
+        assert_eq!(ann_has(&d), 0);
+        // To whoever has room (ann's is free now), not back to bob, who has room too once
+        // it is gone.
+        assert_eq!(
+            assigned_to(&d.transfer(bob_conv, &agent("bob"), None).unwrap()),
+            vec![(bob_conv.0, "ann".into())]
+        );
+        // With nobody else free, it stays.
+        d.enqueue(ConvId(3), VisitorId(3));
+        assert_eq!(
+            d.transfer(bob_conv, &agent("ann"), None),
+            Err(TransferRefused::Unavailable)
+        );
     }
 
     #[test]

@@ -233,6 +233,11 @@ impl Conversation {
         self.with_bot = false;
     }
 
+    /// Its agent handed it on: nobody has it until the dispatcher says who does.
+    pub fn unassign(&mut self) {
+        self.agent = None;
+    }
+
     /// Someone wrote in it at `now_ms` (the shard's monotonic milliseconds): its idle period
     /// starts over. After a restart, when its newest stored message was written.
     pub fn touch(&mut self, now_ms: u64) {

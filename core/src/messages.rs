@@ -137,6 +137,21 @@ pub enum HomeMsg {
     QueuePosition { conv: ConvId, position: u32 },
     /// From the dispatcher: the bot has the conversation (until it hands it over).
     WithBot { conv: ConvId },
+    /// An agent's connection asks to hand `conv` to agent `to`, or back to the queue.
+    Transfer {
+        conv: ConvId,
+        conn: ConnKey,
+        who: ParticipantId,
+        to: Option<AgentId>,
+        note: Option<String>,
+    },
+    /// From the dispatcher: `from` no longer has `conv` (it goes to `to`, or to the queue).
+    Transferred {
+        conv: ConvId,
+        from: AgentId,
+        to: Option<AgentId>,
+        note: Option<String>,
+    },
 }
 
 impl HomeMsg {
@@ -153,6 +168,8 @@ impl HomeMsg {
             | Self::Assign { conv, .. }
             | Self::QueuePosition { conv, .. }
             | Self::WithBot { conv }
+            | Self::Transfer { conv, .. }
+            | Self::Transferred { conv, .. }
             | Self::IdleCheck { conv } => Some(*conv),
             Self::Open { .. } | Self::Unsubscribe { .. } => None,
         }
@@ -191,6 +208,16 @@ pub enum DispatchMsg {
     Handoff { conv: ConvId, priority: i32 },
     /// The AI layer raises `conv`'s priority in the queue (or for when it gets there).
     Prioritize { conv: ConvId, priority: i32 },
+    /// `from` hands `conv` to `to`, or to the queue; a refusal goes to `conn` on the shard
+    /// `conn_shard`.
+    Transfer {
+        conv: ConvId,
+        from: AgentId,
+        to: Option<AgentId>,
+        note: Option<String>,
+        conn_shard: ShardId,
+        conn: ConnKey,
+    },
 }
 
 /// To a connection's shard.
@@ -225,6 +252,8 @@ pub enum ConnMsg {
     AgentAssigned { agent: AgentId, frame: Bytes },
     /// A frame for the local agent connections subscribed to `conv` (a draft, labels).
     DeliverToAgents { conv: ConvId, frame: Bytes },
+    /// `agent` is no longer in `conv` (transferred): its local connections leave it.
+    AgentLeft { conv: ConvId, agent: AgentId },
     /// The open conversations of a newly connected agent device.
     AgentConvs {
         conn: ConnKey,

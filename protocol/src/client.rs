@@ -5,7 +5,7 @@
 //! [`ClientFrame`]. Unknown fields are ignored so that newer clients work with older servers.
 
 use crate::codes::ErrorCode;
-use crate::ids::ConvId;
+use crate::ids::{AgentId, ConvId};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -13,6 +13,8 @@ use std::fmt;
 
 /// Longest accepted client message id, in bytes.
 pub const MAX_CID_LEN: usize = 64;
+/// Longest transfer note, in bytes.
+pub const MAX_NOTE_LEN: usize = 1000;
 
 /// A validated client frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +34,13 @@ pub enum ClientFrame {
     Resume { conv: ConvId, last_seq: u64 },
     /// Close a conversation (agents only).
     Close { conv: ConvId },
+    /// Hand a conversation to another agent (`to`), or back to the queue (none), with a
+    /// note for whoever takes it (its agent only).
+    Transfer {
+        conv: ConvId,
+        to: Option<AgentId>,
+        note: Option<String>,
+    },
     /// Up to `limit` messages before `before` (all newest when absent), oldest first.
     History {
         conv: Option<ConvId>,
@@ -124,6 +133,10 @@ struct RawFrame<'a> {
     before: Option<Loose<'a>>,
     #[serde(borrow, default)]
     limit: Option<Loose<'a>>,
+    #[serde(borrow, default)]
+    to: Option<Loose<'a>>,
+    #[serde(borrow, default)]
+    note: Option<Loose<'a>>,
 }
 
 /// Decodes one text frame with serde_json.
@@ -261,6 +274,35 @@ fn validate(raw: RawFrame<'_>) -> Result<ClientFrame, DecodeError> {
         "close" => Ok(ClientFrame::Close {
             conv: conv(true)?.expect("required"),
         }),
+        "transfer" => {
+            let to = match &raw.to {
+                None => None,
+                Some(Loose::Str(s)) => Some(AgentId::new(s).ok_or_else(|| {
+                    fail(ErrorCode::InvalidField, "`to` is not an agent id".into())
+                })?),
+                Some(_) => {
+                    return Err(fail(
+                        ErrorCode::InvalidField,
+                        "`to` must be a string".into(),
+                    ))
+                }
+            };
+            let note = match &raw.note {
+                None => None,
+                Some(Loose::Str(s)) if s.len() <= MAX_NOTE_LEN => Some(s.to_string()),
+                Some(_) => {
+                    return Err(fail(
+                        ErrorCode::InvalidField,
+                        format!("`note` must be a string of at most {MAX_NOTE_LEN} bytes"),
+                    ))
+                }
+            };
+            Ok(ClientFrame::Transfer {
+                conv: conv(true)?.expect("required"),
+                to,
+                note,
+            })
+        }
         other => {
             let shown: String = other.chars().take(32).collect();
             Err(fail(
@@ -278,6 +320,40 @@ mod tests {
 
     fn code(text: &str) -> ErrorCode {
         decode_client_frame(text).unwrap_err().code
+    }
+
+    #[test]
+    fn transfers_name_an_agent_or_the_queue() {
+        let c = ConvId(0xab);
+        assert_eq!(
+            decode_client_frame(
+                r#"{"type":"transfer","conv":"c00000000000000ab","to":"bob","note":"billing"}"#
+            )
+            .unwrap(),
+            ClientFrame::Transfer {
+                conv: c,
+                to: AgentId::new("bob"),
+                note: Some("billing".into())
+            }
+        );
+        assert_eq!(
+            decode_client_frame(r#"{"type":"transfer","conv":"c00000000000000ab"}"#).unwrap(),
+            ClientFrame::Transfer {
+                conv: c,
+                to: None,
+                note: None
+            }
+        );
+        assert_eq!(code(r#"{"type":"transfer"}"#), ErrorCode::MissingField);
+        assert_eq!(
+            code(r#"{"type":"transfer","conv":"c00000000000000ab","to":"b o b"}"#),
+            ErrorCode::InvalidField
+        );
+        let long = format!(
+            r#"{{"type":"transfer","conv":"c00000000000000ab","note":"{}"}}"#,
+            "x".repeat(MAX_NOTE_LEN + 1)
+        );
+        assert_eq!(code(&long), ErrorCode::InvalidField);
     }
 
     #[test]

@@ -89,6 +89,14 @@ pub enum ServerFrame<'a> {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         priority: Option<i32>,
     },
+    /// To every participant: agent `from` handed the conversation to agent `to`, or back to
+    /// the queue (no `to`). `from` is no longer in it; the transcript goes along.
+    Transferred {
+        conv: ConvId,
+        from: Cow<'a, str>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<Cow<'a, str>>,
+    },
     /// To a visitor: the bot answers in this conversation (its messages come `from` `bot`)
     /// until it hands over to a human (`queued`, then `agent_joined`).
     BotJoined { conv: ConvId, bot: Cow<'a, str> },

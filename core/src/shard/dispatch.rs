@@ -9,12 +9,13 @@
 //! message; it tells home shards about assignments and queue positions ([`HomeMsg`]) and
 //! answers connections' shards ([`ConnMsg`]).
 
-use crate::assignment::{Dispatch, Dispatcher};
+use crate::assignment::{Dispatch, Dispatcher, TransferRefused};
 use crate::conn::ConnKey;
 use crate::messages::{ConnMsg, DispatchMsg, HomeMsg};
 use crate::routing::ShardId;
-use crate::shard::shared::Shared;
+use crate::shard::shared::{error_frame, Shared};
 use switchboard_protocol::bridge::{BotMode, OpenConv};
+use switchboard_protocol::ErrorCode;
 use switchboard_protocol::{AgentId, ConvId, VisitorId};
 
 /// Open conversations the dispatcher lists from the store at start, at most.
@@ -88,6 +89,37 @@ impl DispatchRole {
             DispatchMsg::Prioritize { conv, priority } => {
                 self.dispatcher.prioritize(conv, priority);
             }
+            DispatchMsg::Transfer {
+                conv,
+                from,
+                to,
+                note,
+                conn_shard,
+                conn,
+            } => match self.dispatcher.transfer(conv, &from, to.as_ref()) {
+                Ok(out) => {
+                    // The home shard lets `from` go first, then hears where it went.
+                    let gone = HomeMsg::Transferred {
+                        conv,
+                        from,
+                        to,
+                        note,
+                    };
+                    sh.send(sh.home(conv), gone);
+                    self.dispatch(sh, out);
+                }
+                Err(why) => {
+                    let message = match why {
+                        TransferRefused::NotYours => "not your conversation",
+                        TransferRefused::Unavailable => {
+                            "that agent is offline, has no room, or is you"
+                        }
+                    };
+                    sh.stats.errors_sent += 1;
+                    let frame = error_frame(ErrorCode::Forbidden, message, None);
+                    sh.send(conn_shard, ConnMsg::ToConn { conn, frame });
+                }
+            },
             DispatchMsg::FindOpenConv { visitor, conn } => {
                 if listing && self.held_lookups.len() < LOOKUPS_HELD_MAX {
                     // Just started: the visitor's conversation may be among those listed.

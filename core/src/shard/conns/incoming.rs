@@ -106,6 +106,7 @@ impl ConnRole {
                     self.push(sh, key, frame.clone());
                 }
             }
+            ConnMsg::AgentLeft { conv, agent } => self.agent_left(sh, conv, &agent),
             ConnMsg::DeliverToAgents { conv, frame } => {
                 let agents: Vec<ConnKey> = self
                     .conv_subs

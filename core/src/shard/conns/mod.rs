@@ -470,6 +470,34 @@ impl ConnRole {
                     },
                 );
             }
+            ClientFrame::Transfer { conv, to, note } => {
+                let msg = HomeMsg::Transfer {
+                    conv,
+                    conn: key,
+                    who,
+                    to,
+                    note,
+                };
+                sh.send(sh.home(conv), msg);
+            }
+        }
+    }
+
+    /// `agent` is no longer in `conv`: its local connections leave it (and tell its home).
+    pub fn agent_left(&mut self, sh: &mut Shared, conv: ConvId, agent: &AgentId) {
+        let Some(devices) = self.agents.get(agent).cloned() else {
+            return;
+        };
+        if let Some(list) = self.conv_subs.get_mut(&conv) {
+            list.retain(|k| !devices.contains(k));
+        }
+        for key in devices {
+            if let Some(c) = self.conn_mut(key) {
+                if c.subs.contains(&conv) {
+                    c.leave(conv);
+                    sh.send(sh.home(conv), HomeMsg::Unsubscribe { conv, conn: key });
+                }
+            }
         }
     }
 
@@ -502,7 +530,9 @@ impl ConnRole {
             | ClientFrame::Typing { conv }
             | ClientFrame::Read { conv, .. }
             | ClientFrame::History { conv, .. } => conv.is_none(),
-            ClientFrame::Resume { .. } | ClientFrame::Close { .. } => false,
+            ClientFrame::Resume { .. }
+            | ClientFrame::Close { .. }
+            | ClientFrame::Transfer { .. } => false,
         };
         match &mut conn.lookup {
             Lookup::Asked(parked) if parked.len() < LOOKUP_PARKED_MAX => parked.push(frame),

@@ -21,7 +21,7 @@ use crate::config::CoreConfig;
 use crate::conn::ConnKey;
 use crate::conversation::{AckWaiter, Conversation, Posted};
 use crate::idle::IdleWheel;
-use crate::messages::{DispatchMsg, HomeMsg, ReplayNext};
+use crate::messages::{ConnMsg, DispatchMsg, HomeMsg, ReplayNext};
 use crate::persist::StoreLink;
 use crate::routing::{home_shard, ShardId, DISPATCHER_SHARD};
 use crate::shard::shared::Shared;
@@ -326,6 +326,57 @@ impl HomeRole {
                 self.fanout(sh, conv, frame, None, false);
                 let notes = self.convs.get(&conv).and_then(|c| c.notes());
                 reply::agent_assigned(sh, &agent_shards, conv, visitor, &agent, notes);
+            }
+            HomeMsg::Transfer {
+                conv,
+                conn,
+                who,
+                to,
+                note,
+            } => {
+                if !self.check_participant(sh, from, conn, conv, &who, None) {
+                    return;
+                }
+                let ParticipantId::Agent(agent) = who else {
+                    let message = "only agents transfer conversations";
+                    reply::error(sh, from, conn, ErrorCode::Forbidden, message, None);
+                    return;
+                };
+                let msg = DispatchMsg::Transfer {
+                    conv,
+                    from: agent,
+                    to,
+                    note,
+                    conn_shard: from,
+                    conn,
+                };
+                sh.send(DISPATCHER_SHARD, msg);
+            }
+            HomeMsg::Transferred {
+                conv,
+                from: agent,
+                to,
+                note,
+            } => {
+                let Some(c) = self.convs.get_mut(&conv).filter(|c| !c.is_closed()) else {
+                    return;
+                };
+                c.unassign();
+                c.notes_mut().reason = Some(match &note {
+                    Some(n) => format!("transferred by {agent}: {n}"),
+                    None => format!("transferred by {agent}"),
+                });
+                let frame = encode(&ServerFrame::Transferred {
+                    conv,
+                    from: agent.as_str().into(),
+                    to: to.as_ref().map(|a| a.as_str().into()),
+                });
+                self.fanout(sh, conv, frame, None, false);
+                // Its devices leave the conversation, wherever they are.
+                for shard in 0..sh.nr_shards {
+                    let agent = agent.clone();
+                    sh.send(shard, ConnMsg::AgentLeft { conv, agent });
+                }
             }
             HomeMsg::WithBot { conv } => {
                 let Some(c) = self
