@@ -4,7 +4,7 @@
 
 use crate::config::ClientKind;
 use switchboard_protocol::token::{TokenError, TokenKind, TokenSigner};
-use switchboard_protocol::{AgentId, ParticipantId, VisitorId};
+use switchboard_protocol::{ParticipantId, VisitorId};
 
 /// A refused upgrade.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,9 +40,14 @@ pub struct Identity {
     /// A visitor's priority in the human queue, as its token says (a VIP's, minted by the
     /// site's back end through the API); 0 for everyone else.
     pub priority: i32,
+    /// An agent whose token says it supervises: it may watch any conversation and whisper
+    /// to its agent.
+    pub supervisor: bool,
 }
 
-pub use switchboard_protocol::token::{parse_visitor_subject, visitor_subject};
+pub use switchboard_protocol::token::{
+    agent_subject, parse_agent_subject, parse_visitor_subject, visitor_subject,
+};
 
 /// Decodes `%XX` and `+` in a query value.
 fn percent_decode(s: &str) -> String {
@@ -101,6 +106,7 @@ pub fn authenticate(
                 client,
                 resumed: false,
                 priority: 0,
+                supervisor: false,
             }),
             Some(t) => {
                 let subject = signer.verify(&t, TokenKind::Visitor, now_unix)?;
@@ -111,18 +117,21 @@ pub fn authenticate(
                     client,
                     resumed: true,
                     priority,
+                    supervisor: false,
                 })
             }
         },
         "/ws/agent" => {
             let t = token.ok_or(AuthError::MissingToken)?;
             let subject = signer.verify(&t, TokenKind::Agent, now_unix)?;
-            let id = AgentId::new(&subject).ok_or(AuthError::BadToken(TokenError::Malformed))?;
+            let (id, supervisor) =
+                parse_agent_subject(&subject).ok_or(AuthError::BadToken(TokenError::Malformed))?;
             Ok(Identity {
                 who: ParticipantId::Agent(id),
                 client,
                 resumed: false,
                 priority: 0,
+                supervisor,
             })
         }
         _ => Err(AuthError::NotFound),
@@ -132,9 +141,32 @@ pub fn authenticate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchboard_protocol::AgentId;
 
     fn signer() -> TokenSigner {
         TokenSigner::new(b"test secret, long enough").unwrap()
+    }
+
+    #[test]
+    fn an_agent_token_may_say_it_supervises() {
+        let s = signer();
+        let sup = s.mint(
+            TokenKind::Agent,
+            &agent_subject("sue", "supervisor"),
+            u64::MAX,
+        );
+        let i = authenticate("/ws/agent", &format!("token={sup}"), &s, 0, || VisitorId(9)).unwrap();
+        assert_eq!(
+            (i.who, i.supervisor),
+            (ParticipantId::Agent(AgentId::new("sue").unwrap()), true)
+        );
+        let plain = s.mint(TokenKind::Agent, &agent_subject("ann", "agent"), u64::MAX);
+        let i = authenticate("/ws/agent", &format!("token={plain}"), &s, 0, || {
+            VisitorId(9)
+        })
+        .unwrap();
+        assert!(!i.supervisor);
+        assert_eq!(parse_agent_subject("ann;r=root"), None, "no other roles");
     }
 
     #[test]
@@ -195,6 +227,7 @@ mod tests {
                 client: ClientKind::Api,
                 resumed: false,
                 priority: 0,
+                supervisor: false,
             }
         );
         let token = s.mint(TokenKind::Visitor, "v0000000000000009", 1_000);

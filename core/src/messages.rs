@@ -91,11 +91,13 @@ pub enum HomeMsg {
         who: ParticipantId,
         signal: Signal,
     },
-    /// Attach `conn` and replay everything after `last_seq`, then `resumed`.
+    /// Attach `conn` and replay everything after `last_seq`, then `resumed`. An `observer`
+    /// (a supervisor) may watch a conversation it is not in.
     Subscribe {
         conv: ConvId,
         conn: ConnKey,
         who: ParticipantId,
+        observer: bool,
         last_seq: u64,
         /// Which resume of `conn` this is: every page of its replay carries it.
         chain: u32,
@@ -105,6 +107,7 @@ pub enum HomeMsg {
         conv: ConvId,
         conn: ConnKey,
         who: ParticipantId,
+        observer: bool,
         next: ReplayNext,
     },
     /// `conn` is gone.
@@ -137,6 +140,14 @@ pub enum HomeMsg {
     QueuePosition { conv: ConvId, position: u32 },
     /// From the dispatcher: the bot has the conversation (until it hands it over).
     WithBot { conv: ConvId },
+    /// A supervisor's note for the conversation's agents only.
+    Whisper {
+        conv: ConvId,
+        conn: ConnKey,
+        who: ParticipantId,
+        observer: bool,
+        body: String,
+    },
     /// An agent's connection asks to hand `conv` to agent `to`, or back to the queue.
     Transfer {
         conv: ConvId,
@@ -169,6 +180,7 @@ impl HomeMsg {
             | Self::QueuePosition { conv, .. }
             | Self::WithBot { conv }
             | Self::Transfer { conv, .. }
+            | Self::Whisper { conv, .. }
             | Self::Transferred { conv, .. }
             | Self::IdleCheck { conv } => Some(*conv),
             Self::Open { .. } | Self::Unsubscribe { .. } => None,

@@ -84,6 +84,7 @@ impl Cluster {
                 client: ClientKind::Web,
                 resumed,
                 priority: 0,
+                supervisor: false,
             },
             self.now,
         );

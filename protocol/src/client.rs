@@ -34,6 +34,8 @@ pub enum ClientFrame {
     Resume { conv: ConvId, last_seq: u64 },
     /// Close a conversation (agents only).
     Close { conv: ConvId },
+    /// Supervisors: a note to the conversation's agent that the visitor never sees.
+    Whisper { conv: ConvId, body: String },
     /// Hand a conversation to another agent (`to`), or back to the queue (none), with a
     /// note for whoever takes it (its agent only).
     Transfer {
@@ -274,6 +276,27 @@ fn validate(raw: RawFrame<'_>) -> Result<ClientFrame, DecodeError> {
         "close" => Ok(ClientFrame::Close {
             conv: conv(true)?.expect("required"),
         }),
+        "whisper" => {
+            let body = match raw.body {
+                Some(Loose::Str(s)) if !s.is_empty() => s.into_owned(),
+                None => {
+                    return Err(fail(
+                        ErrorCode::MissingField,
+                        "`whisper` needs `body`".into(),
+                    ))
+                }
+                Some(_) => {
+                    return Err(fail(
+                        ErrorCode::InvalidField,
+                        "`body` must be a non-empty string".into(),
+                    ))
+                }
+            };
+            Ok(ClientFrame::Whisper {
+                conv: conv(true)?.expect("required"),
+                body,
+            })
+        }
         "transfer" => {
             let to = match &raw.to {
                 None => None,

@@ -89,6 +89,13 @@ pub enum ServerFrame<'a> {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         priority: Option<i32>,
     },
+    /// To the agents of a conversation (its agent, supervisors watching it): a supervisor's
+    /// note that the visitor never sees.
+    Whisper {
+        conv: ConvId,
+        from: Cow<'a, str>,
+        body: Cow<'a, str>,
+    },
     /// To every participant: agent `from` handed the conversation to agent `to`, or back to
     /// the queue (no `to`). `from` is no longer in it; the transcript goes along.
     Transferred {

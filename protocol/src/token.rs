@@ -4,7 +4,7 @@
 //! The kind is signed too, so a visitor token can never pass as an agent token. The secret
 //! comes from configuration; nothing here has a default key.
 
-use crate::ids::VisitorId;
+use crate::ids::{AgentId, VisitorId};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -61,6 +61,24 @@ pub fn parse_visitor_subject(subject: &str) -> Option<(VisitorId, i32)> {
     match subject.split_once(";p=") {
         None => Some((VisitorId::parse(subject)?, 0)),
         Some((id, p)) => Some((VisitorId::parse(id)?, p.parse().ok()?)),
+    }
+}
+
+/// The subject of an agent token: its id, and `;r=supervisor` (or `admin`) when its account
+/// has that role, which lets it watch any conversation and whisper to its agent.
+pub fn agent_subject(id: &str, role: &str) -> String {
+    match role {
+        "supervisor" | "admin" => format!("{id};r={role}"),
+        _ => id.to_owned(),
+    }
+}
+
+/// Reads an agent token's subject back: its id, and whether it supervises.
+pub fn parse_agent_subject(subject: &str) -> Option<(AgentId, bool)> {
+    match subject.split_once(";r=") {
+        None => Some((AgentId::new(subject)?, false)),
+        Some((id, "supervisor" | "admin")) => Some((AgentId::new(id)?, true)),
+        Some(_) => None,
     }
 }
 

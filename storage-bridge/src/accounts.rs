@@ -100,7 +100,11 @@ pub struct Issued {
 fn issue(signer: &TokenSigner, account: &AccountRow, now_unix: u64) -> Issued {
     let expires_at = now_unix + TOKEN_TTL_S;
     Issued {
-        token: signer.mint(TokenKind::Agent, &account.id, expires_at),
+        token: signer.mint(
+            TokenKind::Agent,
+            &switchboard_protocol::token::agent_subject(&account.id, &account.role),
+            expires_at,
+        ),
         expires_at,
         role: Role::parse(&account.role).unwrap_or(Role::Agent),
     }

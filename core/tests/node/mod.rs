@@ -291,6 +291,7 @@ impl Node {
                 client: ClientKind::Web,
                 resumed,
                 priority: 0,
+                supervisor: false,
             },
             self.now,
         );

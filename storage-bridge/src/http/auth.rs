@@ -32,9 +32,13 @@ fn signer(api: &Api) -> Result<&TokenSigner, ApiError> {
 pub(super) fn agent_of(api: &Api, headers: &HeaderMap) -> Result<String, ApiError> {
     let signer = signer(api)?;
     let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
-    signer
+    let subject = signer
         .verify(token, TokenKind::Agent, now_unix())
-        .map_err(|_| ApiError::unauthorized())
+        .map_err(|_| ApiError::unauthorized())?;
+    // The role claim is for the gateway; here the account's role counts, read fresh.
+    switchboard_protocol::token::parse_agent_subject(&subject)
+        .map(|(id, _)| id.as_str().to_owned())
+        .ok_or_else(ApiError::unauthorized)
 }
 
 /// Who is calling: the agent a valid token names, and its role (an agent with no account,

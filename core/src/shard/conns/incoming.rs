@@ -28,6 +28,7 @@ impl ConnRole {
             conv,
             conn: key,
             who,
+            observer: c.supervisor,
             next,
         };
         sh.send(sh.home(conv), msg);

@@ -162,6 +162,7 @@ impl ConnRole {
             client,
             resumed,
             priority,
+            supervisor,
         } = identity;
         let lookup = match who {
             ParticipantId::Visitor(_) if resumed => Lookup::Due,
@@ -171,6 +172,7 @@ impl ConnRole {
             who: who.clone(),
             client,
             priority,
+            supervisor,
             io: ConnIo::default(),
             visitor_conv: None,
             lookup,
@@ -413,6 +415,7 @@ impl ConnRole {
                 // A resume again while one is in progress replaces it: the pages of the
                 // earlier one are dropped when they come.
                 let chain = conn.replays().start(conv);
+                let observer = conn.supervisor;
                 // Until the replay arrives the connection is not live: anything delivered
                 // meanwhile is part of the replay, so nothing arrives twice.
                 if let Some(list) = self.conv_subs.get_mut(&conv) {
@@ -424,6 +427,7 @@ impl ConnRole {
                         conv,
                         conn: key,
                         who,
+                        observer,
                         last_seq,
                         chain,
                     },
@@ -469,6 +473,17 @@ impl ConnRole {
                         who,
                     },
                 );
+            }
+            ClientFrame::Whisper { conv, body } => {
+                let observer = self.conn_mut(key).is_some_and(|c| c.supervisor);
+                let msg = HomeMsg::Whisper {
+                    conv,
+                    conn: key,
+                    who,
+                    observer,
+                    body,
+                };
+                sh.send(sh.home(conv), msg);
             }
             ClientFrame::Transfer { conv, to, note } => {
                 let msg = HomeMsg::Transfer {
@@ -532,6 +547,7 @@ impl ConnRole {
             | ClientFrame::History { conv, .. } => conv.is_none(),
             ClientFrame::Resume { .. }
             | ClientFrame::Close { .. }
+            | ClientFrame::Whisper { .. }
             | ClientFrame::Transfer { .. } => false,
         };
         match &mut conn.lookup {

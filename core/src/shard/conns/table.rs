@@ -18,6 +18,8 @@ pub(super) struct Conn {
     pub client: ClientKind,
     /// A visitor's priority in the human queue, from its token.
     pub priority: i32,
+    /// An agent that supervises (its token says so): watches any conversation, whispers.
+    pub supervisor: bool,
     pub io: ConnIo,
     /// A visitor's current conversation.
     pub visitor_conv: Option<ConvId>,

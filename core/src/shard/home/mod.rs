@@ -237,10 +237,11 @@ impl HomeRole {
                 conv,
                 conn,
                 who,
+                observer,
                 last_seq,
                 chain,
             } => {
-                if let Some((code, message)) = self.refusal(conv, &who) {
+                if let Some((code, message)) = self.refusal(conv, &who, observer) {
                     reply::refuse_subscribe(sh, from, conn, conv, code, message, chain);
                     return;
                 }
@@ -258,11 +259,12 @@ impl HomeRole {
                 conv,
                 conn,
                 who,
+                observer,
                 next,
             } => {
                 // A replay goes on even if the conversation closed meanwhile: participants
                 // may read a closed conversation; its last page then says it is closed.
-                match self.refusal(conv, &who) {
+                match self.refusal(conv, &who, observer) {
                     Some((code, message)) if code != ErrorCode::ConversationClosed => {
                         reply::refuse_subscribe(sh, from, conn, conv, code, message, next.chain)
                     }
@@ -326,6 +328,30 @@ impl HomeRole {
                 self.fanout(sh, conv, frame, None, false);
                 let notes = self.convs.get(&conv).and_then(|c| c.notes());
                 reply::agent_assigned(sh, &agent_shards, conv, visitor, &agent, notes);
+            }
+            HomeMsg::Whisper {
+                conv,
+                conn,
+                who,
+                observer,
+                body,
+            } => {
+                let ParticipantId::Agent(agent) = &who else {
+                    let message = "only supervisors whisper";
+                    reply::error(sh, from, conn, ErrorCode::Forbidden, message, None);
+                    return;
+                };
+                if let Some((code, message)) = self.refusal(conv, &who, observer) {
+                    reply::error(sh, from, conn, code, message, None);
+                    return;
+                }
+                let frame = encode(&ServerFrame::Whisper {
+                    conv,
+                    from: agent.as_str().into(),
+                    body: body.into(),
+                });
+                let subscribers = self.convs[&conv].subscribers().to_vec();
+                reply::to_agents(sh, conv, &subscribers, frame);
             }
             HomeMsg::Transfer {
                 conv,
@@ -462,11 +488,17 @@ impl HomeRole {
         reply::settled(sh, conv, settled, ok);
     }
 
-    /// Why `who` may not act in `conv` (on its home shard), if it may not.
-    fn refusal(&self, conv: ConvId, who: &ParticipantId) -> Option<(ErrorCode, &'static str)> {
+    /// Why `who` may not act in `conv` (on its home shard), if it may not. An `observer`
+    /// (a supervisor) may watch and whisper in a conversation it is not in.
+    fn refusal(
+        &self,
+        conv: ConvId,
+        who: &ParticipantId,
+        observer: bool,
+    ) -> Option<(ErrorCode, &'static str)> {
         match self.convs.get(&conv) {
             None => Some((ErrorCode::NotInConversation, "no such conversation")),
-            Some(c) if !c.is_participant(who) => {
+            Some(c) if !observer && !c.is_participant(who) => {
                 Some((ErrorCode::NotInConversation, "not a participant"))
             }
             Some(c) if c.is_closed() => {
@@ -486,7 +518,7 @@ impl HomeRole {
         who: &ParticipantId,
         cid: Option<&str>,
     ) -> bool {
-        match self.refusal(conv, who) {
+        match self.refusal(conv, who, false) {
             None => true,
             Some((code, message)) => {
                 reply::error(sh, from, conn, code, message, cid);

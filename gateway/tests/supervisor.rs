@@ -1,0 +1,80 @@
+//! A supervisor watches a conversation it is not in, live, and whispers to its agent; the
+//! visitor never sees the whisper. Real gateway, bridge (accounts, login) and clients.
+
+use serde_json::{json, Value};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use switchboard_test_support::process::bin_path;
+use switchboard_test_support::{free_addr, http, temp_dir, Client, Gateway};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_supervisor_watches_live_and_whispers_to_the_agent_only() {
+    let dir = temp_dir("supervisor");
+    let api = free_addr();
+    let gw = Gateway::builder().data_dir(&dir).bridge_http(&api).start();
+    let mut cli = Command::new(bin_path("storage-bridge"))
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["create-agent", "--id", "sue", "--role", "supervisor"])
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(cli.stdin.take().unwrap(), "supervising since 2020").unwrap();
+    assert!(cli.wait().unwrap().success());
+    let login = http::post(
+        &api,
+        "/api/v1/auth/login",
+        &[],
+        &json!({"agent":"sue","password":"supervising since 2020"}).to_string(),
+    );
+    let issued: Value = serde_json::from_slice(&login.body).unwrap();
+    assert_eq!(issued["role"], "supervisor", "{}", login.text());
+    let token = issued["token"].as_str().unwrap();
+
+    let mut ann = gw.agent("ann").await;
+    let mut v = gw.visitor().await;
+    v.msg("m1", "where is my parcel?", None).await;
+    let conv = ann.assigned().await["conv"].as_str().unwrap().to_owned();
+    ann.expect("resumed").await;
+    // Sue watches: the transcript so far, then live.
+    let mut sue = Client::connect(&gw.url(&format!("/ws/agent?token={token}&client=web")))
+        .await
+        .unwrap();
+    assert_eq!(sue.welcome["id"], "sue");
+    sue.send(json!({"type":"resume","conv":conv,"last_seq":0}))
+        .await;
+    assert_eq!(sue.expect("msg").await["body"], "where is my parcel?");
+    sue.expect("resumed").await;
+    v.msg("m2", "it has been a week", Some(&conv)).await;
+    assert_eq!(sue.expect("msg").await["body"], "it has been a week");
+    // She whispers: ann hears it, the visitor does not.
+    sue.send(json!({"type":"whisper","conv":conv,"body":"offer a refund"}))
+        .await;
+    let w = ann.expect("whisper").await;
+    assert_eq!(
+        (w["from"].as_str(), w["body"].as_str()),
+        (Some("sue"), Some("offer a refund"))
+    );
+    ann.msg("a1", "I can refund you today.", Some(&conv)).await;
+    let next = v.expect_any(&["msg", "whisper"]).await;
+    assert_eq!(
+        (next["type"].as_str(), next["from"].as_str()),
+        (Some("msg"), Some("ann"))
+    );
+    // Watching is not taking part: she cannot write to the visitor.
+    sue.msg("s1", "hello from the supervisor", Some(&conv))
+        .await;
+    assert_eq!(sue.expect("error").await["code"], "not_in_conversation");
+    // An ordinary agent cannot watch others' conversations, nor a visitor whisper.
+    let mut bob = gw.agent("bob").await;
+    bob.send(json!({"type":"resume","conv":conv,"last_seq":0}))
+        .await;
+    assert_eq!(bob.expect("error").await["code"], "not_in_conversation");
+    v.send(json!({"type":"whisper","conv":conv,"body":"psst"}))
+        .await;
+    assert_eq!(v.expect("error").await["code"], "forbidden");
+    drop(gw);
+    let _ = std::fs::remove_dir_all(&dir);
+}
