@@ -100,10 +100,10 @@ async fn a_vip_keeps_one_id_across_devices_and_goes_ahead_in_the_queue() {
     // Ann closes her first: the VIP is next, and she sees why and who.
     ann.send(json!({"type":"close","conv":c1})).await;
     let assigned = ann.expect("assigned").await;
+    let ann_bearer = format!("Bearer {}", gw.token("ann"));
     assert_eq!(assigned["visitor"], issued["visitor"]);
     assert_eq!(assigned["priority"], 5);
     assert_eq!(assigned["labels"]["visitor"], "vip");
-    let ann_bearer = format!("Bearer {}", gw.token("ann"));
     let r = http::get(
         &api,
         &format!("/api/v1/visitors/{}", issued["visitor"].as_str().unwrap()),
@@ -116,6 +116,50 @@ async fn a_vip_keeps_one_id_across_devices_and_goes_ahead_in_the_queue() {
         (Some("Li Wei"), Some(true))
     );
     assert_eq!(seen["attributes"]["orders"], "17");
+    // A canned reply, site-wide, used by ann for this visitor: its variables filled in.
+    let r = http::post(
+        &api,
+        "/api/v1/canned-replies",
+        &auth,
+        &json!({"shortcut":"/returns","site_wide":true,
+            "body":"Hi {visitor.name}, your {visitor.plan} plan includes free returns. - {agent.name}"})
+        .to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let ann_auth = [("Authorization", ann_bearer.as_str())];
+    let r = http::post(
+        &api,
+        "/api/v1/canned-replies",
+        &ann_auth,
+        &json!({"shortcut":"/x","body":"mine","site_wide":true}).to_string(),
+    );
+    assert_eq!(r.status, 403, "agents keep only their own");
+    let list = json_of(&http::get(&api, "/api/v1/canned-replies", &ann_auth));
+    let reply = list["replies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["shortcut"] == "/returns")
+        .expect("the site-wide reply")
+        .clone();
+    let r = http::post(
+        &api,
+        &format!(
+            "/api/v1/canned-replies/{}/render",
+            reply["id"].as_str().unwrap()
+        ),
+        &ann_auth,
+        &json!({"visitor": issued["visitor"]}).to_string(),
+    );
+    let text = json_of(&r)["body"].as_str().unwrap().to_owned();
+    assert_eq!(
+        text,
+        "Hi Li Wei, your gold plan includes free returns. - ann"
+    );
+    let vip_conv = assigned["conv"].as_str().unwrap().to_owned();
+    ann.msg("a1", &text, Some(&vip_conv)).await;
+    let got = phone.expect("msg").await;
+    assert_eq!(got["body"], text.as_str());
     // The site's back end with an API key of its own: it identifies customers and nothing
     // else, and a revoked key opens nothing.
     let r = http::post(

@@ -136,7 +136,41 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
         revoked_at BIGINT
     )",
     ),
+    // Canned replies (issue 13): site-wide (no owner) or an agent's own.
+    (
+        6,
+        "CREATE TABLE canned_replies (
+        id TEXT PRIMARY KEY,
+        site TEXT NOT NULL DEFAULT 'default',
+        owner TEXT,
+        shortcut TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    )",
+    ),
 ];
+
+/// A canned reply as stored: site-wide when it has no `owner`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CannedRow {
+    pub id: String,
+    pub owner: Option<String>,
+    pub shortcut: String,
+    pub body: String,
+    pub created_at: i64,
+}
+
+pub(crate) const PUT_CANNED_SQL: &str =
+    "INSERT INTO canned_replies (id, owner, shortcut, body, created_at)
+    VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (id) DO UPDATE SET shortcut = excluded.shortcut, body = excluded.body";
+/// The replies agent `$1` may use: site-wide and its own, by shortcut.
+pub(crate) const CANNED_FOR_SQL: &str =
+    "SELECT id, owner, shortcut, body, created_at FROM canned_replies
+    WHERE owner IS NULL OR owner = $1 ORDER BY shortcut, id LIMIT 1000";
+pub(crate) const CANNED_SQL: &str =
+    "SELECT id, owner, shortcut, body, created_at FROM canned_replies WHERE id = $1";
+pub(crate) const DELETE_CANNED_SQL: &str = "DELETE FROM canned_replies WHERE id = $1";
 
 /// An API key as stored: never its secret, only the secret's SHA-256 (hex).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -443,6 +477,35 @@ impl Store {
         match self {
             Self::Sqlite(s) => s.revoke_key(id.to_owned()).await,
             Self::Postgres(s) => s.revoke_key(id).await,
+        }
+    }
+
+    pub async fn put_canned(&self, c: CannedRow) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(s) => s.put_canned(c).await,
+            Self::Postgres(s) => s.put_canned(&c).await,
+        }
+    }
+
+    /// The canned replies `agent` may use (site-wide and its own).
+    pub async fn canned_for(&self, agent: &str) -> Result<Vec<CannedRow>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.canned_for(agent.to_owned()).await,
+            Self::Postgres(s) => s.canned_for(agent).await,
+        }
+    }
+
+    pub async fn canned(&self, id: &str) -> Result<Option<CannedRow>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.canned(id.to_owned()).await,
+            Self::Postgres(s) => s.canned(id).await,
+        }
+    }
+
+    pub async fn delete_canned(&self, id: &str) -> Result<bool, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.delete_canned(id.to_owned()).await,
+            Self::Postgres(s) => s.delete_canned(id).await,
         }
     }
 

@@ -5,12 +5,14 @@
 //! - [`agents`]: agent accounts: list, read, create, change (by role).
 //! - [`auth`]: logging in for an agent token, refreshing it; the bearer check.
 //! - [`keys`]: API keys: make, list, revoke.
+//! - [`canned`]: canned replies, with variables filled in for a visitor.
 //! - [`history`]: a conversation's messages (zstd when asked).
 //! - [`openapi`]: the document.
 //! - [`visitors`]: customers the site identifies: visitor tokens with a priority, profiles.
 
 mod agents;
 mod auth;
+mod canned;
 mod error;
 mod history;
 mod keys;
@@ -51,6 +53,15 @@ pub fn router(api: Api) -> Router {
         )
         .route("/api/v1/api-keys", get(keys::list).post(keys::create))
         .route("/api/v1/api-keys/{id}", axum::routing::delete(keys::revoke))
+        .route(
+            "/api/v1/canned-replies",
+            get(canned::list).post(canned::create),
+        )
+        .route(
+            "/api/v1/canned-replies/{id}",
+            axum::routing::delete(canned::delete),
+        )
+        .route("/api/v1/canned-replies/{id}/render", post(canned::use_one))
         .route("/api/v1/visitors", post(visitors::identify))
         .route("/api/v1/visitors/{id}", get(visitors::profile))
         .route("/api/v1/conversations/{id}/messages", get(history::history))

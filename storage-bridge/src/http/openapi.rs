@@ -2,7 +2,7 @@
 //! served at `GET /api/v1/openapi.json`.
 
 use super::error::ErrorBody;
-use super::{agents, auth, history, keys, visitors};
+use super::{agents, auth, canned, history, keys, visitors};
 use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -17,6 +17,10 @@ use utoipa::{Modify, OpenApi};
         agents::get_one,
         agents::create,
         agents::update,
+        canned::list,
+        canned::create,
+        canned::delete,
+        canned::use_one,
         keys::create,
         keys::list,
         keys::revoke,
@@ -33,6 +37,7 @@ use utoipa::{Modify, OpenApi};
         (name = "agents", description = "Agent accounts"),
         (name = "visitors", description = "Customers the site identifies"),
         (name = "api-keys", description = "Keys for the site's other systems"),
+        (name = "canned-replies", description = "Replies agents keep at hand"),
         (name = "messages", description = "Conversations' messages"),
         (name = "meta", description = "This document, health")
     )

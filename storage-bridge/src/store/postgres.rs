@@ -6,8 +6,9 @@
 use super::events::EventRows;
 use super::{
     after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, AccountRow, ApiKeyRow,
-    ConvHead, From, StoreError, ACCOUNTS_SQL, ACCOUNT_SQL, DISABLED_SQL, KEYS_SQL, KEY_SQL,
-    MIGRATIONS, PROFILE_SQL, PUT_ACCOUNT_SQL, PUT_KEY_SQL, PUT_PROFILE_SQL, REVOKE_KEY_SQL,
+    CannedRow, ConvHead, From, StoreError, ACCOUNTS_SQL, ACCOUNT_SQL, CANNED_FOR_SQL, CANNED_SQL,
+    DELETE_CANNED_SQL, DISABLED_SQL, KEYS_SQL, KEY_SQL, MIGRATIONS, PROFILE_SQL, PUT_ACCOUNT_SQL,
+    PUT_CANNED_SQL, PUT_KEY_SQL, PUT_PROFILE_SQL, REVOKE_KEY_SQL,
 };
 use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -327,6 +328,38 @@ impl PgStore {
         Ok(c.execute(REVOKE_KEY_SQL, &[&id, &now_ms()]).await? == 1)
     }
 
+    pub async fn put_canned(&self, r: &CannedRow) -> Result<(), StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        c.execute(
+            PUT_CANNED_SQL,
+            &[&r.id, &r.owner, &r.shortcut, &r.body, &r.created_at],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn canned_for(&self, agent: &str) -> Result<Vec<CannedRow>, StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        Ok(c.query(CANNED_FOR_SQL, &[&agent])
+            .await?
+            .iter()
+            .map(canned_row)
+            .collect())
+    }
+
+    pub async fn canned(&self, id: &str) -> Result<Option<CannedRow>, StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        Ok(c.query_opt(CANNED_SQL, &[&id])
+            .await?
+            .as_ref()
+            .map(canned_row))
+    }
+
+    pub async fn delete_canned(&self, id: &str) -> Result<bool, StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        Ok(c.execute(DELETE_CANNED_SQL, &[&id]).await? == 1)
+    }
+
     pub async fn disabled_agents(&self, limit: u32) -> Result<Vec<String>, StoreError> {
         let c = self.pool.get().await.map_err(pool_err)?;
         let rows = c.query(DISABLED_SQL, &[&(limit as i64)]).await?;
@@ -465,5 +498,15 @@ fn key_row(r: &tokio_postgres::Row) -> ApiKeyRow {
         created_by: r.get(4),
         created_at: r.get(5),
         revoked_at: r.get(6),
+    }
+}
+
+fn canned_row(r: &tokio_postgres::Row) -> CannedRow {
+    CannedRow {
+        id: r.get(0),
+        owner: r.get(1),
+        shortcut: r.get(2),
+        body: r.get(3),
+        created_at: r.get(4),
     }
 }

@@ -4,8 +4,9 @@
 
 use super::{
     after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, AccountRow, ApiKeyRow,
-    ConvHead, From, StoreError, ACCOUNTS_SQL, ACCOUNT_SQL, DISABLED_SQL, KEYS_SQL, KEY_SQL,
-    MIGRATIONS, PROFILE_SQL, PUT_ACCOUNT_SQL, PUT_KEY_SQL, PUT_PROFILE_SQL, REVOKE_KEY_SQL,
+    CannedRow, ConvHead, From, StoreError, ACCOUNTS_SQL, ACCOUNT_SQL, CANNED_FOR_SQL, CANNED_SQL,
+    DELETE_CANNED_SQL, DISABLED_SQL, KEYS_SQL, KEY_SQL, MIGRATIONS, PROFILE_SQL, PUT_ACCOUNT_SQL,
+    PUT_CANNED_SQL, PUT_KEY_SQL, PUT_PROFILE_SQL, REVOKE_KEY_SQL,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -287,6 +288,39 @@ impl SqliteStore {
         .await
     }
 
+    pub async fn put_canned(&self, r: CannedRow) -> Result<(), StoreError> {
+        self.run(move |c| {
+            c.execute(
+                &PUT_CANNED_SQL.replace('$', "?"),
+                params![r.id, r.owner, r.shortcut, r.body, r.created_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn canned_for(&self, agent: String) -> Result<Vec<CannedRow>, StoreError> {
+        self.run(move |c| {
+            let mut q = c.prepare_cached(&CANNED_FOR_SQL.replace('$', "?"))?;
+            let rows = q.query_map([agent], canned_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn canned(&self, id: String) -> Result<Option<CannedRow>, StoreError> {
+        self.run(move |c| {
+            Ok(c.query_row(&CANNED_SQL.replace('$', "?"), [id], canned_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    pub async fn delete_canned(&self, id: String) -> Result<bool, StoreError> {
+        self.run(move |c| Ok(c.execute(&DELETE_CANNED_SQL.replace('$', "?"), [id])? == 1))
+            .await
+    }
+
     pub async fn disabled_agents(&self, limit: u32) -> Result<Vec<String>, StoreError> {
         self.run(move |c| {
             let mut q = c.prepare_cached(&DISABLED_SQL.replace('$', "?"))?;
@@ -444,5 +478,15 @@ fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRow> {
         created_by: r.get(4)?,
         created_at: r.get(5)?,
         revoked_at: r.get(6)?,
+    })
+}
+
+fn canned_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CannedRow> {
+    Ok(CannedRow {
+        id: r.get(0)?,
+        owner: r.get(1)?,
+        shortcut: r.get(2)?,
+        body: r.get(3)?,
+        created_at: r.get(4)?,
     })
 }
