@@ -32,6 +32,8 @@ pub struct Committer {
     /// Batches committing at once (each on its own database connection). Gateways settle
     /// answers in request order, so batches may finish in any order.
     pub concurrency: usize,
+    /// Told of every committed batch (for the site's webhooks).
+    pub webhooks: Option<crate::webhooks::Webhooks>,
 }
 
 impl Committer {
@@ -109,6 +111,9 @@ impl Committer {
         self.in_turn(turn, turns, Some(&messages)).await;
         for j in jobs {
             let _ = j.reply.send(BridgeMsg::Persisted { req: j.req });
+        }
+        if let Some(w) = &self.webhooks {
+            w.committed(&messages, &events);
         }
     }
 

@@ -64,6 +64,12 @@ pub struct Config {
     /// Unset: no bot, every conversation goes to humans.
     #[arg(long = "ai", env = "SWITCHBOARD_AI_CONFIG")]
     pub ai_config: Option<PathBuf>,
+    /// Webhook deliveries: attempts in all (then a dead letter)...
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_ATTEMPTS", default_value_t = 6)]
+    pub webhook_attempts: u32,
+    /// ...and the wait before the second, in milliseconds (doubled before each next one).
+    #[arg(long, env = "SWITCHBOARD_WEBHOOK_BACKOFF_MS", default_value_t = 1000)]
+    pub webhook_backoff_ms: u64,
     /// File holding the token secret (same as the gateway's); default `<data_dir>/secret`.
     #[arg(long, env = "SWITCHBOARD_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,

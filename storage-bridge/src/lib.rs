@@ -11,6 +11,7 @@
 //! - [`reads`]: history and conversation loads, cache first.
 //! - [`server`]: the Unix-socket protocol with gateway shards.
 //! - [`http`]: the HTTP API (history with zstd, health, metrics).
+//! - [`webhooks`]: signed, retried deliveries of what happens to the site's systems.
 //! - [`config`]: flags and environment.
 //!
 //! Threading model: a multi-threaded tokio runtime; one committer task owns the write path.
@@ -26,3 +27,4 @@ pub mod http;
 pub mod reads;
 pub mod server;
 pub mod store;
+pub mod webhooks;

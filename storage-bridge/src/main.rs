@@ -101,7 +101,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         cache: cache.clone(),
     });
     let (commit_tx, commit_rx) = tokio::sync::mpsc::channel(4096);
+    let webhooks = storage_bridge::webhooks::Webhooks::start(
+        store.clone(),
+        storage_bridge::webhooks::Retry {
+            attempts: config.webhook_attempts.max(1),
+            backoff: Duration::from_millis(config.webhook_backoff_ms),
+        },
+    )
+    .await
+    .context("reading the webhooks")?;
     let committer = Committer {
+        webhooks: Some(webhooks.clone()),
         store: store.clone(),
         cache,
         batch_max: config.batch_max,
@@ -131,6 +141,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             signer,
             prometheus,
             notices: notices.clone(),
+            webhooks,
         });
         tracing::info!(%addr, "HTTP API listening");
         tokio::spawn(async move {

@@ -148,7 +148,63 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
         created_at BIGINT NOT NULL
     )",
     ),
+    // Outbound webhooks (issue 13), and the deliveries that failed every attempt.
+    (
+        7,
+        "CREATE TABLE webhooks (
+        id TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        events TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE webhook_dead_letters (
+        id TEXT PRIMARY KEY,
+        webhook TEXT NOT NULL,
+        event TEXT NOT NULL,
+        body TEXT NOT NULL,
+        attempts BIGINT NOT NULL,
+        last_error TEXT NOT NULL,
+        failed_at BIGINT NOT NULL
+    )",
+    ),
 ];
+
+/// A webhook subscription as stored (its secret signs deliveries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookRow {
+    pub id: String,
+    pub url: String,
+    pub secret: String,
+    /// Comma-separated event names.
+    pub events: String,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+/// A delivery that failed every attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterRow {
+    pub id: String,
+    pub webhook: String,
+    pub event: String,
+    pub body: String,
+    pub attempts: i64,
+    pub last_error: String,
+    pub failed_at: i64,
+}
+
+pub(crate) const PUT_HOOK_SQL: &str =
+    "INSERT INTO webhooks (id, url, secret, events, created_by, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6)";
+pub(crate) const HOOKS_SQL: &str =
+    "SELECT id, url, secret, events, created_by, created_at FROM webhooks ORDER BY id LIMIT 1000";
+pub(crate) const DELETE_HOOK_SQL: &str = "DELETE FROM webhooks WHERE id = $1";
+pub(crate) const PUT_DEAD_SQL: &str = "INSERT INTO webhook_dead_letters
+    (id, webhook, event, body, attempts, last_error, failed_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+pub(crate) const DEAD_SQL: &str = "SELECT id, webhook, event, body, attempts, last_error, failed_at
+    FROM webhook_dead_letters WHERE webhook = $1 ORDER BY failed_at DESC, id LIMIT 1000";
 
 /// A canned reply as stored: site-wide when it has no `owner`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -506,6 +562,41 @@ impl Store {
         match self {
             Self::Sqlite(s) => s.delete_canned(id.to_owned()).await,
             Self::Postgres(s) => s.delete_canned(id).await,
+        }
+    }
+
+    pub async fn put_webhook(&self, w: WebhookRow) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(s) => s.put_webhook(w).await,
+            Self::Postgres(s) => s.put_webhook(&w).await,
+        }
+    }
+
+    pub async fn webhooks(&self) -> Result<Vec<WebhookRow>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.webhooks().await,
+            Self::Postgres(s) => s.webhooks().await,
+        }
+    }
+
+    pub async fn delete_webhook(&self, id: &str) -> Result<bool, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.delete_webhook(id.to_owned()).await,
+            Self::Postgres(s) => s.delete_webhook(id).await,
+        }
+    }
+
+    pub async fn put_dead_letter(&self, d: DeadLetterRow) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(s) => s.put_dead_letter(d).await,
+            Self::Postgres(s) => s.put_dead_letter(&d).await,
+        }
+    }
+
+    pub async fn dead_letters(&self, webhook: &str) -> Result<Vec<DeadLetterRow>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.dead_letters(webhook.to_owned()).await,
+            Self::Postgres(s) => s.dead_letters(webhook).await,
         }
     }
 

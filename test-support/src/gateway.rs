@@ -21,9 +21,16 @@ pub struct GatewayBuilder {
     data_dir: Option<PathBuf>,
     bridge_http: Option<String>,
     wrapper: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl GatewayBuilder {
+    /// An environment variable for the gateway (and the bridge it spawns, which inherits it).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
     pub fn shards(mut self, n: usize) -> Self {
         self.shards = n;
         self
@@ -92,7 +99,8 @@ impl GatewayBuilder {
             .args(&self.args)
             .env("SWITCHBOARD_LOG", "error")
             .env_remove("DATABASE_URL")
-            .env_remove("REDIS_URL");
+            .env_remove("REDIS_URL")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut proc = Proc::spawn("gateway", &mut cmd);
         let addr = proc.wait_for_line("its address", STARTUP, |line| {
             let rest = line.strip_prefix("switchboard gateway listening on ")?;
@@ -128,6 +136,7 @@ impl Gateway {
             data_dir: None,
             bridge_http: None,
             wrapper: Vec::new(),
+            env: Vec::new(),
         }
     }
 

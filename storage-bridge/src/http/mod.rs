@@ -8,6 +8,7 @@
 //! - [`canned`]: canned replies, with variables filled in for a visitor.
 //! - [`history`]: a conversation's messages (zstd when asked).
 //! - [`openapi`]: the document.
+//! - [`webhooks`]: subscriptions to events, and the deliveries that failed.
 //! - [`visitors`]: customers the site identifies: visitor tokens with a priority, profiles.
 
 mod agents;
@@ -18,6 +19,7 @@ mod history;
 mod keys;
 mod openapi;
 mod visitors;
+mod webhooks;
 
 pub use error::{ApiError, ErrorBody};
 pub use history::MAX_LIMIT;
@@ -37,6 +39,7 @@ pub struct Api {
     pub prometheus: PrometheusHandle,
     /// Where access changes go to every gateway shard.
     pub notices: crate::server::Notices,
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 pub fn router(api: Api) -> Router {
@@ -62,6 +65,18 @@ pub fn router(api: Api) -> Router {
             axum::routing::delete(canned::delete),
         )
         .route("/api/v1/canned-replies/{id}/render", post(canned::use_one))
+        .route(
+            "/api/v1/webhooks",
+            get(webhooks::list).post(webhooks::create),
+        )
+        .route(
+            "/api/v1/webhooks/{id}",
+            axum::routing::delete(webhooks::delete),
+        )
+        .route(
+            "/api/v1/webhooks/{id}/dead-letters",
+            get(webhooks::dead_letters),
+        )
         .route("/api/v1/visitors", post(visitors::identify))
         .route("/api/v1/visitors/{id}", get(visitors::profile))
         .route("/api/v1/conversations/{id}/messages", get(history::history))

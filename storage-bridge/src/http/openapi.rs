@@ -2,7 +2,7 @@
 //! served at `GET /api/v1/openapi.json`.
 
 use super::error::ErrorBody;
-use super::{agents, auth, canned, history, keys, visitors};
+use super::{agents, auth, canned, history, keys, visitors, webhooks};
 use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -21,6 +21,10 @@ use utoipa::{Modify, OpenApi};
         canned::create,
         canned::delete,
         canned::use_one,
+        webhooks::list,
+        webhooks::create,
+        webhooks::delete,
+        webhooks::dead_letters,
         keys::create,
         keys::list,
         keys::revoke,
@@ -38,6 +42,7 @@ use utoipa::{Modify, OpenApi};
         (name = "visitors", description = "Customers the site identifies"),
         (name = "api-keys", description = "Keys for the site's other systems"),
         (name = "canned-replies", description = "Replies agents keep at hand"),
+        (name = "webhooks", description = "What happens, sent to the site's systems"),
         (name = "messages", description = "Conversations' messages"),
         (name = "meta", description = "This document, health")
     )

@@ -6,9 +6,10 @@
 use super::events::EventRows;
 use super::{
     after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, AccountRow, ApiKeyRow,
-    CannedRow, ConvHead, From, StoreError, ACCOUNTS_SQL, ACCOUNT_SQL, CANNED_FOR_SQL, CANNED_SQL,
-    DELETE_CANNED_SQL, DISABLED_SQL, KEYS_SQL, KEY_SQL, MIGRATIONS, PROFILE_SQL, PUT_ACCOUNT_SQL,
-    PUT_CANNED_SQL, PUT_KEY_SQL, PUT_PROFILE_SQL, REVOKE_KEY_SQL,
+    CannedRow, ConvHead, DeadLetterRow, From, StoreError, WebhookRow, ACCOUNTS_SQL, ACCOUNT_SQL,
+    CANNED_FOR_SQL, CANNED_SQL, DEAD_SQL, DELETE_CANNED_SQL, DELETE_HOOK_SQL, DISABLED_SQL,
+    HOOKS_SQL, KEYS_SQL, KEY_SQL, MIGRATIONS, PROFILE_SQL, PUT_ACCOUNT_SQL, PUT_CANNED_SQL,
+    PUT_DEAD_SQL, PUT_HOOK_SQL, PUT_KEY_SQL, PUT_PROFILE_SQL, REVOKE_KEY_SQL,
 };
 use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -358,6 +359,79 @@ impl PgStore {
     pub async fn delete_canned(&self, id: &str) -> Result<bool, StoreError> {
         let c = self.pool.get().await.map_err(pool_err)?;
         Ok(c.execute(DELETE_CANNED_SQL, &[&id]).await? == 1)
+    }
+
+    pub async fn put_webhook(&self, w: &WebhookRow) -> Result<(), StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        c.execute(
+            PUT_HOOK_SQL,
+            &[
+                &w.id,
+                &w.url,
+                &w.secret,
+                &w.events,
+                &w.created_by,
+                &w.created_at,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn webhooks(&self) -> Result<Vec<WebhookRow>, StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        Ok(c.query(HOOKS_SQL, &[])
+            .await?
+            .iter()
+            .map(|r| WebhookRow {
+                id: r.get(0),
+                url: r.get(1),
+                secret: r.get(2),
+                events: r.get(3),
+                created_by: r.get(4),
+                created_at: r.get(5),
+            })
+            .collect())
+    }
+
+    pub async fn delete_webhook(&self, id: &str) -> Result<bool, StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        Ok(c.execute(DELETE_HOOK_SQL, &[&id]).await? == 1)
+    }
+
+    pub async fn put_dead_letter(&self, d: &DeadLetterRow) -> Result<(), StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        c.execute(
+            PUT_DEAD_SQL,
+            &[
+                &d.id,
+                &d.webhook,
+                &d.event,
+                &d.body,
+                &d.attempts,
+                &d.last_error,
+                &d.failed_at,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn dead_letters(&self, webhook: &str) -> Result<Vec<DeadLetterRow>, StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        Ok(c.query(DEAD_SQL, &[&webhook])
+            .await?
+            .iter()
+            .map(|r| DeadLetterRow {
+                id: r.get(0),
+                webhook: r.get(1),
+                event: r.get(2),
+                body: r.get(3),
+                attempts: r.get(4),
+                last_error: r.get(5),
+                failed_at: r.get(6),
+            })
+            .collect())
     }
 
     pub async fn disabled_agents(&self, limit: u32) -> Result<Vec<String>, StoreError> {

@@ -4,9 +4,10 @@
 
 use super::{
     after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, AccountRow, ApiKeyRow,
-    CannedRow, ConvHead, From, StoreError, ACCOUNTS_SQL, ACCOUNT_SQL, CANNED_FOR_SQL, CANNED_SQL,
-    DELETE_CANNED_SQL, DISABLED_SQL, KEYS_SQL, KEY_SQL, MIGRATIONS, PROFILE_SQL, PUT_ACCOUNT_SQL,
-    PUT_CANNED_SQL, PUT_KEY_SQL, PUT_PROFILE_SQL, REVOKE_KEY_SQL,
+    CannedRow, ConvHead, DeadLetterRow, From, StoreError, WebhookRow, ACCOUNTS_SQL, ACCOUNT_SQL,
+    CANNED_FOR_SQL, CANNED_SQL, DEAD_SQL, DELETE_CANNED_SQL, DELETE_HOOK_SQL, DISABLED_SQL,
+    HOOKS_SQL, KEYS_SQL, KEY_SQL, MIGRATIONS, PROFILE_SQL, PUT_ACCOUNT_SQL, PUT_CANNED_SQL,
+    PUT_DEAD_SQL, PUT_HOOK_SQL, PUT_KEY_SQL, PUT_PROFILE_SQL, REVOKE_KEY_SQL,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -319,6 +320,78 @@ impl SqliteStore {
     pub async fn delete_canned(&self, id: String) -> Result<bool, StoreError> {
         self.run(move |c| Ok(c.execute(&DELETE_CANNED_SQL.replace('$', "?"), [id])? == 1))
             .await
+    }
+
+    pub async fn put_webhook(&self, w: WebhookRow) -> Result<(), StoreError> {
+        self.run(move |c| {
+            c.execute(
+                &PUT_HOOK_SQL.replace('$', "?"),
+                params![w.id, w.url, w.secret, w.events, w.created_by, w.created_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn webhooks(&self) -> Result<Vec<WebhookRow>, StoreError> {
+        self.run(move |c| {
+            let mut q = c.prepare_cached(HOOKS_SQL)?;
+            let rows = q.query_map([], |r| {
+                Ok(WebhookRow {
+                    id: r.get(0)?,
+                    url: r.get(1)?,
+                    secret: r.get(2)?,
+                    events: r.get(3)?,
+                    created_by: r.get(4)?,
+                    created_at: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn delete_webhook(&self, id: String) -> Result<bool, StoreError> {
+        self.run(move |c| Ok(c.execute(&DELETE_HOOK_SQL.replace('$', "?"), [id])? == 1))
+            .await
+    }
+
+    pub async fn put_dead_letter(&self, d: DeadLetterRow) -> Result<(), StoreError> {
+        self.run(move |c| {
+            c.execute(
+                &PUT_DEAD_SQL.replace('$', "?"),
+                params![
+                    d.id,
+                    d.webhook,
+                    d.event,
+                    d.body,
+                    d.attempts,
+                    d.last_error,
+                    d.failed_at
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn dead_letters(&self, webhook: String) -> Result<Vec<DeadLetterRow>, StoreError> {
+        self.run(move |c| {
+            let mut q = c.prepare_cached(&DEAD_SQL.replace('$', "?"))?;
+            let rows = q.query_map([webhook], |r| {
+                Ok(DeadLetterRow {
+                    id: r.get(0)?,
+                    webhook: r.get(1)?,
+                    event: r.get(2)?,
+                    body: r.get(3)?,
+                    attempts: r.get(4)?,
+                    last_error: r.get(5)?,
+                    failed_at: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
     }
 
     pub async fn disabled_agents(&self, limit: u32) -> Result<Vec<String>, StoreError> {
