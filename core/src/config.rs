@@ -31,6 +31,10 @@ impl ClientKind {
     }
 }
 
+/// What a visitor is told by default when no agent is online.
+pub const DEFAULT_OFFLINE_TEXT: &str =
+    "No agent is online right now. Leave your message here: we will answer as soon as we are back.";
+
 /// Core behaviour settings. Validated by the gateway's config loader.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CoreConfig {
@@ -68,6 +72,8 @@ pub struct CoreConfig {
     /// A conversation nobody wrote in for this long is closed (frees its agent's place and
     /// its memory). `None`: never.
     pub conversation_idle_close: Option<Duration>,
+    /// What a visitor is told when no agent is online (its message waits for one).
+    pub offline_text: String,
 }
 
 impl Default for CoreConfig {
@@ -90,6 +96,7 @@ impl Default for CoreConfig {
             resume_fetch_max: 1000,
             seq_lease: 128,
             conversation_idle_close: Some(Duration::from_secs(30 * 60)),
+            offline_text: DEFAULT_OFFLINE_TEXT.into(),
         }
     }
 }

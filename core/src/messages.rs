@@ -136,8 +136,13 @@ pub enum HomeMsg {
         agent: AgentId,
         agent_shards: Vec<ShardId>,
     },
-    /// From the dispatcher: the visitor's place in the queue.
-    QueuePosition { conv: ConvId, position: u32 },
+    /// From the dispatcher: the visitor's place in the queue, and whether no agent is
+    /// online at all (the visitor is leaving a message).
+    QueuePosition {
+        conv: ConvId,
+        position: u32,
+        offline: bool,
+    },
     /// From the dispatcher: the bot has the conversation (until it hands it over).
     WithBot { conv: ConvId },
     /// A supervisor's note for the conversation's agents only.

@@ -80,6 +80,8 @@ pub struct Config {
     /// A conversation nobody wrote in for this many seconds is closed (its agent gets the
     /// place back); 0 never closes one.
     pub conversation_idle_close_s: u64,
+    /// What a visitor is told when no agent is online (its message waits for one).
+    pub offline_text: String,
     /// The storage bridge: `spawn` runs it as a supervised child process, `external`
     /// connects to one started separately, `off` keeps everything in memory (acks mean
     /// sequenced, not stored).
@@ -136,6 +138,7 @@ impl Default for Config {
             task_queue_latency_us: 0,
             visitor_token_ttl_s: core.visitor_token_ttl_s,
             conversation_idle_close_s: core.conversation_idle_close.map_or(0, |d| d.as_secs()),
+            offline_text: core.offline_text.clone(),
             echo_path: None,
             bridge: BridgeMode::Spawn,
             bridge_socket: None,
@@ -261,6 +264,9 @@ impl Config {
         if self.max_unconfirmed == 0 {
             return Err(invalid("max_unconfirmed", "must be positive"));
         }
+        if self.offline_text.is_empty() || self.offline_text.len() > 1000 {
+            return Err(invalid("offline_text", "must be 1 to 1000 bytes"));
+        }
         if self.conversation_idle_close_s > 365 * 86_400 {
             return Err(invalid(
                 "conversation_idle_close_s",
@@ -337,6 +343,7 @@ impl Config {
             seq_lease: self.seq_lease,
             conversation_idle_close: (self.conversation_idle_close_s > 0)
                 .then(|| Duration::from_secs(self.conversation_idle_close_s)),
+            offline_text: self.offline_text.clone(),
             ..CoreConfig::default()
         }
     }

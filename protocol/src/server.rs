@@ -124,8 +124,17 @@ pub enum ServerFrame<'a> {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<Cow<'a, str>>,
     },
-    /// To a visitor: no agent is free; `position` 1 is next.
-    Queued { conv: ConvId, position: u32 },
+    /// To a visitor: no agent is free; `position` 1 is next. `offline`: no agent is online at
+    /// all, so the visitor is leaving a message (stored, answered when one comes), and
+    /// `offline_text` says so in the site's words.
+    Queued {
+        conv: ConvId,
+        position: u32,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        offline: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offline_text: Option<Cow<'a, str>>,
+    },
     /// To a visitor: an agent has joined the conversation.
     AgentJoined { conv: ConvId, agent: Cow<'a, str> },
     /// The conversation was closed: by its agent `by`, or by the gateway after nobody wrote

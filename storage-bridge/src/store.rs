@@ -206,6 +206,31 @@ pub(crate) const PUT_DEAD_SQL: &str = "INSERT INTO webhook_dead_letters
 pub(crate) const DEAD_SQL: &str = "SELECT id, webhook, event, body, attempts, last_error, failed_at
     FROM webhook_dead_letters WHERE webhook = $1 ORDER BY failed_at DESC, id LIMIT 1000";
 
+/// A conversation as listed by the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvRow {
+    pub id: ConvId,
+    pub visitor: switchboard_protocol::VisitorId,
+    pub agent: Option<String>,
+    pub opened_at: i64,
+    pub assigned_at: Option<i64>,
+    pub closed_at: Option<i64>,
+    pub closed_by: Option<String>,
+}
+
+/// Conversations by status (`$1`: all, waiting, open, closed) and agent (`$2`, empty: any),
+/// with ids above `$3`, at most `$4`, in id order.
+pub(crate) const CONVS_SQL: &str =
+    "SELECT id, visitor, agent, opened_at, assigned_at, closed_at, closed_by
+    FROM conversations
+    WHERE ($1 = 'all'
+        OR ($1 = 'waiting' AND closed_at IS NULL AND agent IS NULL)
+        OR ($1 = 'open' AND closed_at IS NULL)
+        OR ($1 = 'closed' AND closed_at IS NOT NULL))
+      AND ($2 = '' OR agent = $2)
+      AND id > $3
+    ORDER BY id LIMIT $4";
+
 /// A canned reply as stored: site-wide when it has no `owner`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CannedRow {
@@ -597,6 +622,25 @@ impl Store {
         match self {
             Self::Sqlite(s) => s.dead_letters(webhook.to_owned()).await,
             Self::Postgres(s) => s.dead_letters(webhook).await,
+        }
+    }
+
+    /// Conversations by status (`all`, `waiting`, `open`, `closed`) and agent (empty: any),
+    /// after `after` in id order, at most `limit`.
+    pub async fn conversations(
+        &self,
+        status: &str,
+        agent: &str,
+        after: Option<ConvId>,
+        limit: u32,
+    ) -> Result<Vec<ConvRow>, StoreError> {
+        let after = after.map_or(i64::MIN, |c| id_to_db(c.0));
+        match self {
+            Self::Sqlite(s) => {
+                s.conversations(status.to_owned(), agent.to_owned(), after, limit)
+                    .await
+            }
+            Self::Postgres(s) => s.conversations(status, agent, after, limit).await,
         }
     }
 

@@ -226,7 +226,13 @@ impl DispatchRole {
                     },
                 ),
                 Dispatch::Position { conv, position } => {
-                    sh.send(sh.home(conv), HomeMsg::QueuePosition { conv, position })
+                    let offline = self.dispatcher.online_agents() == 0;
+                    let msg = HomeMsg::QueuePosition {
+                        conv,
+                        position,
+                        offline,
+                    };
+                    sh.send(sh.home(conv), msg)
                 }
                 Dispatch::WithBot { conv } => sh.send(sh.home(conv), HomeMsg::WithBot { conv }),
             }

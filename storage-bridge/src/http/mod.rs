@@ -6,6 +6,7 @@
 //! - [`auth`]: logging in for an agent token, refreshing it; the bearer check.
 //! - [`keys`]: API keys: make, list, revoke.
 //! - [`canned`]: canned replies, with variables filled in for a visitor.
+//! - [`conversations`]: conversations listed by status and agent.
 //! - [`history`]: a conversation's messages (zstd when asked).
 //! - [`openapi`]: the document.
 //! - [`webhooks`]: subscriptions to events, and the deliveries that failed.
@@ -14,6 +15,7 @@
 mod agents;
 mod auth;
 mod canned;
+mod conversations;
 mod error;
 mod history;
 mod keys;
@@ -79,6 +81,7 @@ pub fn router(api: Api) -> Router {
         )
         .route("/api/v1/visitors", post(visitors::identify))
         .route("/api/v1/visitors/{id}", get(visitors::profile))
+        .route("/api/v1/conversations", get(conversations::list))
         .route("/api/v1/conversations/{id}/messages", get(history::history))
         .with_state(api)
 }

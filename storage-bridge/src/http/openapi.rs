@@ -2,7 +2,7 @@
 //! served at `GET /api/v1/openapi.json`.
 
 use super::error::ErrorBody;
-use super::{agents, auth, canned, history, keys, visitors, webhooks};
+use super::{agents, auth, canned, conversations, history, keys, visitors, webhooks};
 use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -30,6 +30,7 @@ use utoipa::{Modify, OpenApi};
         keys::revoke,
         visitors::identify,
         visitors::profile,
+        conversations::list,
         history::history,
         openapi_json,
         healthz
@@ -43,6 +44,7 @@ use utoipa::{Modify, OpenApi};
         (name = "api-keys", description = "Keys for the site's other systems"),
         (name = "canned-replies", description = "Replies agents keep at hand"),
         (name = "webhooks", description = "What happens, sent to the site's systems"),
+        (name = "conversations", description = "Conversations"),
         (name = "messages", description = "Conversations' messages"),
         (name = "meta", description = "This document, health")
     )

@@ -6,10 +6,11 @@
 use super::events::EventRows;
 use super::{
     after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, AccountRow, ApiKeyRow,
-    CannedRow, ConvHead, DeadLetterRow, From, StoreError, WebhookRow, ACCOUNTS_SQL, ACCOUNT_SQL,
-    CANNED_FOR_SQL, CANNED_SQL, DEAD_SQL, DELETE_CANNED_SQL, DELETE_HOOK_SQL, DISABLED_SQL,
-    HOOKS_SQL, KEYS_SQL, KEY_SQL, MIGRATIONS, PROFILE_SQL, PUT_ACCOUNT_SQL, PUT_CANNED_SQL,
-    PUT_DEAD_SQL, PUT_HOOK_SQL, PUT_KEY_SQL, PUT_PROFILE_SQL, REVOKE_KEY_SQL,
+    CannedRow, ConvHead, ConvRow, DeadLetterRow, From, StoreError, WebhookRow, ACCOUNTS_SQL,
+    ACCOUNT_SQL, CANNED_FOR_SQL, CANNED_SQL, CONVS_SQL, DEAD_SQL, DELETE_CANNED_SQL,
+    DELETE_HOOK_SQL, DISABLED_SQL, HOOKS_SQL, KEYS_SQL, KEY_SQL, MIGRATIONS, PROFILE_SQL,
+    PUT_ACCOUNT_SQL, PUT_CANNED_SQL, PUT_DEAD_SQL, PUT_HOOK_SQL, PUT_KEY_SQL, PUT_PROFILE_SQL,
+    REVOKE_KEY_SQL,
 };
 use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -430,6 +431,31 @@ impl PgStore {
                 attempts: r.get(4),
                 last_error: r.get(5),
                 failed_at: r.get(6),
+            })
+            .collect())
+    }
+
+    pub async fn conversations(
+        &self,
+        status: &str,
+        agent: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<ConvRow>, StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        let rows = c
+            .query(CONVS_SQL, &[&status, &agent, &after, &(limit as i64)])
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ConvRow {
+                id: ConvId(id_from_db(r.get(0))),
+                visitor: VisitorId(id_from_db(r.get(1))),
+                agent: r.get(2),
+                opened_at: r.get(3),
+                assigned_at: r.get(4),
+                closed_at: r.get(5),
+                closed_by: r.get(6),
             })
             .collect())
     }

@@ -4,10 +4,11 @@
 
 use super::{
     after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, AccountRow, ApiKeyRow,
-    CannedRow, ConvHead, DeadLetterRow, From, StoreError, WebhookRow, ACCOUNTS_SQL, ACCOUNT_SQL,
-    CANNED_FOR_SQL, CANNED_SQL, DEAD_SQL, DELETE_CANNED_SQL, DELETE_HOOK_SQL, DISABLED_SQL,
-    HOOKS_SQL, KEYS_SQL, KEY_SQL, MIGRATIONS, PROFILE_SQL, PUT_ACCOUNT_SQL, PUT_CANNED_SQL,
-    PUT_DEAD_SQL, PUT_HOOK_SQL, PUT_KEY_SQL, PUT_PROFILE_SQL, REVOKE_KEY_SQL,
+    CannedRow, ConvHead, ConvRow, DeadLetterRow, From, StoreError, WebhookRow, ACCOUNTS_SQL,
+    ACCOUNT_SQL, CANNED_FOR_SQL, CANNED_SQL, CONVS_SQL, DEAD_SQL, DELETE_CANNED_SQL,
+    DELETE_HOOK_SQL, DISABLED_SQL, HOOKS_SQL, KEYS_SQL, KEY_SQL, MIGRATIONS, PROFILE_SQL,
+    PUT_ACCOUNT_SQL, PUT_CANNED_SQL, PUT_DEAD_SQL, PUT_HOOK_SQL, PUT_KEY_SQL, PUT_PROFILE_SQL,
+    REVOKE_KEY_SQL,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -387,6 +388,31 @@ impl SqliteStore {
                     attempts: r.get(4)?,
                     last_error: r.get(5)?,
                     failed_at: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn conversations(
+        &self,
+        status: String,
+        agent: String,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<ConvRow>, StoreError> {
+        self.run(move |c| {
+            let mut q = c.prepare_cached(&CONVS_SQL.replace('$', "?"))?;
+            let rows = q.query_map(params![status, agent, after, limit as i64], |r| {
+                Ok(ConvRow {
+                    id: ConvId(id_from_db(r.get(0)?)),
+                    visitor: VisitorId(id_from_db(r.get(1)?)),
+                    agent: r.get(2)?,
+                    opened_at: r.get(3)?,
+                    assigned_at: r.get(4)?,
+                    closed_at: r.get(5)?,
+                    closed_by: r.get(6)?,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)

@@ -453,7 +453,11 @@ impl HomeRole {
                     _ => self.answer_history(sh, wait, None),
                 }
             }
-            HomeMsg::QueuePosition { conv, position } => {
+            HomeMsg::QueuePosition {
+                conv,
+                position,
+                offline,
+            } => {
                 if let Some(c) = self.convs.get_mut(&conv) {
                     // Queued: the bot, if it had it, handed it over.
                     c.set_with_bot(false);
@@ -463,13 +467,16 @@ impl HomeRole {
                     .get(&conv)
                     .is_some_and(|c| c.agent().is_none() && !c.is_closed())
                 {
-                    self.fanout(
-                        sh,
+                    // With nobody online the visitor is leaving a message: it says so, once
+                    // a position is told, and the site's text says what happens next.
+                    let offline_text = offline.then(|| sh.cfg.offline_text.as_str().into());
+                    let frame = encode(&ServerFrame::Queued {
                         conv,
-                        encode(&ServerFrame::Queued { conv, position }),
-                        None,
-                        false,
-                    );
+                        position,
+                        offline,
+                        offline_text,
+                    });
+                    self.fanout(sh, conv, frame, None, false);
                 }
             }
         }
