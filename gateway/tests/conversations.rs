@@ -90,9 +90,11 @@ async fn visitors_queue_and_drain_as_agents_arrive_and_close() {
         v.msg("m1", "help", None).await;
         let ack = v.expect("ack").await;
         let queued = v.expect("queued").await;
+        // Nobody is online yet: each is leaving a message, and is told so.
         assert_eq!(
             queued,
-            json!({"type":"queued","conv":ack["conv"],"position":i + 1})
+            json!({"type":"queued","conv":ack["conv"],"position":i + 1,"offline":true,
+                "offline_text":switchboard_core::config::DEFAULT_OFFLINE_TEXT})
         );
         visitors.push((v, conv_of(&ack)));
     }
