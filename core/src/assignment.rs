@@ -41,6 +41,8 @@ struct Agent {
     open: Vec<(ConvId, VisitorId)>,
     /// Order of coming online, to break ties between equally loaded agents.
     online_since: u64,
+    /// The teams it takes conversations for (besides those for no team).
+    teams: Vec<String>,
 }
 
 impl Agent {
@@ -59,6 +61,8 @@ struct Waiting {
     /// The position the visitor was last told.
     told: u32,
     priority: i32,
+    /// Only agents of this team take it.
+    team: Option<String>,
 }
 
 /// Why a transfer was refused.
@@ -78,6 +82,7 @@ struct WithBot {
     priority: i32,
     /// Order of arrival, so that released conversations queue in the order they came.
     since: u64,
+    team: Option<String>,
 }
 
 #[derive(Debug)]
@@ -145,7 +150,7 @@ impl Dispatcher {
         all.sort_by_key(|(_, w)| w.since);
         let mut out = Vec::new();
         for (conv, w) in all {
-            out.extend(self.give_to_humans(conv, w.visitor, w.priority));
+            out.extend(self.give_to_humans(conv, w.visitor, w.priority, w.team));
         }
         out
     }
@@ -154,7 +159,7 @@ impl Dispatcher {
     /// conversation already waiting may move up; one assigned or unknown is left as it is.
     pub fn handoff(&mut self, conv: ConvId, priority: i32) -> Vec<Dispatch> {
         match self.with_bot.remove(&conv) {
-            Some(w) => self.give_to_humans(conv, w.visitor, priority.max(w.priority)),
+            Some(w) => self.give_to_humans(conv, w.visitor, priority.max(w.priority), w.team),
             None => {
                 self.prioritize(conv, priority);
                 Vec::new()
@@ -170,6 +175,7 @@ impl Dispatcher {
         conv: ConvId,
         from: &AgentId,
         to: Option<&AgentId>,
+        team: Option<&str>,
     ) -> Result<Vec<Dispatch>, TransferRefused> {
         let held = self
             .agents
@@ -189,9 +195,17 @@ impl Dispatcher {
                 }
                 to.clone()
             }
-            None => self
-                .pick_except(Some(from))
-                .ok_or(TransferRefused::Unavailable)?,
+            None => match self.pick_for(team, Some(from)) {
+                Some(agent) => agent,
+                // A team's queue takes it even when nobody of the team is free.
+                None if team.is_some() => {
+                    let visitor = self.take_from_agent(from, conv).expect("held above");
+                    let mut out = self.drain();
+                    out.extend(self.give_to_humans(conv, visitor, 0, team.map(str::to_owned)));
+                    return Ok(out);
+                }
+                None => return Err(TransferRefused::Unavailable),
+            },
         };
         let visitor = self.take_from_agent(from, conv).expect("held above");
         let mut out = vec![self.assign(to, conv, visitor)];
@@ -230,22 +244,28 @@ impl Dispatcher {
     }
 
     /// `conv` goes to an agent now, or to the queue.
-    fn give_to_humans(&mut self, conv: ConvId, visitor: VisitorId, priority: i32) -> Vec<Dispatch> {
-        if self.queue.is_empty() {
-            if let Some(agent) = self.pick() {
-                return vec![self.assign(agent, conv, visitor)];
-            }
-        }
-        let position = self.queue_push(Waiting {
+    fn give_to_humans(
+        &mut self,
+        conv: ConvId,
+        visitor: VisitorId,
+        priority: i32,
+        team: Option<String>,
+    ) -> Vec<Dispatch> {
+        self.queue_push(Waiting {
             conv,
             visitor,
             told: 0,
             priority,
+            team,
         });
-        if let Some(w) = self.queue.get_mut(position as usize - 1) {
-            w.told = position;
+        // Through the queue, so that those ahead of it (by priority, then arrival) go first.
+        let mut out = self.drain();
+        if let Some(i) = self.queue.iter().position(|w| w.conv == conv) {
+            let position = i as u32 + 1;
+            self.queue[i].told = position;
+            out.push(Dispatch::Position { conv, position });
         }
-        vec![Dispatch::Position { conv, position }]
+        out
     }
 
     /// The visitor's open conversation, if it has one.
@@ -269,16 +289,13 @@ impl Dispatcher {
             .unwrap_or_default()
     }
 
-    /// The agent a new conversation would go to now, if any.
-    fn pick(&self) -> Option<AgentId> {
-        self.pick_except(None)
-    }
-
-    /// [`Self::pick`] leaving out `except`.
-    fn pick_except(&self, except: Option<&AgentId>) -> Option<AgentId> {
+    /// The agent a conversation for `team` (none: anyone) would go to now, leaving out
+    /// `except`: the least loaded online one with room.
+    fn pick_for(&self, team: Option<&str>, except: Option<&AgentId>) -> Option<AgentId> {
         self.agents
             .iter()
             .filter(|(id, _)| Some(*id) != except)
+            .filter(|(_, a)| team.is_none_or(|t| a.teams.iter().any(|x| x == t)))
             .filter(|(_, a)| a.is_online() && (a.open.len() as u32) < self.capacity)
             .min_by_key(|(id, a)| (a.open.len(), a.online_since, (*id).clone()))
             .map(|(id, _)| id.clone())
@@ -297,12 +314,20 @@ impl Dispatcher {
 
     /// A new conversation needs an agent.
     pub fn enqueue(&mut self, conv: ConvId, visitor: VisitorId) -> Vec<Dispatch> {
-        self.enqueue_at(conv, visitor, 0)
+        self.enqueue_at(conv, visitor, 0, None)
     }
 
     /// A new conversation needs an agent, at `priority` (a VIP visitor's goes ahead of
     /// others in the queue, and keeps it when the bot hands it over).
-    pub fn enqueue_at(&mut self, conv: ConvId, visitor: VisitorId, priority: i32) -> Vec<Dispatch> {
+    /// `team`: only its agents take it (a visitor who came through the site's entry for
+    /// that team).
+    pub fn enqueue_at(
+        &mut self,
+        conv: ConvId,
+        visitor: VisitorId,
+        priority: i32,
+        team: Option<String>,
+    ) -> Vec<Dispatch> {
         if !self.known.insert(conv) {
             return Vec::new();
         }
@@ -316,11 +341,12 @@ impl Dispatcher {
                     visitor,
                     priority,
                     since,
+                    team,
                 },
             );
             return vec![Dispatch::WithBot { conv }];
         }
-        self.give_to_humans(conv, visitor, priority)
+        self.give_to_humans(conv, visitor, priority, team)
     }
 
     /// A conversation already assigned to `agent` (found in the store after a restart) is
@@ -430,12 +456,26 @@ impl Dispatcher {
     /// Assigns queued conversations, oldest first, while any agent has room.
     fn drain(&mut self) -> Vec<Dispatch> {
         let mut out = Vec::new();
-        while !self.queue.is_empty() {
-            let Some(agent) = self.pick() else { break };
-            let w = self.queue.pop_front().expect("not empty");
-            out.push(self.assign(agent, w.conv, w.visitor));
+        let mut i = 0;
+        while i < self.queue.len() {
+            if self.pick_for(None, None).is_none() {
+                break; // nobody has room at all
+            }
+            match self.pick_for(self.queue[i].team.as_deref(), None) {
+                Some(agent) => {
+                    let w = self.queue.remove(i).expect("in range");
+                    out.push(self.assign(agent, w.conv, w.visitor));
+                }
+                // Only another team's agents have room: those behind it may go first.
+                None => i += 1,
+            }
         }
         out
+    }
+
+    /// `agent`'s teams, as its newest token says.
+    pub fn set_teams(&mut self, agent: &AgentId, teams: Vec<String>) {
+        self.agents.entry(agent.clone()).or_default().teams = teams;
     }
 
     /// Position updates for every queued conversation whose position changed since the
@@ -573,6 +613,46 @@ mod tests {
     }
 
     #[test]
+    fn teams_take_their_own_conversations_and_others_pass_them() {
+        let mut d = Dispatcher::new(1);
+        d.set_teams(&agent("bea"), vec!["billing".into()]);
+        d.agent_online(&agent("bea"), 0);
+        // A sales conversation waits: bea is billing only.
+        assert_eq!(
+            d.enqueue_at(ConvId(1), VisitorId(1), 0, Some("sales".into())),
+            vec![Dispatch::Position {
+                conv: ConvId(1),
+                position: 1
+            }]
+        );
+        // A billing one behind it goes to bea at once.
+        assert_eq!(
+            assigned_to(&d.enqueue_at(ConvId(2), VisitorId(2), 0, Some("billing".into()))),
+            vec![(2, "bea".into())]
+        );
+        // A sales agent comes: the waiting one is hers.
+        d.set_teams(&agent("sam"), vec!["sales".into()]);
+        let (_, out) = d.agent_online(&agent("sam"), 0);
+        assert_eq!(assigned_to(&out), vec![(1, "sam".into())]);
+        // Bea hands hers to the sales team: sam is full, so it waits in sales' queue.
+        let out = d
+            .transfer(ConvId(2), &agent("bea"), None, Some("sales"))
+            .unwrap();
+        assert_eq!(
+            out,
+            vec![Dispatch::Position {
+                conv: ConvId(2),
+                position: 1
+            }]
+        );
+        assert!(d.open_of(&agent("bea")).is_empty());
+        assert_eq!(
+            assigned_to(&d.closed(ConvId(1), Some(&agent("sam")))),
+            vec![(2, "sam".into())]
+        );
+    }
+
+    #[test]
     fn transfers_go_to_an_agent_with_room_or_back_to_the_queue() {
         let mut d = Dispatcher::new(1);
         for a in ["ann", "bob", "cat"] {
@@ -587,19 +667,19 @@ mod tests {
         let ann_conv = d.open_of(&agent("ann"))[0].0;
         for to in ["bob", "dan", "ann"] {
             assert_eq!(
-                d.transfer(ann_conv, &agent("ann"), Some(&agent(to))),
+                d.transfer(ann_conv, &agent("ann"), Some(&agent(to)), None),
                 Err(TransferRefused::Unavailable),
                 "{to}"
             );
         }
         assert_eq!(
-            d.transfer(bob_conv, &agent("ann"), None),
+            d.transfer(bob_conv, &agent("ann"), None, None),
             Err(TransferRefused::NotYours)
         );
         // To cat, who has room.
         assert_eq!(
             assigned_to(
-                &d.transfer(ann_conv, &agent("ann"), Some(&agent("cat")))
+                &d.transfer(ann_conv, &agent("ann"), Some(&agent("cat")), None)
                     .unwrap()
             ),
             vec![(ann_conv.0, "cat".into())]
@@ -608,13 +688,13 @@ mod tests {
         // To whoever has room (ann's is free now), not back to bob, who has room too once
         // it is gone.
         assert_eq!(
-            assigned_to(&d.transfer(bob_conv, &agent("bob"), None).unwrap()),
+            assigned_to(&d.transfer(bob_conv, &agent("bob"), None, None).unwrap()),
             vec![(bob_conv.0, "ann".into())]
         );
         // With nobody else free, it stays.
         d.enqueue(ConvId(3), VisitorId(3));
         assert_eq!(
-            d.transfer(bob_conv, &agent("ann"), None),
+            d.transfer(bob_conv, &agent("ann"), None, None),
             Err(TransferRefused::Unavailable)
         );
     }

@@ -13,6 +13,8 @@ pub enum AuthError {
     NotFound,
     #[error("`client` must be web, mobile or api")]
     BadClient,
+    #[error("`team` must be 1-32 of a-z 0-9 _ -")]
+    BadTeam,
     #[error("agent token required")]
     MissingToken,
     #[error("invalid token: {0}")]
@@ -24,7 +26,7 @@ impl AuthError {
     pub fn status(&self) -> u16 {
         match self {
             Self::NotFound => 404,
-            Self::BadClient => 400,
+            Self::BadClient | Self::BadTeam => 400,
             Self::MissingToken | Self::BadToken(_) => 401,
         }
     }
@@ -43,6 +45,9 @@ pub struct Identity {
     /// An agent whose token says it supervises: it may watch any conversation and whisper
     /// to its agent.
     pub supervisor: bool,
+    /// An agent's teams (its token's); a visitor's: the team its entry asked for
+    /// (`?team=`), at most one.
+    pub teams: Vec<String>,
 }
 
 pub use switchboard_protocol::token::{
@@ -84,6 +89,15 @@ pub fn query_param(query: &str, key: &str) -> Option<String> {
     })
 }
 
+/// The team a visitor's entry asks for (`?team=billing`), if any.
+fn visitor_team(query: &str) -> Result<Vec<String>, AuthError> {
+    match query_param(query, "team").filter(|t| !t.is_empty()) {
+        None => Ok(Vec::new()),
+        Some(t) if switchboard_protocol::token::is_team(&t) => Ok(vec![t]),
+        Some(_) => Err(AuthError::BadTeam),
+    }
+}
+
 /// Authenticates an upgrade to `path` with `query` (without the `?`).
 ///
 /// `new_visitor` makes a fresh visitor id when a visitor brings no token.
@@ -107,6 +121,7 @@ pub fn authenticate(
                 resumed: false,
                 priority: 0,
                 supervisor: false,
+                teams: visitor_team(query)?,
             }),
             Some(t) => {
                 let subject = signer.verify(&t, TokenKind::Visitor, now_unix)?;
@@ -118,20 +133,22 @@ pub fn authenticate(
                     resumed: true,
                     priority,
                     supervisor: false,
+                    teams: visitor_team(query)?,
                 })
             }
         },
         "/ws/agent" => {
             let t = token.ok_or(AuthError::MissingToken)?;
             let subject = signer.verify(&t, TokenKind::Agent, now_unix)?;
-            let (id, supervisor) =
+            let claims =
                 parse_agent_subject(&subject).ok_or(AuthError::BadToken(TokenError::Malformed))?;
             Ok(Identity {
-                who: ParticipantId::Agent(id),
+                who: ParticipantId::Agent(claims.id),
                 client,
                 resumed: false,
                 priority: 0,
-                supervisor,
+                supervisor: claims.supervisor,
+                teams: claims.teams,
             })
         }
         _ => Err(AuthError::NotFound),
@@ -152,21 +169,37 @@ mod tests {
         let s = signer();
         let sup = s.mint(
             TokenKind::Agent,
-            &agent_subject("sue", "supervisor"),
+            &agent_subject("sue", "supervisor", &["billing".into()]),
             u64::MAX,
         );
         let i = authenticate("/ws/agent", &format!("token={sup}"), &s, 0, || VisitorId(9)).unwrap();
         assert_eq!(
-            (i.who, i.supervisor),
-            (ParticipantId::Agent(AgentId::new("sue").unwrap()), true)
+            (i.who, i.supervisor, i.teams),
+            (
+                ParticipantId::Agent(AgentId::new("sue").unwrap()),
+                true,
+                vec!["billing".to_owned()]
+            )
         );
-        let plain = s.mint(TokenKind::Agent, &agent_subject("ann", "agent"), u64::MAX);
+        let plain = s.mint(
+            TokenKind::Agent,
+            &agent_subject("ann", "agent", &[]),
+            u64::MAX,
+        );
         let i = authenticate("/ws/agent", &format!("token={plain}"), &s, 0, || {
             VisitorId(9)
         })
         .unwrap();
         assert!(!i.supervisor);
         assert_eq!(parse_agent_subject("ann;r=root"), None, "no other roles");
+        assert_eq!(parse_agent_subject("ann;t=Bad Team"), None);
+        // A visitor's entry may name a team.
+        let v = authenticate("/ws/visitor", "team=sales", &s, 0, || VisitorId(9)).unwrap();
+        assert_eq!(v.teams, vec!["sales".to_owned()]);
+        assert_eq!(
+            authenticate("/ws/visitor", "team=NO!", &s, 0, || VisitorId(9)),
+            Err(AuthError::BadTeam)
+        );
     }
 
     #[test]
@@ -228,6 +261,7 @@ mod tests {
                 resumed: false,
                 priority: 0,
                 supervisor: false,
+                teams: Vec::new(),
             }
         );
         let token = s.mint(TokenKind::Visitor, "v0000000000000009", 1_000);

@@ -70,6 +70,8 @@ pub enum HomeMsg {
         visitor: VisitorId,
         /// The visitor's priority in the human queue (its token's).
         priority: i32,
+        /// Only this team's agents take it (the visitor's entry asked for it).
+        team: Option<String>,
         conn: ConnKey,
         cid: String,
         body: String,
@@ -153,12 +155,14 @@ pub enum HomeMsg {
         observer: bool,
         body: String,
     },
-    /// An agent's connection asks to hand `conv` to agent `to`, or back to the queue.
+    /// An agent's connection asks to hand `conv` to agent `to`, to `team`, or to whoever
+    /// has room.
     Transfer {
         conv: ConvId,
         conn: ConnKey,
         who: ParticipantId,
         to: Option<AgentId>,
+        team: Option<String>,
         note: Option<String>,
     },
     /// From the dispatcher: `from` no longer has `conv` (it goes to `to`, or to the queue).
@@ -208,9 +212,14 @@ pub enum DispatchMsg {
         conv: ConvId,
         visitor: VisitorId,
         priority: i32,
+        team: Option<String>,
     },
     /// A device of `agent` connected (as `conn` on the sending shard).
-    AgentOnline { agent: AgentId, conn: ConnKey },
+    AgentOnline {
+        agent: AgentId,
+        conn: ConnKey,
+        teams: Vec<String>,
+    },
     /// A device of `agent` on the sending shard disconnected.
     AgentOffline { agent: AgentId },
     /// A returning visitor (token presented) sent a frame about its current conversation
@@ -231,6 +240,7 @@ pub enum DispatchMsg {
         conv: ConvId,
         from: AgentId,
         to: Option<AgentId>,
+        team: Option<String>,
         note: Option<String>,
         conn_shard: ShardId,
         conn: ConnKey,

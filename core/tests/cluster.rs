@@ -85,6 +85,7 @@ impl Cluster {
                 resumed,
                 priority: 0,
                 supervisor: false,
+                teams: Vec::new(),
             },
             self.now,
         );

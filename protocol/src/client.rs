@@ -41,6 +41,8 @@ pub enum ClientFrame {
     Transfer {
         conv: ConvId,
         to: Option<AgentId>,
+        /// To a team's queue instead: its agents with room, or it waits for one.
+        team: Option<String>,
         note: Option<String>,
     },
     /// Up to `limit` messages before `before` (all newest when absent), oldest first.
@@ -139,6 +141,8 @@ struct RawFrame<'a> {
     to: Option<Loose<'a>>,
     #[serde(borrow, default)]
     note: Option<Loose<'a>>,
+    #[serde(borrow, default)]
+    team: Option<Loose<'a>>,
 }
 
 /// Decodes one text frame with serde_json.
@@ -320,9 +324,26 @@ fn validate(raw: RawFrame<'_>) -> Result<ClientFrame, DecodeError> {
                     ))
                 }
             };
+            let team = match &raw.team {
+                None => None,
+                Some(Loose::Str(s)) if crate::token::is_team(s) => Some(s.to_string()),
+                Some(_) => {
+                    return Err(fail(
+                        ErrorCode::InvalidField,
+                        "`team` must be 1-32 of a-z 0-9 _ -".into(),
+                    ))
+                }
+            };
+            if to.is_some() && team.is_some() {
+                return Err(fail(
+                    ErrorCode::InvalidField,
+                    "`to` or `team`, not both".into(),
+                ));
+            }
             Ok(ClientFrame::Transfer {
                 conv: conv(true)?.expect("required"),
                 to,
+                team,
                 note,
             })
         }
@@ -356,6 +377,7 @@ mod tests {
             ClientFrame::Transfer {
                 conv: c,
                 to: AgentId::new("bob"),
+                team: None,
                 note: Some("billing".into())
             }
         );
@@ -364,8 +386,26 @@ mod tests {
             ClientFrame::Transfer {
                 conv: c,
                 to: None,
+                team: None,
                 note: None
             }
+        );
+        assert_eq!(
+            decode_client_frame(
+                r#"{"type":"transfer","conv":"c00000000000000ab","team":"billing"}"#
+            )
+            .unwrap(),
+            ClientFrame::Transfer {
+                conv: c,
+                to: None,
+                team: Some("billing".into()),
+                note: None
+            }
+        );
+        assert_eq!(
+            code(r#"{"type":"transfer","conv":"c00000000000000ab","to":"bob","team":"sales"}"#),
+            ErrorCode::InvalidField,
+            "one or the other"
         );
         assert_eq!(code(r#"{"type":"transfer"}"#), ErrorCode::MissingField);
         assert_eq!(

@@ -64,22 +64,60 @@ pub fn parse_visitor_subject(subject: &str) -> Option<(VisitorId, i32)> {
     }
 }
 
-/// The subject of an agent token: its id, and `;r=supervisor` (or `admin`) when its account
-/// has that role, which lets it watch any conversation and whisper to its agent.
-pub fn agent_subject(id: &str, role: &str) -> String {
-    match role {
-        "supervisor" | "admin" => format!("{id};r={role}"),
-        _ => id.to_owned(),
+/// The subject of an agent token: its id; `;r=supervisor` (or `admin`) when its account has
+/// that role, which lets it watch any conversation and whisper to its agent; and `;t=a+b`
+/// for the teams it takes conversations for.
+pub fn agent_subject(id: &str, role: &str, teams: &[String]) -> String {
+    let mut s = id.to_owned();
+    if matches!(role, "supervisor" | "admin") {
+        s.push_str(";r=");
+        s.push_str(role);
     }
+    if !teams.is_empty() {
+        s.push_str(";t=");
+        s.push_str(&teams.join("+"));
+    }
+    s
 }
 
-/// Reads an agent token's subject back: its id, and whether it supervises.
-pub fn parse_agent_subject(subject: &str) -> Option<(AgentId, bool)> {
-    match subject.split_once(";r=") {
-        None => Some((AgentId::new(subject)?, false)),
-        Some((id, "supervisor" | "admin")) => Some((AgentId::new(id)?, true)),
-        Some(_) => None,
+/// A team name: 1-32 of `a-z 0-9 _ -`.
+pub fn is_team(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// What an agent token says: who, whether it supervises, its teams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentClaims {
+    pub id: AgentId,
+    pub supervisor: bool,
+    pub teams: Vec<String>,
+}
+
+/// Reads an agent token's subject back.
+pub fn parse_agent_subject(subject: &str) -> Option<AgentClaims> {
+    let mut parts = subject.split(';');
+    let id = AgentId::new(parts.next()?)?;
+    let mut claims = AgentClaims {
+        id,
+        supervisor: false,
+        teams: Vec::new(),
+    };
+    for part in parts {
+        match part.split_once('=')? {
+            ("r", "supervisor" | "admin") => claims.supervisor = true,
+            ("t", teams) => {
+                claims.teams = teams.split('+').map(str::to_owned).collect();
+                if !claims.teams.iter().all(|t| is_team(t)) {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
     }
+    Some(claims)
 }
 
 /// Mints and verifies tokens with one secret. Cheap to clone (one per shard).

@@ -102,7 +102,7 @@ fn issue(signer: &TokenSigner, account: &AccountRow, now_unix: u64) -> Issued {
     Issued {
         token: signer.mint(
             TokenKind::Agent,
-            &switchboard_protocol::token::agent_subject(&account.id, &account.role),
+            &switchboard_protocol::token::agent_subject(&account.id, &account.role, &account.teams),
             expires_at,
         ),
         expires_at,
@@ -130,6 +130,7 @@ pub async fn create(
             role: role.as_str().into(),
             max_conversations: None,
             disabled: false,
+            teams: Vec::new(),
         })
         .await?;
     Ok(())

@@ -169,6 +169,11 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
         failed_at BIGINT NOT NULL
     )",
     ),
+    // Agents' teams (issue 13): comma-separated team names.
+    (
+        8,
+        "ALTER TABLE agents ADD COLUMN teams TEXT NOT NULL DEFAULT ''",
+    ),
 ];
 
 /// A webhook subscription as stored (its secret signs deliveries).
@@ -302,18 +307,21 @@ pub struct AccountRow {
     pub role: String,
     pub max_conversations: Option<u32>,
     pub disabled: bool,
+    /// The teams it takes conversations for.
+    pub teams: Vec<String>,
 }
 
 /// Writes or replaces an account (keeping when the agent was first and last seen).
 pub(crate) const PUT_ACCOUNT_SQL: &str = "INSERT INTO agents
-    (id, first_seen, last_seen, site, display_name, password_hash, role, max_conversations, disabled)
-    VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8)
+    (id, first_seen, last_seen, site, display_name, password_hash, role, max_conversations, disabled, teams)
+    VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, $9)
     ON CONFLICT (id) DO UPDATE SET site = excluded.site, display_name = excluded.display_name,
         password_hash = excluded.password_hash, role = excluded.role,
-        max_conversations = excluded.max_conversations, disabled = excluded.disabled";
+        max_conversations = excluded.max_conversations, disabled = excluded.disabled,
+        teams = excluded.teams";
 
 pub(crate) const ACCOUNT_SQL: &str = "SELECT id, site, display_name, password_hash, role,
-    max_conversations, disabled FROM agents WHERE id = $1";
+    max_conversations, disabled, teams FROM agents WHERE id = $1";
 
 /// Disabled accounts (at most `$1`), as a bridge tells each gateway link when it starts.
 pub(crate) const DISABLED_SQL: &str =
@@ -321,7 +329,15 @@ pub(crate) const DISABLED_SQL: &str =
 
 /// A page of accounts in id order, after `$1` (empty: from the start), at most `$2`.
 pub(crate) const ACCOUNTS_SQL: &str = "SELECT id, site, display_name, password_hash, role,
-    max_conversations, disabled FROM agents WHERE id > $1 ORDER BY id LIMIT $2";
+    max_conversations, disabled, teams FROM agents WHERE id > $1 ORDER BY id LIMIT $2";
+
+/// Teams as stored: comma-separated.
+pub(crate) fn teams_from_db(s: &str) -> Vec<String> {
+    s.split(',')
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
 
 /// Which end of a range a read takes when more messages match than it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -65,11 +65,13 @@ impl DispatchRole {
                 conv,
                 visitor,
                 priority,
+                team,
             } => {
-                let out = self.dispatcher.enqueue_at(conv, visitor, priority);
+                let out = self.dispatcher.enqueue_at(conv, visitor, priority, team);
                 self.dispatch(sh, out);
             }
-            DispatchMsg::AgentOnline { agent, conn } => {
+            DispatchMsg::AgentOnline { agent, conn, teams } => {
+                self.dispatcher.set_teams(&agent, teams);
                 let (open, out) = self.dispatcher.agent_online(&agent, from);
                 sh.send(from, ConnMsg::AgentConvs { conn, convs: open });
                 self.dispatch(sh, out);
@@ -93,10 +95,14 @@ impl DispatchRole {
                 conv,
                 from,
                 to,
+                team,
                 note,
                 conn_shard,
                 conn,
-            } => match self.dispatcher.transfer(conv, &from, to.as_ref()) {
+            } => match self
+                .dispatcher
+                .transfer(conv, &from, to.as_ref(), team.as_deref())
+            {
                 Ok(out) => {
                     // The home shard lets `from` go first, then hears where it went.
                     let gone = HomeMsg::Transferred {

@@ -292,6 +292,7 @@ impl Node {
                 resumed,
                 priority: 0,
                 supervisor: false,
+                teams: Vec::new(),
             },
             self.now,
         );

@@ -27,6 +27,8 @@ pub(super) struct Agent {
     disabled: bool,
     /// Whether it can log in over HTTP (agents only seen by the store cannot).
     has_password: bool,
+    /// The teams it takes conversations for (as well as those for no team).
+    teams: Vec<String>,
 }
 
 impl From<AccountRow> for Agent {
@@ -39,6 +41,7 @@ impl From<AccountRow> for Agent {
             display_name: a.display_name,
             max_conversations: a.max_conversations,
             disabled: a.disabled,
+            teams: a.teams,
         }
     }
 }
@@ -73,6 +76,9 @@ pub(super) struct NewAgent {
     display_name: Option<String>,
     #[serde(default)]
     max_conversations: Option<u32>,
+    /// Team names, each 1-32 of a-z 0-9 _ -.
+    #[serde(default)]
+    teams: Vec<String>,
 }
 
 /// Changes to an account: what is given changes, the rest stays.
@@ -90,6 +96,22 @@ pub(super) struct AgentPatch {
     max_conversations: Option<u32>,
     #[serde(default)]
     disabled: Option<bool>,
+    /// The teams, all of them (replacing the old list).
+    #[serde(default)]
+    teams: Option<Vec<String>>,
+}
+
+fn check_teams(teams: &[String]) -> Result<(), ApiError> {
+    if teams.len() > 32
+        || !teams
+            .iter()
+            .all(|t| switchboard_protocol::token::is_team(t))
+    {
+        return Err(ApiError::bad_request(
+            "teams: at most 32, each 1-32 of a-z 0-9 _ -",
+        ));
+    }
+    Ok(())
 }
 
 fn store_error(e: crate::store::StoreError) -> ApiError {
@@ -220,17 +242,19 @@ pub(super) async fn create(
             format!("agent {:?} exists", new.id),
         ));
     }
+    check_teams(&new.teams)?;
     let role = new.role.unwrap_or(Role::Agent);
     accounts::create(store, &new.id, new.display_name, &new.password, role)
         .await
         .map_err(answer)?;
-    if let Some(max) = new.max_conversations {
+    if new.max_conversations.is_some() || !new.teams.is_empty() {
         let mut row = store
             .account(&new.id)
             .await
             .map_err(store_error)?
             .ok_or_else(|| not_found(&new.id))?;
-        row.max_conversations = Some(max);
+        row.max_conversations = new.max_conversations;
+        row.teams = new.teams;
         store.put_account(row).await.map_err(store_error)?;
     }
     let row = store
@@ -284,6 +308,10 @@ pub(super) async fn update(
     }
     if let Some(max) = patch.max_conversations {
         row.max_conversations = Some(max);
+    }
+    if let Some(teams) = patch.teams {
+        check_teams(&teams)?;
+        row.teams = teams;
     }
     let access_changed = patch.disabled.is_some_and(|d| d != row.disabled);
     if let Some(disabled) = patch.disabled {

@@ -37,7 +37,7 @@ pub(super) fn agent_of(api: &Api, headers: &HeaderMap) -> Result<String, ApiErro
         .map_err(|_| ApiError::unauthorized())?;
     // The role claim is for the gateway; here the account's role counts, read fresh.
     switchboard_protocol::token::parse_agent_subject(&subject)
-        .map(|(id, _)| id.as_str().to_owned())
+        .map(|claims| claims.id.as_str().to_owned())
         .ok_or_else(ApiError::unauthorized)
 }
 

@@ -254,6 +254,7 @@ impl PgStore {
     pub async fn put_account(&self, a: &AccountRow) -> Result<(), StoreError> {
         let c = self.pool.get().await.map_err(pool_err)?;
         let max = a.max_conversations.map(i64::from);
+        let teams = a.teams.join(",");
         c.execute(
             PUT_ACCOUNT_SQL,
             &[
@@ -265,6 +266,7 @@ impl PgStore {
                 &a.role,
                 &max,
                 &i64::from(a.disabled),
+                &teams,
             ],
         )
         .await?;
@@ -586,6 +588,7 @@ fn account_row(r: &tokio_postgres::Row) -> AccountRow {
         role: r.get(4),
         max_conversations: r.get::<_, Option<i64>>(5).map(|v| v as u32),
         disabled: r.get::<_, i64>(6) != 0,
+        teams: super::teams_from_db(&r.get::<_, String>(7)),
     }
 }
 

@@ -204,7 +204,8 @@ impl SqliteStore {
                     a.password_hash,
                     a.role,
                     a.max_conversations.map(i64::from),
-                    i64::from(a.disabled)
+                    i64::from(a.disabled),
+                    a.teams.join(",")
                 ],
             )?;
             Ok(())
@@ -565,6 +566,7 @@ fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
         role: r.get(4)?,
         max_conversations: r.get::<_, Option<i64>>(5)?.map(|v| v as u32),
         disabled: r.get::<_, i64>(6)? != 0,
+        teams: super::teams_from_db(&r.get::<_, String>(7)?),
     })
 }
 

@@ -163,6 +163,7 @@ impl ConnRole {
             resumed,
             priority,
             supervisor,
+            teams,
         } = identity;
         let lookup = match who {
             ParticipantId::Visitor(_) if resumed => Lookup::Due,
@@ -173,6 +174,10 @@ impl ConnRole {
             client,
             priority,
             supervisor,
+            team: match &who {
+                ParticipantId::Visitor(_) => teams.first().cloned(),
+                ParticipantId::Agent(_) => None,
+            },
             io: ConnIo::default(),
             visitor_conv: None,
             lookup,
@@ -218,7 +223,11 @@ impl ConnRole {
             self.agents.entry(agent.clone()).or_default().push(key);
             sh.send(
                 DISPATCHER_SHARD,
-                DispatchMsg::AgentOnline { agent, conn: key },
+                DispatchMsg::AgentOnline {
+                    agent,
+                    conn: key,
+                    teams,
+                },
             );
         }
         key
@@ -361,6 +370,7 @@ impl ConnRole {
                     };
                     let conn = self.conn_mut(key).expect("present above");
                     let priority = conn.priority;
+                    let team = conn.team.clone();
                     conn.visitor_conv = Some(conv);
                     conn.subs.push(conv);
                     self.conv_subs.entry(conv).or_default().push(key);
@@ -370,6 +380,7 @@ impl ConnRole {
                             conv,
                             visitor,
                             priority,
+                            team,
                             conn: key,
                             cid,
                             body,
@@ -485,12 +496,18 @@ impl ConnRole {
                 };
                 sh.send(sh.home(conv), msg);
             }
-            ClientFrame::Transfer { conv, to, note } => {
+            ClientFrame::Transfer {
+                conv,
+                to,
+                team,
+                note,
+            } => {
                 let msg = HomeMsg::Transfer {
                     conv,
                     conn: key,
                     who,
                     to,
+                    team,
                     note,
                 };
                 sh.send(sh.home(conv), msg);

@@ -20,6 +20,8 @@ pub(super) struct Conn {
     pub priority: i32,
     /// An agent that supervises (its token says so): watches any conversation, whispers.
     pub supervisor: bool,
+    /// A visitor's team (its entry asked), for the conversations it opens.
+    pub team: Option<String>,
     pub io: ConnIo,
     /// A visitor's current conversation.
     pub visitor_conv: Option<ConvId>,

@@ -163,6 +163,7 @@ impl HomeRole {
                 conv,
                 visitor,
                 priority,
+                team,
                 conn,
                 cid,
                 body,
@@ -202,10 +203,16 @@ impl HomeRole {
                         notes.labels.insert("visitor".into(), "vip".into());
                     }
                 }
+                if let Some(t) = &team {
+                    if let Some(c) = self.convs.get_mut(&conv) {
+                        c.notes_mut().labels.insert("team".into(), t.clone());
+                    }
+                }
                 let enqueue = DispatchMsg::Enqueue {
                     conv,
                     visitor,
                     priority,
+                    team,
                 };
                 sh.send(DISPATCHER_SHARD, enqueue);
                 self.watch_idle(sh, conv);
@@ -358,6 +365,7 @@ impl HomeRole {
                 conn,
                 who,
                 to,
+                team,
                 note,
             } => {
                 if !self.check_participant(sh, from, conn, conv, &who, None) {
@@ -372,6 +380,7 @@ impl HomeRole {
                     conv,
                     from: agent,
                     to,
+                    team,
                     note,
                     conn_shard: from,
                     conn,
