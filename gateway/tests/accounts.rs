@@ -3,29 +3,10 @@
 //! one error shape, and the OpenAPI document. Real gateway, real bridge, real clients.
 
 use serde_json::{json, Value};
-use std::io::Write;
-use std::process::{Command, Stdio};
-use switchboard_test_support::process::bin_path;
 use switchboard_test_support::{free_addr, http, temp_dir, Client, Ended, Gateway};
 
 fn create_agent(data_dir: &std::path::Path, id: &str, role: &str, password: &str) -> String {
-    let mut child = Command::new(bin_path("storage-bridge"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["create-agent", "--id", id, "--role", role])
-        .env_remove("DATABASE_URL")
-        .env("SWITCHBOARD_LOG", "error")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() || text.contains("at least"), "{text}");
-    text
+    switchboard_test_support::accounts::try_create_agent(data_dir, id, role, password).1
 }
 
 fn json_of(r: &http::Response) -> Value {

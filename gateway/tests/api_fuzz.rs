@@ -7,36 +7,15 @@
 mod common;
 
 use common::venv_bin;
-use serde_json::{json, Value};
-use std::io::Write;
-use std::process::{Command, Stdio};
-use switchboard_test_support::process::bin_path;
-use switchboard_test_support::{free_addr, http, temp_dir, Gateway};
+use std::process::Command;
+use switchboard_test_support::{free_addr, temp_dir, Gateway};
 
 #[test]
 fn every_operation_answers_as_its_document_says() {
     let dir = temp_dir("api-fuzz");
     let api = free_addr();
     let _gw = Gateway::builder().data_dir(&dir).bridge_http(&api).start();
-    let mut admin = Command::new(bin_path("storage-bridge"))
-        .arg("--data-dir")
-        .arg(&dir)
-        .args(["create-agent", "--id", "root", "--role", "admin"])
-        .env_remove("DATABASE_URL")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    writeln!(admin.stdin.take().unwrap(), "correct horse battery").unwrap();
-    assert!(admin.wait().unwrap().success());
-    let login = http::post(
-        &api,
-        "/api/v1/auth/login",
-        &[],
-        &json!({"agent":"root","password":"correct horse battery"}).to_string(),
-    );
-    assert_eq!(login.status, 200, "{}", login.text());
-    let token: Value = serde_json::from_slice(&login.body).unwrap();
+    let bearer = switchboard_test_support::accounts::admin_bearer(&dir, &api);
     let examples = std::env::var("SWITCHBOARD_API_FUZZ_EXAMPLES").unwrap_or_else(|_| "25".into());
     let out = Command::new(venv_bin("st"))
         .args(["run", &format!("http://{api}/api/v1/openapi.json")])
@@ -45,7 +24,7 @@ fn every_operation_answers_as_its_document_says() {
             "--checks",
             "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
         ])
-        .args(["--header", &format!("Authorization: Bearer {}", token["token"].as_str().unwrap())])
+        .args(["--header", &format!("Authorization: {bearer}")])
         .args(["--hypothesis-max-examples", &examples])
         .args(["--hypothesis-seed", "1"])
         .args(["--request-timeout", "10000"])

@@ -1,36 +1,22 @@
 //! A supervisor watches a conversation it is not in, live, and whispers to its agent; the
 //! visitor never sees the whisper. Real gateway, bridge (accounts, login) and clients.
 
-use serde_json::{json, Value};
-use std::io::Write;
-use std::process::{Command, Stdio};
-use switchboard_test_support::process::bin_path;
-use switchboard_test_support::{free_addr, http, temp_dir, Client, Gateway};
+use serde_json::json;
+use switchboard_test_support::{free_addr, temp_dir, Client, Gateway};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_supervisor_watches_live_and_whispers_to_the_agent_only() {
     let dir = temp_dir("supervisor");
     let api = free_addr();
     let gw = Gateway::builder().data_dir(&dir).bridge_http(&api).start();
-    let mut cli = Command::new(bin_path("storage-bridge"))
-        .arg("--data-dir")
-        .arg(&dir)
-        .args(["create-agent", "--id", "sue", "--role", "supervisor"])
-        .env_remove("DATABASE_URL")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    writeln!(cli.stdin.take().unwrap(), "supervising since 2020").unwrap();
-    assert!(cli.wait().unwrap().success());
-    let login = http::post(
-        &api,
-        "/api/v1/auth/login",
-        &[],
-        &json!({"agent":"sue","password":"supervising since 2020"}).to_string(),
+    switchboard_test_support::accounts::create_agent(
+        &dir,
+        "sue",
+        "supervisor",
+        "supervising since 2020",
     );
-    let issued: Value = serde_json::from_slice(&login.body).unwrap();
-    assert_eq!(issued["role"], "supervisor", "{}", login.text());
+    let issued = switchboard_test_support::accounts::login(&api, "sue", "supervising since 2020");
+    assert_eq!(issued["role"], "supervisor");
     let token = issued["token"].as_str().unwrap();
 
     let mut ann = gw.agent("ann").await;

@@ -3,9 +3,6 @@
 //! logins through the API; real gateway, bridge and clients.
 
 use serde_json::{json, Value};
-use std::io::Write;
-use std::process::{Command, Stdio};
-use switchboard_test_support::process::bin_path;
 use switchboard_test_support::{free_addr, http, temp_dir, Client, Gateway};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -17,29 +14,10 @@ async fn conversations_reach_their_team_and_move_to_another() {
         .bridge_http(&api)
         .args(&["--agent-capacity", "2"])
         .start();
-    let mut cli = Command::new(bin_path("storage-bridge"))
-        .arg("--data-dir")
-        .arg(&dir)
-        .args(["create-agent", "--id", "root", "--role", "admin"])
-        .env_remove("DATABASE_URL")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    writeln!(cli.stdin.take().unwrap(), "correct horse battery").unwrap();
-    assert!(cli.wait().unwrap().success());
-    let login = |agent: &str, password: &str| -> Value {
-        let r = http::post(
-            &api,
-            "/api/v1/auth/login",
-            &[],
-            &json!({"agent": agent, "password": password}).to_string(),
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
-        serde_json::from_slice(&r.body).unwrap()
+    let bearer = switchboard_test_support::accounts::admin_bearer(&dir, &api);
+    let login = |agent: &str, password: &str| {
+        switchboard_test_support::accounts::login(&api, agent, password)
     };
-    let root = login("root", "correct horse battery");
-    let bearer = format!("Bearer {}", root["token"].as_str().unwrap());
     for (id, team) in [("bea", "billing"), ("sam", "sales")] {
         let r = http::post(
             &api,

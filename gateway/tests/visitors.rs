@@ -3,9 +3,6 @@
 //! in the human queue, and agents read what the site said of them. Real processes.
 
 use serde_json::{json, Value};
-use std::io::Write;
-use std::process::{Command, Stdio};
-use switchboard_test_support::process::bin_path;
 use switchboard_test_support::{free_addr, http, temp_dir, Client, Gateway};
 
 fn json_of(r: &http::Response) -> Value {
@@ -21,24 +18,7 @@ async fn a_vip_keeps_one_id_across_devices_and_goes_ahead_in_the_queue() {
         .bridge_http(&api)
         .args(&["--agent-capacity", "1"])
         .start();
-    let mut admin = Command::new(bin_path("storage-bridge"))
-        .arg("--data-dir")
-        .arg(&dir)
-        .args(["create-agent", "--id", "root", "--role", "admin"])
-        .env_remove("DATABASE_URL")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    writeln!(admin.stdin.take().unwrap(), "correct horse battery").unwrap();
-    assert!(admin.wait().unwrap().success());
-    let login = http::post(
-        &api,
-        "/api/v1/auth/login",
-        &[],
-        &json!({"agent":"root","password":"correct horse battery"}).to_string(),
-    );
-    let bearer = format!("Bearer {}", json_of(&login)["token"].as_str().unwrap());
+    let bearer = switchboard_test_support::accounts::admin_bearer(&dir, &api);
     let auth = [("Authorization", bearer.as_str())];
     // The site's back end identifies its customer.
     let profile = json!({"external_id":"cust-42","name":"Li Wei","email":"li.wei@example.com",

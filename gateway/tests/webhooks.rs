@@ -3,11 +3,8 @@
 //! in the API. Real gateway, bridge, clients and an HTTP receiver of the test's own.
 
 use serde_json::{json, Value};
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use switchboard_test_support::process::bin_path;
 use switchboard_test_support::{free_addr, http, temp_dir, Gateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -91,25 +88,7 @@ async fn messages_reach_a_subscriber_signed_retried_and_dead_lettered() {
         .env("SWITCHBOARD_WEBHOOK_ATTEMPTS", "3")
         .env("SWITCHBOARD_WEBHOOK_BACKOFF_MS", "50")
         .start();
-    let mut cli = Command::new(bin_path("storage-bridge"))
-        .arg("--data-dir")
-        .arg(&dir)
-        .args(["create-agent", "--id", "root", "--role", "admin"])
-        .env_remove("DATABASE_URL")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    writeln!(cli.stdin.take().unwrap(), "correct horse battery").unwrap();
-    assert!(cli.wait().unwrap().success());
-    let login = http::post(
-        &api,
-        "/api/v1/auth/login",
-        &[],
-        &json!({"agent":"root","password":"correct horse battery"}).to_string(),
-    );
-    let token: Value = serde_json::from_slice(&login.body).unwrap();
-    let bearer = format!("Bearer {}", token["token"].as_str().unwrap());
+    let bearer = switchboard_test_support::accounts::admin_bearer(&dir, &api);
     let auth = [("Authorization", bearer.as_str())];
     // A receiver that fails once, and a URL where nothing listens.
     let (url, got) = receiver(1).await;

@@ -55,8 +55,8 @@ pub fn generate(
     let mut secret = [0u8; 32];
     rand_core::OsRng.fill_bytes(&mut id);
     rand_core::OsRng.fill_bytes(&mut secret);
-    let id = format!("k{}", hex(&id));
-    let secret = hex(&secret);
+    let id = format!("k{}", crate::random::hex(&id));
+    let secret = crate::random::hex(&secret);
     let row = ApiKeyRow {
         id: id.clone(),
         secret_sha256: sha256_hex(&secret),
@@ -100,11 +100,7 @@ pub fn scopes(row: &ApiKeyRow) -> Vec<Scope> {
 }
 
 fn sha256_hex(s: &str) -> String {
-    hex(&Sha256::digest(s.as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::random::hex(&Sha256::digest(s.as_bytes()))
 }
 
 #[cfg(test)]

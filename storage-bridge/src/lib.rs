@@ -8,6 +8,7 @@
 //! - [`store`]: PostgreSQL or embedded SQLite behind one interface, with migrations.
 //! - [`commit`]: group commit, confirming each request only after its batch commits.
 //! - [`cache`]: the Redis cache of recent messages.
+//! - [`random`]: random ids for what the API makes.
 //! - [`reads`]: history and conversation loads, cache first.
 //! - [`server`]: the Unix-socket protocol with gateway shards.
 //! - [`http`]: the HTTP API (history with zstd, health, metrics).
@@ -24,6 +25,7 @@ pub mod cache;
 pub mod commit;
 pub mod config;
 pub mod http;
+pub mod random;
 pub mod reads;
 pub mod server;
 pub mod store;

@@ -290,7 +290,7 @@ pub(crate) const PUT_PROFILE_SQL: &str =
 pub(crate) const PROFILE_SQL: &str = "SELECT profile FROM visitor_profiles WHERE id = $1";
 
 /// Now, in Unix milliseconds.
-pub(crate) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

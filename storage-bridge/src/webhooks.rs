@@ -14,7 +14,6 @@
 
 use crate::store::{DeadLetterRow, Store, WebhookRow};
 use hmac::{Hmac, Mac};
-use rand_core::RngCore;
 use sha2::Sha256;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -121,26 +120,7 @@ impl Webhooks {
 pub fn sign(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
     mac.update(body);
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn random_id(prefix: char) -> String {
-    let mut b = [0u8; 8];
-    rand_core::OsRng.fill_bytes(&mut b);
-    format!(
-        "{prefix}{}",
-        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-    )
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    crate::random::hex(&mac.finalize().into_bytes())
 }
 
 async fn deliver_all(
@@ -166,7 +146,7 @@ async fn deliver_all(
             let body = serde_json::json!({
                 "event": event.name,
                 "webhook": hook.id,
-                "at": now_ms(),
+                "at": crate::store::now_ms(),
                 "data": event.data,
             })
             .to_string();
@@ -192,7 +172,7 @@ async fn deliver(
     body: String,
     retry: Retry,
 ) {
-    let delivery = random_id('d');
+    let delivery = crate::random::id('d');
     let signature = format!("sha256={}", sign(&hook.secret, body.as_bytes()));
     let mut wait = retry.backoff;
     let mut last_error = String::new();
@@ -230,7 +210,7 @@ async fn deliver(
         body,
         attempts: i64::from(retry.attempts.max(1)),
         last_error,
-        failed_at: now_ms(),
+        failed_at: crate::store::now_ms(),
     };
     if let Err(e) = store.put_dead_letter(dead).await {
         tracing::warn!(error = %e, "dead letter not stored");

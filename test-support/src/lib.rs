@@ -24,6 +24,7 @@
 //! `*_async` waits, which are tokio. Blocking calls (an HTTP scrape, a process start) are
 //! fine in a tokio test: the processes under test do not depend on the test's runtime.
 
+pub mod accounts;
 pub mod bridge;
 pub mod dirs;
 pub mod gateway;

@@ -2,13 +2,12 @@
 //! them (role, name, password, capacity, disabled).
 
 use super::auth::{answer, caller, need};
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, Body, ErrorBody, Params};
 use super::Api;
 use crate::accounts::{self, Role};
 use crate::api_keys::Scope;
 use crate::store::AccountRow;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 
@@ -114,15 +113,6 @@ fn check_teams(teams: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn store_error(e: crate::store::StoreError) -> ApiError {
-    tracing::warn!(error = %e, "agents: store failed");
-    ApiError::unavailable()
-}
-
-fn bad_json(e: axum::extract::rejection::JsonRejection) -> ApiError {
-    ApiError::bad_request(e.body_text())
-}
-
 fn not_found(id: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -148,7 +138,7 @@ fn not_found(id: &str) -> ApiError {
 )]
 pub(super) async fn list(
     State(api): State<Api>,
-    query: Result<Query<PageQuery>, QueryRejection>,
+    Params(q): Params<PageQuery>,
     headers: HeaderMap,
 ) -> Result<Json<AgentPage>, ApiError> {
     caller(
@@ -157,14 +147,13 @@ pub(super) async fn list(
         need(Role::Supervisor, Some(Scope::AgentsManage)),
     )
     .await?;
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = q.limit.unwrap_or(100).clamp(1, PAGE_MAX);
     let rows = api
         .reads
         .store
         .accounts(q.after.as_deref().unwrap_or(""), limit)
         .await
-        .map_err(store_error)?;
+        .map_err(|e| ApiError::store("agents", e))?;
     let next = (rows.len() as u32 == limit)
         .then(|| rows.last().map(|a| a.id.clone()))
         .flatten();
@@ -202,7 +191,12 @@ pub(super) async fn get_one(
             "this needs the supervisor role",
         ));
     }
-    let row = api.reads.store.account(&id).await.map_err(store_error)?;
+    let row = api
+        .reads
+        .store
+        .account(&id)
+        .await
+        .map_err(|e| ApiError::store("agents", e))?;
     row.map(|a| Json(a.into())).ok_or_else(|| not_found(&id))
 }
 
@@ -225,15 +219,14 @@ pub(super) async fn get_one(
 pub(super) async fn create(
     State(api): State<Api>,
     headers: HeaderMap,
-    body: Result<Json<NewAgent>, axum::extract::rejection::JsonRejection>,
+    Body(new): Body<NewAgent>,
 ) -> Result<(StatusCode, Json<Agent>), ApiError> {
     caller(&api, &headers, need(Role::Admin, Some(Scope::AgentsManage))).await?;
-    let Json(new) = body.map_err(bad_json)?;
     let store = &api.reads.store;
     if store
         .account(&new.id)
         .await
-        .map_err(store_error)?
+        .map_err(|e| ApiError::store("agents", e))?
         .is_some_and(|a| a.password_hash.is_some())
     {
         return Err(ApiError::new(
@@ -251,16 +244,19 @@ pub(super) async fn create(
         let mut row = store
             .account(&new.id)
             .await
-            .map_err(store_error)?
+            .map_err(|e| ApiError::store("agents", e))?
             .ok_or_else(|| not_found(&new.id))?;
         row.max_conversations = new.max_conversations;
         row.teams = new.teams;
-        store.put_account(row).await.map_err(store_error)?;
+        store
+            .put_account(row)
+            .await
+            .map_err(|e| ApiError::store("agents", e))?;
     }
     let row = store
         .account(&new.id)
         .await
-        .map_err(store_error)?
+        .map_err(|e| ApiError::store("agents", e))?
         .ok_or_else(|| not_found(&new.id))?;
     Ok((StatusCode::CREATED, Json(row.into())))
 }
@@ -287,15 +283,14 @@ pub(super) async fn update(
     State(api): State<Api>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Result<Json<AgentPatch>, axum::extract::rejection::JsonRejection>,
+    Body(patch): Body<AgentPatch>,
 ) -> Result<Json<Agent>, ApiError> {
     caller(&api, &headers, need(Role::Admin, Some(Scope::AgentsManage))).await?;
-    let Json(patch) = body.map_err(bad_json)?;
     let store = &api.reads.store;
     let mut row = store
         .account(&id)
         .await
-        .map_err(store_error)?
+        .map_err(|e| ApiError::store("agents", e))?
         .ok_or_else(|| not_found(&id))?;
     if let Some(p) = &patch.password {
         row.password_hash = Some(accounts::new_hash(p).await.map_err(answer)?);
@@ -317,7 +312,10 @@ pub(super) async fn update(
     if let Some(disabled) = patch.disabled {
         row.disabled = disabled;
     }
-    store.put_account(row.clone()).await.map_err(store_error)?;
+    store
+        .put_account(row.clone())
+        .await
+        .map_err(|e| ApiError::store("agents", e))?;
     if access_changed {
         // Every gateway shard closes the agent's devices, or lets it in again.
         api.notices.access(&row.id, row.disabled);

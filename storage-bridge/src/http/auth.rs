@@ -3,7 +3,7 @@
 //! trades a valid token for a fresh one while the account is enabled. And the check every
 //! other endpoint makes: a valid agent token in `Authorization: Bearer`.
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, Body, ErrorBody};
 use super::Api;
 use crate::accounts::{self, AccountError, Role};
 use crate::api_keys::{self, Scope};
@@ -176,10 +176,8 @@ pub(super) fn answer(e: AccountError) -> ApiError {
 )]
 pub(super) async fn login(
     State(api): State<Api>,
-    body: Result<Json<Login>, axum::extract::rejection::JsonRejection>,
+    Body(login): Body<Login>,
 ) -> Result<Json<TokenIssued>, ApiError> {
-    let Json(login) =
-        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     let signer = signer(&api)?;
     let issued = accounts::login(
         &api.reads.store,

@@ -4,7 +4,7 @@
 //! conversation's visitor when the agent uses one.
 
 use super::auth::{caller, need, Caller};
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, Body, ErrorBody};
 use super::Api;
 use crate::accounts::Role;
 use crate::store::CannedRow;
@@ -97,11 +97,6 @@ pub fn render(template: &str, vars: &BTreeMap<String, String>) -> String {
     out
 }
 
-fn store_error(e: crate::store::StoreError) -> ApiError {
-    tracing::warn!(error = %e, "canned replies: store failed");
-    ApiError::unavailable()
-}
-
 fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such canned reply")
 }
@@ -129,7 +124,7 @@ pub(super) async fn list(
         .store
         .canned_for(&me.id)
         .await
-        .map_err(store_error)?;
+        .map_err(|e| ApiError::store("canned replies", e))?;
     Ok(Json(CannedList {
         replies: rows.into_iter().map(Canned::from).collect(),
     }))
@@ -153,10 +148,9 @@ pub(super) async fn list(
 pub(super) async fn create(
     State(api): State<Api>,
     headers: HeaderMap,
-    body: Result<Json<NewCanned>, axum::extract::rejection::JsonRejection>,
+    Body(new): Body<NewCanned>,
 ) -> Result<(StatusCode, Json<Canned>), ApiError> {
     let me = caller(&api, &headers, AGENT).await?;
-    let Json(new) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let len = |s: &str| s.chars().count();
     if !(1..=64).contains(&len(&new.shortcut)) || !(1..=4000).contains(&len(&new.body)) {
         return Err(ApiError::bad_request(
@@ -170,25 +164,18 @@ pub(super) async fn create(
             "site-wide replies need the supervisor role",
         ));
     }
-    let mut id = [0u8; 8];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
     let row = CannedRow {
-        id: format!(
-            "r{}",
-            id.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        ),
+        id: crate::random::id('r'),
         owner: (!new.site_wide).then(|| me.id.clone()),
         shortcut: new.shortcut,
         body: new.body,
-        created_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64),
+        created_at: crate::store::now_ms(),
     };
     api.reads
         .store
         .put_canned(row.clone())
         .await
-        .map_err(store_error)?;
+        .map_err(|e| ApiError::store("canned replies", e))?;
     Ok((StatusCode::CREATED, Json(row.into())))
 }
 
@@ -226,7 +213,7 @@ pub(super) async fn delete(
         .store
         .canned(&id)
         .await
-        .map_err(store_error)?
+        .map_err(|e| ApiError::store("canned replies", e))?
         .ok_or_else(not_found)?;
     if !may_change(&me, &row) {
         return Err(ApiError::new(
@@ -239,7 +226,7 @@ pub(super) async fn delete(
         .store
         .delete_canned(&id)
         .await
-        .map_err(store_error)?;
+        .map_err(|e| ApiError::store("canned replies", e))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -264,15 +251,14 @@ pub(super) async fn use_one(
     State(api): State<Api>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Result<Json<RenderFor>, axum::extract::rejection::JsonRejection>,
+    Body(target): Body<RenderFor>,
 ) -> Result<Json<Rendered>, ApiError> {
     let me = caller(&api, &headers, AGENT).await?;
-    let Json(target) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let store = &api.reads.store;
     let row = store
         .canned(&id)
         .await
-        .map_err(store_error)?
+        .map_err(|e| ApiError::store("canned replies", e))?
         .ok_or_else(not_found)?;
     if row.owner.as_ref().is_some_and(|o| *o != me.id) {
         return Err(ApiError::new(
@@ -282,7 +268,10 @@ pub(super) async fn use_one(
         ));
     }
     let mut vars = BTreeMap::new();
-    let account = store.account(&me.id).await.map_err(store_error)?;
+    let account = store
+        .account(&me.id)
+        .await
+        .map_err(|e| ApiError::store("canned replies", e))?;
     let agent_name = account
         .and_then(|a| a.display_name)
         .unwrap_or_else(|| me.id.clone());
@@ -290,7 +279,11 @@ pub(super) async fn use_one(
     if let Some(v) = &target.visitor {
         let visitor = VisitorId::parse(v)
             .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad_id", "not a visitor id"))?;
-        if let Some(json) = store.profile(visitor).await.map_err(store_error)? {
+        if let Some(json) = store
+            .profile(visitor)
+            .await
+            .map_err(|e| ApiError::store("canned replies", e))?
+        {
             let profile: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
             for key in ["name", "email", "plan"] {
                 if let Some(s) = profile[key].as_str() {

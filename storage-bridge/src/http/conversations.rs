@@ -3,12 +3,11 @@
 //! the waiting ones.
 
 use super::auth::{caller, need};
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, Params};
 use super::Api;
 use crate::accounts::Role;
 use crate::api_keys::Scope;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
 use switchboard_protocol::ConvId;
@@ -66,11 +65,10 @@ pub(super) struct ConversationPage {
 )]
 pub(super) async fn list(
     State(api): State<Api>,
-    query: Result<Query<ConvQuery>, QueryRejection>,
+    Params(q): Params<ConvQuery>,
     headers: HeaderMap,
 ) -> Result<Json<ConversationPage>, ApiError> {
     let me = caller(&api, &headers, need(Role::Agent, Some(Scope::HistoryRead))).await?;
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let status = q.status.as_deref().unwrap_or("all");
     if !["all", "waiting", "open", "closed"].contains(&status) {
         return Err(ApiError::bad_request(

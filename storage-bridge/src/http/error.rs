@@ -44,6 +44,12 @@ impl ApiError {
         )
     }
 
+    /// The store failed: logged with what was being done, `unavailable` to the caller.
+    pub fn store(what: &str, e: crate::store::StoreError) -> Self {
+        tracing::warn!(error = %e, "{what}: store failed");
+        Self::unavailable()
+    }
+
     pub fn unavailable() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -61,5 +67,39 @@ impl IntoResponse for ApiError {
             serde_json::to_string(&self.body).expect("error bodies serialise"),
         )
             .into_response()
+    }
+}
+
+/// A JSON request body; one that does not parse is a `bad_request` in the one error shape
+/// (axum's own rejection would be plain text).
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Body(v)),
+            Err(e) => Err(ApiError::bad_request(e.body_text())),
+        }
+    }
+}
+
+/// A query string; one that does not parse is a `bad_request` in the one error shape.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
+    for Params<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Params(v)),
+            Err(e) => Err(ApiError::bad_request(e.body_text())),
+        }
     }
 }

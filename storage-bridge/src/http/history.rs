@@ -1,9 +1,9 @@
 //! `GET /api/v1/conversations/{id}/messages`: a conversation's history for agents' tools,
 //! zstd-compressed when the client accepts it.
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, Params};
 use super::Api;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -64,7 +64,7 @@ pub(super) struct HistoryPage {
 pub(super) async fn history(
     State(api): State<Api>,
     Path(id): Path<String>,
-    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+    Params(q): Params<HistoryQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let history_read = super::auth::need(
@@ -72,7 +72,6 @@ pub(super) async fn history(
         Some(crate::api_keys::Scope::HistoryRead),
     );
     super::auth::caller(&api, &headers, history_read).await?;
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let conv = ConvId::parse(&id)
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad_id", "not a conversation id"))?;
     let limit = q.limit.unwrap_or(50).clamp(1, MAX_LIMIT);

@@ -2,7 +2,7 @@
 //! them (never their secrets), revoke one.
 
 use super::auth::{caller, need};
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, Body, ErrorBody};
 use super::Api;
 use crate::accounts::Role;
 use crate::api_keys::{self, Scope};
@@ -57,11 +57,6 @@ fn info(row: &crate::store::ApiKeyRow) -> KeyInfo {
     }
 }
 
-fn store_error(e: crate::store::StoreError) -> ApiError {
-    tracing::warn!(error = %e, "API keys: store failed");
-    ApiError::unavailable()
-}
-
 /// Makes a key (admins).
 #[utoipa::path(
     post,
@@ -80,22 +75,18 @@ fn store_error(e: crate::store::StoreError) -> ApiError {
 pub(super) async fn create(
     State(api): State<Api>,
     headers: HeaderMap,
-    body: Result<Json<NewKey>, axum::extract::rejection::JsonRejection>,
+    Body(new): Body<NewKey>,
 ) -> Result<(StatusCode, Json<KeyMade>), ApiError> {
     let me = caller(&api, &headers, ADMIN).await?;
-    let Json(new) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     if new.name.is_empty() || new.name.chars().count() > 128 {
         return Err(ApiError::bad_request("name must be 1-128 characters"));
     }
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    let (key, row) = api_keys::generate(&new.name, &new.scopes, &me.id, now_ms);
+    let (key, row) = api_keys::generate(&new.name, &new.scopes, &me.id, crate::store::now_ms());
     api.reads
         .store
         .put_key(row.clone())
         .await
-        .map_err(store_error)?;
+        .map_err(|e| ApiError::store("API keys", e))?;
     tracing::info!(key = %row.id, by = %me.id, scopes = %row.scopes, "API key made");
     Ok((
         StatusCode::CREATED,
@@ -124,7 +115,12 @@ pub(super) async fn list(
     headers: HeaderMap,
 ) -> Result<Json<KeyList>, ApiError> {
     caller(&api, &headers, ADMIN).await?;
-    let rows = api.reads.store.keys(1000).await.map_err(store_error)?;
+    let rows = api
+        .reads
+        .store
+        .keys(1000)
+        .await
+        .map_err(|e| ApiError::store("API keys", e))?;
     Ok(Json(KeyList {
         keys: rows.iter().map(info).collect(),
     }))
@@ -151,7 +147,13 @@ pub(super) async fn revoke(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let me = caller(&api, &headers, ADMIN).await?;
-    if !api.reads.store.revoke_key(&id).await.map_err(store_error)? {
+    if !api
+        .reads
+        .store
+        .revoke_key(&id)
+        .await
+        .map_err(|e| ApiError::store("API keys", e))?
+    {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",

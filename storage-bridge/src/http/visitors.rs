@@ -8,7 +8,7 @@
 //! signed, so no visitor can raise its own.
 
 use super::auth::{caller, need};
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, Body, ErrorBody};
 use super::Api;
 use crate::accounts::Role;
 use crate::api_keys::Scope;
@@ -102,7 +102,7 @@ fn check(p: &Profile) -> Result<(), ApiError> {
 pub(super) async fn identify(
     State(api): State<Api>,
     headers: HeaderMap,
-    body: Result<Json<Profile>, axum::extract::rejection::JsonRejection>,
+    Body(profile): Body<Profile>,
 ) -> Result<Json<VisitorToken>, ApiError> {
     caller(
         &api,
@@ -110,7 +110,6 @@ pub(super) async fn identify(
         need(Role::Supervisor, Some(Scope::VisitorsIdentify)),
     )
     .await?;
-    let Json(profile) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     check(&profile)?;
     let signer = api.signer.as_ref().ok_or_else(ApiError::unavailable)?;
     let visitor = VisitorId(signer.derive_id(&format!("visitor:{}", profile.external_id)));

@@ -2,7 +2,7 @@
 //! deliveries), list, delete, and read the deliveries that failed every attempt.
 
 use super::auth::{caller, need};
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, Body, ErrorBody};
 use super::Api;
 use crate::accounts::Role;
 use crate::store::WebhookRow;
@@ -74,11 +74,6 @@ pub(super) struct DeadLetterList {
     dead_letters: Vec<DeadLetter>,
 }
 
-fn store_error(e: crate::store::StoreError) -> ApiError {
-    tracing::warn!(error = %e, "webhooks: store failed");
-    ApiError::unavailable()
-}
-
 /// Subscribes a URL to events (admins).
 #[utoipa::path(
     post,
@@ -97,10 +92,9 @@ fn store_error(e: crate::store::StoreError) -> ApiError {
 pub(super) async fn create(
     State(api): State<Api>,
     headers: HeaderMap,
-    body: Result<Json<NewWebhook>, axum::extract::rejection::JsonRejection>,
+    Body(new): Body<NewWebhook>,
 ) -> Result<(StatusCode, Json<Webhook>), ApiError> {
     let me = caller(&api, &headers, ADMIN).await?;
-    let Json(new) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let url_ok = (new.url.starts_with("http://") || new.url.starts_with("https://"))
         && new.url.len() <= 2048
         && reqwest::Url::parse(&new.url).is_ok();
@@ -117,27 +111,26 @@ pub(super) async fn create(
             "events: one or more of {EVENTS:?}"
         )));
     }
-    let mut id = [0u8; 8];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
     let mut events = new.events.clone();
     events.sort();
     events.dedup();
     let row = WebhookRow {
-        id: format!(
-            "w{}",
-            id.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        ),
+        id: crate::random::id('w'),
         url: new.url,
         secret: new.secret,
         events: events.join(","),
         created_by: me.id,
-        created_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64),
+        created_at: crate::store::now_ms(),
     };
     let store = &api.reads.store;
-    store.put_webhook(row.clone()).await.map_err(store_error)?;
-    api.webhooks.reload().await.map_err(store_error)?;
+    store
+        .put_webhook(row.clone())
+        .await
+        .map_err(|e| ApiError::store("webhooks", e))?;
+    api.webhooks
+        .reload()
+        .await
+        .map_err(|e| ApiError::store("webhooks", e))?;
     Ok((StatusCode::CREATED, Json(row.into())))
 }
 
@@ -159,7 +152,12 @@ pub(super) async fn list(
     headers: HeaderMap,
 ) -> Result<Json<WebhookList>, ApiError> {
     caller(&api, &headers, ADMIN).await?;
-    let rows = api.reads.store.webhooks().await.map_err(store_error)?;
+    let rows = api
+        .reads
+        .store
+        .webhooks()
+        .await
+        .map_err(|e| ApiError::store("webhooks", e))?;
     Ok(Json(WebhookList {
         webhooks: rows.into_iter().map(Webhook::from).collect(),
     }))
@@ -191,7 +189,7 @@ pub(super) async fn delete(
         .store
         .delete_webhook(&id)
         .await
-        .map_err(store_error)?
+        .map_err(|e| ApiError::store("webhooks", e))?
     {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -199,7 +197,10 @@ pub(super) async fn delete(
             "no such webhook",
         ));
     }
-    api.webhooks.reload().await.map_err(store_error)?;
+    api.webhooks
+        .reload()
+        .await
+        .map_err(|e| ApiError::store("webhooks", e))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -228,7 +229,7 @@ pub(super) async fn dead_letters(
         .store
         .dead_letters(&id)
         .await
-        .map_err(store_error)?;
+        .map_err(|e| ApiError::store("webhooks", e))?;
     Ok(Json(DeadLetterList {
         dead_letters: rows
             .into_iter()
