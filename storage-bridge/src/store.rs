@@ -174,7 +174,47 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
         8,
         "ALTER TABLE agents ADD COLUMN teams TEXT NOT NULL DEFAULT ''",
     ),
+    // Internal notes and tags on conversations (issue 13): agents only, never the visitor.
+    (
+        9,
+        "CREATE TABLE conversation_notes (
+        id TEXT PRIMARY KEY,
+        conv BIGINT NOT NULL,
+        author TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE INDEX conversation_notes_by_conv ON conversation_notes (conv, created_at);
+    CREATE TABLE conversation_tags (
+        conv BIGINT NOT NULL,
+        tag TEXT NOT NULL,
+        PRIMARY KEY (conv, tag)
+    )",
+    ),
 ];
+
+/// An internal note on a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoteRow {
+    pub id: String,
+    pub conv: ConvId,
+    pub author: String,
+    pub body: String,
+    pub created_at: i64,
+}
+
+pub(crate) const PUT_NOTE_SQL: &str =
+    "INSERT INTO conversation_notes (id, conv, author, body, created_at) VALUES ($1, $2, $3, $4, $5)";
+pub(crate) const NOTES_SQL: &str =
+    "SELECT id, conv, author, body, created_at FROM conversation_notes
+    WHERE conv = $1 ORDER BY created_at, id LIMIT 1000";
+pub(crate) const CLEAR_TAGS_SQL: &str = "DELETE FROM conversation_tags WHERE conv = $1";
+pub(crate) const ADD_TAG_SQL: &str =
+    "INSERT INTO conversation_tags (conv, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+pub(crate) const TAGS_SQL: &str = "SELECT tag FROM conversation_tags WHERE conv = $1 ORDER BY tag";
+pub(crate) const CONV_SQL: &str =
+    "SELECT id, visitor, agent, opened_at, assigned_at, closed_at, closed_by
+    FROM conversations WHERE id = $1";
 
 /// A webhook subscription as stored (its secret signs deliveries).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -657,6 +697,47 @@ impl Store {
                     .await
             }
             Self::Postgres(s) => s.conversations(status, agent, after, limit).await,
+        }
+    }
+
+    /// One conversation's row, if the store has it.
+    pub async fn conversation(&self, conv: ConvId) -> Result<Option<ConvRow>, StoreError> {
+        let id = id_to_db(conv.0);
+        match self {
+            Self::Sqlite(s) => s.conversation(id).await,
+            Self::Postgres(s) => s.conversation(id).await,
+        }
+    }
+
+    pub async fn put_note(&self, n: NoteRow) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(s) => s.put_note(n).await,
+            Self::Postgres(s) => s.put_note(&n).await,
+        }
+    }
+
+    pub async fn notes(&self, conv: ConvId) -> Result<Vec<NoteRow>, StoreError> {
+        let id = id_to_db(conv.0);
+        match self {
+            Self::Sqlite(s) => s.notes(id).await,
+            Self::Postgres(s) => s.notes(id).await,
+        }
+    }
+
+    /// Replaces a conversation's tags, in one transaction.
+    pub async fn set_tags(&self, conv: ConvId, tags: Vec<String>) -> Result<(), StoreError> {
+        let id = id_to_db(conv.0);
+        match self {
+            Self::Sqlite(s) => s.set_tags(id, tags).await,
+            Self::Postgres(s) => s.set_tags(id, &tags).await,
+        }
+    }
+
+    pub async fn tags(&self, conv: ConvId) -> Result<Vec<String>, StoreError> {
+        let id = id_to_db(conv.0);
+        match self {
+            Self::Sqlite(s) => s.tags(id).await,
+            Self::Postgres(s) => s.tags(id).await,
         }
     }
 

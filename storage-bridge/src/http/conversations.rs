@@ -1,14 +1,16 @@
 //! Conversations over the API: listed by status (waiting for an agent, open, closed) and
-//! agent. Supervisors and keys with `history:read` see every one; an agent sees its own and
-//! the waiting ones.
+//! agent; one with its tags and internal notes; notes added and tags set. Supervisors and
+//! keys with `history:read` see every one; an agent sees its own and the waiting ones, and
+//! writes notes and tags on those. The visitor never sees notes or tags.
 
 use super::auth::{caller, need};
-use super::error::{ApiError, ErrorBody, Params};
+use super::error::{ApiError, Body, ErrorBody, Params};
 use super::Api;
 use crate::accounts::Role;
 use crate::api_keys::Scope;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
+use axum::http::StatusCode;
 use axum::Json;
 use switchboard_protocol::ConvId;
 
@@ -102,18 +104,213 @@ pub(super) async fn list(
         .then(|| rows.last().map(|c| c.id.to_string()))
         .flatten();
     Ok(Json(ConversationPage {
-        conversations: rows
-            .into_iter()
-            .map(|c| Conversation {
-                id: c.id.to_string(),
-                visitor: c.visitor.to_string(),
-                agent: c.agent,
-                opened_at: c.opened_at,
-                assigned_at: c.assigned_at,
-                closed_at: c.closed_at,
-                closed_by: c.closed_by,
-            })
-            .collect(),
+        conversations: rows.into_iter().map(conversation_of).collect(),
         next,
     }))
+}
+
+/// A conversation with what agents noted on it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct ConversationDetail {
+    #[serde(flatten)]
+    conversation: Conversation,
+    tags: Vec<String>,
+    notes: Vec<Note>,
+}
+
+/// An internal note: agents only.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Note {
+    id: String,
+    author: String,
+    body: String,
+    /// Unix milliseconds.
+    created_at: i64,
+}
+
+/// A note to add.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewNote {
+    /// 1-4000 characters.
+    body: String,
+}
+
+/// A conversation's tags, all of them.
+#[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Tags {
+    /// At most 32, each 1-64 characters.
+    tags: Vec<String>,
+}
+
+fn conversation_of(c: crate::store::ConvRow) -> Conversation {
+    Conversation {
+        id: c.id.to_string(),
+        visitor: c.visitor.to_string(),
+        agent: c.agent,
+        opened_at: c.opened_at,
+        assigned_at: c.assigned_at,
+        closed_at: c.closed_at,
+        closed_by: c.closed_by,
+    }
+}
+
+/// The conversation `id`, if `me` may see it: supervisors and keys any, an agent its own or
+/// a waiting one.
+async fn visible(
+    api: &Api,
+    me: &super::auth::Caller,
+    id: &str,
+) -> Result<crate::store::ConvRow, ApiError> {
+    let conv = ConvId::parse(id)
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad_id", "not a conversation id"))?;
+    let row = api
+        .reads
+        .store
+        .conversation(conv)
+        .await
+        .map_err(|e| ApiError::store("conversations", e))?;
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such conversation");
+    let row = row.ok_or_else(not_found)?;
+    let allowed = me.role >= Role::Supervisor
+        || me.id.starts_with("key:")
+        || row.agent.is_none()
+        || row.agent.as_deref() == Some(me.id.as_str());
+    // Another agent's conversation is not shown to exist.
+    allowed.then_some(row).ok_or_else(not_found)
+}
+
+/// One conversation, with its tags and internal notes.
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations/{id}",
+    tag = "conversations",
+    params(("id" = String, Path, description = "The conversation, `c` + 16 hex digits")),
+    responses(
+        (status = 200, description = "The conversation", body = ConversationDetail),
+        (status = 400, description = "Not a conversation id", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Disabled, or a key without history:read", body = ErrorBody),
+        (status = 404, description = "No such conversation (or another agent's)", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ),
+    security(("agent_token" = []))
+)]
+pub(super) async fn get_one(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<ConversationDetail>, ApiError> {
+    let me = caller(&api, &headers, need(Role::Agent, Some(Scope::HistoryRead))).await?;
+    let row = visible(&api, &me, &id).await?;
+    let store = &api.reads.store;
+    let fail = |e| ApiError::store("conversations", e);
+    let tags = store.tags(row.id).await.map_err(fail)?;
+    let notes = store.notes(row.id).await.map_err(fail)?;
+    Ok(Json(ConversationDetail {
+        conversation: conversation_of(row),
+        tags,
+        notes: notes
+            .into_iter()
+            .map(|n| Note {
+                id: n.id,
+                author: n.author,
+                body: n.body,
+                created_at: n.created_at,
+            })
+            .collect(),
+    }))
+}
+
+/// Adds an internal note (agents of the conversation, supervisors).
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/notes",
+    tag = "conversations",
+    params(("id" = String, Path, description = "The conversation")),
+    request_body = NewNote,
+    responses(
+        (status = 201, description = "Added", body = Note),
+        (status = 400, description = "Not a note, or not a conversation id", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Disabled, or an API key", body = ErrorBody),
+        (status = 404, description = "No such conversation (or another agent's)", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ),
+    security(("agent_token" = []))
+)]
+pub(super) async fn add_note(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Body(new): Body<NewNote>,
+) -> Result<(StatusCode, Json<Note>), ApiError> {
+    let me = caller(&api, &headers, need(Role::Agent, None)).await?;
+    if !(1..=4000).contains(&new.body.chars().count()) {
+        return Err(ApiError::bad_request("body must be 1-4000 characters"));
+    }
+    let row = visible(&api, &me, &id).await?;
+    let note = crate::store::NoteRow {
+        id: crate::random::id('n'),
+        conv: row.id,
+        author: me.id,
+        body: new.body,
+        created_at: crate::store::now_ms(),
+    };
+    api.reads
+        .store
+        .put_note(note.clone())
+        .await
+        .map_err(|e| ApiError::store("notes", e))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Note {
+            id: note.id,
+            author: note.author,
+            body: note.body,
+            created_at: note.created_at,
+        }),
+    ))
+}
+
+/// Sets a conversation's tags, replacing them (agents of the conversation, supervisors).
+#[utoipa::path(
+    put,
+    path = "/api/v1/conversations/{id}/tags",
+    tag = "conversations",
+    params(("id" = String, Path, description = "The conversation")),
+    request_body = Tags,
+    responses(
+        (status = 200, description = "The tags now", body = Tags),
+        (status = 400, description = "Bad tags, or not a conversation id", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Disabled, or an API key", body = ErrorBody),
+        (status = 404, description = "No such conversation (or another agent's)", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ),
+    security(("agent_token" = []))
+)]
+pub(super) async fn set_tags(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Body(new): Body<Tags>,
+) -> Result<Json<Tags>, ApiError> {
+    let me = caller(&api, &headers, need(Role::Agent, None)).await?;
+    let mut tags = new.tags;
+    tags.sort();
+    tags.dedup();
+    if tags.len() > 32 || tags.iter().any(|t| !(1..=64).contains(&t.chars().count())) {
+        return Err(ApiError::bad_request(
+            "at most 32 tags, each 1-64 characters",
+        ));
+    }
+    let row = visible(&api, &me, &id).await?;
+    api.reads
+        .store
+        .set_tags(row.id, tags.clone())
+        .await
+        .map_err(|e| ApiError::store("tags", e))?;
+    Ok(Json(Tags { tags }))
 }

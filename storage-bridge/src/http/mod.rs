@@ -82,6 +82,15 @@ pub fn router(api: Api) -> Router {
         .route("/api/v1/visitors", post(visitors::identify))
         .route("/api/v1/visitors/{id}", get(visitors::profile))
         .route("/api/v1/conversations", get(conversations::list))
+        .route("/api/v1/conversations/{id}", get(conversations::get_one))
+        .route(
+            "/api/v1/conversations/{id}/notes",
+            post(conversations::add_note),
+        )
+        .route(
+            "/api/v1/conversations/{id}/tags",
+            axum::routing::put(conversations::set_tags),
+        )
         .route("/api/v1/conversations/{id}/messages", get(history::history))
         .with_state(api)
 }

@@ -31,6 +31,9 @@ use utoipa::{Modify, OpenApi};
         visitors::identify,
         visitors::profile,
         conversations::list,
+        conversations::get_one,
+        conversations::add_note,
+        conversations::set_tags,
         history::history,
         openapi_json,
         healthz

@@ -6,11 +6,11 @@
 use super::events::EventRows;
 use super::{
     after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, AccountRow, ApiKeyRow,
-    CannedRow, ConvHead, ConvRow, DeadLetterRow, From, StoreError, WebhookRow, ACCOUNTS_SQL,
-    ACCOUNT_SQL, CANNED_FOR_SQL, CANNED_SQL, CONVS_SQL, DEAD_SQL, DELETE_CANNED_SQL,
-    DELETE_HOOK_SQL, DISABLED_SQL, HOOKS_SQL, KEYS_SQL, KEY_SQL, MIGRATIONS, PROFILE_SQL,
-    PUT_ACCOUNT_SQL, PUT_CANNED_SQL, PUT_DEAD_SQL, PUT_HOOK_SQL, PUT_KEY_SQL, PUT_PROFILE_SQL,
-    REVOKE_KEY_SQL,
+    CannedRow, ConvHead, ConvRow, DeadLetterRow, From, NoteRow, StoreError, WebhookRow,
+    ACCOUNTS_SQL, ACCOUNT_SQL, ADD_TAG_SQL, CANNED_FOR_SQL, CANNED_SQL, CLEAR_TAGS_SQL, CONVS_SQL,
+    CONV_SQL, DEAD_SQL, DELETE_CANNED_SQL, DELETE_HOOK_SQL, DISABLED_SQL, HOOKS_SQL, KEYS_SQL,
+    KEY_SQL, MIGRATIONS, NOTES_SQL, PROFILE_SQL, PUT_ACCOUNT_SQL, PUT_CANNED_SQL, PUT_DEAD_SQL,
+    PUT_HOOK_SQL, PUT_KEY_SQL, PUT_NOTE_SQL, PUT_PROFILE_SQL, REVOKE_KEY_SQL, TAGS_SQL,
 };
 use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -459,6 +459,65 @@ impl PgStore {
                 closed_at: r.get(5),
                 closed_by: r.get(6),
             })
+            .collect())
+    }
+
+    pub async fn conversation(&self, id: i64) -> Result<Option<ConvRow>, StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        Ok(c.query_opt(CONV_SQL, &[&id]).await?.map(|r| ConvRow {
+            id: ConvId(id_from_db(r.get(0))),
+            visitor: VisitorId(id_from_db(r.get(1))),
+            agent: r.get(2),
+            opened_at: r.get(3),
+            assigned_at: r.get(4),
+            closed_at: r.get(5),
+            closed_by: r.get(6),
+        }))
+    }
+
+    pub async fn put_note(&self, n: &NoteRow) -> Result<(), StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        let conv = id_to_db(n.conv.0);
+        c.execute(
+            PUT_NOTE_SQL,
+            &[&n.id, &conv, &n.author, &n.body, &n.created_at],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn notes(&self, conv: i64) -> Result<Vec<NoteRow>, StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        Ok(c.query(NOTES_SQL, &[&conv])
+            .await?
+            .iter()
+            .map(|r| NoteRow {
+                id: r.get(0),
+                conv: ConvId(id_from_db(r.get(1))),
+                author: r.get(2),
+                body: r.get(3),
+                created_at: r.get(4),
+            })
+            .collect())
+    }
+
+    pub async fn set_tags(&self, conv: i64, tags: &[String]) -> Result<(), StoreError> {
+        let mut c = self.pool.get().await.map_err(pool_err)?;
+        let tx = c.transaction().await?;
+        tx.execute(CLEAR_TAGS_SQL, &[&conv]).await?;
+        for t in tags {
+            tx.execute(ADD_TAG_SQL, &[&conv, t]).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn tags(&self, conv: i64) -> Result<Vec<String>, StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        Ok(c.query(TAGS_SQL, &[&conv])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
             .collect())
     }
 

@@ -4,11 +4,11 @@
 
 use super::{
     after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, AccountRow, ApiKeyRow,
-    CannedRow, ConvHead, ConvRow, DeadLetterRow, From, StoreError, WebhookRow, ACCOUNTS_SQL,
-    ACCOUNT_SQL, CANNED_FOR_SQL, CANNED_SQL, CONVS_SQL, DEAD_SQL, DELETE_CANNED_SQL,
-    DELETE_HOOK_SQL, DISABLED_SQL, HOOKS_SQL, KEYS_SQL, KEY_SQL, MIGRATIONS, PROFILE_SQL,
-    PUT_ACCOUNT_SQL, PUT_CANNED_SQL, PUT_DEAD_SQL, PUT_HOOK_SQL, PUT_KEY_SQL, PUT_PROFILE_SQL,
-    REVOKE_KEY_SQL,
+    CannedRow, ConvHead, ConvRow, DeadLetterRow, From, NoteRow, StoreError, WebhookRow,
+    ACCOUNTS_SQL, ACCOUNT_SQL, ADD_TAG_SQL, CANNED_FOR_SQL, CANNED_SQL, CLEAR_TAGS_SQL, CONVS_SQL,
+    CONV_SQL, DEAD_SQL, DELETE_CANNED_SQL, DELETE_HOOK_SQL, DISABLED_SQL, HOOKS_SQL, KEYS_SQL,
+    KEY_SQL, MIGRATIONS, NOTES_SQL, PROFILE_SQL, PUT_ACCOUNT_SQL, PUT_CANNED_SQL, PUT_DEAD_SQL,
+    PUT_HOOK_SQL, PUT_KEY_SQL, PUT_NOTE_SQL, PUT_PROFILE_SQL, REVOKE_KEY_SQL, TAGS_SQL,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -417,6 +417,74 @@ impl SqliteStore {
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn conversation(&self, id: i64) -> Result<Option<ConvRow>, StoreError> {
+        self.run(move |c| {
+            Ok(c.query_row(&CONV_SQL.replace('$', "?"), [id], |r| {
+                Ok(ConvRow {
+                    id: ConvId(id_from_db(r.get(0)?)),
+                    visitor: VisitorId(id_from_db(r.get(1)?)),
+                    agent: r.get(2)?,
+                    opened_at: r.get(3)?,
+                    assigned_at: r.get(4)?,
+                    closed_at: r.get(5)?,
+                    closed_by: r.get(6)?,
+                })
+            })
+            .optional()?)
+        })
+        .await
+    }
+
+    pub async fn put_note(&self, n: NoteRow) -> Result<(), StoreError> {
+        self.run(move |c| {
+            c.execute(
+                &PUT_NOTE_SQL.replace('$', "?"),
+                params![n.id, id_to_db(n.conv.0), n.author, n.body, n.created_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn notes(&self, conv: i64) -> Result<Vec<NoteRow>, StoreError> {
+        self.run(move |c| {
+            let mut q = c.prepare_cached(&NOTES_SQL.replace('$', "?"))?;
+            let rows = q.query_map([conv], |r| {
+                Ok(NoteRow {
+                    id: r.get(0)?,
+                    conv: ConvId(id_from_db(r.get(1)?)),
+                    author: r.get(2)?,
+                    body: r.get(3)?,
+                    created_at: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn set_tags(&self, conv: i64, tags: Vec<String>) -> Result<(), StoreError> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(&CLEAR_TAGS_SQL.replace('$', "?"), [conv])?;
+            for t in &tags {
+                tx.execute(&ADD_TAG_SQL.replace('$', "?"), params![conv, t])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn tags(&self, conv: i64) -> Result<Vec<String>, StoreError> {
+        self.run(move |c| {
+            let mut q = c.prepare_cached(&TAGS_SQL.replace('$', "?"))?;
+            let rows = q.query_map([conv], |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<String>, _>>()?)
         })
         .await
     }
