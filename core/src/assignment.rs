@@ -251,7 +251,7 @@ impl Dispatcher {
         priority: i32,
         team: Option<String>,
     ) -> Vec<Dispatch> {
-        self.queue_push(Waiting {
+        let pushed = self.queue_push(Waiting {
             conv,
             visitor,
             told: 0,
@@ -260,7 +260,13 @@ impl Dispatcher {
         });
         // Through the queue, so that those ahead of it (by priority, then arrival) go first.
         let mut out = self.drain();
-        if let Some(i) = self.queue.iter().position(|w| w.conv == conv) {
+        // Nothing assigned: it is where it was put (no scan of a long queue per arrival).
+        let at = if out.is_empty() {
+            Some(pushed as usize - 1)
+        } else {
+            self.queue.iter().position(|w| w.conv == conv)
+        };
+        if let Some(i) = at {
             let position = i as u32 + 1;
             self.queue[i].told = position;
             out.push(Dispatch::Position { conv, position });

@@ -84,8 +84,7 @@ impl Assistant {
             .name("ai-plugins".into())
             .spawn(move || {
                 lower_priority(nice);
-                let local = tokio::task::LocalSet::new();
-                local.block_on(&rt, async move {
+                rt.block_on(async move {
                     let tasks: Vec<_> = receivers
                         .into_iter()
                         .map(|rx| tokio::spawn(lane(lanes_chain.clone(), rx)))

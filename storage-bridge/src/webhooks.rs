@@ -70,15 +70,15 @@ impl Webhooks {
         Ok(())
     }
 
-    fn wanted(&self, name: &str) -> bool {
-        let subs = self.subs.read().unwrap_or_else(|p| p.into_inner());
-        subs.iter().any(|s| s.events.split(',').any(|e| e == name))
-    }
-
     /// A batch was committed: its messages and conversation events, for whoever subscribed.
     pub fn committed(&self, messages: &[StoredMessage], events: &[ConvEvent]) {
+        let subs = self.subs.read().unwrap_or_else(|p| p.into_inner());
+        if subs.is_empty() {
+            return; // the usual case: one read of a lock per batch, nothing built
+        }
+        let wanted = |name: &str| subs.iter().any(|s| s.events.split(',').any(|e| e == name));
         let mut out = Vec::new();
-        if self.wanted("message") {
+        if wanted("message") {
             out.extend(messages.iter().map(|m| Event {
                 name: "message",
                 data: serde_json::json!({"conv": m.conv, "seq": m.seq, "from": m.sender,
@@ -103,10 +103,11 @@ impl Webhooks {
                 ),
                 ConvEvent::SeqLease { .. } | ConvEvent::SeqRelease { .. } => continue,
             };
-            if self.wanted(name) {
+            if wanted(name) {
                 out.push(Event { name, data });
             }
         }
+        drop(subs);
         for e in out {
             if self.tx.try_send(e).is_err() {
                 metrics::counter!("bridge_webhook_events_total", "outcome" => "dropped")

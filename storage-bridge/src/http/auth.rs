@@ -12,7 +12,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use switchboard_protocol::token::{TokenKind, TokenSigner};
 
-fn now_unix() -> u64 {
+/// Now, in Unix seconds (what tokens' expiries count in).
+pub(super) fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -70,10 +71,12 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// An API key's caller, if the key is valid, live and has the scope needed.
 async fn key_caller(api: &Api, key: &str, need: Need) -> Result<Caller, ApiError> {
     let (id, secret) = api_keys::parse(key).ok_or_else(ApiError::unauthorized)?;
-    let row = api.reads.store.key(id).await.map_err(|e| {
-        tracing::warn!(error = %e, "API key lookup failed");
-        ApiError::unavailable()
-    })?;
+    let row = api
+        .reads
+        .store
+        .key(id)
+        .await
+        .map_err(|e| ApiError::store("API key lookup", e))?;
     let row = row
         .filter(|r| api_keys::verify(r, secret))
         .ok_or_else(ApiError::unauthorized)?;
@@ -103,10 +106,12 @@ pub(super) async fn caller(api: &Api, headers: &HeaderMap, need: Need) -> Result
         return key_caller(api, key, need).await;
     }
     let id = agent_of(api, headers)?;
-    let account = api.reads.store.account(&id).await.map_err(|e| {
-        tracing::warn!(error = %e, "account lookup failed");
-        ApiError::unavailable()
-    })?;
+    let account = api
+        .reads
+        .store
+        .account(&id)
+        .await
+        .map_err(|e| ApiError::store("account lookup", e))?;
     let has = match account {
         Some(a) if a.disabled => return Err(answer(AccountError::Disabled)),
         Some(a) => Role::parse(&a.role).unwrap_or(Role::Agent),

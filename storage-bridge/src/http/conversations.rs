@@ -96,10 +96,7 @@ pub(super) async fn list(
         .store
         .conversations(status, &agent, after, limit)
         .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "conversations: store failed");
-            ApiError::unavailable()
-        })?;
+        .map_err(|e| ApiError::store("conversations", e))?;
     let next = (rows.len() as u32 == limit)
         .then(|| rows.last().map(|c| c.id.to_string()))
         .flatten();

@@ -118,15 +118,9 @@ pub(super) async fn identify(
         .store
         .put_profile(visitor, &profile.external_id, &json)
         .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "visitor profile not stored");
-            ApiError::unavailable()
-        })?;
+        .map_err(|e| ApiError::store("visitor profile write", e))?;
     let priority = if profile.vip { VIP_PRIORITY } else { 0 };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let expires_at = now + TOKEN_TTL_S;
+    let expires_at = super::auth::now_unix() + TOKEN_TTL_S;
     Ok(Json(VisitorToken {
         visitor: visitor.to_string(),
         token: signer.mint(
@@ -168,10 +162,12 @@ pub(super) async fn profile(
     .await?;
     let visitor = VisitorId::parse(&id)
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad_id", "not a visitor id"))?;
-    let json = api.reads.store.profile(visitor).await.map_err(|e| {
-        tracing::warn!(error = %e, "visitor profile not read");
-        ApiError::unavailable()
-    })?;
+    let json = api
+        .reads
+        .store
+        .profile(visitor)
+        .await
+        .map_err(|e| ApiError::store("visitor profile read", e))?;
     let json = json.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

@@ -598,7 +598,7 @@ impl HomeRole {
 
     /// What follows sequencing a message in `conv` (from `sender`): the lease extension it
     /// may need is written, and a new message is stored and delivered to every subscriber
-    /// but `exclude`.
+    /// but `exclude`. A `New` comes back with its frame taken (empty).
     #[allow(clippy::too_many_arguments)]
     fn after_post(
         &mut self,
@@ -619,21 +619,26 @@ impl HomeRole {
         if let (Some(upto), Some(link)) = (lease, self.store.as_mut()) {
             link.event(ConvEvent::SeqLease { conv, upto });
         }
-        if let Posted::New { seq, frame } = &posted {
-            c.touch(sh.now.mono_ms);
-            if let Some(link) = self.store.as_mut() {
-                link.record(StoredMessage {
-                    conv,
-                    seq: *seq,
-                    sender,
-                    cid: cid.into(),
-                    body: body.into(),
-                    ts,
-                });
-            }
-            self.fanout(sh, conv, frame.clone(), exclude, false);
+        let Posted::New { seq, frame } = posted else {
+            return posted;
+        };
+        c.touch(sh.now.mono_ms);
+        if let Some(link) = self.store.as_mut() {
+            link.record(StoredMessage {
+                conv,
+                seq,
+                sender,
+                cid: cid.into(),
+                body: body.into(),
+                ts,
+            });
         }
-        posted
+        // The frame moves on to the fan-out: callers only need the seq.
+        self.fanout(sh, conv, frame, exclude, false);
+        Posted::New {
+            seq,
+            frame: Bytes::new(),
+        }
     }
 
     /// Whether the store is so far behind that new messages are refused.
