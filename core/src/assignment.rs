@@ -34,6 +34,20 @@ pub enum Dispatch {
     WithBot { conv: ConvId },
 }
 
+/// Who may take a conversation: agents of its site (none: the default site), and of its
+/// team when it names one. Nothing crosses sites.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Route {
+    pub site: Option<String>,
+    pub team: Option<String>,
+}
+
+impl Route {
+    pub fn site(site: Option<String>) -> Self {
+        Self { site, team: None }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Agent {
     /// Connected devices per shard.
@@ -43,6 +57,8 @@ struct Agent {
     online_since: u64,
     /// The teams it takes conversations for (besides those for no team).
     teams: Vec<String>,
+    /// Its site's conversations are the only ones it takes.
+    site: Option<String>,
 }
 
 impl Agent {
@@ -51,6 +67,13 @@ impl Agent {
     }
     fn shards(&self) -> Vec<ShardId> {
         self.devices.iter().map(|(s, _)| *s).collect()
+    }
+    fn takes(&self, route: &Route) -> bool {
+        self.site == route.site
+            && route
+                .team
+                .as_ref()
+                .is_none_or(|t| self.teams.iter().any(|x| x == t))
     }
 }
 
@@ -61,8 +84,8 @@ struct Waiting {
     /// The position the visitor was last told.
     told: u32,
     priority: i32,
-    /// Only agents of this team take it.
-    team: Option<String>,
+    /// Only agents of its site (and team) take it.
+    route: Route,
 }
 
 /// Why a transfer was refused.
@@ -82,7 +105,7 @@ struct WithBot {
     priority: i32,
     /// Order of arrival, so that released conversations queue in the order they came.
     since: u64,
-    team: Option<String>,
+    route: Route,
 }
 
 #[derive(Debug)]
@@ -93,7 +116,8 @@ pub struct Dispatcher {
     clock: u64,
     /// Every conversation queued or assigned, so that a conversation announced twice (by
     /// the start-up listing and by its home shard loading it) is counted once.
-    known: std::collections::HashSet<ConvId>,
+    /// Each one's site, to tell its visitor whether anyone of the site is online.
+    known: HashMap<ConvId, Option<String>>,
     /// Each visitor's open conversation (the newest, if several), for a visitor who comes
     /// back on a new connection without naming it.
     open_by_visitor: HashMap<VisitorId, ConvId>,
@@ -150,7 +174,7 @@ impl Dispatcher {
         all.sort_by_key(|(_, w)| w.since);
         let mut out = Vec::new();
         for (conv, w) in all {
-            out.extend(self.give_to_humans(conv, w.visitor, w.priority, w.team));
+            out.extend(self.give_to_humans(conv, w.visitor, w.priority, w.route));
         }
         out
     }
@@ -159,7 +183,7 @@ impl Dispatcher {
     /// conversation already waiting may move up; one assigned or unknown is left as it is.
     pub fn handoff(&mut self, conv: ConvId, priority: i32) -> Vec<Dispatch> {
         match self.with_bot.remove(&conv) {
-            Some(w) => self.give_to_humans(conv, w.visitor, priority.max(w.priority), w.team),
+            Some(w) => self.give_to_humans(conv, w.visitor, priority.max(w.priority), w.route),
             None => {
                 self.prioritize(conv, priority);
                 Vec::new()
@@ -184,24 +208,28 @@ impl Dispatcher {
         if !held {
             return Err(TransferRefused::NotYours);
         }
+        // Within the site of the agent who has it.
+        let route = Route {
+            site: self.agents.get(from).and_then(|a| a.site.clone()),
+            team: team.map(str::to_owned),
+        };
         let to = match to {
             Some(to) => {
-                let room = self
-                    .agents
-                    .get(to)
-                    .is_some_and(|a| a.is_online() && (a.open.len() as u32) < self.capacity);
+                let room = self.agents.get(to).is_some_and(|a| {
+                    a.is_online() && (a.open.len() as u32) < self.capacity && a.takes(&route)
+                });
                 if to == from || !room {
                     return Err(TransferRefused::Unavailable);
                 }
                 to.clone()
             }
-            None => match self.pick_for(team, Some(from)) {
+            None => match self.pick_for(&route, Some(from)) {
                 Some(agent) => agent,
                 // A team's queue takes it even when nobody of the team is free.
                 None if team.is_some() => {
                     let visitor = self.take_from_agent(from, conv).expect("held above");
                     let mut out = self.drain();
-                    out.extend(self.give_to_humans(conv, visitor, 0, team.map(str::to_owned)));
+                    out.extend(self.give_to_humans(conv, visitor, 0, route));
                     return Ok(out);
                 }
                 None => return Err(TransferRefused::Unavailable),
@@ -249,14 +277,14 @@ impl Dispatcher {
         conv: ConvId,
         visitor: VisitorId,
         priority: i32,
-        team: Option<String>,
+        route: Route,
     ) -> Vec<Dispatch> {
         let pushed = self.queue_push(Waiting {
             conv,
             visitor,
             told: 0,
             priority,
-            team,
+            route,
         });
         // Through the queue, so that those ahead of it (by priority, then arrival) go first.
         let mut out = self.drain();
@@ -283,6 +311,15 @@ impl Dispatcher {
         self.queue.len()
     }
 
+    /// Whether no agent of `conv`'s site is online (its visitor is leaving a message).
+    pub fn nobody_online_for(&self, conv: ConvId) -> bool {
+        let site = self.known.get(&conv).and_then(|s| s.as_ref());
+        !self
+            .agents
+            .values()
+            .any(|a| a.is_online() && a.site.as_ref() == site)
+    }
+
     pub fn online_agents(&self) -> usize {
         self.agents.values().filter(|a| a.is_online()).count()
     }
@@ -295,13 +332,13 @@ impl Dispatcher {
             .unwrap_or_default()
     }
 
-    /// The agent a conversation for `team` (none: anyone) would go to now, leaving out
-    /// `except`: the least loaded online one with room.
-    fn pick_for(&self, team: Option<&str>, except: Option<&AgentId>) -> Option<AgentId> {
+    /// The agent a conversation on `route` would go to now, leaving out `except`: the least
+    /// loaded online one of its site (and team) with room.
+    fn pick_for(&self, route: &Route, except: Option<&AgentId>) -> Option<AgentId> {
         self.agents
             .iter()
             .filter(|(id, _)| Some(*id) != except)
-            .filter(|(_, a)| team.is_none_or(|t| a.teams.iter().any(|x| x == t)))
+            .filter(|(_, a)| a.takes(route))
             .filter(|(_, a)| a.is_online() && (a.open.len() as u32) < self.capacity)
             .min_by_key(|(id, a)| (a.open.len(), a.online_since, (*id).clone()))
             .map(|(id, _)| id.clone())
@@ -320,23 +357,24 @@ impl Dispatcher {
 
     /// A new conversation needs an agent.
     pub fn enqueue(&mut self, conv: ConvId, visitor: VisitorId) -> Vec<Dispatch> {
-        self.enqueue_at(conv, visitor, 0, None)
+        self.enqueue_at(conv, visitor, 0, Route::default())
     }
 
     /// A new conversation needs an agent, at `priority` (a VIP visitor's goes ahead of
     /// others in the queue, and keeps it when the bot hands it over).
-    /// `team`: only its agents take it (a visitor who came through the site's entry for
-    /// that team).
+    /// `route`: only agents of its site, and of its team if it names one (a visitor who
+    /// came through the site's entry for that team), take it.
     pub fn enqueue_at(
         &mut self,
         conv: ConvId,
         visitor: VisitorId,
         priority: i32,
-        team: Option<String>,
+        route: Route,
     ) -> Vec<Dispatch> {
-        if !self.known.insert(conv) {
+        if self.known.contains_key(&conv) {
             return Vec::new();
         }
+        self.known.insert(conv, route.site.clone());
         self.open_by_visitor.insert(visitor, conv);
         if self.bot_takes() {
             self.clock += 1;
@@ -347,20 +385,27 @@ impl Dispatcher {
                     visitor,
                     priority,
                     since,
-                    team,
+                    route,
                 },
             );
             return vec![Dispatch::WithBot { conv }];
         }
-        self.give_to_humans(conv, visitor, priority, team)
+        self.give_to_humans(conv, visitor, priority, route)
     }
 
     /// A conversation already assigned to `agent` (found in the store after a restart) is
     /// counted again; if the agent is online its devices are told.
-    pub fn restore(&mut self, conv: ConvId, visitor: VisitorId, agent: AgentId) -> Vec<Dispatch> {
-        if !self.known.insert(conv) {
+    pub fn restore(
+        &mut self,
+        conv: ConvId,
+        visitor: VisitorId,
+        agent: AgentId,
+        site: Option<String>,
+    ) -> Vec<Dispatch> {
+        if self.known.contains_key(&conv) {
             return Vec::new();
         }
+        self.known.insert(conv, site);
         self.open_by_visitor.insert(visitor, conv);
         let a = self.agents.entry(agent.clone()).or_default();
         a.open.push((conv, visitor));
@@ -424,7 +469,7 @@ impl Dispatcher {
     /// is where to look first; an idle close can cross an assignment still on its way to
     /// the conversation's shard, so the dispatcher may have given it to someone since.
     pub fn closed(&mut self, conv: ConvId, agent: Option<&AgentId>) -> Vec<Dispatch> {
-        if !self.known.remove(&conv) {
+        if self.known.remove(&conv).is_none() {
             return Vec::new();
         }
         let visitor = agent
@@ -459,29 +504,37 @@ impl Dispatcher {
         Some(visitor)
     }
 
+    fn anyone_has_room(&self) -> bool {
+        self.agents
+            .values()
+            .any(|a| a.is_online() && (a.open.len() as u32) < self.capacity)
+    }
+
     /// Assigns queued conversations, oldest first, while any agent has room.
     fn drain(&mut self) -> Vec<Dispatch> {
         let mut out = Vec::new();
         let mut i = 0;
         while i < self.queue.len() {
-            if self.pick_for(None, None).is_none() {
-                break; // nobody has room at all
+            if !self.anyone_has_room() {
+                break;
             }
-            match self.pick_for(self.queue[i].team.as_deref(), None) {
+            match self.pick_for(&self.queue[i].route, None) {
                 Some(agent) => {
                     let w = self.queue.remove(i).expect("in range");
                     out.push(self.assign(agent, w.conv, w.visitor));
                 }
-                // Only another team's agents have room: those behind it may go first.
+                // Only another team's (or site's) agents have room: those behind it may go first.
                 None => i += 1,
             }
         }
         out
     }
 
-    /// `agent`'s teams, as its newest token says.
-    pub fn set_teams(&mut self, agent: &AgentId, teams: Vec<String>) {
-        self.agents.entry(agent.clone()).or_default().teams = teams;
+    /// `agent`'s site and teams, as its newest token says.
+    pub fn set_profile(&mut self, agent: &AgentId, site: Option<String>, teams: Vec<String>) {
+        let a = self.agents.entry(agent.clone()).or_default();
+        a.site = site;
+        a.teams = teams;
     }
 
     /// Position updates for every queued conversation whose position changed since the
@@ -510,6 +563,54 @@ mod tests {
 
     fn agent(name: &str) -> AgentId {
         AgentId::new(name).unwrap()
+    }
+
+    fn team(name: &str) -> Route {
+        Route {
+            site: None,
+            team: Some(name.into()),
+        }
+    }
+
+    fn site(name: &str) -> Route {
+        Route::site(Some(name.into()))
+    }
+
+    #[test]
+    fn nothing_crosses_sites() {
+        let mut d = Dispatcher::new(5);
+        d.set_profile(&agent("ann"), None, Vec::new());
+        d.agent_online(&agent("ann"), 0);
+        d.set_profile(&agent("sue"), Some("shop".into()), Vec::new());
+        d.agent_online(&agent("sue"), 0);
+        // Each site's conversation goes to its own agent, however loaded the other is.
+        for i in 1..=3 {
+            assert_eq!(
+                assigned_to(&d.enqueue_at(ConvId(i), VisitorId(i), 0, site("shop"))),
+                vec![(i, "sue".into())]
+            );
+        }
+        assert_eq!(
+            assigned_to(&d.enqueue(ConvId(9), VisitorId(9))),
+            vec![(9, "ann".into())]
+        );
+        // A site with no agent online: its conversation waits; ann does not take it.
+        assert_eq!(
+            d.enqueue_at(ConvId(20), VisitorId(20), 0, site("blog")),
+            vec![Dispatch::Position {
+                conv: ConvId(20),
+                position: 1
+            }]
+        );
+        // Sue cannot hand hers to ann, of another site.
+        assert_eq!(
+            d.transfer(ConvId(1), &agent("sue"), Some(&agent("ann")), None),
+            Err(TransferRefused::Unavailable)
+        );
+        assert_eq!(
+            d.transfer(ConvId(1), &agent("sue"), None, None),
+            Err(TransferRefused::Unavailable)
+        );
     }
 
     fn assigned_to(d: &[Dispatch]) -> Vec<(u64, String)> {
@@ -621,11 +722,11 @@ mod tests {
     #[test]
     fn teams_take_their_own_conversations_and_others_pass_them() {
         let mut d = Dispatcher::new(1);
-        d.set_teams(&agent("bea"), vec!["billing".into()]);
+        d.set_profile(&agent("bea"), None, vec!["billing".into()]);
         d.agent_online(&agent("bea"), 0);
         // A sales conversation waits: bea is billing only.
         assert_eq!(
-            d.enqueue_at(ConvId(1), VisitorId(1), 0, Some("sales".into())),
+            d.enqueue_at(ConvId(1), VisitorId(1), 0, team("sales")),
             vec![Dispatch::Position {
                 conv: ConvId(1),
                 position: 1
@@ -633,11 +734,11 @@ mod tests {
         );
         // A billing one behind it goes to bea at once.
         assert_eq!(
-            assigned_to(&d.enqueue_at(ConvId(2), VisitorId(2), 0, Some("billing".into()))),
+            assigned_to(&d.enqueue_at(ConvId(2), VisitorId(2), 0, team("billing"))),
             vec![(2, "bea".into())]
         );
         // A sales agent comes: the waiting one is hers.
-        d.set_teams(&agent("sam"), vec!["sales".into()]);
+        d.set_profile(&agent("sam"), None, vec!["sales".into()]);
         let (_, out) = d.agent_online(&agent("sam"), 0);
         assert_eq!(assigned_to(&out), vec![(1, "sam".into())]);
         // Bea hands hers to the sales team: sam is full, so it waits in sales' queue.

@@ -15,6 +15,14 @@ pub enum AuthError {
     BadClient,
     #[error("`team` must be 1-32 of a-z 0-9 _ -")]
     BadTeam,
+    #[error("`site` must be 1-32 of a-z 0-9 _ -, and the site the token was issued for")]
+    BadSite,
+    #[error("unknown site")]
+    UnknownSite,
+    #[error("the sites are not known yet; retry")]
+    SitesUnknown,
+    #[error("origin not allowed for this site")]
+    OriginNotAllowed,
     #[error("agent token required")]
     MissingToken,
     #[error("invalid token: {0}")]
@@ -26,7 +34,10 @@ impl AuthError {
     pub fn status(&self) -> u16 {
         match self {
             Self::NotFound => 404,
-            Self::BadClient | Self::BadTeam => 400,
+            Self::BadClient | Self::BadTeam | Self::BadSite => 400,
+            Self::UnknownSite => 404,
+            Self::SitesUnknown => 503,
+            Self::OriginNotAllowed => 403,
             Self::MissingToken | Self::BadToken(_) => 401,
         }
     }
@@ -48,10 +59,13 @@ pub struct Identity {
     /// An agent's teams (its token's); a visitor's: the team its entry asked for
     /// (`?team=`), at most one.
     pub teams: Vec<String>,
+    /// The site it belongs to (`None`: the default site): a visitor's token's, or the one
+    /// its entry named (`?site=`); an agent's token's. Nothing crosses sites.
+    pub site: Option<String>,
 }
 
 pub use switchboard_protocol::token::{
-    agent_subject, parse_agent_subject, parse_visitor_subject, visitor_subject,
+    agent_subject, parse_agent_subject, parse_visitor_subject, visitor_subject, DEFAULT_SITE,
 };
 
 /// Decodes `%XX` and `+` in a query value.
@@ -98,6 +112,19 @@ fn visitor_team(query: &str) -> Result<Vec<String>, AuthError> {
     }
 }
 
+/// The site a visitor's entry names (`?site=shop`), checked against its token's (`claimed`).
+fn visitor_site(query: &str, claimed: Option<String>) -> Result<Option<String>, AuthError> {
+    let asked = query_param(query, "site").filter(|s| !s.is_empty() && s != DEFAULT_SITE);
+    match (asked, claimed) {
+        (Some(a), _) if !switchboard_protocol::token::is_team(&a) => Err(AuthError::BadSite),
+        (Some(a), Some(c)) if a != c => Err(AuthError::BadSite),
+        (Some(_), None) if query_param(query, "token").is_some_and(|t| !t.is_empty()) => {
+            Err(AuthError::BadSite)
+        }
+        (a, c) => Ok(c.or(a)),
+    }
+}
+
 /// Authenticates an upgrade to `path` with `query` (without the `?`).
 ///
 /// `new_visitor` makes a fresh visitor id when a visitor brings no token.
@@ -122,18 +149,20 @@ pub fn authenticate(
                 priority: 0,
                 supervisor: false,
                 teams: visitor_team(query)?,
+                site: visitor_site(query, None)?,
             }),
             Some(t) => {
                 let subject = signer.verify(&t, TokenKind::Visitor, now_unix)?;
-                let (id, priority) = parse_visitor_subject(&subject)
+                let claims = parse_visitor_subject(&subject)
                     .ok_or(AuthError::BadToken(TokenError::Malformed))?;
                 Ok(Identity {
-                    who: ParticipantId::Visitor(id),
+                    who: ParticipantId::Visitor(claims.id),
                     client,
                     resumed: true,
-                    priority,
+                    priority: claims.priority,
                     supervisor: false,
                     teams: visitor_team(query)?,
+                    site: visitor_site(query, claims.site)?,
                 })
             }
         },
@@ -149,6 +178,7 @@ pub fn authenticate(
                 priority: 0,
                 supervisor: claims.supervisor,
                 teams: claims.teams,
+                site: claims.site,
             })
         }
         _ => Err(AuthError::NotFound),
@@ -169,7 +199,7 @@ mod tests {
         let s = signer();
         let sup = s.mint(
             TokenKind::Agent,
-            &agent_subject("sue", "supervisor", &["billing".into()]),
+            &agent_subject("sue", "supervisor", &["billing".into()], None),
             u64::MAX,
         );
         let i = authenticate("/ws/agent", &format!("token={sup}"), &s, 0, || VisitorId(9)).unwrap();
@@ -183,7 +213,7 @@ mod tests {
         );
         let plain = s.mint(
             TokenKind::Agent,
-            &agent_subject("ann", "agent", &[]),
+            &agent_subject("ann", "agent", &[], None),
             u64::MAX,
         );
         let i = authenticate("/ws/agent", &format!("token={plain}"), &s, 0, || {
@@ -206,7 +236,7 @@ mod tests {
     fn a_visitor_token_carries_its_priority_signed() {
         let s = signer();
         let id = VisitorId(0x1234);
-        let vip = s.mint(TokenKind::Visitor, &visitor_subject(id, 5), u64::MAX);
+        let vip = s.mint(TokenKind::Visitor, &visitor_subject(id, 5, None), u64::MAX);
         let i = authenticate("/ws/visitor", &format!("token={vip}"), &s, 0, || {
             VisitorId(9)
         })
@@ -216,13 +246,13 @@ mod tests {
             (ParticipantId::Visitor(id), 5, true)
         );
         assert_eq!(
-            parse_visitor_subject(&visitor_subject(id, 0)),
+            parse_visitor_subject(&visitor_subject(id, 0, None)).map(|c| (c.id, c.priority)),
             Some((id, 0))
         );
         assert_eq!(parse_visitor_subject("v0000000000001234;p=x"), None);
         // A visitor cannot raise its own: the subject is signed.
-        let plain = s.mint(TokenKind::Visitor, &visitor_subject(id, 0), u64::MAX);
-        let raised = s.mint(TokenKind::Visitor, &visitor_subject(id, 9), u64::MAX);
+        let plain = s.mint(TokenKind::Visitor, &visitor_subject(id, 0, None), u64::MAX);
+        let raised = s.mint(TokenKind::Visitor, &visitor_subject(id, 9, None), u64::MAX);
         let mut parts: Vec<&str> = plain.split('.').collect();
         parts[2] = raised.split('.').nth(2).unwrap();
         let forged = parts.join(".");
@@ -232,6 +262,58 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn sites_ride_in_tokens_and_entries_and_never_cross() {
+        let s = signer();
+        let id = VisitorId(0x77);
+        // An anonymous visitor names its site; its token then says it.
+        let i = authenticate("/ws/visitor", "site=shop", &s, 0, || id).unwrap();
+        assert_eq!(i.site.as_deref(), Some("shop"));
+        assert_eq!(
+            authenticate("/ws/visitor", "site=Shop!", &s, 0, || id),
+            Err(AuthError::BadSite)
+        );
+        // `default` is the default site.
+        let i = authenticate("/ws/visitor", "site=default", &s, 0, || id).unwrap();
+        assert_eq!(i.site, None);
+        let shop = s.mint(
+            TokenKind::Visitor,
+            &visitor_subject(id, 0, Some("shop")),
+            u64::MAX,
+        );
+        let i = authenticate("/ws/visitor", &format!("token={shop}"), &s, 0, || id).unwrap();
+        assert_eq!(i.site.as_deref(), Some("shop"));
+        // A token of one site cannot enter another, nor a default-site token a site.
+        assert_eq!(
+            authenticate(
+                "/ws/visitor",
+                &format!("token={shop}&site=blog"),
+                &s,
+                0,
+                || id
+            ),
+            Err(AuthError::BadSite)
+        );
+        let plain = s.mint(TokenKind::Visitor, &visitor_subject(id, 0, None), u64::MAX);
+        assert_eq!(
+            authenticate(
+                "/ws/visitor",
+                &format!("token={plain}&site=shop"),
+                &s,
+                0,
+                || id
+            ),
+            Err(AuthError::BadSite)
+        );
+        let agent = s.mint(
+            TokenKind::Agent,
+            &agent_subject("sue", "agent", &[], Some("shop")),
+            u64::MAX,
+        );
+        let i = authenticate("/ws/agent", &format!("token={agent}"), &s, 0, || id).unwrap();
+        assert_eq!(i.site.as_deref(), Some("shop"));
     }
 
     #[test]
@@ -262,6 +344,7 @@ mod tests {
                 priority: 0,
                 supervisor: false,
                 teams: Vec::new(),
+                site: None,
             }
         );
         let token = s.mint(TokenKind::Visitor, "v0000000000000009", 1_000);

@@ -48,17 +48,20 @@ impl Side {
 /// visitor, an agent and the bot who happen to pick the same `cid` do not collide.
 type CidKey = (Side, Box<str>);
 
-/// What the AI layer noted about a conversation, for the agent who takes it. Boxed in the
-/// conversation: most have none.
+/// What is known of a conversation besides its messages: its site (unless the default),
+/// and what the AI layer noted for the agent who takes it. Boxed in the conversation: most
+/// have none.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AiNotes {
+pub struct ConvNotes {
+    /// The site it belongs to; `None`: the default site.
+    pub site: Option<String>,
     pub labels: std::collections::BTreeMap<String, String>,
     pub priority: Option<i32>,
     /// Why the bot handed it to a human.
     pub reason: Option<String>,
 }
 
-impl AiNotes {
+impl ConvNotes {
     /// Adds what one decision says; whether anything changed.
     pub fn merge(&mut self, assist: &Assist) -> bool {
         let mut changed = false;
@@ -111,7 +114,7 @@ pub struct Conversation {
     lease: SeqLease,
     /// The bot has it (it answers the visitor) until it hands it over.
     with_bot: bool,
-    notes: Option<Box<AiNotes>>,
+    notes: Option<Box<ConvNotes>>,
 }
 
 /// An `ack` to send once `seq` is durable.
@@ -157,11 +160,16 @@ impl Conversation {
     }
 
     /// What the AI layer noted, if anything.
-    pub fn notes(&self) -> Option<&AiNotes> {
+    pub fn notes(&self) -> Option<&ConvNotes> {
         self.notes.as_deref()
     }
 
-    pub fn notes_mut(&mut self) -> &mut AiNotes {
+    /// The site it belongs to (`None`: the default site).
+    pub fn site(&self) -> Option<&str> {
+        self.notes.as_ref().and_then(|n| n.site.as_deref())
+    }
+
+    pub fn notes_mut(&mut self) -> &mut ConvNotes {
         self.notes.get_or_insert_with(Default::default)
     }
 
@@ -195,6 +203,9 @@ impl Conversation {
         let mut c = Self::new(id, info.visitor, window_cap, dedupe_cap);
         c.agent = info.agent.as_deref().and_then(AgentId::new);
         c.closed = info.closed;
+        if info.site.is_some() {
+            c.notes_mut().site = info.site.clone();
+        }
         for m in &info.cids {
             c.remember_cid(m.seq, (Side::of_sender(&m.sender), m.cid.as_str().into()));
         }

@@ -11,6 +11,7 @@
 //!   sent again after a reconnect: every request on the link, bounded by construction.
 //! - [`lease`]: seq leases, so that no seq anyone saw is ever used for another message.
 //! - [`auth`]: who is connecting, from the upgrade request's query.
+//! - [`sites`]: the sites whose visitors the gateway admits, their hours and texts.
 //! - [`conn`]: a connection's key and I/O state, and the time: what shards and the runtime share.
 //! - [`messages`]: what shards send each other: a [`ShardMsg`] is a message for one role.
 //! - [`shard`]: one shard's whole state; it consumes client frames and [`ShardMsg`]s from other
@@ -36,6 +37,7 @@ pub mod persist;
 pub mod ratelimit;
 pub mod routing;
 pub mod shard;
+pub mod sites;
 
 pub use auth::Identity;
 pub use config::{ClientKind, CoreConfig};

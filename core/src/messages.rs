@@ -70,8 +70,8 @@ pub enum HomeMsg {
         visitor: VisitorId,
         /// The visitor's priority in the human queue (its token's).
         priority: i32,
-        /// Only this team's agents take it (the visitor's entry asked for it).
-        team: Option<String>,
+        /// Only agents of its site (and of the team the visitor's entry asked for) take it.
+        route: crate::assignment::Route,
         conn: ConnKey,
         cid: String,
         body: String,
@@ -206,19 +206,21 @@ pub enum DispatchMsg {
         conv: ConvId,
         visitor: VisitorId,
         agent: Option<AgentId>,
+        site: Option<String>,
     },
     /// A new conversation waits for an agent, at `priority` (its visitor's).
     Enqueue {
         conv: ConvId,
         visitor: VisitorId,
         priority: i32,
-        team: Option<String>,
+        route: crate::assignment::Route,
     },
     /// A device of `agent` connected (as `conn` on the sending shard).
     AgentOnline {
         agent: AgentId,
         conn: ConnKey,
         teams: Vec<String>,
+        site: Option<String>,
     },
     /// A device of `agent` on the sending shard disconnected.
     AgentOffline { agent: AgentId },

@@ -86,6 +86,7 @@ impl Cluster {
                 priority: 0,
                 supervisor: false,
                 teams: Vec::new(),
+                site: None,
             },
             self.now,
         );

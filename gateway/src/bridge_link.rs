@@ -13,7 +13,9 @@ use glommio::net::UnixStream;
 use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-use switchboard_protocol::bridge::{decode, encode, BotMode, BridgeMsg, BRIDGE_PROTOCOL_VERSION};
+use switchboard_protocol::bridge::{
+    decode, encode, BotMode, BridgeMsg, SiteRules, BRIDGE_PROTOCOL_VERSION,
+};
 use switchboard_protocol::throttle::LogThrottle;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +33,8 @@ enum LinkError {
 }
 
 /// The link after `welcome`: the stream, the bytes read past it, when the bot answers (the
-/// bridge's AI configuration) and the disabled accounts.
-type Welcomed = (UnixStream, Vec<u8>, BotMode, Vec<String>);
+/// bridge's AI configuration), the disabled accounts and the sites.
+type Welcomed = (UnixStream, Vec<u8>, BotMode, Vec<String>, Vec<SiteRules>);
 
 /// Connects and says hello.
 async fn handshake(path: &Path, shard: u32) -> Result<Welcomed, LinkError> {
@@ -54,7 +56,10 @@ async fn handshake(path: &Path, shard: u32) -> Result<Welcomed, LinkError> {
                 version,
                 bot,
                 disabled,
-            }) if version == BRIDGE_PROTOCOL_VERSION => return Ok((stream, buf, bot, disabled)),
+                sites,
+            }) if version == BRIDGE_PROTOCOL_VERSION => {
+                return Ok((stream, buf, bot, disabled, sites))
+            }
             Some(BridgeMsg::Refuse { reason }) => return Err(LinkError::Refused(reason)),
             Some(_) => return Err(LinkError::Handshake),
             None => {}
@@ -85,7 +90,7 @@ pub async fn run(ctx: Rc<ShardCtx>, path: std::path::PathBuf) {
     let mut warnings = LogThrottle::new(5_000);
     let mut connected_once = false;
     loop {
-        let (mut stream, mut buf, bot, disabled) = match handshake(&path, ctx.id).await {
+        let (mut stream, mut buf, bot, disabled, sites) = match handshake(&path, ctx.id).await {
             Ok(s) => s,
             Err(e) => {
                 up.set(0.0);
@@ -117,6 +122,7 @@ pub async fn run(ctx: Rc<ShardCtx>, path: std::path::PathBuf) {
         }
         ctx.with_shard(|s| {
             s.agents_disabled(&disabled);
+            s.sites_are(&sites);
             s.bridge_welcomed(bot, ctx.now())
         });
         connected_once = true;

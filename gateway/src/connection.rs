@@ -154,6 +154,15 @@ pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
                 switchboard_protocol::ParticipantId::Agent(a) => ctx.shard.borrow().is_disabled(a),
                 switchboard_protocol::ParticipantId::Visitor(_) => false,
             };
+            // A visitor's site must exist, and allow the page it comes from.
+            let auth = auth.and_then(|i| match &i.who {
+                switchboard_protocol::ParticipantId::Visitor(_) => ctx
+                    .shard
+                    .borrow()
+                    .site_admits(i.site.as_deref(), request.origin.as_deref())
+                    .map(|()| i),
+                switchboard_protocol::ParticipantId::Agent(_) => Ok(i),
+            });
             match auth {
                 Ok(identity) if disabled(&identity) => {
                     return reply(&ctx, &mut stream, 403, "account disabled").await

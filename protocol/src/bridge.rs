@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 /// 2: paged reads (`more`, `next`), seq leases, bounded frames.
 /// 3: the AI layer: the bot's mode in `welcome`, `assist` from the bridge; agent accounts:
 /// the disabled ones in `welcome`, `agent_access` when one changes.
-pub const BRIDGE_PROTOCOL_VERSION: u32 = 3;
+pub const BRIDGE_PROTOCOL_VERSION: u32 = 4;
 /// The longest bot reply or draft the bridge sends, in bytes (longer ones are cut at a
 /// character boundary): far under any `max_message_bytes` a gateway allows.
 pub const MAX_ASSIST_TEXT: usize = 8 * 1024;
@@ -207,6 +207,9 @@ pub enum ConvEvent {
         ts: u64,
         #[serde(default)]
         lease: u64,
+        /// Its site; none: the default site.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        site: Option<String>,
     },
     Assigned {
         conv: ConvId,
@@ -242,7 +245,8 @@ impl ConvEvent {
         let text = match self {
             Self::Assigned { agent, .. } => json_str_len(agent),
             Self::Closed { by, .. } => json_str_len(by),
-            Self::Opened { .. } | Self::SeqLease { .. } | Self::SeqRelease { .. } => 0,
+            Self::Opened { site: Some(s), .. } => json_str_len(s),
+            Self::Opened { site: None, .. } | Self::SeqLease { .. } | Self::SeqRelease { .. } => 0,
         };
         text + 160
     }
@@ -254,6 +258,8 @@ pub struct OpenConv {
     pub conv: ConvId,
     pub visitor: VisitorId,
     pub agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
 }
 
 /// A client message id seen in a conversation, for dedupe after a restart.
@@ -276,6 +282,9 @@ impl SeenCid {
 pub struct ConvInfo {
     pub visitor: VisitorId,
     pub agent: Option<String>,
+    /// Its site; none: the default site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
     pub closed: bool,
     /// The newest stored seq (0 when no message is stored).
     pub last_seq: u64,
@@ -288,6 +297,25 @@ pub struct ConvInfo {
     pub recent: Vec<StoredMessage>,
     /// The client message ids of the newest messages (as many as asked), oldest first.
     pub cids: Vec<SeenCid>,
+}
+
+/// What a gateway needs to know of a site (other than the default one) to admit its
+/// visitors and answer them when nobody can.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteRules {
+    pub id: String,
+    /// Exact `Origin` values its visitors' pages may have; none: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origins: Vec<String>,
+    /// Business hours (see [`crate::hours`]); empty: always open.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hours: String,
+    /// Greets its visitors in `welcome`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub welcome_text: Option<String>,
+    /// Told its visitors when nobody can answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_text: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -306,6 +334,9 @@ pub enum BridgeMsg {
         /// Agents whose accounts are disabled: their tokens open nothing.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         disabled: Vec<String>,
+        /// The sites besides the default one: visitors naming another are refused.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        sites: Vec<SiteRules>,
     },
     Refuse {
         reason: String,
@@ -384,6 +415,10 @@ pub enum BridgeMsg {
         agent: String,
         disabled: bool,
     },
+    /// Unasked, to every shard: the sites changed; here they all are (besides the default).
+    Sites {
+        sites: Vec<SiteRules>,
+    },
     /// Unasked: what the AI layer decided about visitor message `seq` of `conv`, on the
     /// link of the shard that stored it (the conversation's home). Never answered: a bot
     /// reply is stored like any message, and one lost with the link is lost (the visitor's
@@ -413,6 +448,7 @@ impl BridgeMsg {
             | Self::Welcome { .. }
             | Self::Refuse { .. }
             | Self::AgentAccess { .. }
+            | Self::Sites { .. }
             | Self::Assist { .. } => None,
         }
     }
@@ -434,6 +470,7 @@ impl BridgeMsg {
             Self::OpenConvsAre { .. } => "open_convs_are",
             Self::Assist { .. } => "assist",
             Self::AgentAccess { .. } => "agent_access",
+            Self::Sites { .. } => "sites",
         }
     }
 }
@@ -500,6 +537,7 @@ mod tests {
                 visitor: VisitorId(1),
                 ts: 3,
                 lease: 64,
+                site: Some("shop".into()),
             }],
         }
     }
@@ -586,6 +624,7 @@ mod tests {
                 version: 3,
                 bot: BotMode::Off,
                 disabled: Vec::new(),
+                sites: Vec::new(),
             })
         );
     }

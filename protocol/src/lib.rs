@@ -9,6 +9,7 @@
 //! - [`codes`]: error codes (in `error` frames) and WebSocket close codes.
 //! - [`token`]: HMAC-signed agent and visitor tokens.
 //! - [`bridge`]: the framed link between gateway shards and the storage bridge.
+//! - [`hours`]: a site's business hours, parsed and checked against the clock.
 //! - [`throttle`]: repeated identical warnings logged once per period, with their count.
 //!
 //! `docs/protocol.md` documents every frame; `docs/schema/*.json` are their JSON Schemas.
@@ -16,6 +17,7 @@
 pub mod bridge;
 pub mod client;
 pub mod codes;
+pub mod hours;
 pub mod ids;
 pub mod server;
 pub mod throttle;

@@ -61,6 +61,9 @@ pub enum ServerFrame<'a> {
         shard: u32,
         /// Seconds without any frame after which the server closes with 4000.
         idle_timeout_s: u32,
+        /// Visitors of a site with a welcome text: show it before the first message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        greeting: Option<Cow<'a, str>>,
     },
     /// A chat message, delivered to every participant but its sender's connection.
     Msg {

@@ -45,29 +45,53 @@ pub enum TokenError {
     Expired,
 }
 
-/// The subject of a visitor token: its id, and `;p=N` when it carries a priority in the
-/// human queue (a VIP's, minted by the site's back end through the API). Signed like the
-/// rest of the token, so a visitor cannot raise its own.
-pub fn visitor_subject(id: VisitorId, priority: i32) -> String {
-    if priority == 0 {
-        id.to_string()
-    } else {
-        format!("{id};p={priority}")
+/// The subject of a visitor token: its id; `;p=N` when it carries a priority in the
+/// human queue (a VIP's, minted by the site's back end through the API); `;s=site` when
+/// it belongs to a site other than the deployment's default one. Signed like the rest of
+/// the token, so a visitor can raise neither its priority nor cross to another site.
+pub fn visitor_subject(id: VisitorId, priority: i32, site: Option<&str>) -> String {
+    let mut s = id.to_string();
+    if priority != 0 {
+        s.push_str(&format!(";p={priority}"));
     }
+    if let Some(site) = site {
+        s.push_str(";s=");
+        s.push_str(site);
+    }
+    s
 }
 
-/// Reads a visitor token's subject back: its id and priority.
-pub fn parse_visitor_subject(subject: &str) -> Option<(VisitorId, i32)> {
-    match subject.split_once(";p=") {
-        None => Some((VisitorId::parse(subject)?, 0)),
-        Some((id, p)) => Some((VisitorId::parse(id)?, p.parse().ok()?)),
+/// What a visitor token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VisitorClaims {
+    pub id: VisitorId,
+    pub priority: i32,
+    /// `None`: the default site.
+    pub site: Option<String>,
+}
+
+/// Reads a visitor token's subject back.
+pub fn parse_visitor_subject(subject: &str) -> Option<VisitorClaims> {
+    let mut parts = subject.split(';');
+    let mut claims = VisitorClaims {
+        id: VisitorId::parse(parts.next()?)?,
+        priority: 0,
+        site: None,
+    };
+    for part in parts {
+        match part.split_once('=')? {
+            ("p", p) => claims.priority = p.parse().ok()?,
+            ("s", site) if is_team(site) => claims.site = Some(site.to_owned()),
+            _ => return None,
+        }
     }
+    Some(claims)
 }
 
 /// The subject of an agent token: its id; `;r=supervisor` (or `admin`) when its account has
 /// that role, which lets it watch any conversation and whisper to its agent; and `;t=a+b`
-/// for the teams it takes conversations for.
-pub fn agent_subject(id: &str, role: &str, teams: &[String]) -> String {
+/// for the teams it takes conversations for; `;s=site` for its site, unless the default.
+pub fn agent_subject(id: &str, role: &str, teams: &[String], site: Option<&str>) -> String {
     let mut s = id.to_owned();
     if matches!(role, "supervisor" | "admin") {
         s.push_str(";r=");
@@ -77,10 +101,22 @@ pub fn agent_subject(id: &str, role: &str, teams: &[String]) -> String {
         s.push_str(";t=");
         s.push_str(&teams.join("+"));
     }
+    if let Some(site) = site {
+        s.push_str(";s=");
+        s.push_str(site);
+    }
     s
 }
 
-/// A team name: 1-32 of `a-z 0-9 _ -`.
+/// The deployment's own site: what rows, accounts and tokens without a site belong to.
+pub const DEFAULT_SITE: &str = "default";
+
+/// A site as a token claims it: none for the default site.
+pub fn site_claim(site: &str) -> Option<&str> {
+    (site != DEFAULT_SITE).then_some(site)
+}
+
+/// A team or site name: 1-32 of `a-z 0-9 _ -`.
 pub fn is_team(name: &str) -> bool {
     (1..=32).contains(&name.len())
         && name
@@ -94,6 +130,8 @@ pub struct AgentClaims {
     pub id: AgentId,
     pub supervisor: bool,
     pub teams: Vec<String>,
+    /// `None`: the default site.
+    pub site: Option<String>,
 }
 
 /// Reads an agent token's subject back.
@@ -104,10 +142,12 @@ pub fn parse_agent_subject(subject: &str) -> Option<AgentClaims> {
         id,
         supervisor: false,
         teams: Vec::new(),
+        site: None,
     };
     for part in parts {
         match part.split_once('=')? {
             ("r", "supervisor" | "admin") => claims.supervisor = true,
+            ("s", site) if is_team(site) => claims.site = Some(site.to_owned()),
             ("t", teams) => {
                 claims.teams = teams.split('+').map(str::to_owned).collect();
                 if !claims.teams.iter().all(|t| is_team(t)) {

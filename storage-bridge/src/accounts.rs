@@ -102,7 +102,12 @@ fn issue(signer: &TokenSigner, account: &AccountRow, now_unix: u64) -> Issued {
     Issued {
         token: signer.mint(
             TokenKind::Agent,
-            &switchboard_protocol::token::agent_subject(&account.id, &account.role, &account.teams),
+            &switchboard_protocol::token::agent_subject(
+                &account.id,
+                &account.role,
+                &account.teams,
+                switchboard_protocol::token::site_claim(&account.site),
+            ),
             expires_at,
         ),
         expires_at,
@@ -124,7 +129,7 @@ pub async fn create(
     store
         .put_account(AccountRow {
             id: id.to_owned(),
-            site: "default".into(),
+            site: switchboard_protocol::token::DEFAULT_SITE.into(),
             display_name,
             password_hash: Some(hash),
             role: role.as_str().into(),

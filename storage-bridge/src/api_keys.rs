@@ -49,6 +49,7 @@ pub fn generate(
     name: &str,
     scopes: &[Scope],
     created_by: &str,
+    site: &str,
     now_ms: i64,
 ) -> (String, ApiKeyRow) {
     let mut id = [0u8; 8];
@@ -59,6 +60,7 @@ pub fn generate(
     let secret = crate::random::hex(&secret);
     let row = ApiKeyRow {
         id: id.clone(),
+        site: site.to_owned(),
         secret_sha256: sha256_hex(&secret),
         name: name.to_owned(),
         scopes: scopes
@@ -109,7 +111,7 @@ mod tests {
 
     #[test]
     fn a_key_verifies_until_revoked_and_only_its_hash_is_kept() {
-        let (key, mut row) = generate("crm", &[Scope::HistoryRead], "root", 1);
+        let (key, mut row) = generate("crm", &[Scope::HistoryRead], "root", "default", 1);
         let (id, secret) = parse(&key).expect("its own shape");
         assert_eq!(id, row.id);
         assert!(!row.secret_sha256.contains(secret), "no secret stored");
@@ -119,7 +121,7 @@ mod tests {
         row.revoked_at = Some(2);
         assert!(!verify(&row, secret));
         assert!(parse("sbk_short_x").is_none() && parse("sb1.a.x").is_none());
-        let (other, _) = generate("crm", &[], "root", 1);
+        let (other, _) = generate("crm", &[], "root", "default", 1);
         assert_ne!(key, other);
     }
 }

@@ -128,6 +128,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .disabled_agents(100_000)
             .await
             .context("reading the disabled accounts")?,
+        &store.sites().await.context("reading the sites")?,
     );
     if let Some(addr) = config.http_addr()? {
         let listener = tokio::net::TcpListener::bind(addr)

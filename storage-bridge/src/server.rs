@@ -16,7 +16,7 @@ use crate::store::From;
 use std::path::Path;
 use std::sync::Arc;
 use switchboard_protocol::bridge::{
-    decode, encode, BridgeMsg, OpenConv, BRIDGE_PROTOCOL_VERSION, PAGE_BYTES,
+    decode, encode, BridgeMsg, OpenConv, SiteRules, BRIDGE_PROTOCOL_VERSION, PAGE_BYTES,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -152,6 +152,7 @@ async fn connection(
         version: BRIDGE_PROTOCOL_VERSION,
         bot: assistant.mode(),
         disabled: notices.disabled(),
+        sites: notices.sites(),
     };
     encode(&welcome, &mut out).expect("a small frame");
     if wr.write_all(&out).await.is_err() {
@@ -343,22 +344,49 @@ async fn connection(
     tracing::info!(shard, "gateway shard disconnected");
 }
 
-/// Which accounts are disabled, for every gateway shard: the whole list in each `welcome`,
-/// and each change as it happens (`agent_access`). Loaded from the store at start (the
-/// bridge serves only once its store answers), kept here after, so that a link never
-/// waits on the store to learn it.
+/// Which accounts are disabled and which sites there are, for every gateway shard: all of
+/// it in each `welcome`, and each change as it happens (`agent_access`, `sites`). Loaded
+/// from the store at start (the bridge serves only once its store answers), kept here
+/// after, so that a link never waits on the store to learn it.
 #[derive(Clone)]
 pub struct Notices {
     tx: tokio::sync::broadcast::Sender<BridgeMsg>,
     disabled: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    sites: Arc<std::sync::Mutex<Vec<SiteRules>>>,
+}
+
+/// What gateways need of the sites.
+fn site_rules(sites: &[crate::store::SiteRow]) -> Vec<SiteRules> {
+    sites
+        .iter()
+        .map(|s| SiteRules {
+            id: s.id.clone(),
+            origins: s.origins.clone(),
+            hours: s.hours.clone(),
+            welcome_text: s.welcome_text.clone(),
+            offline_text: s.offline_text.clone(),
+        })
+        .collect()
 }
 
 impl Notices {
-    pub fn new(disabled: Vec<String>) -> Self {
+    pub fn new(disabled: Vec<String>, sites: &[crate::store::SiteRow]) -> Self {
         Self {
             tx: tokio::sync::broadcast::channel(1024).0,
             disabled: Arc::new(std::sync::Mutex::new(disabled.into_iter().collect())),
+            sites: Arc::new(std::sync::Mutex::new(site_rules(sites))),
         }
+    }
+
+    fn sites(&self) -> Vec<SiteRules> {
+        self.sites.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The sites are now `sites`: every gateway shard hears of it.
+    pub fn sites_changed(&self, sites: &[crate::store::SiteRow]) {
+        let rules = site_rules(sites);
+        *self.sites.lock().unwrap_or_else(|p| p.into_inner()) = rules.clone();
+        let _ = self.tx.send(BridgeMsg::Sites { sites: rules });
     }
 
     fn disabled(&self) -> Vec<String> {
@@ -391,10 +419,11 @@ const OPEN_PAGE_MAX: u32 = 10_000;
 fn open_fitting(convs: &[OpenConv], budget: usize) -> usize {
     let mut used = 0usize;
     for (i, c) in convs.iter().enumerate() {
-        used += 96
-            + c.agent
-                .as_deref()
-                .map_or(0, switchboard_protocol::bridge::json_str_len);
+        let text = |t: &Option<String>| {
+            t.as_deref()
+                .map_or(0, switchboard_protocol::bridge::json_str_len)
+        };
+        used += 112 + text(&c.agent) + text(&c.site);
         if used > budget && i > 0 {
             return i;
         }

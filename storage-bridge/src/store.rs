@@ -5,9 +5,14 @@
 //! Writes are idempotent: a message is unique on (conversation, seq) and on
 //! (conversation, sender, client message id), and a replayed batch changes nothing.
 
+mod domain;
 mod events;
 mod postgres;
+mod sql;
 mod sqlite;
+
+pub use domain::{ConvFilter, Report, ReportRow, SiteRow};
+pub use sql::{Row, Statement, Val};
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -191,6 +196,32 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
         PRIMARY KEY (conv, tag)
     )",
     ),
+    // Sites (issue 13): one deployment serves several websites or brands, each with its
+    // own visitor secret, origins, teams, hours and texts; conversations belong to one.
+    // What the visitor's widget said at connect, and the visitor's rating at close.
+    (
+        10,
+        "CREATE TABLE sites (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        visitor_secret TEXT NOT NULL,
+        origins TEXT NOT NULL DEFAULT '',
+        teams TEXT NOT NULL DEFAULT '',
+        hours TEXT NOT NULL DEFAULT '',
+        welcome_text TEXT,
+        offline_text TEXT,
+        created_at BIGINT NOT NULL
+    );
+    ALTER TABLE conversations ADD COLUMN site TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE conversations ADD COLUMN context TEXT;
+    CREATE INDEX conversations_by_site ON conversations (site, opened_at);
+    CREATE TABLE ratings (
+        conv BIGINT PRIMARY KEY,
+        score BIGINT NOT NULL,
+        comment TEXT,
+        rated_at BIGINT NOT NULL
+    )",
+    ),
 ];
 
 /// An internal note on a conversation.
@@ -212,9 +243,6 @@ pub(crate) const CLEAR_TAGS_SQL: &str = "DELETE FROM conversation_tags WHERE con
 pub(crate) const ADD_TAG_SQL: &str =
     "INSERT INTO conversation_tags (conv, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING";
 pub(crate) const TAGS_SQL: &str = "SELECT tag FROM conversation_tags WHERE conv = $1 ORDER BY tag";
-pub(crate) const CONV_SQL: &str =
-    "SELECT id, visitor, agent, opened_at, assigned_at, closed_at, closed_by
-    FROM conversations WHERE id = $1";
 
 /// A webhook subscription as stored (its secret signs deliveries).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,47 +289,33 @@ pub struct ConvRow {
     pub assigned_at: Option<i64>,
     pub closed_at: Option<i64>,
     pub closed_by: Option<String>,
+    pub site: String,
+    /// What the visitor's widget said of it at connect (JSON), if anything.
+    pub context: Option<String>,
+    /// The visitor's rating (1-5), if given.
+    pub rating: Option<i64>,
+    pub rating_comment: Option<String>,
 }
-
-/// Conversations by status (`$1`: all, waiting, open, closed) and agent (`$2`, empty: any),
-/// with ids above `$3`, at most `$4`, in id order.
-pub(crate) const CONVS_SQL: &str =
-    "SELECT id, visitor, agent, opened_at, assigned_at, closed_at, closed_by
-    FROM conversations
-    WHERE ($1 = 'all'
-        OR ($1 = 'waiting' AND closed_at IS NULL AND agent IS NULL)
-        OR ($1 = 'open' AND closed_at IS NULL)
-        OR ($1 = 'closed' AND closed_at IS NOT NULL))
-      AND ($2 = '' OR agent = $2)
-      AND id > $3
-    ORDER BY id LIMIT $4";
 
 /// A canned reply as stored: site-wide when it has no `owner`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CannedRow {
     pub id: String,
+    pub site: String,
     pub owner: Option<String>,
     pub shortcut: String,
     pub body: String,
     pub created_at: i64,
 }
 
-pub(crate) const PUT_CANNED_SQL: &str =
-    "INSERT INTO canned_replies (id, owner, shortcut, body, created_at)
-    VALUES ($1, $2, $3, $4, $5)
-    ON CONFLICT (id) DO UPDATE SET shortcut = excluded.shortcut, body = excluded.body";
-/// The replies agent `$1` may use: site-wide and its own, by shortcut.
-pub(crate) const CANNED_FOR_SQL: &str =
-    "SELECT id, owner, shortcut, body, created_at FROM canned_replies
-    WHERE owner IS NULL OR owner = $1 ORDER BY shortcut, id LIMIT 1000";
-pub(crate) const CANNED_SQL: &str =
-    "SELECT id, owner, shortcut, body, created_at FROM canned_replies WHERE id = $1";
 pub(crate) const DELETE_CANNED_SQL: &str = "DELETE FROM canned_replies WHERE id = $1";
 
 /// An API key as stored: never its secret, only the secret's SHA-256 (hex).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyRow {
     pub id: String,
+    /// The site it acts for.
+    pub site: String,
     pub secret_sha256: String,
     pub name: String,
     /// Comma-separated.
@@ -311,12 +325,6 @@ pub struct ApiKeyRow {
     pub revoked_at: Option<i64>,
 }
 
-pub(crate) const PUT_KEY_SQL: &str = "INSERT INTO api_keys
-    (id, secret_sha256, name, scopes, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6)";
-pub(crate) const KEY_SQL: &str = "SELECT id, secret_sha256, name, scopes, created_by, created_at,
-    revoked_at FROM api_keys WHERE id = $1";
-pub(crate) const KEYS_SQL: &str = "SELECT id, secret_sha256, name, scopes, created_by, created_at,
-    revoked_at FROM api_keys ORDER BY id LIMIT $1";
 pub(crate) const REVOKE_KEY_SQL: &str =
     "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
 
@@ -367,10 +375,6 @@ pub(crate) const ACCOUNT_SQL: &str = "SELECT id, site, display_name, password_ha
 pub(crate) const DISABLED_SQL: &str =
     "SELECT id FROM agents WHERE disabled <> 0 ORDER BY id LIMIT $1";
 
-/// A page of accounts in id order, after `$1` (empty: from the start), at most `$2`.
-pub(crate) const ACCOUNTS_SQL: &str = "SELECT id, site, display_name, password_hash, role,
-    max_conversations, disabled, teams FROM agents WHERE id > $1 ORDER BY id LIMIT $2";
-
 /// Teams as stored: comma-separated.
 pub(crate) fn teams_from_db(s: &str) -> Vec<String> {
     s.split(',')
@@ -395,6 +399,12 @@ pub(crate) struct ConvHead {
     pub closed: bool,
     pub last_seq: u64,
     pub seq_lease: u64,
+    pub site: Option<String>,
+}
+
+/// A site as stored (`default` for the default site) as the link says it (none for it).
+pub(crate) fn site_of_db(site: String) -> Option<String> {
+    (site != switchboard_protocol::token::DEFAULT_SITE).then_some(site)
 }
 
 /// Where a page of the open-conversation listing starts (ids compared as stored), and
@@ -445,6 +455,28 @@ impl Store {
         }
     }
 
+    /// Rows of a query written once for both databases (see `sql`).
+    pub async fn query(&self, sql: &'static str, vals: Vec<Val>) -> Result<Vec<Row>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.query(sql, vals).await,
+            Self::Postgres(s) => s.query(sql, vals).await,
+        }
+    }
+
+    /// Runs statements written once for both databases in one transaction: the rows each
+    /// changed.
+    pub async fn transaction(&self, statements: Vec<Statement>) -> Result<Vec<u64>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.transaction(statements).await,
+            Self::Postgres(s) => s.transaction(statements).await,
+        }
+    }
+
+    /// Runs one statement: the rows it changed.
+    pub async fn execute(&self, sql: &'static str, vals: Vec<Val>) -> Result<u64, StoreError> {
+        Ok(self.transaction(vec![(sql, vals)]).await?[0])
+    }
+
     /// Stores a batch in one transaction.
     pub async fn persist(
         &self,
@@ -479,6 +511,7 @@ impl Store {
         Ok(Some(ConvInfo {
             visitor: head.visitor,
             agent: head.agent,
+            site: head.site,
             closed: head.closed,
             last_seq: head.last_seq,
             seq_floor: head.last_seq,
@@ -587,55 +620,11 @@ impl Store {
         }
     }
 
-    pub async fn put_key(&self, k: ApiKeyRow) -> Result<(), StoreError> {
-        match self {
-            Self::Sqlite(s) => s.put_key(k).await,
-            Self::Postgres(s) => s.put_key(&k).await,
-        }
-    }
-
-    pub async fn key(&self, id: &str) -> Result<Option<ApiKeyRow>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.key(id.to_owned()).await,
-            Self::Postgres(s) => s.key(id).await,
-        }
-    }
-
-    /// Every key (revoked ones too), in id order, at most `limit`.
-    pub async fn keys(&self, limit: u32) -> Result<Vec<ApiKeyRow>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.keys(limit).await,
-            Self::Postgres(s) => s.keys(limit).await,
-        }
-    }
-
     /// Revokes key `id`: whether it was live.
     pub async fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {
         match self {
             Self::Sqlite(s) => s.revoke_key(id.to_owned()).await,
             Self::Postgres(s) => s.revoke_key(id).await,
-        }
-    }
-
-    pub async fn put_canned(&self, c: CannedRow) -> Result<(), StoreError> {
-        match self {
-            Self::Sqlite(s) => s.put_canned(c).await,
-            Self::Postgres(s) => s.put_canned(&c).await,
-        }
-    }
-
-    /// The canned replies `agent` may use (site-wide and its own).
-    pub async fn canned_for(&self, agent: &str) -> Result<Vec<CannedRow>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.canned_for(agent.to_owned()).await,
-            Self::Postgres(s) => s.canned_for(agent).await,
-        }
-    }
-
-    pub async fn canned(&self, id: &str) -> Result<Option<CannedRow>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.canned(id.to_owned()).await,
-            Self::Postgres(s) => s.canned(id).await,
         }
     }
 
@@ -681,34 +670,6 @@ impl Store {
         }
     }
 
-    /// Conversations by status (`all`, `waiting`, `open`, `closed`) and agent (empty: any),
-    /// after `after` in id order, at most `limit`.
-    pub async fn conversations(
-        &self,
-        status: &str,
-        agent: &str,
-        after: Option<ConvId>,
-        limit: u32,
-    ) -> Result<Vec<ConvRow>, StoreError> {
-        let after = after.map_or(i64::MIN, |c| id_to_db(c.0));
-        match self {
-            Self::Sqlite(s) => {
-                s.conversations(status.to_owned(), agent.to_owned(), after, limit)
-                    .await
-            }
-            Self::Postgres(s) => s.conversations(status, agent, after, limit).await,
-        }
-    }
-
-    /// One conversation's row, if the store has it.
-    pub async fn conversation(&self, conv: ConvId) -> Result<Option<ConvRow>, StoreError> {
-        let id = id_to_db(conv.0);
-        match self {
-            Self::Sqlite(s) => s.conversation(id).await,
-            Self::Postgres(s) => s.conversation(id).await,
-        }
-    }
-
     pub async fn put_note(&self, n: NoteRow) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(s) => s.put_note(n).await,
@@ -746,14 +707,6 @@ impl Store {
         match self {
             Self::Sqlite(s) => s.disabled_agents(limit).await,
             Self::Postgres(s) => s.disabled_agents(limit).await,
-        }
-    }
-
-    /// Accounts in id order after `after` (empty: from the first), at most `limit`.
-    pub async fn accounts(&self, after: &str, limit: u32) -> Result<Vec<AccountRow>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.accounts(after.to_owned(), limit).await,
-            Self::Postgres(s) => s.accounts(after, limit).await,
         }
     }
 

@@ -51,6 +51,7 @@ impl Link {
                 version: BRIDGE_PROTOCOL_VERSION,
                 bot: switchboard_protocol::bridge::BotMode::Off,
                 disabled: Vec::new(),
+                sites: Vec::new(),
             })
         );
         l
@@ -96,6 +97,7 @@ fn persist(req: u64, conv: u64, seqs: std::ops::RangeInclusive<u64>) -> BridgeMs
             visitor: VisitorId(0xaa),
             ts: 1,
             lease: 64,
+            site: None,
         }]
     } else {
         vec![]

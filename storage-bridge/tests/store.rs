@@ -3,7 +3,7 @@
 //! Each PostgreSQL test gets a schema of its own. A missing PostgreSQL fails these tests.
 
 use std::path::PathBuf;
-use storage_bridge::store::{From, PgStore, SqliteStore, Store};
+use storage_bridge::store::{From, PgStore, SqliteStore, Store, Val};
 use switchboard_protocol::bridge::{ConvEvent, StoredMessage};
 use switchboard_protocol::{ConvId, VisitorId};
 
@@ -83,6 +83,7 @@ fn opened(conv: u64, visitor: u64) -> ConvEvent {
         visitor: VisitorId(visitor),
         ts: 1,
         lease: 0,
+        site: None,
     }
 }
 
@@ -91,21 +92,34 @@ fn opened(conv: u64, visitor: u64) -> ConvEvent {
 /// seen become accounts without a password.
 async fn an_upgrade_from_schema_2_keeps_every_row(s: Store) {
     s.migrate_to(2).await.unwrap();
-    s.persist(
-        vec![msg(1, 1, "v1", "a"), msg(1, 2, "ann", "b")],
-        vec![
-            opened(1, 9),
-            ConvEvent::Assigned {
-                conv: ConvId(1),
-                agent: "ann".into(),
-                ts: 2,
-            },
-            ConvEvent::SeqLease {
-                conv: ConvId(1),
-                upto: 64,
-            },
-        ],
-    )
+    // The rows as that bridge wrote them (this one writes columns it did not have).
+    let row = |sql: &'static str, vals: Vec<Val>| (sql, vals);
+    s.transaction(vec![
+        row(
+            "INSERT INTO conversations (id, visitor, agent, opened_at, assigned_at)
+            VALUES ($1, $2, $3, $4, $5)",
+            vec![
+                1i64.into(),
+                9i64.into(),
+                "ann".into(),
+                1i64.into(),
+                2i64.into(),
+            ],
+        ),
+        row(
+            "INSERT INTO messages (conv, seq, sender, cid, body, ts) VALUES
+            ($1, 1, 'v1', 'a', 'hello', 1), ($1, 2, 'ann', 'b', 'hi', 2)",
+            vec![1i64.into()],
+        ),
+        row(
+            "INSERT INTO seq_leases (conv, upto) VALUES ($1, 64)",
+            vec![1i64.into()],
+        ),
+        row(
+            "INSERT INTO agents (id, first_seen, last_seen) VALUES ($1, 2, 2)",
+            vec!["ann".into()],
+        ),
+    ])
     .await
     .unwrap();
     s.migrate().await.unwrap();
@@ -113,6 +127,10 @@ async fn an_upgrade_from_schema_2_keeps_every_row(s: Store) {
     let info = s.load_conv(ConvId(1), 10, 10).await.unwrap().unwrap();
     assert_eq!(info.agent.as_deref(), Some("ann"));
     assert!(info.seq_lease >= 64);
+    // Conversations from before sites belong to the default one.
+    let row = s.conversation(ConvId(1)).await.unwrap().unwrap();
+    assert_eq!((row.site.as_str(), row.rating), ("default", None));
+    assert_eq!(info.site, None);
     let ann = s
         .account("ann")
         .await
@@ -158,6 +176,7 @@ macro_rules! both {
 }
 
 both!(
+    the_domain_is_scoped_by_site_searched_rated_and_reported,
     migrations_are_idempotent,
     history_is_ordered_bounded_and_newest_first_when_limited,
     replayed_batches_store_nothing_twice,
@@ -185,6 +204,7 @@ async fn seq_leases_only_grow_and_a_load_takes_one_above_everything_used(s: Stor
         visitor: VisitorId(1),
         ts: 1,
         lease: 64,
+        site: None,
     };
     s.persist(vec![msg(8, 1, "v", "a")], vec![opened_with_lease])
         .await
@@ -444,4 +464,196 @@ async fn ids_use_all_64_bits(s: Store) {
     let info = s.load_conv(ConvId(big), 1, 1).await.unwrap().unwrap();
     assert_eq!(info.visitor, VisitorId(u64::MAX));
     assert_eq!(info.recent[0].conv, ConvId(big));
+}
+
+/// Sites, search, ratings and reports: the queries written once for both databases.
+async fn the_domain_is_scoped_by_site_searched_rated_and_reported(s: Store) {
+    use storage_bridge::store::{ConvFilter, SiteRow};
+    let day = 86_400_000i64;
+    let open = |conv: u64, visitor: u64, ts: i64, site: Option<&str>| ConvEvent::Opened {
+        conv: ConvId(conv),
+        visitor: VisitorId(visitor),
+        ts: ts as u64,
+        lease: 0,
+        site: site.map(str::to_owned),
+    };
+    let said = |conv: u64, seq: u64, sender: &str, body: &str, ts: i64| StoredMessage {
+        conv: ConvId(conv),
+        seq,
+        sender: sender.into(),
+        cid: format!("c{seq}"),
+        body: body.into(),
+        ts: ts as u64,
+    };
+    let t0 = 20_000 * day;
+    s.persist(
+        vec![
+            said(1, 1, "v1", "Where is my REFUND?", t0),
+            said(1, 2, "sue", "Looking", t0 + 30_000),
+            said(2, 1, "v2", "50% off_sale?", t0 + day),
+            said(3, 1, "v3", "refund please", t0),
+        ],
+        vec![
+            open(1, 11, t0, Some("shop")),
+            open(2, 12, t0 + day, Some("shop")),
+            open(3, 13, t0, None),
+            ConvEvent::Assigned {
+                conv: ConvId(1),
+                agent: "sue".into(),
+                ts: (t0 + 1000) as u64,
+            },
+            ConvEvent::Closed {
+                conv: ConvId(1),
+                by: "sue".into(),
+                ts: (t0 + 60_000) as u64,
+            },
+        ],
+    )
+    .await
+    .unwrap();
+    // The site rides with the conversation to the gateway.
+    let info = s.load_conv(ConvId(1), 10, 10).await.unwrap().unwrap();
+    assert_eq!(info.site.as_deref(), Some("shop"));
+    let listed = s.open_conversations(None, 10).await.unwrap();
+    let site_of = |c: u64| {
+        listed
+            .iter()
+            .find(|o| o.conv == ConvId(c))
+            .unwrap()
+            .site
+            .clone()
+    };
+    assert_eq!((site_of(2), site_of(3)), (Some("shop".into()), None));
+
+    let search = |f: ConvFilter| {
+        let s = &s;
+        async move {
+            let mut ids: Vec<u64> = s
+                .conversations(&f, None, 100)
+                .await
+                .unwrap()
+                .iter()
+                .map(|c| c.id.0)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let shop = |f: ConvFilter| ConvFilter {
+        site: "shop".into(),
+        status: "all".into(),
+        ..f
+    };
+    assert_eq!(search(shop(ConvFilter::default())).await, vec![1, 2]);
+    let default_site = ConvFilter {
+        site: "default".into(),
+        status: "all".into(),
+        ..Default::default()
+    };
+    assert_eq!(search(default_site).await, vec![3], "nothing crosses sites");
+    let text = |t: &str| {
+        shop(ConvFilter {
+            text: t.into(),
+            ..Default::default()
+        })
+    };
+    assert_eq!(
+        search(text("refund")).await,
+        vec![1],
+        "case-insensitive, site-bound"
+    );
+    assert_eq!(search(text("50%")).await, vec![2]);
+    assert_eq!(search(text("0% o")).await, vec![2]);
+    assert_eq!(
+        search(text("5_%")).await,
+        Vec::<u64>::new(),
+        "wildcards are literal"
+    );
+    let closed = shop(ConvFilter {
+        status: "closed".into(),
+        ..Default::default()
+    });
+    assert_eq!(
+        search(ConvFilter {
+            status: "closed".into(),
+            ..closed
+        })
+        .await,
+        vec![1]
+    );
+    let by_visitor = shop(ConvFilter {
+        visitor: Some(VisitorId(12)),
+        ..Default::default()
+    });
+    assert_eq!(search(by_visitor).await, vec![2]);
+    let dated = shop(ConvFilter {
+        from_ms: Some(t0 + day / 2),
+        to_ms: Some(t0 + 2 * day),
+        ..Default::default()
+    });
+    assert_eq!(search(dated).await, vec![2]);
+    s.set_tags(ConvId(2), vec!["vip".into()]).await.unwrap();
+    let tagged = shop(ConvFilter {
+        tag: "vip".into(),
+        ..Default::default()
+    });
+    assert_eq!(search(tagged).await, vec![2]);
+
+    // Ratings: a second replaces the first.
+    s.put_rating(ConvId(1), 2, None, t0).await.unwrap();
+    s.put_rating(ConvId(1), 4, Some("quick".into()), t0)
+        .await
+        .unwrap();
+    s.set_context(ConvId(1), r#"{"page":"/cart"}"#)
+        .await
+        .unwrap();
+    let row = s.conversation(ConvId(1)).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            row.rating,
+            row.rating_comment.as_deref(),
+            row.context.as_deref()
+        ),
+        (Some(4), Some("quick"), Some(r#"{"page":"/cart"}"#))
+    );
+
+    // Reports: per day, and per agent (first response 30 s, resolution 60 s, CSAT 4).
+    let r = s.report("shop", t0, t0 + 7 * day).await.unwrap();
+    assert_eq!(r.per_day, vec![(t0 / day, 1), (t0 / day + 1, 1)]);
+    assert_eq!(r.per_agent.len(), 1);
+    let sue = &r.per_agent[0];
+    assert_eq!(
+        (sue.agent.as_str(), sue.conversations, sue.closed),
+        ("sue", 1, 1)
+    );
+    assert_eq!(sue.first_response_ms, Some(30_000.0));
+    assert_eq!(sue.resolution_ms, Some(60_000.0));
+    assert_eq!((sue.csat, sue.ratings), (Some(4.0), 1));
+    assert_eq!(
+        s.report("blog", t0, t0 + day).await.unwrap(),
+        Default::default()
+    );
+
+    // Sites.
+    let site = SiteRow {
+        id: "shop".into(),
+        name: "The Shop".into(),
+        visitor_secret: "s3cret".into(),
+        origins: vec!["https://shop.example".into()],
+        teams: vec!["billing".into(), "sales".into()],
+        hours: "mon-fri 09:00-17:00".into(),
+        welcome_text: Some("Hi".into()),
+        offline_text: None,
+        created_at: 5,
+    };
+    s.put_site(site.clone()).await.unwrap();
+    assert_eq!(s.site("shop").await.unwrap(), Some(site.clone()));
+    let mut changed = site.clone();
+    changed.origins.clear();
+    changed.offline_text = Some("Back soon".into());
+    s.put_site(changed.clone()).await.unwrap();
+    assert_eq!(s.sites().await.unwrap(), vec![changed]);
+    assert!(s.delete_site("shop").await.unwrap());
+    assert!(!s.delete_site("shop").await.unwrap());
+    assert_eq!(s.site("shop").await.unwrap(), None);
 }

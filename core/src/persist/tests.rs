@@ -82,6 +82,7 @@ fn leases_are_reported_with_their_request() {
         visitor: VisitorId(1),
         ts: 0,
         lease: 64,
+        site: None,
     });
     l.event(ConvEvent::SeqLease {
         conv: ConvId(2),
@@ -195,6 +196,7 @@ fn the_listing_asks_page_after_page_until_done_or_enough() {
                 conv: ConvId(pages * 100_000 + i + 1),
                 visitor: VisitorId(1),
                 agent: None,
+                site: None,
             })
             .collect();
         after = convs.last().map(|c| c.conv);

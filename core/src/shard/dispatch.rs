@@ -9,7 +9,7 @@
 //! message; it tells home shards about assignments and queue positions ([`HomeMsg`]) and
 //! answers connections' shards ([`ConnMsg`]).
 
-use crate::assignment::{Dispatch, Dispatcher, TransferRefused};
+use crate::assignment::{Dispatch, Dispatcher, Route, TransferRefused};
 use crate::conn::ConnKey;
 use crate::messages::{ConnMsg, DispatchMsg, HomeMsg};
 use crate::routing::ShardId;
@@ -60,18 +60,24 @@ impl DispatchRole {
                 conv,
                 visitor,
                 agent,
-            } => self.restore(sh, conv, visitor, agent),
+                site,
+            } => self.restore(sh, conv, visitor, agent, site),
             DispatchMsg::Enqueue {
                 conv,
                 visitor,
                 priority,
-                team,
+                route,
             } => {
-                let out = self.dispatcher.enqueue_at(conv, visitor, priority, team);
+                let out = self.dispatcher.enqueue_at(conv, visitor, priority, route);
                 self.dispatch(sh, out);
             }
-            DispatchMsg::AgentOnline { agent, conn, teams } => {
-                self.dispatcher.set_teams(&agent, teams);
+            DispatchMsg::AgentOnline {
+                agent,
+                conn,
+                teams,
+                site,
+            } => {
+                self.dispatcher.set_profile(&agent, site, teams);
                 let (open, out) = self.dispatcher.agent_online(&agent, from);
                 sh.send(from, ConnMsg::AgentConvs { conn, convs: open });
                 self.dispatch(sh, out);
@@ -154,7 +160,7 @@ impl DispatchRole {
     pub fn listed(&mut self, sh: &mut Shared, listed: Vec<OpenConv>, done: bool) {
         for o in listed {
             let agent = o.agent.as_deref().and_then(AgentId::new);
-            self.restore(sh, o.conv, o.visitor, agent);
+            self.restore(sh, o.conv, o.visitor, agent, o.site);
         }
         if done {
             self.answer_held_lookups(sh, u64::MAX);
@@ -168,10 +174,13 @@ impl DispatchRole {
         conv: ConvId,
         visitor: VisitorId,
         agent: Option<AgentId>,
+        site: Option<String>,
     ) {
         let out = match agent {
-            None => self.dispatcher.enqueue(conv, visitor),
-            Some(agent) => self.dispatcher.restore(conv, visitor, agent),
+            None => self
+                .dispatcher
+                .enqueue_at(conv, visitor, 0, Route::site(site)),
+            Some(agent) => self.dispatcher.restore(conv, visitor, agent, site),
         };
         self.dispatch(sh, out);
     }
@@ -232,7 +241,7 @@ impl DispatchRole {
                     },
                 ),
                 Dispatch::Position { conv, position } => {
-                    let offline = self.dispatcher.online_agents() == 0;
+                    let offline = self.dispatcher.nobody_online_for(conv);
                     let msg = HomeMsg::QueuePosition {
                         conv,
                         position,

@@ -150,6 +150,20 @@ impl Shard {
             .set_disabled(agents.iter().filter_map(|a| AgentId::new(a)).collect());
     }
 
+    /// The sites, as the bridge lists them (in its `welcome` and at every change).
+    pub fn sites_are(&mut self, sites: &[switchboard_protocol::bridge::SiteRules]) {
+        self.sh.sites.set(sites);
+    }
+
+    /// Whether a visitor of `site` may connect from a page of `origin`.
+    pub fn site_admits(
+        &self,
+        site: Option<&str>,
+        origin: Option<&str>,
+    ) -> Result<(), crate::auth::AuthError> {
+        self.sh.sites.admit(site, origin)
+    }
+
     /// The bridge welcomed this shard's link, saying when the bot answers. Only the
     /// dispatcher shard's link decides (every shard's link reaches the same bridge).
     pub fn bridge_welcomed(&mut self, mode: BotMode, now: Now) {
@@ -183,11 +197,18 @@ impl Shard {
     /// An answer from the storage bridge.
     pub fn on_bridge(&mut self, msg: BridgeMsg, now: Now) {
         self.sh.now = now;
-        if let BridgeMsg::AgentAccess { agent, disabled } = msg {
-            if let Some(agent) = AgentId::new(&agent) {
-                self.conns.set_access(agent, disabled);
+        match msg {
+            BridgeMsg::AgentAccess { agent, disabled } => {
+                if let Some(agent) = AgentId::new(&agent) {
+                    self.conns.set_access(agent, disabled);
+                }
+                return;
             }
-            return;
+            BridgeMsg::Sites { sites } => {
+                self.sh.sites.set(&sites);
+                return;
+            }
+            _ => {}
         }
         if let Some((listed, done)) = self.home.on_bridge(&mut self.sh, msg) {
             let d = self.dispatch.as_mut().expect(ONLY_DISPATCHER);

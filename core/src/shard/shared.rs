@@ -65,6 +65,8 @@ pub(super) struct Shared {
     pub local: VecDeque<ShardMsg>,
     /// Messages for other shards, until the runtime takes them.
     pub outgoing: Vec<(ShardId, ShardMsg)>,
+    /// The sites, as this shard's link to the bridge last heard.
+    pub sites: crate::sites::Sites,
 }
 
 impl Shared {
@@ -77,6 +79,7 @@ impl Shared {
             stats: ShardStats::default(),
             local: VecDeque::new(),
             outgoing: Vec::new(),
+            sites: Default::default(),
         }
     }
 

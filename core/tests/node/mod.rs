@@ -18,6 +18,8 @@ pub struct MemStore {
     pub messages: BTreeMap<(u64, u64), StoredMessage>,
     pub convs: HashMap<u64, (VisitorId, Option<String>, bool)>,
     pub leases: HashMap<u64, u64>,
+    /// Conversations' sites (none: the default site).
+    pub sites: HashMap<u64, String>,
     /// Reads (history, replay pages) fail.
     pub fail_reads: bool,
 }
@@ -36,9 +38,13 @@ impl MemStore {
                             conv,
                             visitor,
                             lease,
+                            site,
                             ..
                         } => {
                             self.convs.entry(conv.0).or_insert((visitor, None, false));
+                            if let Some(site) = site {
+                                self.sites.insert(conv.0, site);
+                            }
                             let l = self.leases.entry(conv.0).or_default();
                             *l = (*l).max(lease);
                         }
@@ -90,6 +96,7 @@ impl MemStore {
                     ConvInfo {
                         visitor: *visitor,
                         agent: agent.clone(),
+                        site: self.sites.get(&conv.0).cloned(),
                         closed: *closed,
                         last_seq,
                         seq_floor: floor,
@@ -119,6 +126,7 @@ impl MemStore {
                         conv: ConvId(*c),
                         visitor: *visitor,
                         agent: agent.clone(),
+                        site: self.sites.get(c).cloned(),
                     })
                     .collect();
                 open.sort_by_key(|o| o.conv.0);
@@ -293,6 +301,7 @@ impl Node {
                 priority: 0,
                 supervisor: false,
                 teams: Vec::new(),
+                site: None,
             },
             self.now,
         );

@@ -10,6 +10,7 @@ use crate::store::AccountRow;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
+use switchboard_protocol::token::DEFAULT_SITE;
 
 /// Accounts per page, at most.
 const PAGE_MAX: u32 = 500;
@@ -78,6 +79,10 @@ pub(super) struct NewAgent {
     /// Team names, each 1-32 of a-z 0-9 _ -.
     #[serde(default)]
     teams: Vec<String>,
+    /// The site it works for (default: the caller's). Only admins of the deployment's own
+    /// site may name another: that is how a new site gets its first admin.
+    #[serde(default)]
+    site: Option<String>,
 }
 
 /// Changes to an account: what is given changes, the rest stays.
@@ -141,7 +146,7 @@ pub(super) async fn list(
     Params(q): Params<PageQuery>,
     headers: HeaderMap,
 ) -> Result<Json<AgentPage>, ApiError> {
-    caller(
+    let me = caller(
         &api,
         &headers,
         need(Role::Supervisor, Some(Scope::AgentsManage)),
@@ -151,7 +156,7 @@ pub(super) async fn list(
     let rows = api
         .reads
         .store
-        .accounts(q.after.as_deref().unwrap_or(""), limit)
+        .accounts(&me.site, q.after.as_deref().unwrap_or(""), limit)
         .await
         .map_err(|e| ApiError::store("agents", e))?;
     let next = (rows.len() as u32 == limit)
@@ -197,7 +202,9 @@ pub(super) async fn get_one(
         .account(&id)
         .await
         .map_err(|e| ApiError::store("agents", e))?;
-    row.map(|a| Json(a.into())).ok_or_else(|| not_found(&id))
+    row.filter(|a| a.site == me.site)
+        .map(|a| Json(a.into()))
+        .ok_or_else(|| not_found(&id))
 }
 
 /// Creates an account (admins).
@@ -221,8 +228,26 @@ pub(super) async fn create(
     headers: HeaderMap,
     Body(new): Body<NewAgent>,
 ) -> Result<(StatusCode, Json<Agent>), ApiError> {
-    caller(&api, &headers, need(Role::Admin, Some(Scope::AgentsManage))).await?;
+    let me = caller(&api, &headers, need(Role::Admin, Some(Scope::AgentsManage))).await?;
     let store = &api.reads.store;
+    let site = match new.site {
+        Some(s) if s != me.site => {
+            if !me.manages_sites() {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "only admins of the default site make accounts for other sites",
+                ));
+            }
+            let known = store
+                .site(&s)
+                .await
+                .map_err(|e| ApiError::store("sites", e))?;
+            known.ok_or_else(|| ApiError::bad_request(format!("no site {s:?}")))?;
+            s
+        }
+        _ => me.site.clone(),
+    };
     if store
         .account(&new.id)
         .await
@@ -240,7 +265,7 @@ pub(super) async fn create(
     accounts::create(store, &new.id, new.display_name, &new.password, role)
         .await
         .map_err(answer)?;
-    if new.max_conversations.is_some() || !new.teams.is_empty() {
+    if new.max_conversations.is_some() || !new.teams.is_empty() || site != DEFAULT_SITE {
         let mut row = store
             .account(&new.id)
             .await
@@ -248,6 +273,7 @@ pub(super) async fn create(
             .ok_or_else(|| not_found(&new.id))?;
         row.max_conversations = new.max_conversations;
         row.teams = new.teams;
+        row.site = site;
         store
             .put_account(row)
             .await
@@ -285,12 +311,13 @@ pub(super) async fn update(
     headers: HeaderMap,
     Body(patch): Body<AgentPatch>,
 ) -> Result<Json<Agent>, ApiError> {
-    caller(&api, &headers, need(Role::Admin, Some(Scope::AgentsManage))).await?;
+    let me = caller(&api, &headers, need(Role::Admin, Some(Scope::AgentsManage))).await?;
     let store = &api.reads.store;
     let mut row = store
         .account(&id)
         .await
         .map_err(|e| ApiError::store("agents", e))?
+        .filter(|a| a.site == me.site)
         .ok_or_else(|| not_found(&id))?;
     if let Some(p) = &patch.password {
         row.password_hash = Some(accounts::new_hash(p).await.map_err(answer)?);

@@ -10,7 +10,7 @@ use crate::api_keys::{self, Scope};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
-use switchboard_protocol::token::{TokenKind, TokenSigner};
+use switchboard_protocol::token::{TokenKind, TokenSigner, DEFAULT_SITE};
 
 /// Now, in Unix seconds (what tokens' expiries count in).
 pub(super) fn now_unix() -> u64 {
@@ -47,6 +47,19 @@ pub(super) fn agent_of(api: &Api, headers: &HeaderMap) -> Result<String, ApiErro
 pub(super) struct Caller {
     pub id: String,
     pub role: Role,
+    /// The site it acts for: its account's, or its key's. It sees nothing of another.
+    pub site: String,
+}
+
+impl Caller {
+    /// An admin of the deployment's own site: it manages sites (and their first admins).
+    pub fn manages_sites(&self) -> bool {
+        self.role >= Role::Admin && self.site == DEFAULT_SITE && !self.is_key()
+    }
+
+    pub fn is_key(&self) -> bool {
+        self.id.starts_with("key:")
+    }
 }
 
 /// What an operation needs: an agent with at least `role`, or an API key with `scope`
@@ -84,6 +97,7 @@ async fn key_caller(api: &Api, key: &str, need: Need) -> Result<Caller, ApiError
         Some(scope) if api_keys::scopes(&row).contains(&scope) => Ok(Caller {
             id: format!("key:{}", row.id),
             role: need.role,
+            site: row.site,
         }),
         Some(scope) => Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -112,10 +126,10 @@ pub(super) async fn caller(api: &Api, headers: &HeaderMap, need: Need) -> Result
         .account(&id)
         .await
         .map_err(|e| ApiError::store("account lookup", e))?;
-    let has = match account {
+    let (has, site) = match account {
         Some(a) if a.disabled => return Err(answer(AccountError::Disabled)),
-        Some(a) => Role::parse(&a.role).unwrap_or(Role::Agent),
-        None => Role::Agent,
+        Some(a) => (Role::parse(&a.role).unwrap_or(Role::Agent), a.site),
+        None => (Role::Agent, DEFAULT_SITE.to_owned()),
     };
     if has < role {
         return Err(ApiError::new(
@@ -124,7 +138,11 @@ pub(super) async fn caller(api: &Api, headers: &HeaderMap, need: Need) -> Result
             format!("this needs the {} role", role.as_str()),
         ));
     }
-    Ok(Caller { id, role: has })
+    Ok(Caller {
+        id,
+        role: has,
+        site,
+    })
 }
 
 /// An agent's credentials.

@@ -122,7 +122,7 @@ pub(super) async fn list(
     let rows = api
         .reads
         .store
-        .canned_for(&me.id)
+        .canned_for(&me.site, &me.id)
         .await
         .map_err(|e| ApiError::store("canned replies", e))?;
     Ok(Json(CannedList {
@@ -167,6 +167,7 @@ pub(super) async fn create(
     let row = CannedRow {
         id: crate::random::id('r'),
         owner: (!new.site_wide).then(|| me.id.clone()),
+        site: me.site.clone(),
         shortcut: new.shortcut,
         body: new.body,
         created_at: crate::store::now_ms(),
@@ -181,6 +182,9 @@ pub(super) async fn create(
 
 /// Whether `me` may change `row`: its owner, or a supervisor for a site-wide one.
 fn may_change(me: &Caller, row: &CannedRow) -> bool {
+    if row.site != me.site {
+        return false;
+    }
     match &row.owner {
         Some(owner) => *owner == me.id,
         None => me.role >= Role::Supervisor,
@@ -260,7 +264,7 @@ pub(super) async fn use_one(
         .await
         .map_err(|e| ApiError::store("canned replies", e))?
         .ok_or_else(not_found)?;
-    if row.owner.as_ref().is_some_and(|o| *o != me.id) {
+    if row.site != me.site || row.owner.as_ref().is_some_and(|o| *o != me.id) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",

@@ -24,16 +24,35 @@ pub(super) struct ConvQuery {
     status: Option<String>,
     /// Only this agent's (agents always see only their own).
     agent: Option<String>,
+    /// Only this visitor's, `v` + 16 hex digits.
+    visitor: Option<String>,
+    /// Only those with this tag.
+    tag: Option<String>,
+    /// Only those with a message containing this text (case-insensitive, 1-200 characters).
+    q: Option<String>,
+    /// Only those opened at or after this time (Unix milliseconds).
+    from: Option<i64>,
+    /// Only those opened before this time (Unix milliseconds).
+    to: Option<i64>,
     /// Conversations after this id, `c` + 16 hex digits (paging).
     after: Option<String>,
     /// How many, at most (1-500; default 100).
     limit: Option<u32>,
 }
 
+/// The visitor's rating, asked at close.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Rating {
+    /// 1 (bad) to 5 (excellent).
+    score: i64,
+    comment: Option<String>,
+}
+
 /// A conversation.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub(super) struct Conversation {
     id: String,
+    site: String,
     visitor: String,
     agent: Option<String>,
     /// Unix milliseconds.
@@ -41,6 +60,11 @@ pub(super) struct Conversation {
     assigned_at: Option<i64>,
     closed_at: Option<i64>,
     closed_by: Option<String>,
+    /// What the visitor's widget said at connect: page, referrer, user agent, language,
+    /// attributes.
+    #[schema(value_type = Option<Object>)]
+    context: Option<serde_json::Value>,
+    rating: Option<Rating>,
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -50,7 +74,47 @@ pub(super) struct ConversationPage {
     next: Option<String>,
 }
 
-/// Lists conversations.
+/// The search a query asks for, as the caller may make it: an agent sees its own and the
+/// waiting ones; supervisors and keys whatever they ask; everyone only its site's.
+pub(super) fn filter_of(
+    me: &super::auth::Caller,
+    q: &ConvQuery,
+) -> Result<crate::store::ConvFilter, ApiError> {
+    let status = q.status.as_deref().unwrap_or("all");
+    if !["all", "waiting", "open", "closed"].contains(&status) {
+        return Err(ApiError::bad_request(
+            "status: all, waiting, open or closed",
+        ));
+    }
+    let visitor = match &q.visitor {
+        None => None,
+        Some(v) => Some(
+            switchboard_protocol::VisitorId::parse(v)
+                .ok_or_else(|| ApiError::bad_request("visitor: a visitor id"))?,
+        ),
+    };
+    let text = q.q.clone().unwrap_or_default();
+    if text.chars().count() > 200 {
+        return Err(ApiError::bad_request("q: at most 200 characters"));
+    }
+    let agent = if me.role >= Role::Supervisor || me.is_key() || status == "waiting" {
+        q.agent.clone().unwrap_or_default()
+    } else {
+        me.id.clone()
+    };
+    Ok(crate::store::ConvFilter {
+        site: me.site.clone(),
+        status: status.to_owned(),
+        agent,
+        visitor,
+        tag: q.tag.clone().unwrap_or_default(),
+        text,
+        from_ms: q.from,
+        to_ms: q.to,
+    })
+}
+
+/// Lists and searches conversations: by status, agent, visitor, tag, text and date.
 #[utoipa::path(
     get,
     path = "/api/v1/conversations",
@@ -71,30 +135,18 @@ pub(super) async fn list(
     headers: HeaderMap,
 ) -> Result<Json<ConversationPage>, ApiError> {
     let me = caller(&api, &headers, need(Role::Agent, Some(Scope::HistoryRead))).await?;
-    let status = q.status.as_deref().unwrap_or("all");
-    if !["all", "waiting", "open", "closed"].contains(&status) {
-        return Err(ApiError::bad_request(
-            "status: all, waiting, open or closed",
-        ));
-    }
+    let filter = filter_of(&me, &q)?;
     let after = match &q.after {
         None => None,
         Some(a) => Some(
             ConvId::parse(a).ok_or_else(|| ApiError::bad_request("after: a conversation id"))?,
         ),
     };
-    // An agent sees its own, and those waiting for anyone; supervisors and keys whatever
-    // they ask.
-    let agent = if me.role >= Role::Supervisor || me.id.starts_with("key:") || status == "waiting" {
-        q.agent.unwrap_or_default()
-    } else {
-        me.id.clone()
-    };
     let limit = q.limit.unwrap_or(100).clamp(1, PAGE_MAX);
     let rows = api
         .reads
         .store
-        .conversations(status, &agent, after, limit)
+        .conversations(&filter, after, limit)
         .await
         .map_err(|e| ApiError::store("conversations", e))?;
     let next = (rows.len() as u32 == limit)
@@ -144,18 +196,24 @@ pub(super) struct Tags {
 fn conversation_of(c: crate::store::ConvRow) -> Conversation {
     Conversation {
         id: c.id.to_string(),
+        site: c.site,
         visitor: c.visitor.to_string(),
         agent: c.agent,
         opened_at: c.opened_at,
         assigned_at: c.assigned_at,
         closed_at: c.closed_at,
         closed_by: c.closed_by,
+        context: c.context.and_then(|j| serde_json::from_str(&j).ok()),
+        rating: c.rating.map(|score| Rating {
+            score,
+            comment: c.rating_comment,
+        }),
     }
 }
 
-/// The conversation `id`, if `me` may see it: supervisors and keys any, an agent its own or
-/// a waiting one.
-async fn visible(
+/// The conversation `id`, if `me` may see it: of its site, supervisors and keys any, an
+/// agent its own or a waiting one.
+pub(super) async fn visible(
     api: &Api,
     me: &super::auth::Caller,
     id: &str,
@@ -170,11 +228,12 @@ async fn visible(
         .map_err(|e| ApiError::store("conversations", e))?;
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such conversation");
     let row = row.ok_or_else(not_found)?;
-    let allowed = me.role >= Role::Supervisor
-        || me.id.starts_with("key:")
-        || row.agent.is_none()
-        || row.agent.as_deref() == Some(me.id.as_str());
-    // Another agent's conversation is not shown to exist.
+    let allowed = row.site == me.site
+        && (me.role >= Role::Supervisor
+            || me.is_key()
+            || row.agent.is_none()
+            || row.agent.as_deref() == Some(me.id.as_str()));
+    // Another site's or another agent's conversation is not shown to exist.
     allowed.then_some(row).ok_or_else(not_found)
 }
 

@@ -4,7 +4,7 @@
 use super::error::{ApiError, ErrorBody, Params};
 use super::Api;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
@@ -12,7 +12,6 @@ use serde::Deserialize;
 /// level 1 compresses 32 KB in 34 us at ratio 7.1; level 3 takes 46 us for 6.9; level 9
 /// takes 244 us for 7.9. Level 1 is the fastest and no worse.
 const ZSTD_LEVEL: i32 = 1;
-use switchboard_protocol::ConvId;
 
 /// Most messages one history request returns.
 pub const MAX_LIMIT: u32 = 500;
@@ -71,9 +70,8 @@ pub(super) async fn history(
         crate::accounts::Role::Agent,
         Some(crate::api_keys::Scope::HistoryRead),
     );
-    super::auth::caller(&api, &headers, history_read).await?;
-    let conv = ConvId::parse(&id)
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad_id", "not a conversation id"))?;
+    let me = super::auth::caller(&api, &headers, history_read).await?;
+    let conv = super::conversations::visible(&api, &me, &id).await?.id;
     let limit = q.limit.unwrap_or(50).clamp(1, MAX_LIMIT);
     let before = q.before.unwrap_or(u64::MAX);
     let messages = api.reads.history(conv, before, limit).await.map_err(|e| {

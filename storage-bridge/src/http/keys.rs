@@ -81,7 +81,13 @@ pub(super) async fn create(
     if new.name.is_empty() || new.name.chars().count() > 128 {
         return Err(ApiError::bad_request("name must be 1-128 characters"));
     }
-    let (key, row) = api_keys::generate(&new.name, &new.scopes, &me.id, crate::store::now_ms());
+    let (key, row) = api_keys::generate(
+        &new.name,
+        &new.scopes,
+        &me.id,
+        &me.site,
+        crate::store::now_ms(),
+    );
     api.reads
         .store
         .put_key(row.clone())
@@ -114,11 +120,11 @@ pub(super) async fn list(
     State(api): State<Api>,
     headers: HeaderMap,
 ) -> Result<Json<KeyList>, ApiError> {
-    caller(&api, &headers, ADMIN).await?;
+    let me = caller(&api, &headers, ADMIN).await?;
     let rows = api
         .reads
         .store
-        .keys(1000)
+        .keys(&me.site, 1000)
         .await
         .map_err(|e| ApiError::store("API keys", e))?;
     Ok(Json(KeyList {
@@ -147,13 +153,14 @@ pub(super) async fn revoke(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let me = caller(&api, &headers, ADMIN).await?;
-    if !api
-        .reads
-        .store
-        .revoke_key(&id)
+    let store = &api.reads.store;
+    let fail = |e| ApiError::store("API keys", e);
+    let ours = store
+        .key(&id)
         .await
-        .map_err(|e| ApiError::store("API keys", e))?
-    {
+        .map_err(fail)?
+        .is_some_and(|k| k.site == me.site);
+    if !ours || !store.revoke_key(&id).await.map_err(fail)? {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",

@@ -9,6 +9,7 @@
 //! - [`conversations`]: conversations listed by status and agent.
 //! - [`history`]: a conversation's messages (zstd when asked).
 //! - [`openapi`]: the document.
+//! - [`sites`]: the websites and brands one deployment serves; signed visitor identities.
 //! - [`webhooks`]: subscriptions to events, and the deliveries that failed.
 //! - [`visitors`]: customers the site identifies: visitor tokens with a priority, profiles.
 
@@ -20,6 +21,7 @@ mod error;
 mod history;
 mod keys;
 mod openapi;
+mod sites;
 mod visitors;
 mod webhooks;
 
@@ -79,6 +81,14 @@ pub fn router(api: Api) -> Router {
             "/api/v1/webhooks/{id}/dead-letters",
             get(webhooks::dead_letters),
         )
+        .route("/api/v1/sites", get(sites::list).post(sites::create))
+        .route(
+            "/api/v1/sites/{id}",
+            get(sites::get_one)
+                .patch(sites::update)
+                .delete(sites::delete),
+        )
+        .route("/api/v1/sites/{id}/identify", post(sites::identify))
         .route("/api/v1/visitors", post(visitors::identify))
         .route("/api/v1/visitors/{id}", get(visitors::profile))
         .route("/api/v1/conversations", get(conversations::list))

@@ -2,7 +2,7 @@
 //! served at `GET /api/v1/openapi.json`.
 
 use super::error::ErrorBody;
-use super::{agents, auth, canned, conversations, history, keys, visitors, webhooks};
+use super::{agents, auth, canned, conversations, history, keys, sites, visitors, webhooks};
 use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -35,6 +35,12 @@ use utoipa::{Modify, OpenApi};
         conversations::add_note,
         conversations::set_tags,
         history::history,
+        sites::list,
+        sites::create,
+        sites::get_one,
+        sites::update,
+        sites::delete,
+        sites::identify,
         openapi_json,
         healthz
     ),
@@ -43,6 +49,7 @@ use utoipa::{Modify, OpenApi};
     tags(
         (name = "auth", description = "Logging in: agent tokens"),
         (name = "agents", description = "Agent accounts"),
+        (name = "sites", description = "Websites and brands one deployment serves"),
         (name = "visitors", description = "Customers the site identifies"),
         (name = "api-keys", description = "Keys for the site's other systems"),
         (name = "canned-replies", description = "Replies agents keep at hand"),

@@ -16,7 +16,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use std::collections::BTreeMap;
-use switchboard_protocol::token::{visitor_subject, TokenKind};
+use switchboard_protocol::token::{site_claim, visitor_subject, TokenKind, TokenSigner};
 use switchboard_protocol::VisitorId;
 
 /// A VIP's priority in the human queue: ahead of an angry visitor's (3, from the AI layer).
@@ -26,6 +26,15 @@ const TOKEN_TTL_S: u64 = 30 * 24 * 3600;
 /// Custom attributes, at most, and the longest key or value.
 const MAX_ATTRIBUTES: usize = 32;
 const MAX_TEXT: usize = 256;
+
+/// The visitor id of the site's customer `external_id`: the same on every device, and
+/// different on every site.
+pub(super) fn visitor_of(signer: &TokenSigner, site: Option<&str>, external_id: &str) -> VisitorId {
+    VisitorId(signer.derive_id(&match site {
+        None => format!("visitor:{external_id}"),
+        Some(site) => format!("visitor:{site}:{external_id}"),
+    }))
+}
 
 /// What the site knows of a customer.
 #[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema, Clone)]
@@ -104,7 +113,7 @@ pub(super) async fn identify(
     headers: HeaderMap,
     Body(profile): Body<Profile>,
 ) -> Result<Json<VisitorToken>, ApiError> {
-    caller(
+    let me = caller(
         &api,
         &headers,
         need(Role::Supervisor, Some(Scope::VisitorsIdentify)),
@@ -112,7 +121,8 @@ pub(super) async fn identify(
     .await?;
     check(&profile)?;
     let signer = api.signer.as_ref().ok_or_else(ApiError::unavailable)?;
-    let visitor = VisitorId(signer.derive_id(&format!("visitor:{}", profile.external_id)));
+    let site = site_claim(&me.site);
+    let visitor = visitor_of(signer, site, &profile.external_id);
     let json = serde_json::to_string(&profile).expect("profiles serialise");
     api.reads
         .store
@@ -120,17 +130,27 @@ pub(super) async fn identify(
         .await
         .map_err(|e| ApiError::store("visitor profile write", e))?;
     let priority = if profile.vip { VIP_PRIORITY } else { 0 };
+    Ok(Json(token_for(signer, visitor, priority, site)))
+}
+
+/// A visitor token for `visitor` of `site`, at `priority`.
+pub(super) fn token_for(
+    signer: &TokenSigner,
+    visitor: VisitorId,
+    priority: i32,
+    site: Option<&str>,
+) -> VisitorToken {
     let expires_at = super::auth::now_unix() + TOKEN_TTL_S;
-    Ok(Json(VisitorToken {
+    VisitorToken {
         visitor: visitor.to_string(),
         token: signer.mint(
             TokenKind::Visitor,
-            &visitor_subject(visitor, priority),
+            &visitor_subject(visitor, priority, site),
             expires_at,
         ),
         expires_at,
         priority,
-    }))
+    }
 }
 
 /// What the site said of a visitor (any agent).

@@ -10,13 +10,14 @@
 
 use std::collections::HashMap;
 use switchboard_protocol::bridge::ConvEvent;
+use switchboard_protocol::token::DEFAULT_SITE;
 use switchboard_protocol::{ConvId, VisitorId};
 
 /// One batch's events as rows, each key once.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct EventRows {
-    /// New conversations: (conversation, visitor, opened at).
-    pub opened: Vec<(ConvId, VisitorId, u64)>,
+    /// New conversations: (conversation, visitor, opened at, site).
+    pub opened: Vec<(ConvId, VisitorId, u64, String)>,
     /// Visitors seen: (visitor, newest timestamp).
     pub visitors: Vec<(VisitorId, u64)>,
     /// Assignments: (conversation, agent, assigned at), the last one per conversation.
@@ -48,9 +49,11 @@ impl EventRows {
                     visitor,
                     ts,
                     lease,
+                    site,
                 } => {
                     opened.entry(*conv).or_insert_with(|| {
-                        rows.opened.push((*conv, *visitor, *ts));
+                        let site = site.as_deref().unwrap_or(DEFAULT_SITE).to_owned();
+                        rows.opened.push((*conv, *visitor, *ts, site));
                     });
                     if *lease > 0 {
                         newest(&mut rows.leases, &mut leases, *conv, *lease);
@@ -113,6 +116,7 @@ mod tests {
             visitor: VisitorId(v),
             ts,
             lease: 0,
+            site: None,
         }
     }
     fn assigned(c: u64, a: &str, ts: u64) -> ConvEvent {
@@ -145,8 +149,8 @@ mod tests {
         assert_eq!(
             rows.opened,
             vec![
-                (ConvId(1), VisitorId(10), 100),
-                (ConvId(2), VisitorId(10), 105)
+                (ConvId(1), VisitorId(10), 100, "default".into()),
+                (ConvId(2), VisitorId(10), 105, "default".into())
             ]
         );
         assert_eq!(

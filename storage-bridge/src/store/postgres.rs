@@ -4,13 +4,13 @@
 //! table (a burst of new conversations once cost four round trips each).
 
 use super::events::EventRows;
+use super::sql::{postgres as shared, Row, Statement, Val};
 use super::{
-    after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, AccountRow, ApiKeyRow,
-    CannedRow, ConvHead, ConvRow, DeadLetterRow, From, NoteRow, StoreError, WebhookRow,
-    ACCOUNTS_SQL, ACCOUNT_SQL, ADD_TAG_SQL, CANNED_FOR_SQL, CANNED_SQL, CLEAR_TAGS_SQL, CONVS_SQL,
-    CONV_SQL, DEAD_SQL, DELETE_CANNED_SQL, DELETE_HOOK_SQL, DISABLED_SQL, HOOKS_SQL, KEYS_SQL,
-    KEY_SQL, MIGRATIONS, NOTES_SQL, PROFILE_SQL, PUT_ACCOUNT_SQL, PUT_CANNED_SQL, PUT_DEAD_SQL,
-    PUT_HOOK_SQL, PUT_KEY_SQL, PUT_NOTE_SQL, PUT_PROFILE_SQL, REVOKE_KEY_SQL, TAGS_SQL,
+    after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, site_of_db,
+    AccountRow, ConvHead, DeadLetterRow, From, NoteRow, StoreError, WebhookRow, ACCOUNT_SQL,
+    ADD_TAG_SQL, CLEAR_TAGS_SQL, DEAD_SQL, DELETE_CANNED_SQL, DELETE_HOOK_SQL, DISABLED_SQL,
+    HOOKS_SQL, MIGRATIONS, NOTES_SQL, PROFILE_SQL, PUT_ACCOUNT_SQL, PUT_DEAD_SQL, PUT_HOOK_SQL,
+    PUT_NOTE_SQL, PUT_PROFILE_SQL, REVOKE_KEY_SQL, TAGS_SQL,
 };
 use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -45,6 +45,29 @@ impl PgStore {
             .build()
             .map_err(pool_err)?;
         Ok(Self { pool })
+    }
+
+    pub async fn query(&self, sql: &'static str, vals: Vec<Val>) -> Result<Vec<Row>, StoreError> {
+        let c = self.pool.get().await.map_err(pool_err)?;
+        let stmt = c.prepare_cached(sql).await?;
+        c.query(&stmt, &shared::params(&vals))
+            .await?
+            .iter()
+            .map(shared::row)
+            .collect()
+    }
+
+    /// Runs the statements in one transaction: the rows each changed.
+    pub async fn transaction(&self, statements: Vec<Statement>) -> Result<Vec<u64>, StoreError> {
+        let mut c = self.pool.get().await.map_err(pool_err)?;
+        let tx = c.transaction().await?;
+        let mut changed = Vec::with_capacity(statements.len());
+        for (sql, vals) in &statements {
+            let stmt = tx.prepare_cached(sql).await?;
+            changed.push(tx.execute(&stmt, &shared::params(vals)).await?);
+        }
+        tx.commit().await?;
+        Ok(changed)
     }
 
     pub async fn migrate(&self, upto: i64) -> Result<(), StoreError> {
@@ -129,14 +152,16 @@ impl PgStore {
             let convs: Vec<i64> = rows.opened.iter().map(|r| id_to_db(r.0 .0)).collect();
             let visitors: Vec<i64> = rows.opened.iter().map(|r| id_to_db(r.1 .0)).collect();
             let tss: Vec<i64> = rows.opened.iter().map(|r| r.2 as i64).collect();
+            let sites: Vec<&str> = rows.opened.iter().map(|r| r.3.as_str()).collect();
             let stmt = tx
                 .prepare_cached(
-                    "INSERT INTO conversations (id, visitor, opened_at)
-                     SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[])
+                    "INSERT INTO conversations (id, visitor, opened_at, site)
+                     SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::text[])
                      ON CONFLICT DO NOTHING",
                 )
                 .await?;
-            tx.execute(&stmt, &[&convs, &visitors, &tss]).await?;
+            tx.execute(&stmt, &[&convs, &visitors, &tss, &sites])
+                .await?;
         }
         if !rows.leases.is_empty() {
             // Only ever up, whatever order batches commit in.
@@ -194,7 +219,7 @@ impl PgStore {
         let row = c
             .query_opt(
                 "SELECT visitor, agent, closed_at IS NOT NULL, (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = $1),
-                        (SELECT COALESCE(MAX(upto), 0) FROM seq_leases WHERE conv = $1)
+                        (SELECT COALESCE(MAX(upto), 0) FROM seq_leases WHERE conv = $1), site
                  FROM conversations WHERE id = $1",
                 &[&id_to_db(conv.0)],
             )
@@ -205,6 +230,7 @@ impl PgStore {
             closed: row.get(2),
             last_seq: row.get::<_, i64>(3) as u64,
             seq_lease: row.get::<_, i64>(4) as u64,
+            site: site_of_db(row.get(5)),
         }))
     }
 
@@ -296,67 +322,9 @@ impl PgStore {
         Ok(c.query_opt(PROFILE_SQL, &[&id]).await?.map(|r| r.get(0)))
     }
 
-    pub async fn put_key(&self, k: &ApiKeyRow) -> Result<(), StoreError> {
-        let c = self.pool.get().await.map_err(pool_err)?;
-        c.execute(
-            PUT_KEY_SQL,
-            &[
-                &k.id,
-                &k.secret_sha256,
-                &k.name,
-                &k.scopes,
-                &k.created_by,
-                &k.created_at,
-            ],
-        )
-        .await?;
-        Ok(())
-    }
-
-    pub async fn key(&self, id: &str) -> Result<Option<ApiKeyRow>, StoreError> {
-        let c = self.pool.get().await.map_err(pool_err)?;
-        Ok(c.query_opt(KEY_SQL, &[&id]).await?.as_ref().map(key_row))
-    }
-
-    pub async fn keys(&self, limit: u32) -> Result<Vec<ApiKeyRow>, StoreError> {
-        let c = self.pool.get().await.map_err(pool_err)?;
-        Ok(c.query(KEYS_SQL, &[&(limit as i64)])
-            .await?
-            .iter()
-            .map(key_row)
-            .collect())
-    }
-
     pub async fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {
         let c = self.pool.get().await.map_err(pool_err)?;
         Ok(c.execute(REVOKE_KEY_SQL, &[&id, &now_ms()]).await? == 1)
-    }
-
-    pub async fn put_canned(&self, r: &CannedRow) -> Result<(), StoreError> {
-        let c = self.pool.get().await.map_err(pool_err)?;
-        c.execute(
-            PUT_CANNED_SQL,
-            &[&r.id, &r.owner, &r.shortcut, &r.body, &r.created_at],
-        )
-        .await?;
-        Ok(())
-    }
-
-    pub async fn canned_for(&self, agent: &str) -> Result<Vec<CannedRow>, StoreError> {
-        let c = self.pool.get().await.map_err(pool_err)?;
-        Ok(c.query(CANNED_FOR_SQL, &[&agent])
-            .await?
-            .iter()
-            .map(canned_row)
-            .collect())
-    }
-
-    pub async fn canned(&self, id: &str) -> Result<Option<CannedRow>, StoreError> {
-        let c = self.pool.get().await.map_err(pool_err)?;
-        Ok(c.query_opt(CANNED_SQL, &[&id])
-            .await?
-            .as_ref()
-            .map(canned_row))
     }
 
     pub async fn delete_canned(&self, id: &str) -> Result<bool, StoreError> {
@@ -437,44 +405,6 @@ impl PgStore {
             .collect())
     }
 
-    pub async fn conversations(
-        &self,
-        status: &str,
-        agent: &str,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<ConvRow>, StoreError> {
-        let c = self.pool.get().await.map_err(pool_err)?;
-        let rows = c
-            .query(CONVS_SQL, &[&status, &agent, &after, &(limit as i64)])
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| ConvRow {
-                id: ConvId(id_from_db(r.get(0))),
-                visitor: VisitorId(id_from_db(r.get(1))),
-                agent: r.get(2),
-                opened_at: r.get(3),
-                assigned_at: r.get(4),
-                closed_at: r.get(5),
-                closed_by: r.get(6),
-            })
-            .collect())
-    }
-
-    pub async fn conversation(&self, id: i64) -> Result<Option<ConvRow>, StoreError> {
-        let c = self.pool.get().await.map_err(pool_err)?;
-        Ok(c.query_opt(CONV_SQL, &[&id]).await?.map(|r| ConvRow {
-            id: ConvId(id_from_db(r.get(0))),
-            visitor: VisitorId(id_from_db(r.get(1))),
-            agent: r.get(2),
-            opened_at: r.get(3),
-            assigned_at: r.get(4),
-            closed_at: r.get(5),
-            closed_by: r.get(6),
-        }))
-    }
-
     pub async fn put_note(&self, n: &NoteRow) -> Result<(), StoreError> {
         let c = self.pool.get().await.map_err(pool_err)?;
         let conv = id_to_db(n.conv.0);
@@ -527,12 +457,6 @@ impl PgStore {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    pub async fn accounts(&self, after: &str, limit: u32) -> Result<Vec<AccountRow>, StoreError> {
-        let c = self.pool.get().await.map_err(pool_err)?;
-        let rows = c.query(ACCOUNTS_SQL, &[&after, &(limit as i64)]).await?;
-        Ok(rows.iter().map(account_row).collect())
-    }
-
     pub async fn open_conversations(
         &self,
         after: Option<ConvId>,
@@ -542,7 +466,7 @@ impl PgStore {
         let (after, first) = after_id(after);
         let rows = c
             .query(
-                "SELECT id, visitor, agent FROM conversations
+                "SELECT id, visitor, agent, site FROM conversations
                  WHERE closed_at IS NULL AND ($2 OR id > $1) ORDER BY id LIMIT $3",
                 &[&after, &first, &(limit as i64)],
             )
@@ -553,6 +477,7 @@ impl PgStore {
                 conv: ConvId(id_from_db(r.get(0))),
                 visitor: VisitorId(id_from_db(r.get(1))),
                 agent: r.get(2),
+                site: site_of_db(r.get(3)),
             })
             .collect())
     }
@@ -648,27 +573,5 @@ fn account_row(r: &tokio_postgres::Row) -> AccountRow {
         max_conversations: r.get::<_, Option<i64>>(5).map(|v| v as u32),
         disabled: r.get::<_, i64>(6) != 0,
         teams: super::teams_from_db(&r.get::<_, String>(7)),
-    }
-}
-
-fn key_row(r: &tokio_postgres::Row) -> ApiKeyRow {
-    ApiKeyRow {
-        id: r.get(0),
-        secret_sha256: r.get(1),
-        name: r.get(2),
-        scopes: r.get(3),
-        created_by: r.get(4),
-        created_at: r.get(5),
-        revoked_at: r.get(6),
-    }
-}
-
-fn canned_row(r: &tokio_postgres::Row) -> CannedRow {
-    CannedRow {
-        id: r.get(0),
-        owner: r.get(1),
-        shortcut: r.get(2),
-        body: r.get(3),
-        created_at: r.get(4),
     }
 }

@@ -2,18 +2,19 @@
 //! committed batch survives power loss). SQLite calls block, so they run on tokio's blocking
 //! pool; one connection behind a mutex serialises writers, which SQLite does anyway.
 
+use super::sql::{sqlite as shared, Row, Statement, Val};
 use super::{
-    after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, AccountRow, ApiKeyRow,
-    CannedRow, ConvHead, ConvRow, DeadLetterRow, From, NoteRow, StoreError, WebhookRow,
-    ACCOUNTS_SQL, ACCOUNT_SQL, ADD_TAG_SQL, CANNED_FOR_SQL, CANNED_SQL, CLEAR_TAGS_SQL, CONVS_SQL,
-    CONV_SQL, DEAD_SQL, DELETE_CANNED_SQL, DELETE_HOOK_SQL, DISABLED_SQL, HOOKS_SQL, KEYS_SQL,
-    KEY_SQL, MIGRATIONS, NOTES_SQL, PROFILE_SQL, PUT_ACCOUNT_SQL, PUT_CANNED_SQL, PUT_DEAD_SQL,
-    PUT_HOOK_SQL, PUT_KEY_SQL, PUT_NOTE_SQL, PUT_PROFILE_SQL, REVOKE_KEY_SQL, TAGS_SQL,
+    after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, site_of_db,
+    AccountRow, ConvHead, DeadLetterRow, From, NoteRow, StoreError, WebhookRow, ACCOUNT_SQL,
+    ADD_TAG_SQL, CLEAR_TAGS_SQL, DEAD_SQL, DELETE_CANNED_SQL, DELETE_HOOK_SQL, DISABLED_SQL,
+    HOOKS_SQL, MIGRATIONS, NOTES_SQL, PROFILE_SQL, PUT_ACCOUNT_SQL, PUT_DEAD_SQL, PUT_HOOK_SQL,
+    PUT_NOTE_SQL, PUT_PROFILE_SQL, REVOKE_KEY_SQL, TAGS_SQL,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use switchboard_protocol::bridge::{ConvEvent, OpenConv, SeenCid, StoredMessage};
+use switchboard_protocol::token::DEFAULT_SITE;
 use switchboard_protocol::{ConvId, VisitorId};
 
 #[derive(Clone)]
@@ -82,6 +83,30 @@ impl SqliteStore {
         .map_err(|e| StoreError::Other(format!("store task: {e}")))?
     }
 
+    pub async fn query(&self, sql: &'static str, vals: Vec<Val>) -> Result<Vec<Row>, StoreError> {
+        self.run(move |c| {
+            let mut q = c.prepare_cached(&shared::sql(sql))?;
+            let rows = q.query_map(rusqlite::params_from_iter(vals.iter()), shared::row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Runs the statements in one transaction: the rows each changed.
+    pub async fn transaction(&self, statements: Vec<Statement>) -> Result<Vec<u64>, StoreError> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let mut changed = Vec::with_capacity(statements.len());
+            for (sql, vals) in &statements {
+                let n = tx.execute(&shared::sql(sql), rusqlite::params_from_iter(vals.iter()))?;
+                changed.push(n as u64);
+            }
+            tx.commit()?;
+            Ok(changed)
+        })
+        .await
+    }
+
     pub async fn migrate(&self, upto: i64) -> Result<(), StoreError> {
         self.run(move |c| {
             c.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")?;
@@ -131,7 +156,7 @@ impl SqliteStore {
         self.run(move |c| {
             Ok(c.query_row(
                 "SELECT visitor, agent, closed_at IS NOT NULL, (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = ?1),
-                        (SELECT COALESCE(MAX(upto), 0) FROM seq_leases WHERE conv = ?1)
+                        (SELECT COALESCE(MAX(upto), 0) FROM seq_leases WHERE conv = ?1), site
                  FROM conversations WHERE id = ?1",
                 [id_to_db(conv.0)],
                 |r| {
@@ -141,6 +166,7 @@ impl SqliteStore {
                         closed: r.get(2)?,
                         last_seq: r.get::<_, i64>(3)? as u64,
                         seq_lease: r.get::<_, i64>(4)? as u64,
+                        site: site_of_db(r.get(5)?),
                     })
                 },
             )
@@ -249,72 +275,9 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn put_key(&self, k: ApiKeyRow) -> Result<(), StoreError> {
-        self.run(move |c| {
-            c.execute(
-                &PUT_KEY_SQL.replace('$', "?"),
-                params![
-                    k.id,
-                    k.secret_sha256,
-                    k.name,
-                    k.scopes,
-                    k.created_by,
-                    k.created_at
-                ],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    pub async fn key(&self, id: String) -> Result<Option<ApiKeyRow>, StoreError> {
-        self.run(move |c| {
-            Ok(c.query_row(&KEY_SQL.replace('$', "?"), [id], key_row)
-                .optional()?)
-        })
-        .await
-    }
-
-    pub async fn keys(&self, limit: u32) -> Result<Vec<ApiKeyRow>, StoreError> {
-        self.run(move |c| {
-            let mut q = c.prepare_cached(&KEYS_SQL.replace('$', "?"))?;
-            let rows = q.query_map([limit as i64], key_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
-    }
-
     pub async fn revoke_key(&self, id: String) -> Result<bool, StoreError> {
         self.run(move |c| {
             Ok(c.execute(&REVOKE_KEY_SQL.replace('$', "?"), params![id, now_ms()])? == 1)
-        })
-        .await
-    }
-
-    pub async fn put_canned(&self, r: CannedRow) -> Result<(), StoreError> {
-        self.run(move |c| {
-            c.execute(
-                &PUT_CANNED_SQL.replace('$', "?"),
-                params![r.id, r.owner, r.shortcut, r.body, r.created_at],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    pub async fn canned_for(&self, agent: String) -> Result<Vec<CannedRow>, StoreError> {
-        self.run(move |c| {
-            let mut q = c.prepare_cached(&CANNED_FOR_SQL.replace('$', "?"))?;
-            let rows = q.query_map([agent], canned_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
-    }
-
-    pub async fn canned(&self, id: String) -> Result<Option<CannedRow>, StoreError> {
-        self.run(move |c| {
-            Ok(c.query_row(&CANNED_SQL.replace('$', "?"), [id], canned_row)
-                .optional()?)
         })
         .await
     }
@@ -396,49 +359,6 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn conversations(
-        &self,
-        status: String,
-        agent: String,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<ConvRow>, StoreError> {
-        self.run(move |c| {
-            let mut q = c.prepare_cached(&CONVS_SQL.replace('$', "?"))?;
-            let rows = q.query_map(params![status, agent, after, limit as i64], |r| {
-                Ok(ConvRow {
-                    id: ConvId(id_from_db(r.get(0)?)),
-                    visitor: VisitorId(id_from_db(r.get(1)?)),
-                    agent: r.get(2)?,
-                    opened_at: r.get(3)?,
-                    assigned_at: r.get(4)?,
-                    closed_at: r.get(5)?,
-                    closed_by: r.get(6)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
-    }
-
-    pub async fn conversation(&self, id: i64) -> Result<Option<ConvRow>, StoreError> {
-        self.run(move |c| {
-            Ok(c.query_row(&CONV_SQL.replace('$', "?"), [id], |r| {
-                Ok(ConvRow {
-                    id: ConvId(id_from_db(r.get(0)?)),
-                    visitor: VisitorId(id_from_db(r.get(1)?)),
-                    agent: r.get(2)?,
-                    opened_at: r.get(3)?,
-                    assigned_at: r.get(4)?,
-                    closed_at: r.get(5)?,
-                    closed_by: r.get(6)?,
-                })
-            })
-            .optional()?)
-        })
-        .await
-    }
-
     pub async fn put_note(&self, n: NoteRow) -> Result<(), StoreError> {
         self.run(move |c| {
             c.execute(
@@ -498,15 +418,6 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn accounts(&self, after: String, limit: u32) -> Result<Vec<AccountRow>, StoreError> {
-        self.run(move |c| {
-            let mut q = c.prepare_cached(&ACCOUNTS_SQL.replace('$', "?"))?;
-            let rows = q.query_map(params![after, limit as i64], account_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
-    }
-
     pub async fn open_conversations(
         &self,
         after: Option<ConvId>,
@@ -515,7 +426,7 @@ impl SqliteStore {
         let (after, first) = after_id(after);
         self.run(move |c| {
             let mut q = c.prepare_cached(
-                "SELECT id, visitor, agent FROM conversations
+                "SELECT id, visitor, agent, site FROM conversations
                  WHERE closed_at IS NULL AND (?2 OR id > ?1) ORDER BY id LIMIT ?3",
             )?;
             let rows = q.query_map(params![after, first, limit as i64], |r| {
@@ -523,6 +434,7 @@ impl SqliteStore {
                     conv: ConvId(id_from_db(r.get(0)?)),
                     visitor: VisitorId(id_from_db(r.get(1)?)),
                     agent: r.get(2)?,
+                    site: site_of_db(r.get(3)?),
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -573,10 +485,16 @@ fn apply_event(tx: &rusqlite::Transaction<'_>, e: &ConvEvent) -> Result<(), Stor
             visitor,
             ts,
             lease,
+            site,
         } => {
             tx.execute(
-                "INSERT OR IGNORE INTO conversations (id, visitor, opened_at) VALUES (?1, ?2, ?3)",
-                params![id_to_db(conv.0), id_to_db(visitor.0), *ts as i64],
+                "INSERT OR IGNORE INTO conversations (id, visitor, opened_at, site) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    id_to_db(conv.0),
+                    id_to_db(visitor.0),
+                    *ts as i64,
+                    site.as_deref().unwrap_or(DEFAULT_SITE)
+                ],
             )?;
             if *lease > 0 {
                 tx.execute(
@@ -635,27 +553,5 @@ fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
         max_conversations: r.get::<_, Option<i64>>(5)?.map(|v| v as u32),
         disabled: r.get::<_, i64>(6)? != 0,
         teams: super::teams_from_db(&r.get::<_, String>(7)?),
-    })
-}
-
-fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRow> {
-    Ok(ApiKeyRow {
-        id: r.get(0)?,
-        secret_sha256: r.get(1)?,
-        name: r.get(2)?,
-        scopes: r.get(3)?,
-        created_by: r.get(4)?,
-        created_at: r.get(5)?,
-        revoked_at: r.get(6)?,
-    })
-}
-
-fn canned_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CannedRow> {
-    Ok(CannedRow {
-        id: r.get(0)?,
-        owner: r.get(1)?,
-        shortcut: r.get(2)?,
-        body: r.get(3)?,
-        created_at: r.get(4)?,
     })
 }

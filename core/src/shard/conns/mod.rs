@@ -11,6 +11,7 @@
 mod incoming;
 mod table;
 
+use crate::assignment::Route;
 use crate::auth::Identity;
 use crate::config::ClientKind;
 use crate::conn::{ConnIo, ConnKey, Now};
@@ -164,6 +165,7 @@ impl ConnRole {
             priority,
             supervisor,
             teams,
+            site,
         } = identity;
         let lookup = match who {
             ParticipantId::Visitor(_) if resumed => Lookup::Due,
@@ -174,9 +176,17 @@ impl ConnRole {
             client,
             priority,
             supervisor,
-            team: match &who {
-                ParticipantId::Visitor(_) => teams.first().cloned(),
-                ParticipantId::Agent(_) => None,
+            route: {
+                let team = match &who {
+                    ParticipantId::Visitor(_) => teams.first().cloned(),
+                    ParticipantId::Agent(_) => None,
+                };
+                (site.is_some() || team.is_some()).then(|| {
+                    Box::new(Route {
+                        site: site.clone(),
+                        team,
+                    })
+                })
             },
             io: ConnIo::default(),
             visitor_conv: None,
@@ -201,7 +211,7 @@ impl ConnRole {
                     Role::Visitor,
                     Some(signer.mint(
                         TokenKind::Visitor,
-                        &crate::auth::visitor_subject(*v, priority),
+                        &crate::auth::visitor_subject(*v, priority, site.as_deref()),
                         expires,
                     )),
                 )
@@ -217,6 +227,14 @@ impl ConnRole {
             protocol: PROTOCOL_VERSION,
             shard: sh.id,
             idle_timeout_s: deadline.as_secs() as u32,
+            greeting: match role {
+                Role::Visitor => sh
+                    .sites
+                    .get(site.as_deref())
+                    .and_then(|s| s.welcome_text.as_deref())
+                    .map(Into::into),
+                Role::Agent => None,
+            },
         });
         self.push(sh, key, welcome);
         if let ParticipantId::Agent(agent) = who {
@@ -227,6 +245,7 @@ impl ConnRole {
                     agent,
                     conn: key,
                     teams,
+                    site,
                 },
             );
         }
@@ -370,7 +389,7 @@ impl ConnRole {
                     };
                     let conn = self.conn_mut(key).expect("present above");
                     let priority = conn.priority;
-                    let team = conn.team.clone();
+                    let route = conn.route.as_deref().cloned().unwrap_or_default();
                     conn.visitor_conv = Some(conv);
                     conn.subs.push(conv);
                     self.conv_subs.entry(conv).or_default().push(key);
@@ -380,7 +399,7 @@ impl ConnRole {
                             conv,
                             visitor,
                             priority,
-                            team,
+                            route,
                             conn: key,
                             cid,
                             body,

@@ -20,8 +20,9 @@ pub(super) struct Conn {
     pub priority: i32,
     /// An agent that supervises (its token says so): watches any conversation, whispers.
     pub supervisor: bool,
-    /// A visitor's team (its entry asked), for the conversations it opens.
-    pub team: Option<String>,
+    /// A visitor's site and team (its token's and its entry's), for the conversations it
+    /// opens; an agent's site. Boxed: most connections are of the default site, no team.
+    pub route: Option<Box<crate::assignment::Route>>,
     pub io: ConnIo,
     /// A visitor's current conversation.
     pub visitor_conv: Option<ConvId>,

@@ -104,6 +104,7 @@ impl HomeRole {
                             conv,
                             visitor: c.visitor(),
                             agent: c.agent().cloned(),
+                            site: c.site().map(str::to_owned),
                         };
                         sh.send(DISPATCHER_SHARD, restore);
                     }

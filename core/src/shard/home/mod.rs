@@ -163,7 +163,7 @@ impl HomeRole {
                 conv,
                 visitor,
                 priority,
-                team,
+                route,
                 conn,
                 cid,
                 body,
@@ -174,6 +174,9 @@ impl HomeRole {
                 });
                 c.subscribe(from, conn);
                 c.touch(sh.now.mono_ms);
+                if route.site.is_some() {
+                    c.notes_mut().site = route.site.clone();
+                }
                 sh.stats.open_conversations += 1;
                 if let Some(link) = self.store.as_mut() {
                     link.created(conv);
@@ -183,6 +186,7 @@ impl HomeRole {
                         visitor,
                         ts,
                         lease,
+                        site: route.site.clone(),
                     });
                 }
                 self.post(
@@ -203,7 +207,7 @@ impl HomeRole {
                         notes.labels.insert("visitor".into(), "vip".into());
                     }
                 }
-                if let Some(t) = &team {
+                if let Some(t) = &route.team {
                     if let Some(c) = self.convs.get_mut(&conv) {
                         c.notes_mut().labels.insert("team".into(), t.clone());
                     }
@@ -212,7 +216,7 @@ impl HomeRole {
                     conv,
                     visitor,
                     priority,
-                    team,
+                    route,
                 };
                 sh.send(DISPATCHER_SHARD, enqueue);
                 self.watch_idle(sh, conv);
@@ -476,9 +480,15 @@ impl HomeRole {
                     .get(&conv)
                     .is_some_and(|c| c.agent().is_none() && !c.is_closed())
                 {
-                    // With nobody online the visitor is leaving a message: it says so, once
-                    // a position is told, and the site's text says what happens next.
-                    let offline_text = offline.then(|| sh.cfg.offline_text.as_str().into());
+                    // With nobody of its site online, or outside the site's hours, the
+                    // visitor is leaving a message: it says so, once a position is told, and
+                    // the site's text says what happens next.
+                    let site = self.convs.get(&conv).and_then(|c| sh.sites.get(c.site()));
+                    let offline = offline || site.is_some_and(|s| !s.is_open(sh.now.unix_ms));
+                    let text = site
+                        .and_then(|s| s.offline_text.as_deref())
+                        .unwrap_or(&sh.cfg.offline_text);
+                    let offline_text = offline.then(|| text.into());
                     let frame = encode(&ServerFrame::Queued {
                         conv,
                         position,

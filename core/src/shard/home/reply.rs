@@ -4,7 +4,7 @@
 //! [`ConnMsg`]s. No state of their own.
 
 use crate::conn::ConnKey;
-use crate::conversation::{AckWaiter, AiNotes};
+use crate::conversation::{AckWaiter, ConvNotes};
 use crate::messages::{ConnMsg, HomeMsg, ReplayNext, Signal};
 use crate::routing::ShardId;
 use crate::shard::shared::{error_frame, Shared};
@@ -85,7 +85,7 @@ pub(super) fn agent_assigned(
     conv: ConvId,
     visitor: VisitorId,
     agent: &AgentId,
-    notes: Option<&AiNotes>,
+    notes: Option<&ConvNotes>,
 ) {
     let frame = encode(&ServerFrame::Assigned {
         conv,
