@@ -141,7 +141,10 @@ async fn messages_reach_a_subscriber_signed_retried_and_dead_lettered() {
         header(head, "x-switchboard-delivery"),
         header(&messages[0].0, "x-switchboard-delivery")
     );
-    let expected = format!("sha256={}", storage_bridge_sign(secret, body.as_bytes()));
+    let expected = format!(
+        "sha256={}",
+        switchboard_test_support::http::hmac_sha256_hex(secret, body.as_bytes())
+    );
     assert_eq!(
         header(head, "x-switchboard-signature"),
         Some(expected.as_str())
@@ -180,16 +183,4 @@ async fn messages_reach_a_subscriber_signed_retried_and_dead_lettered() {
     assert!(letter["body"].as_str().unwrap().contains("hello webhooks"));
     drop(gw);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// The signature a receiver computes: hex HMAC-SHA256 of the body under the secret.
-fn storage_bridge_sign(secret: &str, body: &[u8]) -> String {
-    use hmac::{Hmac, Mac};
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }

@@ -85,6 +85,19 @@ fn parse(raw: &[u8]) -> Option<Response> {
     })
 }
 
+/// The hex HMAC-SHA256 of `body` under `secret`: how webhooks are signed, and how a site's
+/// back end signs its customers' ids.
+pub fn hmac_sha256_hex(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any length");
+    mac.update(body);
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
