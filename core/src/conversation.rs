@@ -55,6 +55,8 @@ type CidKey = (Side, Box<str>);
 pub struct ConvNotes {
     /// The site it belongs to; `None`: the default site.
     pub site: Option<String>,
+    /// Where the visitor is, as its widget said.
+    pub context: crate::messages::Context,
     pub labels: std::collections::BTreeMap<String, String>,
     pub priority: Option<i32>,
     /// Why the bot handed it to a human.

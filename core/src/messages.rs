@@ -61,6 +61,9 @@ impl From<ConnMsg> for ShardMsg {
     }
 }
 
+/// Where a visitor is, as its widget said: `page`, `referrer`, `user_agent`, `lang`.
+pub type Context = std::collections::BTreeMap<String, String>;
+
 /// To a conversation's home shard.
 #[derive(Debug, Clone)]
 pub enum HomeMsg {
@@ -72,6 +75,8 @@ pub enum HomeMsg {
         priority: i32,
         /// Only agents of its site (and of the team the visitor's entry asked for) take it.
         route: crate::assignment::Route,
+        /// Where the visitor is, as its widget said.
+        context: Option<Box<Context>>,
         conn: ConnKey,
         cid: String,
         body: String,
@@ -165,6 +170,16 @@ pub enum HomeMsg {
         team: Option<String>,
         note: Option<String>,
     },
+    /// A visitor rates its closed conversation.
+    Rate {
+        conv: ConvId,
+        conn: ConnKey,
+        who: ParticipantId,
+        score: u8,
+        comment: Option<String>,
+    },
+    /// A visitor's widget says where it is now (its conversation is open).
+    Context { conv: ConvId, context: Box<Context> },
     /// From the dispatcher: `from` no longer has `conv` (it goes to `to`, or to the queue).
     Transferred {
         conv: ConvId,
@@ -191,6 +206,8 @@ impl HomeMsg {
             | Self::Transfer { conv, .. }
             | Self::Whisper { conv, .. }
             | Self::Transferred { conv, .. }
+            | Self::Rate { conv, .. }
+            | Self::Context { conv, .. }
             | Self::IdleCheck { conv } => Some(*conv),
             Self::Open { .. } | Self::Unsubscribe { .. } => None,
         }

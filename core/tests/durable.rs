@@ -370,3 +370,50 @@ fn visitor_opened_a_conversation(id: u64) -> (Node, String) {
         .to_string();
     (node, conv)
 }
+
+#[test]
+fn a_visitor_says_where_it_is_and_rates_the_conversation_once_closed() {
+    let mut n = Node::new(2, cfg(), MemStore::default());
+    let ann = n.connect(0, ParticipantId::Agent(AgentId::new("ann").unwrap()));
+    let v = n.connect(1, visitor(1));
+    n.frames(v);
+    n.send(
+        v,
+        json!({"type":"context","page":"https://shop.example/cart","lang":"fr-FR"}),
+    );
+    n.send(v, msg("m1", "my cart is empty"));
+    let assigned = n.of_type(ann, "assigned");
+    assert_eq!(
+        assigned[0]["context"],
+        json!({"page":"https://shop.example/cart","lang":"fr-FR"})
+    );
+    let conv = assigned[0]["conv"].as_str().unwrap().to_owned();
+    // Not before it is closed, not by an agent, not out of range.
+    n.send(v, json!({"type":"rate","conv":conv,"score":5}));
+    assert_eq!(n.of_type(v, "error")[0]["code"], "invalid_field");
+    n.send(ann, json!({"type":"rate","conv":conv,"score":5}));
+    assert_eq!(n.of_type(ann, "error")[0]["code"], "forbidden");
+    n.send(v, json!({"type":"rate","conv":conv,"score":9}));
+    assert_eq!(n.of_type(v, "error")[0]["code"], "invalid_field");
+    n.send(ann, json!({"type":"close","conv":conv}));
+    n.send(
+        v,
+        json!({"type":"rate","conv":conv,"score":4,"comment":"quick"}),
+    );
+    let got = n.frames(v);
+    let rated: Vec<Value> = got
+        .iter()
+        .filter(|f| f["type"] == "rated")
+        .cloned()
+        .collect();
+    assert!(!rated.is_empty(), "{got:?}");
+    assert_eq!(rated[0]["score"], 4);
+    let id = switchboard_protocol::ConvId::parse(&conv).unwrap().0;
+    assert_eq!(n.store.ratings.get(&id), Some(&4));
+    // Another visitor may not rate it.
+    let other = n.connect(1, visitor(2));
+    n.frames(other);
+    n.send(other, json!({"type":"rate","conv":conv,"score":1}));
+    assert_eq!(n.of_type(other, "error")[0]["code"], "forbidden");
+    assert_eq!(n.store.ratings.get(&id), Some(&4));
+}

@@ -68,7 +68,7 @@ fn every_example_in_the_document_matches_its_schema() {
     }
     assert_eq!(
         server_types.len(),
-        17,
+        18,
         "every server frame type has an example: {server_types:?}"
     );
 }

@@ -221,6 +221,19 @@ pub enum ConvEvent {
         by: String,
         ts: u64,
     },
+    /// Where the visitor is, as its widget said (page, referrer, user agent, language).
+    Context {
+        conv: ConvId,
+        context: std::collections::BTreeMap<String, String>,
+    },
+    /// The visitor rated the closed conversation (a second rating replaces the first).
+    Rated {
+        conv: ConvId,
+        score: u8,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+        ts: u64,
+    },
     /// The gateway may hand out seqs up to `upto`: written (and confirmed) before any of
     /// them is used, so that after a crash the next seq starts above every seq anyone saw.
     SeqLease {
@@ -246,6 +259,11 @@ impl ConvEvent {
             Self::Assigned { agent, .. } => json_str_len(agent),
             Self::Closed { by, .. } => json_str_len(by),
             Self::Opened { site: Some(s), .. } => json_str_len(s),
+            Self::Context { context, .. } => context
+                .iter()
+                .map(|(k, v)| json_str_len(k) + json_str_len(v) + 2)
+                .sum(),
+            Self::Rated { comment, .. } => comment.as_deref().map_or(0, json_str_len),
             Self::Opened { site: None, .. } | Self::SeqLease { .. } | Self::SeqRelease { .. } => 0,
         };
         text + 160

@@ -15,6 +15,8 @@ use std::fmt;
 pub const MAX_CID_LEN: usize = 64;
 /// Longest transfer note, in bytes.
 pub const MAX_NOTE_LEN: usize = 1000;
+/// The longest value of a `context` field, in bytes.
+pub const MAX_CONTEXT_LEN: usize = 512;
 
 /// A validated client frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +46,21 @@ pub enum ClientFrame {
         /// To a team's queue instead: its agents with room, or it waits for one.
         team: Option<String>,
         note: Option<String>,
+    },
+    /// Visitors: how satisfied they were with a closed conversation (the one `closed`
+    /// named), 1 to 5, with an optional comment. A second rating replaces the first.
+    Rate {
+        conv: ConvId,
+        score: u8,
+        comment: Option<String>,
+    },
+    /// Visitors: where they are, for the agent who takes their conversation. Sent at
+    /// connect (and again when it changes); each field at most [`MAX_CONTEXT_LEN`] bytes.
+    Context {
+        page: Option<String>,
+        referrer: Option<String>,
+        user_agent: Option<String>,
+        lang: Option<String>,
     },
     /// Up to `limit` messages before `before` (all newest when absent), oldest first.
     History {
@@ -143,6 +160,18 @@ struct RawFrame<'a> {
     note: Option<Loose<'a>>,
     #[serde(borrow, default)]
     team: Option<Loose<'a>>,
+    #[serde(borrow, default)]
+    score: Option<Loose<'a>>,
+    #[serde(borrow, default)]
+    comment: Option<Loose<'a>>,
+    #[serde(borrow, default)]
+    page: Option<Loose<'a>>,
+    #[serde(borrow, default)]
+    referrer: Option<Loose<'a>>,
+    #[serde(borrow, default)]
+    user_agent: Option<Loose<'a>>,
+    #[serde(borrow, default)]
+    lang: Option<Loose<'a>>,
 }
 
 /// Decodes one text frame with serde_json.
@@ -347,6 +376,33 @@ fn validate(raw: RawFrame<'_>) -> Result<ClientFrame, DecodeError> {
                 note,
             })
         }
+        "rate" => {
+            let score = uint(&raw.score, "score")?;
+            if !(1..=5).contains(&score) {
+                return Err(fail(
+                    ErrorCode::InvalidField,
+                    "`score` must be 1 to 5".into(),
+                ));
+            }
+            let comment = text_field(&raw.comment, "comment", MAX_NOTE_LEN)
+                .map_err(|m| fail(ErrorCode::InvalidField, m))?;
+            Ok(ClientFrame::Rate {
+                conv: conv(true)?.expect("required"),
+                score: score as u8,
+                comment,
+            })
+        }
+        "context" => {
+            let field = |f: &Option<Loose<'_>>, name: &str| {
+                text_field(f, name, MAX_CONTEXT_LEN).map_err(|m| fail(ErrorCode::InvalidField, m))
+            };
+            Ok(ClientFrame::Context {
+                page: field(&raw.page, "page")?,
+                referrer: field(&raw.referrer, "referrer")?,
+                user_agent: field(&raw.user_agent, "user_agent")?,
+                lang: field(&raw.lang, "lang")?,
+            })
+        }
         other => {
             let shown: String = other.chars().take(32).collect();
             Err(fail(
@@ -357,10 +413,71 @@ fn validate(raw: RawFrame<'_>) -> Result<ClientFrame, DecodeError> {
     }
 }
 
+/// An optional text field of at most `max` bytes (empty: absent).
+fn text_field(f: &Option<Loose<'_>>, name: &str, max: usize) -> Result<Option<String>, String> {
+    match f {
+        None => Ok(None),
+        Some(Loose::Str(s)) if s.is_empty() => Ok(None),
+        Some(Loose::Str(s)) if s.len() <= max => Ok(Some(s.to_string())),
+        Some(_) => Err(format!("`{name}` must be a string of at most {max} bytes")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn ratings_and_context() {
+        let c = ConvId(0xab);
+        assert_eq!(
+            decode_client_frame(
+                r#"{"type":"rate","conv":"c00000000000000ab","score":4,"comment":"quick"}"#
+            )
+            .unwrap(),
+            ClientFrame::Rate {
+                conv: c,
+                score: 4,
+                comment: Some("quick".into())
+            }
+        );
+        for bad in [0, 6] {
+            assert_eq!(
+                code(&format!(
+                    r#"{{"type":"rate","conv":"c00000000000000ab","score":{bad}}}"#
+                )),
+                ErrorCode::InvalidField
+            );
+        }
+        assert_eq!(
+            code(r#"{"type":"rate","score":1}"#),
+            ErrorCode::MissingField
+        );
+        assert_eq!(
+            code(r#"{"type":"rate","conv":"c00000000000000ab"}"#),
+            ErrorCode::MissingField
+        );
+        assert_eq!(
+            decode_client_frame(r#"{"type":"context","page":"https://x/cart","lang":"fr-FR"}"#)
+                .unwrap(),
+            ClientFrame::Context {
+                page: Some("https://x/cart".into()),
+                referrer: None,
+                user_agent: None,
+                lang: Some("fr-FR".into())
+            }
+        );
+        let long = format!(
+            r#"{{"type":"context","page":"{}"}}"#,
+            "x".repeat(MAX_CONTEXT_LEN + 1)
+        );
+        assert_eq!(code(&long), ErrorCode::InvalidField);
+        assert_eq!(
+            code(r#"{"type":"context","lang":7}"#),
+            ErrorCode::InvalidField
+        );
+    }
 
     fn code(text: &str) -> ErrorCode {
         decode_client_frame(text).unwrap_err().code

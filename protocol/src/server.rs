@@ -91,7 +91,13 @@ pub enum ServerFrame<'a> {
         labels: BTreeMap<String, String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         priority: Option<i32>,
+        /// Where the visitor is, as its widget said: `page`, `referrer`, `user_agent`,
+        /// `lang`.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        context: BTreeMap<String, String>,
     },
+    /// To the visitor who rated a conversation: the rating is kept.
+    Rated { conv: ConvId, score: u8 },
     /// To the agents of a conversation (its agent, supervisors watching it): a supervisor's
     /// note that the visitor never sees.
     Whisper {

@@ -21,11 +21,12 @@ use switchboard_protocol::bridge::{ConvEvent, StoredMessage};
 use tokio::sync::{mpsc, Semaphore};
 
 /// The events a webhook may subscribe to.
-pub const EVENTS: [&str; 4] = [
+pub const EVENTS: [&str; 5] = [
     "message",
     "conversation.opened",
     "conversation.assigned",
     "conversation.closed",
+    "rating",
 ];
 
 /// Deliveries in flight at once, at most.
@@ -101,7 +102,18 @@ impl Webhooks {
                     "conversation.closed",
                     serde_json::json!({"conv": conv, "by": by, "ts": ts}),
                 ),
-                ConvEvent::SeqLease { .. } | ConvEvent::SeqRelease { .. } => continue,
+                ConvEvent::Rated {
+                    conv,
+                    score,
+                    comment,
+                    ts,
+                } => (
+                    "rating",
+                    serde_json::json!({"conv": conv, "score": score, "comment": comment, "ts": ts}),
+                ),
+                ConvEvent::SeqLease { .. }
+                | ConvEvent::SeqRelease { .. }
+                | ConvEvent::Context { .. } => continue,
             };
             if wanted(name) {
                 out.push(Event { name, data });

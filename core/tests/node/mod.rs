@@ -20,6 +20,8 @@ pub struct MemStore {
     pub leases: HashMap<u64, u64>,
     /// Conversations' sites (none: the default site).
     pub sites: HashMap<u64, String>,
+    /// Visitors' ratings.
+    pub ratings: HashMap<u64, u8>,
     /// Reads (history, replay pages) fail.
     pub fail_reads: bool,
 }
@@ -65,6 +67,10 @@ impl MemStore {
                         ConvEvent::Closed { conv, .. } => {
                             self.convs.get_mut(&conv.0).unwrap().2 = true
                         }
+                        ConvEvent::Rated { conv, score, .. } => {
+                            self.ratings.insert(conv.0, score);
+                        }
+                        ConvEvent::Context { .. } => {}
                     }
                 }
                 for m in messages {

@@ -31,6 +31,23 @@ pub struct EventRows {
     /// Leases handed back by a gateway stopping cleanly: (conversation, its newest seq, the
     /// most it leased), applied after `leases`.
     pub releases: Vec<(ConvId, u64, u64)>,
+    /// Visitors' contexts (JSON), in the order said (the last one stays).
+    pub contexts: Vec<(ConvId, String)>,
+    /// Ratings: (conversation, score, comment, rated at), in the order given.
+    pub ratings: Vec<(ConvId, i64, Option<String>, i64)>,
+}
+
+/// The statements both stores run for the rare events (contexts, ratings), after the
+/// batch's conversations are written.
+pub(crate) const CONTEXT_SQL: &str = "UPDATE conversations SET context = $2 WHERE id = $1";
+pub(crate) const RATING_SQL: &str = "INSERT INTO ratings (conv, score, comment, rated_at)
+    VALUES ($1, $2, $3, $4)
+    ON CONFLICT (conv) DO UPDATE SET score = excluded.score, comment = excluded.comment,
+        rated_at = excluded.rated_at";
+
+/// A context as stored: a JSON object.
+pub(crate) fn context_json(context: &std::collections::BTreeMap<String, String>) -> String {
+    serde_json::to_string(context).expect("string maps serialise")
 }
 
 impl EventRows {
@@ -85,6 +102,17 @@ impl EventRows {
                     newest(&mut rows.leases, &mut leases, *conv, *upto)
                 }
                 ConvEvent::SeqRelease { conv, at, held } => rows.releases.push((*conv, *at, *held)),
+                ConvEvent::Context { conv, context } => {
+                    rows.contexts.push((*conv, context_json(context)))
+                }
+                ConvEvent::Rated {
+                    conv,
+                    score,
+                    comment,
+                    ts,
+                } => rows
+                    .ratings
+                    .push((*conv, i64::from(*score), comment.clone(), *ts as i64)),
             }
         }
         rows

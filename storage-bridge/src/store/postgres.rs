@@ -3,7 +3,7 @@
 //! and the batch's conversation events, folded to one row per key, with one statement per
 //! table (a burst of new conversations once cost four round trips each).
 
-use super::events::EventRows;
+use super::events::{EventRows, CONTEXT_SQL, RATING_SQL};
 use super::sql::{postgres as shared, Row, Statement, Val};
 use super::{
     after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, site_of_db,
@@ -209,6 +209,14 @@ impl PgStore {
             let set = "closed_at = u.ts, closed_by = u.who";
             let only_open = "AND conversations.closed_at IS NULL";
             update_conversations(&tx, set, only_open, &rows.closed).await?;
+        }
+        for (conv, context) in &rows.contexts {
+            tx.execute(CONTEXT_SQL, &[&id_to_db(conv.0), context])
+                .await?;
+        }
+        for (conv, score, comment, ts) in &rows.ratings {
+            tx.execute(RATING_SQL, &[&id_to_db(conv.0), score, comment, ts])
+                .await?;
         }
         tx.commit().await?;
         Ok(())

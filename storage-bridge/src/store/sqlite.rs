@@ -2,6 +2,7 @@
 //! committed batch survives power loss). SQLite calls block, so they run on tokio's blocking
 //! pool; one connection behind a mutex serialises writers, which SQLite does anyway.
 
+use super::events::{context_json, CONTEXT_SQL, RATING_SQL};
 use super::sql::{sqlite as shared, Row, Statement, Val};
 use super::{
     after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, site_of_db,
@@ -537,6 +538,23 @@ fn apply_event(tx: &rusqlite::Transaction<'_>, e: &ConvEvent) -> Result<(), Stor
             tx.execute(
                 "UPDATE conversations SET closed_at = ?2, closed_by = ?3 WHERE id = ?1 AND closed_at IS NULL",
                 params![id_to_db(conv.0), *ts as i64, by],
+            )?;
+        }
+        ConvEvent::Context { conv, context } => {
+            tx.execute(
+                &super::sql::sqlite::sql(CONTEXT_SQL),
+                params![id_to_db(conv.0), context_json(context)],
+            )?;
+        }
+        ConvEvent::Rated {
+            conv,
+            score,
+            comment,
+            ts,
+        } => {
+            tx.execute(
+                &super::sql::sqlite::sql(RATING_SQL),
+                params![id_to_db(conv.0), i64::from(*score), comment, *ts as i64],
             )?;
         }
     }

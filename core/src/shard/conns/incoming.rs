@@ -133,6 +133,7 @@ impl ConnRole {
                         reason: None,
                         labels: Default::default(),
                         priority: None,
+                        context: Default::default(),
                     };
                     self.push(sh, conn, encode(&frame));
                 }

@@ -189,6 +189,7 @@ impl ConnRole {
                 })
             },
             io: ConnIo::default(),
+            context: None,
             visitor_conv: None,
             lookup,
             subs: Vec::new(),
@@ -390,6 +391,7 @@ impl ConnRole {
                     let conn = self.conn_mut(key).expect("present above");
                     let priority = conn.priority;
                     let route = conn.route.as_deref().cloned().unwrap_or_default();
+                    let context = conn.context.clone();
                     conn.visitor_conv = Some(conv);
                     conn.subs.push(conv);
                     self.conv_subs.entry(conv).or_default().push(key);
@@ -400,6 +402,7 @@ impl ConnRole {
                             visitor,
                             priority,
                             route,
+                            context,
                             conn: key,
                             cid,
                             body,
@@ -515,6 +518,45 @@ impl ConnRole {
                 };
                 sh.send(sh.home(conv), msg);
             }
+            ClientFrame::Rate { .. } | ClientFrame::Context { .. } if is_agent => {
+                let message = "only visitors rate conversations and say where they are";
+                self.push_error(sh, key, ErrorCode::Forbidden, message, None);
+            }
+            ClientFrame::Rate {
+                conv,
+                score,
+                comment,
+            } => {
+                let msg = HomeMsg::Rate {
+                    conv,
+                    conn: key,
+                    who,
+                    score,
+                    comment,
+                };
+                sh.send(sh.home(conv), msg);
+            }
+            ClientFrame::Context {
+                page,
+                referrer,
+                user_agent,
+                lang,
+            } => {
+                let context: crate::messages::Context = [
+                    ("page", page),
+                    ("referrer", referrer),
+                    ("user_agent", user_agent),
+                    ("lang", lang),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?)))
+                .collect();
+                let context = Box::new(context);
+                conn.context = Some(context.clone());
+                if let Some(conv) = conn.visitor_conv {
+                    sh.send(sh.home(conv), HomeMsg::Context { conv, context });
+                }
+            }
             ClientFrame::Transfer {
                 conv,
                 to,
@@ -581,7 +623,9 @@ impl ConnRole {
             | ClientFrame::Typing { conv }
             | ClientFrame::Read { conv, .. }
             | ClientFrame::History { conv, .. } => conv.is_none(),
-            ClientFrame::Resume { .. }
+            ClientFrame::Context { .. }
+            | ClientFrame::Rate { .. }
+            | ClientFrame::Resume { .. }
             | ClientFrame::Close { .. }
             | ClientFrame::Whisper { .. }
             | ClientFrame::Transfer { .. } => false,

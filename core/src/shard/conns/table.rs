@@ -23,6 +23,8 @@ pub(super) struct Conn {
     /// A visitor's site and team (its token's and its entry's), for the conversations it
     /// opens; an agent's site. Boxed: most connections are of the default site, no team.
     pub route: Option<Box<crate::assignment::Route>>,
+    /// A visitor's context, as its widget said (for the conversations it opens).
+    pub context: Option<Box<crate::messages::Context>>,
     pub io: ConnIo,
     /// A visitor's current conversation.
     pub visitor_conv: Option<ConvId>,

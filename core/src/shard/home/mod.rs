@@ -164,6 +164,7 @@ impl HomeRole {
                 visitor,
                 priority,
                 route,
+                context,
                 conn,
                 cid,
                 body,
@@ -188,6 +189,17 @@ impl HomeRole {
                         lease,
                         site: route.site.clone(),
                     });
+                    if let Some(context) = &context {
+                        link.event(ConvEvent::Context {
+                            conv,
+                            context: (**context).clone(),
+                        });
+                    }
+                }
+                if let Some(context) = context {
+                    if let Some(c) = self.convs.get_mut(&conv) {
+                        c.notes_mut().context = *context;
+                    }
                 }
                 self.post(
                     sh,
@@ -363,6 +375,55 @@ impl HomeRole {
                 });
                 let subscribers = self.convs[&conv].subscribers().to_vec();
                 reply::to_agents(sh, conv, &subscribers, frame);
+            }
+            HomeMsg::Context { conv, context } => {
+                let Some(c) = self.convs.get_mut(&conv).filter(|c| !c.is_closed()) else {
+                    return;
+                };
+                if c.notes().is_some_and(|n| n.context == *context) {
+                    return;
+                }
+                c.notes_mut().context = (*context).clone();
+                if let Some(link) = self.store.as_mut() {
+                    link.event(ConvEvent::Context {
+                        conv,
+                        context: *context,
+                    });
+                }
+            }
+            HomeMsg::Rate {
+                conv,
+                conn,
+                who,
+                score,
+                comment,
+            } => {
+                let refusal = match self.convs.get(&conv) {
+                    None => Some((ErrorCode::NoConversation, "no such conversation")),
+                    Some(c) if who != ParticipantId::Visitor(c.visitor()) => Some((
+                        ErrorCode::Forbidden,
+                        "only its visitor rates a conversation",
+                    )),
+                    Some(c) if !c.is_closed() => Some((
+                        ErrorCode::InvalidField,
+                        "a conversation is rated once it is closed",
+                    )),
+                    Some(_) => None,
+                };
+                if let Some((code, message)) = refusal {
+                    reply::error(sh, from, conn, code, message, None);
+                    return;
+                }
+                if let Some(link) = self.store.as_mut() {
+                    link.event(ConvEvent::Rated {
+                        conv,
+                        score,
+                        comment,
+                        ts: sh.now.unix_ms,
+                    });
+                }
+                let frame = encode(&ServerFrame::Rated { conv, score });
+                sh.send(from, ConnMsg::ToConn { conn, frame });
             }
             HomeMsg::Transfer {
                 conv,

@@ -93,6 +93,7 @@ pub(super) fn agent_assigned(
         reason: notes.and_then(|n| n.reason.as_deref()).map(Into::into),
         labels: notes.map(|n| n.labels.clone()).unwrap_or_default(),
         priority: notes.and_then(|n| n.priority),
+        context: notes.map(|n| n.context.clone()).unwrap_or_default(),
     });
     for &shard in agent_shards {
         let agent = agent.clone();
