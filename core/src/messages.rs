@@ -41,6 +41,16 @@ pub enum ShardMsg {
     Home(HomeMsg),
     Dispatch(DispatchMsg),
     Conn(ConnMsg),
+    /// For the storage bridge, on the receiving shard's link (an answer to a `command`).
+    Link(switchboard_protocol::bridge::BridgeMsg),
+}
+
+/// Where the outcome of a request goes: an error frame to a connection, or `command_done`
+/// to the bridge (a REST API command).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    Conn { shard: ShardId, conn: ConnKey },
+    Api { shard: ShardId, id: u64 },
 }
 
 impl From<HomeMsg> for ShardMsg {
@@ -178,6 +188,16 @@ pub enum HomeMsg {
         score: u8,
         comment: Option<String>,
     },
+    /// The REST API asks (through the bridge) to close or transfer `conv` as agent `by`;
+    /// the outcome goes to the bridge on shard `reply`'s link.
+    Api {
+        id: u64,
+        conv: ConvId,
+        by: AgentId,
+        as_agent: bool,
+        action: switchboard_protocol::bridge::ApiAction,
+        reply: ShardId,
+    },
     /// A visitor's widget says where it is now (its conversation is open).
     Context { conv: ConvId, context: Box<Context> },
     /// From the dispatcher: `from` no longer has `conv` (it goes to `to`, or to the queue).
@@ -207,6 +227,7 @@ impl HomeMsg {
             | Self::Whisper { conv, .. }
             | Self::Transferred { conv, .. }
             | Self::Rate { conv, .. }
+            | Self::Api { conv, .. }
             | Self::Context { conv, .. }
             | Self::IdleCheck { conv } => Some(*conv),
             Self::Open { .. } | Self::Unsubscribe { .. } => None,
@@ -253,16 +274,15 @@ pub enum DispatchMsg {
     Handoff { conv: ConvId, priority: i32 },
     /// The AI layer raises `conv`'s priority in the queue (or for when it gets there).
     Prioritize { conv: ConvId, priority: i32 },
-    /// `from` hands `conv` to `to`, or to the queue; a refusal goes to `conn` on the shard
-    /// `conn_shard`.
+    /// `from` hands `conv` to `to`, or to the queue.
     Transfer {
         conv: ConvId,
         from: AgentId,
         to: Option<AgentId>,
         team: Option<String>,
         note: Option<String>,
-        conn_shard: ShardId,
-        conn: ConnKey,
+        /// Where a refusal (and, for the API, the outcome) goes.
+        reply: Reply,
     },
 }
 

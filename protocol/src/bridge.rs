@@ -317,6 +317,22 @@ pub struct ConvInfo {
     pub cids: Vec<SeenCid>,
 }
 
+/// What the REST API asks of a conversation, on an agent's behalf (its tools over HTTP).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "do", rename_all = "snake_case")]
+pub enum ApiAction {
+    Close,
+    /// To agent `to`, to `team`'s queue, or to whoever has room (neither).
+    Transfer {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        team: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+}
+
 /// What a gateway needs to know of a site (other than the default one) to admit its
 /// visitors and answer them when nobody can.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -433,6 +449,24 @@ pub enum BridgeMsg {
         agent: String,
         disabled: bool,
     },
+    /// Unasked, to the dispatcher shard's link: do `action` to `conv` as agent `by` (the REST
+    /// API's close and transfer). Answered by `command_done` with the same `id`.
+    Command {
+        id: u64,
+        conv: ConvId,
+        by: String,
+        /// `by` acts as the conversation's agent (not as a supervisor): refused unless it
+        /// has the conversation now (the store may not know of a transfer yet).
+        #[serde(default)]
+        as_agent: bool,
+        action: ApiAction,
+    },
+    /// Gateway -> bridge: how command `id` went (`error`: why it was refused).
+    CommandDone {
+        id: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// Unasked, to every shard: the sites changed; here they all are (besides the default).
     Sites {
         sites: Vec<SiteRules>,
@@ -467,6 +501,8 @@ impl BridgeMsg {
             | Self::Refuse { .. }
             | Self::AgentAccess { .. }
             | Self::Sites { .. }
+            | Self::Command { .. }
+            | Self::CommandDone { .. }
             | Self::Assist { .. } => None,
         }
     }
@@ -489,6 +525,8 @@ impl BridgeMsg {
             Self::Assist { .. } => "assist",
             Self::AgentAccess { .. } => "agent_access",
             Self::Sites { .. } => "sites",
+            Self::Command { .. } => "command",
+            Self::CommandDone { .. } => "command_done",
         }
     }
 }

@@ -184,6 +184,8 @@ async fn connection(
         tokio::spawn(async move {
             loop {
                 match changes.recv().await {
+                    // Commands go to the dispatcher shard's link only: it routes them.
+                    Ok(BridgeMsg::Command { .. }) if shard != DISPATCHER_LINK => {}
                     Ok(m) => {
                         if tx.send(m).is_err() {
                             return;
@@ -321,6 +323,7 @@ async fn connection(
                     let _ = tx.send(reply);
                 });
             }
+            BridgeMsg::CommandDone { id, error } => notices.command_done(id, error),
             other => {
                 if let Some(repeats) = warn_now(other.kind()) {
                     tracing::warn!(
@@ -353,6 +356,31 @@ pub struct Notices {
     tx: tokio::sync::broadcast::Sender<BridgeMsg>,
     disabled: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
     sites: Arc<std::sync::Mutex<Vec<SiteRules>>>,
+    /// The REST API's commands waiting for a gateway's answer, by id.
+    commands: Arc<std::sync::Mutex<CommandsWaiting>>,
+}
+
+/// The shard whose link takes the API's commands (the gateway's dispatcher shard).
+const DISPATCHER_LINK: u32 = 0;
+
+/// How long the API waits for a gateway to carry out a command.
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[derive(Default)]
+struct CommandsWaiting {
+    next: u64,
+    waiting: std::collections::HashMap<u64, tokio::sync::oneshot::Sender<Option<String>>>,
+}
+
+/// Why a command did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("no gateway is connected")]
+    NoGateway,
+    #[error("the gateway did not answer in time")]
+    Timeout,
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// What gateways need of the sites.
@@ -375,6 +403,59 @@ impl Notices {
             tx: tokio::sync::broadcast::channel(1024).0,
             disabled: Arc::new(std::sync::Mutex::new(disabled.into_iter().collect())),
             sites: Arc::new(std::sync::Mutex::new(site_rules(sites))),
+            commands: Default::default(),
+        }
+    }
+
+    /// Asks the gateway to do `action` to `conv` as agent `by`, and waits for its answer.
+    /// `as_agent`: `by` acts as the conversation's agent, not as a supervisor.
+    pub async fn command(
+        &self,
+        conv: switchboard_protocol::ConvId,
+        by: &str,
+        as_agent: bool,
+        action: switchboard_protocol::bridge::ApiAction,
+    ) -> Result<(), CommandError> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let id = {
+            let mut c = self.commands.lock().unwrap_or_else(|p| p.into_inner());
+            c.next += 1;
+            let id = c.next;
+            c.waiting.insert(id, done);
+            id
+        };
+        let forget = || {
+            let mut c = self.commands.lock().unwrap_or_else(|p| p.into_inner());
+            c.waiting.remove(&id);
+        };
+        let msg = BridgeMsg::Command {
+            id,
+            conv,
+            by: by.to_owned(),
+            as_agent,
+            action,
+        };
+        if self.tx.send(msg).is_err() {
+            forget();
+            return Err(CommandError::NoGateway);
+        }
+        match tokio::time::timeout(COMMAND_TIMEOUT, answer).await {
+            Ok(Ok(None)) => Ok(()),
+            Ok(Ok(Some(why))) => Err(CommandError::Refused(why)),
+            Ok(Err(_)) | Err(_) => {
+                forget();
+                Err(CommandError::Timeout)
+            }
+        }
+    }
+
+    fn command_done(&self, id: u64, error: Option<String>) {
+        let waiter = {
+            let mut c = self.commands.lock().unwrap_or_else(|p| p.into_inner());
+            c.waiting.remove(&id)
+        };
+        if let Some(w) = waiter {
+            let _ = w.send(error);
         }
     }
 

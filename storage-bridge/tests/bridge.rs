@@ -370,7 +370,8 @@ fn confirmed_writes_survive_sigkill() {
 #[test]
 fn a_full_database_is_an_error_that_is_retried_and_nothing_is_confirmed() {
     let dir = tempdir("full");
-    let b = start(&dir, &["--sqlite-max-bytes", "200000"]);
+    // Room for the schema (about 30 pages) and a few of the 60 KB messages, not all six.
+    let b = start(&dir, &["--sqlite-max-bytes", "300000"]);
     let mut l = Link::hello(&b.socket);
     let big = |req: u64, seq: u64| BridgeMsg::Persist {
         req,

@@ -11,10 +11,10 @@
 
 use crate::assignment::{Dispatch, Dispatcher, Route, TransferRefused};
 use crate::conn::ConnKey;
-use crate::messages::{ConnMsg, DispatchMsg, HomeMsg};
+use crate::messages::{ConnMsg, DispatchMsg, HomeMsg, Reply, ShardMsg};
 use crate::routing::ShardId;
 use crate::shard::shared::{error_frame, Shared};
-use switchboard_protocol::bridge::{BotMode, OpenConv};
+use switchboard_protocol::bridge::{BotMode, BridgeMsg, OpenConv};
 use switchboard_protocol::ErrorCode;
 use switchboard_protocol::{AgentId, ConvId, VisitorId};
 
@@ -103,8 +103,7 @@ impl DispatchRole {
                 to,
                 team,
                 note,
-                conn_shard,
-                conn,
+                reply,
             } => match self
                 .dispatcher
                 .transfer(conv, &from, to.as_ref(), team.as_deref())
@@ -119,6 +118,10 @@ impl DispatchRole {
                     };
                     sh.send(sh.home(conv), gone);
                     self.dispatch(sh, out);
+                    if let Reply::Api { shard, id } = reply {
+                        let done = BridgeMsg::CommandDone { id, error: None };
+                        sh.send(shard, ShardMsg::Link(done));
+                    }
                 }
                 Err(why) => {
                     let message = match why {
@@ -127,9 +130,17 @@ impl DispatchRole {
                             "that agent is offline, has no room, or is you"
                         }
                     };
-                    sh.stats.errors_sent += 1;
-                    let frame = error_frame(ErrorCode::Forbidden, message, None);
-                    sh.send(conn_shard, ConnMsg::ToConn { conn, frame });
+                    match reply {
+                        Reply::Conn { shard, conn } => {
+                            sh.stats.errors_sent += 1;
+                            let frame = error_frame(ErrorCode::Forbidden, message, None);
+                            sh.send(shard, ConnMsg::ToConn { conn, frame });
+                        }
+                        Reply::Api { shard, id } => {
+                            let error = Some(message.to_owned());
+                            sh.send(shard, ShardMsg::Link(BridgeMsg::CommandDone { id, error }));
+                        }
+                    }
                 }
             },
             DispatchMsg::FindOpenConv { visitor, conn } => {

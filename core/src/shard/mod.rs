@@ -59,6 +59,9 @@ pub struct Shard {
     home: HomeRole,
     /// Present on the dispatcher shard only.
     dispatch: Option<DispatchRole>,
+    /// Unasked messages for the bridge (answers to its commands), written with the next
+    /// requests; dropped with the link (the API's caller then hears nothing in time).
+    to_bridge: Vec<BridgeMsg>,
 }
 
 impl Shard {
@@ -77,6 +80,7 @@ impl Shard {
             home: HomeRole::new(&cfg, is_dispatcher.then_some(OPEN_LISTED)),
             dispatch: is_dispatcher.then(|| DispatchRole::new(cfg.agent_capacity)),
             sh: Shared::new(id, nr_shards, cfg),
+            to_bridge: Vec::new(),
             signer,
         }
     }
@@ -118,6 +122,10 @@ impl Shard {
     pub fn write_bridge_requests(&mut self, out: &mut Vec<u8>, now_us: u64, now: Now) {
         let failed = self.home.write_bridge_requests(&mut self.sh, out, now_us);
         self.answers(failed, now);
+        for msg in self.to_bridge.drain(..) {
+            // A few dozen bytes each: they always encode.
+            let _ = switchboard_protocol::bridge::encode(&msg, out);
+        }
     }
 
     /// A new link to the bridge: writes every request still unanswered, oldest first, then
@@ -133,6 +141,7 @@ impl Shard {
     /// a request that breaks the link is never sent forever. On the dispatcher shard the
     /// bot is gone with it: its conversations go to humans.
     pub fn bridge_link_lost(&mut self, now: Now) {
+        self.to_bridge.clear();
         let failed = self.home.bridge_link_lost();
         self.answers(failed, now);
         self.bridge_welcomed(BotMode::Off, now);
@@ -185,7 +194,7 @@ impl Shard {
     }
 
     pub fn has_bridge_requests(&self) -> bool {
-        self.home.has_bridge_requests()
+        self.home.has_bridge_requests() || !self.to_bridge.is_empty()
     }
 
     fn answers(&mut self, failed: Vec<BridgeMsg>, now: Now) {
@@ -206,6 +215,34 @@ impl Shard {
             }
             BridgeMsg::Sites { sites } => {
                 self.sh.sites.set(&sites);
+                return;
+            }
+            BridgeMsg::Command {
+                id,
+                conv,
+                by,
+                as_agent,
+                action,
+            } => {
+                match AgentId::new(&by) {
+                    Some(by) => {
+                        let reply = self.sh.id;
+                        let msg = crate::messages::HomeMsg::Api {
+                            id,
+                            conv,
+                            by,
+                            as_agent,
+                            action,
+                            reply,
+                        };
+                        self.sh.send(self.sh.home(conv), msg);
+                    }
+                    None => self.to_bridge.push(BridgeMsg::CommandDone {
+                        id,
+                        error: Some("`by` is not an agent id".into()),
+                    }),
+                }
+                self.pump();
                 return;
             }
             _ => {}
@@ -308,6 +345,7 @@ impl Shard {
                 let d = self.dispatch.as_mut().expect(ONLY_DISPATCHER);
                 d.handle(&mut self.sh, from, m, listing);
             }
+            ShardMsg::Link(m) => self.to_bridge.push(m),
         }
     }
 

@@ -158,13 +158,124 @@ pub(super) async fn list(
     }))
 }
 
-/// A conversation with what agents noted on it.
+/// A conversation with what agents noted on it, and its transcript.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub(super) struct ConversationDetail {
     #[serde(flatten)]
     conversation: Conversation,
     tags: Vec<String>,
     notes: Vec<Note>,
+    /// Its newest messages (up to 500), oldest first; page back with `/messages`.
+    messages: Vec<super::history::HistoryItem>,
+}
+
+/// Most messages an export holds.
+const EXPORT_MAX: u32 = 10_000;
+
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ExportQuery {
+    /// `json` (the default) or `csv`.
+    format: Option<String>,
+}
+
+/// A conversation's whole transcript (up to 10,000 messages), as a file.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Export {
+    #[serde(flatten)]
+    conversation: Conversation,
+    tags: Vec<String>,
+    messages: Vec<super::history::HistoryItem>,
+}
+
+/// A CSV field, quoted when it must be (RFC 4180).
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// A transcript as CSV: a header line, then one line per message.
+fn transcript_csv(conv: &str, messages: &[switchboard_protocol::bridge::StoredMessage]) -> String {
+    let mut out = String::from("conversation,seq,from,ts,body\r\n");
+    for m in messages {
+        out.push_str(&format!(
+            "{conv},{},{},{},{}\r\n",
+            m.seq,
+            csv_field(&m.sender),
+            m.ts,
+            csv_field(&m.body)
+        ));
+    }
+    out
+}
+
+/// Exports a conversation's transcript as JSON or CSV.
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations/{id}/export",
+    tag = "conversations",
+    params(("id" = String, Path, description = "The conversation"), ExportQuery),
+    responses(
+        (status = 200, description = "The transcript, as an attachment (`text/csv` with format=csv)", body = Export),
+        (status = 400, description = "Not a conversation id, or a bad format", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Disabled, or a key without history:read", body = ErrorBody),
+        (status = 404, description = "No such conversation (or another agent's)", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ),
+    security(("agent_token" = []))
+)]
+pub(super) async fn export(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    Params(q): Params<ExportQuery>,
+    headers: HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let me = caller(&api, &headers, need(Role::Agent, Some(Scope::HistoryRead))).await?;
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return Err(ApiError::bad_request("format: json or csv")),
+    };
+    let row = visible(&api, &me, &id).await?;
+    let fail = |e| ApiError::store("conversations", e);
+    let messages = api
+        .reads
+        .store
+        .history(row.id, 0, u64::MAX, EXPORT_MAX)
+        .await
+        .map_err(fail)?;
+    let name = row.id.to_string();
+    let (content_type, body) = if csv {
+        ("text/csv; charset=utf-8", transcript_csv(&name, &messages))
+    } else {
+        let tags = api.reads.store.tags(row.id).await.map_err(fail)?;
+        let export = Export {
+            conversation: conversation_of(row),
+            tags,
+            messages: messages.into_iter().map(Into::into).collect(),
+        };
+        (
+            "application/json",
+            serde_json::to_string(&export).expect("exports serialise"),
+        )
+    };
+    let disposition = format!(
+        "attachment; filename=\"{name}.{}\"",
+        if csv { "csv" } else { "json" }
+    );
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, content_type.to_owned()),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// An internal note: agents only.
@@ -264,7 +375,12 @@ pub(super) async fn get_one(
     let fail = |e| ApiError::store("conversations", e);
     let tags = store.tags(row.id).await.map_err(fail)?;
     let notes = store.notes(row.id).await.map_err(fail)?;
+    let messages = store
+        .history(row.id, 0, u64::MAX, super::MAX_LIMIT)
+        .await
+        .map_err(fail)?;
     Ok(Json(ConversationDetail {
+        messages: messages.into_iter().map(Into::into).collect(),
         conversation: conversation_of(row),
         tags,
         notes: notes
@@ -369,4 +485,182 @@ pub(super) async fn set_tags(
         .await
         .map_err(|e| ApiError::store("tags", e))?;
     Ok(Json(Tags { tags }))
+}
+
+/// A transfer asked over the API: to agent `to`, to `team`'s queue, or to whoever has room.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TransferTo {
+    #[serde(default)]
+    to: Option<String>,
+    /// 1-32 of a-z 0-9 _ -.
+    #[serde(default)]
+    team: Option<String>,
+    /// For the next agent only (at most 1000 bytes).
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// A conversation `me` may act on: visible to it, and its own unless it supervises.
+async fn actionable(
+    api: &Api,
+    me: &super::auth::Caller,
+    id: &str,
+) -> Result<crate::store::ConvRow, ApiError> {
+    let row = visible(api, me, id).await?;
+    if me.role < Role::Supervisor && row.agent.as_deref() != Some(me.id.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only its agent or a supervisor may do this",
+        ));
+    }
+    Ok(row)
+}
+
+/// What a gateway's answer means for the caller.
+fn command_answer(e: crate::server::CommandError) -> ApiError {
+    use crate::server::CommandError;
+    match e {
+        CommandError::Refused(why) => ApiError::new(StatusCode::CONFLICT, "refused", why),
+        CommandError::NoGateway | CommandError::Timeout => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
+    }
+}
+
+/// Closes a conversation (its agent, or a supervisor), as the close button does: the
+/// visitor is told, and may rate it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/close",
+    tag = "conversations",
+    params(("id" = String, Path, description = "The conversation")),
+    responses(
+        (status = 204, description = "Closed"),
+        (status = 400, description = "Not a conversation id", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Another agent's, disabled, or an API key", body = ErrorBody),
+        (status = 404, description = "No such conversation (or another site's)", body = ErrorBody),
+        (status = 409, description = "Already closed", body = ErrorBody),
+        (status = 503, description = "No gateway answered", body = ErrorBody),
+    ),
+    security(("agent_token" = []))
+)]
+pub(super) async fn close(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let me = caller(&api, &headers, need(Role::Agent, None)).await?;
+    let row = actionable(&api, &me, &id).await?;
+    if row.closed_at.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "refused",
+            "the conversation is closed",
+        ));
+    }
+    api.notices
+        .command(
+            row.id,
+            &me.id,
+            me.role < Role::Supervisor,
+            switchboard_protocol::bridge::ApiAction::Close,
+        )
+        .await
+        .map_err(command_answer)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Transfers a conversation (its agent, or a supervisor for any): to an agent, to a team's
+/// queue, or to whoever else has room, with a note for the next agent. The visitor is told;
+/// the transcript goes along.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/transfer",
+    tag = "conversations",
+    params(("id" = String, Path, description = "The conversation")),
+    request_body = TransferTo,
+    responses(
+        (status = 204, description = "Transferred (or queued for the team)"),
+        (status = 400, description = "A bad body, team or note", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Another agent's, disabled, or an API key", body = ErrorBody),
+        (status = 404, description = "No such conversation (or another site's)", body = ErrorBody),
+        (status = 409, description = "Refused: closed, not assigned yet, or nobody can take it", body = ErrorBody),
+        (status = 503, description = "No gateway answered", body = ErrorBody),
+    ),
+    security(("agent_token" = []))
+)]
+pub(super) async fn transfer(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Body(t): Body<TransferTo>,
+) -> Result<StatusCode, ApiError> {
+    let me = caller(&api, &headers, need(Role::Agent, None)).await?;
+    if t.to.is_some() && t.team.is_some() {
+        return Err(ApiError::bad_request("`to` or `team`, not both"));
+    }
+    if t.team
+        .as_deref()
+        .is_some_and(|team| !switchboard_protocol::token::is_team(team))
+    {
+        return Err(ApiError::bad_request("team must be 1-32 of a-z 0-9 _ -"));
+    }
+    if t.note.as_ref().is_some_and(|n| n.len() > 1000) {
+        return Err(ApiError::bad_request("note: at most 1000 bytes"));
+    }
+    let row = actionable(&api, &me, &id).await?;
+    if let Some(to) = &t.to {
+        // Only to an agent of the same site.
+        let same_site = api
+            .reads
+            .store
+            .account(to)
+            .await
+            .map_err(|e| ApiError::store("agents", e))?
+            .is_some_and(|a| a.site == me.site);
+        if !same_site {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "refused",
+                format!("no agent {to:?} on this site"),
+            ));
+        }
+    }
+    let action = switchboard_protocol::bridge::ApiAction::Transfer {
+        to: t.to,
+        team: t.team,
+        note: t.note,
+    };
+    api.notices
+        .command(row.id, &me.id, me.role < Role::Supervisor, action)
+        .await
+        .map_err(command_answer)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_what_must_be_quoted() {
+        let m = |seq, body: &str| switchboard_protocol::bridge::StoredMessage {
+            conv: ConvId(1),
+            seq,
+            sender: "ann".into(),
+            cid: "c".into(),
+            body: body.into(),
+            ts: 7,
+        };
+        assert_eq!(
+            transcript_csv("c1", &[m(1, "plain"), m(2, "a, \"b\"\nc")]),
+            "conversation,seq,from,ts,body\r\nc1,1,ann,7,plain\r\nc1,2,ann,7,\"a, \"\"b\"\"\nc\"\r\n"
+        );
+    }
 }

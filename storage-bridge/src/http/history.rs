@@ -28,7 +28,7 @@ pub(super) struct HistoryQuery {
 
 /// One stored message.
 #[derive(serde::Serialize, utoipa::ToSchema)]
-pub(super) struct HistoryItem {
+pub(crate) struct HistoryItem {
     seq: u64,
     /// A visitor id, an agent id, or `bot:switchboard`.
     from: String,
@@ -36,6 +36,18 @@ pub(super) struct HistoryItem {
     body: String,
     /// Unix milliseconds.
     ts: u64,
+}
+
+impl From<switchboard_protocol::bridge::StoredMessage> for HistoryItem {
+    fn from(m: switchboard_protocol::bridge::StoredMessage) -> Self {
+        Self {
+            seq: m.seq,
+            from: m.sender,
+            cid: m.cid,
+            body: m.body,
+            ts: m.ts,
+        }
+    }
 }
 
 /// A page of a conversation's messages, oldest first.
@@ -80,16 +92,7 @@ pub(super) async fn history(
     })?;
     let page = HistoryPage {
         conv: conv.to_string(),
-        messages: messages
-            .into_iter()
-            .map(|m| HistoryItem {
-                seq: m.seq,
-                from: m.sender,
-                cid: m.cid,
-                body: m.body,
-                ts: m.ts,
-            })
-            .collect(),
+        messages: messages.into_iter().map(HistoryItem::from).collect(),
     };
     let body = serde_json::to_string(&page).expect("pages serialise");
     let wants_zstd = headers

@@ -8,7 +8,9 @@
 //! - [`canned`]: canned replies, with variables filled in for a visitor.
 //! - [`conversations`]: conversations listed by status and agent.
 //! - [`history`]: a conversation's messages (zstd when asked).
-//! - [`openapi`]: the document.
+//! - [`openapi`]: the document; [`docs`]: Swagger UI reading it, at `/api/docs/`.
+//! - [`reports`]: conversations per day; first-response and resolution times and CSAT per
+//!   agent and team.
 //! - [`sites`]: the websites and brands one deployment serves; signed visitor identities.
 //! - [`webhooks`]: subscriptions to events, and the deliveries that failed.
 //! - [`visitors`]: customers the site identifies: visitor tokens with a priority, profiles.
@@ -17,10 +19,12 @@ mod agents;
 mod auth;
 mod canned;
 mod conversations;
+mod docs;
 mod error;
 mod history;
 mod keys;
 mod openapi;
+mod reports;
 mod sites;
 mod visitors;
 mod webhooks;
@@ -51,6 +55,10 @@ pub fn router(api: Api) -> Router {
         .route("/healthz", get(openapi::healthz))
         .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
+        .route("/api/docs", get(docs::redirect))
+        .route("/api/docs/", get(docs::index))
+        .route("/api/docs/{file}", get(docs::asset))
+        .route("/api/v1/reports", get(reports::report))
         .route("/api/v1/auth/login", post(auth::login))
         .route("/api/v1/auth/refresh", post(auth::refresh))
         .route("/api/v1/agents", get(agents::list).post(agents::create))
@@ -93,6 +101,18 @@ pub fn router(api: Api) -> Router {
         .route("/api/v1/visitors/{id}", get(visitors::profile))
         .route("/api/v1/conversations", get(conversations::list))
         .route("/api/v1/conversations/{id}", get(conversations::get_one))
+        .route(
+            "/api/v1/conversations/{id}/export",
+            get(conversations::export),
+        )
+        .route(
+            "/api/v1/conversations/{id}/close",
+            post(conversations::close),
+        )
+        .route(
+            "/api/v1/conversations/{id}/transfer",
+            post(conversations::transfer),
+        )
         .route(
             "/api/v1/conversations/{id}/notes",
             post(conversations::add_note),

@@ -2,7 +2,9 @@
 //! served at `GET /api/v1/openapi.json`.
 
 use super::error::ErrorBody;
-use super::{agents, auth, canned, conversations, history, keys, sites, visitors, webhooks};
+use super::{
+    agents, auth, canned, conversations, history, keys, reports, sites, visitors, webhooks,
+};
 use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -34,6 +36,9 @@ use utoipa::{Modify, OpenApi};
         conversations::get_one,
         conversations::add_note,
         conversations::set_tags,
+        conversations::export,
+        conversations::close,
+        conversations::transfer,
         history::history,
         sites::list,
         sites::create,
@@ -41,6 +46,7 @@ use utoipa::{Modify, OpenApi};
         sites::update,
         sites::delete,
         sites::identify,
+        reports::report,
         openapi_json,
         healthz
     ),
@@ -55,6 +61,7 @@ use utoipa::{Modify, OpenApi};
         (name = "canned-replies", description = "Replies agents keep at hand"),
         (name = "webhooks", description = "What happens, sent to the site's systems"),
         (name = "conversations", description = "Conversations"),
+        (name = "reports", description = "Figures over a period"),
         (name = "messages", description = "Conversations' messages"),
         (name = "meta", description = "This document, health")
     )

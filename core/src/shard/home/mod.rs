@@ -21,13 +21,13 @@ use crate::config::CoreConfig;
 use crate::conn::ConnKey;
 use crate::conversation::{AckWaiter, Conversation, Posted};
 use crate::idle::IdleWheel;
-use crate::messages::{ConnMsg, DispatchMsg, HomeMsg, ReplayNext};
+use crate::messages::{ConnMsg, DispatchMsg, HomeMsg, ReplayNext, Reply, ShardMsg};
 use crate::persist::StoreLink;
 use crate::routing::{home_shard, ShardId, DISPATCHER_SHARD};
 use crate::shard::shared::Shared;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
-use switchboard_protocol::bridge::{ConvEvent, OpenConv, StoredMessage};
+use switchboard_protocol::bridge::{ApiAction, BridgeMsg, ConvEvent, OpenConv, StoredMessage};
 use switchboard_protocol::server::{encode, CloseReason, ServerFrame, BOT_ID};
 use switchboard_protocol::{AgentId, ConvId, ErrorCode, ParticipantId};
 
@@ -146,6 +146,54 @@ impl HomeRole {
             });
         }
         sh.send(DISPATCHER_SHARD, DispatchMsg::ConvClosed { conv, agent });
+    }
+
+    /// The REST API's close or transfer of `conv`, as agent `by` (the bridge checked that it
+    /// may). The outcome goes to the bridge on shard `reply`'s link.
+    fn api_command(
+        &mut self,
+        sh: &mut Shared,
+        id: u64,
+        conv: ConvId,
+        by: AgentId,
+        action: ApiAction,
+        reply: ShardId,
+    ) {
+        let done = |sh: &mut Shared, error: Option<&str>| {
+            let error = error.map(str::to_owned);
+            sh.send(reply, ShardMsg::Link(BridgeMsg::CommandDone { id, error }));
+        };
+        let Some(c) = self.convs.get(&conv) else {
+            return done(sh, Some("no such conversation"));
+        };
+        if c.is_closed() {
+            return done(sh, Some("the conversation is closed"));
+        }
+        match action {
+            ApiAction::Close => {
+                self.close_conversation(sh, conv, Some(by));
+                done(sh, None);
+            }
+            ApiAction::Transfer { to, team, note } => {
+                let Some(agent) = c.agent().cloned() else {
+                    return done(sh, Some("no agent has it yet: it waits in the queue"));
+                };
+                let to = match to.as_deref().map(AgentId::new) {
+                    Some(None) => return done(sh, Some("`to` is not an agent id")),
+                    Some(Some(a)) => Some(a),
+                    None => None,
+                };
+                let msg = DispatchMsg::Transfer {
+                    conv,
+                    from: agent,
+                    to,
+                    team,
+                    note,
+                    reply: Reply::Api { shard: reply, id },
+                };
+                sh.send(DISPATCHER_SHARD, msg);
+            }
+        }
     }
 
     /// A message for conversations whose home is this shard.
@@ -376,6 +424,22 @@ impl HomeRole {
                 let subscribers = self.convs[&conv].subscribers().to_vec();
                 reply::to_agents(sh, conv, &subscribers, frame);
             }
+            HomeMsg::Api {
+                id,
+                conv,
+                by,
+                as_agent,
+                action,
+                reply,
+            } => {
+                let mine = self.convs.get(&conv).and_then(|c| c.agent()) == Some(&by);
+                if as_agent && !mine {
+                    let error = Some("not your conversation".to_owned());
+                    sh.send(reply, ShardMsg::Link(BridgeMsg::CommandDone { id, error }));
+                    return;
+                }
+                self.api_command(sh, id, conv, by, action, reply)
+            }
             HomeMsg::Context { conv, context } => {
                 let Some(c) = self.convs.get_mut(&conv).filter(|c| !c.is_closed()) else {
                     return;
@@ -447,8 +511,7 @@ impl HomeRole {
                     to,
                     team,
                     note,
-                    conn_shard: from,
-                    conn,
+                    reply: Reply::Conn { shard: from, conn },
                 };
                 sh.send(DISPATCHER_SHARD, msg);
             }
