@@ -320,6 +320,22 @@ impl Dispatcher {
             .any(|a| a.is_online() && a.site.as_ref() == site)
     }
 
+    /// Every agent online now.
+    pub fn online(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| a.is_online())
+            .map(|(id, _)| id.to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn is_online(&self, agent: &AgentId) -> bool {
+        self.agents.get(agent).is_some_and(Agent::is_online)
+    }
+
     pub fn online_agents(&self) -> usize {
         self.agents.values().filter(|a| a.is_online()).count()
     }

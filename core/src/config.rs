@@ -74,6 +74,9 @@ pub struct CoreConfig {
     pub conversation_idle_close: Option<Duration>,
     /// What a visitor is told when no agent is online (its message waits for one).
     pub offline_text: String,
+    /// A conversation its newly assigned agent has not answered within this long goes to
+    /// another agent with room (checked again each period until one has). `None`: never.
+    pub reroute_after: Option<Duration>,
 }
 
 impl Default for CoreConfig {
@@ -97,6 +100,7 @@ impl Default for CoreConfig {
             seq_lease: 128,
             conversation_idle_close: Some(Duration::from_secs(30 * 60)),
             offline_text: DEFAULT_OFFLINE_TEXT.into(),
+            reroute_after: None,
         }
     }
 }

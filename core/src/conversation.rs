@@ -57,6 +57,8 @@ pub struct ConvNotes {
     pub site: Option<String>,
     /// Where the visitor is, as its widget said.
     pub context: crate::messages::Context,
+    /// The agent it was last assigned to, until that agent writes in it (re-routing).
+    pub unanswered_by: Option<AgentId>,
     pub labels: std::collections::BTreeMap<String, String>,
     pub priority: Option<i32>,
     /// Why the bot handed it to a human.
@@ -164,6 +166,13 @@ impl Conversation {
     /// What the AI layer noted, if anything.
     pub fn notes(&self) -> Option<&ConvNotes> {
         self.notes.as_deref()
+    }
+
+    /// Its agent wrote in it: no re-route is due.
+    pub fn agent_answered(&mut self) {
+        if let Some(n) = self.notes.as_deref_mut() {
+            n.unanswered_by = None;
+        }
     }
 
     /// The site it belongs to (`None`: the default site).

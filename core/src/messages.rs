@@ -49,8 +49,16 @@ pub enum ShardMsg {
 /// to the bridge (a REST API command).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reply {
-    Conn { shard: ShardId, conn: ConnKey },
-    Api { shard: ShardId, id: u64 },
+    Conn {
+        shard: ShardId,
+        conn: ConnKey,
+    },
+    Api {
+        shard: ShardId,
+        id: u64,
+    },
+    /// Nobody waits for it (a re-route: refused, it stays where it is).
+    Quiet,
 }
 
 impl From<HomeMsg> for ShardMsg {

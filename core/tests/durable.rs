@@ -417,3 +417,54 @@ fn a_visitor_says_where_it_is_and_rates_the_conversation_once_closed() {
     assert_eq!(n.of_type(other, "error")[0]["code"], "forbidden");
     assert_eq!(n.store.ratings.get(&id), Some(&4));
 }
+
+#[test]
+fn an_assignment_not_answered_in_time_goes_to_the_next_agent() {
+    let mut n = Node::new(
+        2,
+        CoreConfig {
+            reroute_after: Some(std::time::Duration::from_secs(30)),
+            ..cfg()
+        },
+        MemStore::default(),
+    );
+    let agent = |name: &str| ParticipantId::Agent(AgentId::new(name).unwrap());
+    let ann = n.connect(0, agent("ann"));
+    let bob = n.connect(1, agent("bob"));
+    let v = n.connect(1, visitor(1));
+    n.frames(v);
+    n.send(v, msg("m1", "hello?"));
+    let first = n.of_type(ann, "assigned");
+    assert_eq!(first.len(), 1, "ann came first");
+    // The bridge hears who is online (for the API's presence).
+    assert_eq!(
+        n.store.online.iter().collect::<Vec<_>>(),
+        vec!["ann", "bob"]
+    );
+    let conv = first[0]["conv"].as_str().unwrap().to_owned();
+    n.send(ann, json!({"type":"resume","conv":conv,"last_seq":0}));
+    // Ann says nothing for 30 s: bob gets it, with the reason; ann and the visitor are told.
+    n.advance_s(29);
+    assert!(n.of_type(bob, "assigned").is_empty());
+    n.advance_s(2);
+    let second = n.of_type(bob, "assigned");
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0]["conv"], conv.as_str());
+    assert_eq!(
+        second[0]["reason"],
+        "transferred by ann: no answer within 30 s"
+    );
+    assert_eq!(n.of_type(ann, "transferred")[0]["from"], "ann");
+    assert_eq!(n.of_type(v, "agent_joined")[1]["agent"], "bob");
+    assert_eq!(n.shards[0].stats().rerouted, 1);
+    // Bob answers: it stays with him however long it lasts.
+    n.send(
+        bob,
+        json!({"type":"msg","conv":conv,"cid":"b1","body":"Hi, I am here."}),
+    );
+    n.advance_s(90);
+    assert!(n.of_type(ann, "assigned").is_empty());
+    assert_eq!(n.shards[0].stats().rerouted, 1);
+    n.disconnect(ann);
+    assert_eq!(n.store.online.iter().collect::<Vec<_>>(), vec!["bob"]);
+}

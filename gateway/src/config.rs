@@ -82,6 +82,9 @@ pub struct Config {
     pub conversation_idle_close_s: u64,
     /// What a visitor is told when no agent is online (its message waits for one).
     pub offline_text: String,
+    /// A conversation its new agent has not answered within this many seconds goes to
+    /// another agent with room; 0 never re-routes.
+    pub reroute_after_s: u64,
     /// The storage bridge: `spawn` runs it as a supervised child process, `external`
     /// connects to one started separately, `off` keeps everything in memory (acks mean
     /// sequenced, not stored).
@@ -139,6 +142,7 @@ impl Default for Config {
             visitor_token_ttl_s: core.visitor_token_ttl_s,
             conversation_idle_close_s: core.conversation_idle_close.map_or(0, |d| d.as_secs()),
             offline_text: core.offline_text.clone(),
+            reroute_after_s: core.reroute_after.map_or(0, |d| d.as_secs()),
             echo_path: None,
             bridge: BridgeMode::Spawn,
             bridge_socket: None,
@@ -267,6 +271,12 @@ impl Config {
         if self.offline_text.is_empty() || self.offline_text.len() > 1000 {
             return Err(invalid("offline_text", "must be 1 to 1000 bytes"));
         }
+        if self.reroute_after_s > 86_400 {
+            return Err(invalid(
+                "reroute_after_s",
+                "must be 0 (never) or at most a day (86400)",
+            ));
+        }
         if self.conversation_idle_close_s > 365 * 86_400 {
             return Err(invalid(
                 "conversation_idle_close_s",
@@ -344,6 +354,8 @@ impl Config {
             conversation_idle_close: (self.conversation_idle_close_s > 0)
                 .then(|| Duration::from_secs(self.conversation_idle_close_s)),
             offline_text: self.offline_text.clone(),
+            reroute_after: (self.reroute_after_s > 0)
+                .then(|| Duration::from_secs(self.reroute_after_s)),
             ..CoreConfig::default()
         }
     }

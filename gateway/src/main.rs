@@ -99,6 +99,9 @@ struct ServeArgs {
     /// Seconds without a message after which a conversation is closed (0: never).
     #[arg(long, env = "SWITCHBOARD_CONVERSATION_IDLE_CLOSE_S", global = true)]
     conversation_idle_close_s: Option<u64>,
+    /// Seconds a new agent has to answer before its conversation goes to another (0: never).
+    #[arg(long, env = "SWITCHBOARD_REROUTE_AFTER_S", global = true)]
+    reroute_after_s: Option<u64>,
     /// Unconfirmed messages per shard before new ones get `overloaded`.
     #[arg(long, env = "SWITCHBOARD_MAX_UNCONFIRMED", global = true)]
     max_unconfirmed: Option<usize>,
@@ -175,6 +178,7 @@ impl ServeArgs {
             max_unconfirmed,
             seq_lease,
             conversation_idle_close_s,
+            reroute_after_s,
             spin_before_park_us,
             task_queue_latency_us
         );

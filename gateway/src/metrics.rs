@@ -98,6 +98,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "chat_conversations_idle_closed_total",
         "Conversations closed because nobody wrote in them for conversation_idle_close_s"
     );
+    describe_counter!(
+        "chat_conversations_rerouted_total",
+        "Conversations handed to another agent because theirs did not answer within reroute_after_s"
+    );
     describe_gauge!(
         "chat_conversations_with_bot",
         "Conversations the bot has (it answers them until it hands them over)"
@@ -135,6 +139,7 @@ pub struct ShardMetrics {
     unconfirmed: Gauge,
     overloaded: Counter,
     idle_closed: Counter,
+    rerouted: Counter,
     with_bot: Gauge,
     bot_replies: Counter,
     drafts: Counter,
@@ -178,6 +183,7 @@ impl ShardMetrics {
             unconfirmed: gauge!("chat_storage_unconfirmed", "shard" => s.clone()),
             overloaded: counter!("chat_overloaded_total", "shard" => s.clone()),
             idle_closed: counter!("chat_conversations_idle_closed_total", "shard" => s.clone()),
+            rerouted: counter!("chat_conversations_rerouted_total", "shard" => s.clone()),
             with_bot: gauge!("chat_conversations_with_bot", "shard" => s.clone()),
             bot_replies: counter!("chat_bot_replies_total", "shard" => s.clone()),
             drafts: counter!("chat_drafts_total", "shard" => s.clone()),
@@ -210,6 +216,7 @@ impl ShardMetrics {
             .increment(stats.overloaded - self.last.overloaded);
         self.idle_closed
             .increment(stats.idle_closed - self.last.idle_closed);
+        self.rerouted.increment(stats.rerouted - self.last.rerouted);
         self.with_bot.set(stats.with_bot as f64);
         self.bot_replies
             .increment(stats.bot_replies - self.last.bot_replies);

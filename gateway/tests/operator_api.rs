@@ -47,6 +47,16 @@ async fn agents_close_and_transfer_over_the_api_and_visitors_rate() {
     assert_eq!(a["context"]["lang"], "fr-FR");
     let conv = a["conv"].as_str().unwrap().to_owned();
     let mut bob = agent(&bob_t).await;
+    // Both are online, as the API says.
+    let online = |who: &str| {
+        json_of(&call(&root, "GET", &format!("/api/v1/agents/{who}"), None))["online"] == true
+    };
+    eventually(
+        "ann and bob online",
+        TIMEOUT,
+        || (online("ann"), online("bob")),
+        |o| *o == (true, true),
+    );
 
     // Ann hands it to bob over the API.
     let path = |what: &str| format!("/api/v1/conversations/{conv}/{what}");
@@ -168,6 +178,10 @@ async fn agents_close_and_transfer_over_the_api_and_visitors_rate() {
         403,
         "agents do not"
     );
+
+    // Bob leaves: the API says so.
+    drop(bob);
+    eventually("bob offline", TIMEOUT, || online("bob"), |o| !*o);
 
     // The API's documentation is browsable, from the bridge itself.
     let page = http::get(&api, "/api/docs/", &[]);

@@ -461,6 +461,16 @@ pub enum BridgeMsg {
         as_agent: bool,
         action: ApiAction,
     },
+    /// Gateway -> bridge, from the dispatcher shard: agents who came online or went offline
+    /// (`full`: `online` is everyone online now, sent when the link starts).
+    Presence {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        online: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        offline: Vec<String>,
+        #[serde(default)]
+        full: bool,
+    },
     /// Gateway -> bridge: how command `id` went (`error`: why it was refused).
     CommandDone {
         id: u64,
@@ -503,6 +513,7 @@ impl BridgeMsg {
             | Self::Sites { .. }
             | Self::Command { .. }
             | Self::CommandDone { .. }
+            | Self::Presence { .. }
             | Self::Assist { .. } => None,
         }
     }
@@ -527,6 +538,7 @@ impl BridgeMsg {
             Self::Sites { .. } => "sites",
             Self::Command { .. } => "command",
             Self::CommandDone { .. } => "command_done",
+            Self::Presence { .. } => "presence",
         }
     }
 }

@@ -324,6 +324,11 @@ async fn connection(
                 });
             }
             BridgeMsg::CommandDone { id, error } => notices.command_done(id, error),
+            BridgeMsg::Presence {
+                online,
+                offline,
+                full,
+            } => notices.presence(online, offline, full),
             other => {
                 if let Some(repeats) = warn_now(other.kind()) {
                     tracing::warn!(
@@ -344,6 +349,9 @@ async fn connection(
     drop(tx);
     let _ = writer.await;
     metrics::gauge!("bridge_gateway_connections").decrement(1.0);
+    if shard == DISPATCHER_LINK {
+        notices.presence_lost();
+    }
     tracing::info!(shard, "gateway shard disconnected");
 }
 
@@ -358,6 +366,8 @@ pub struct Notices {
     sites: Arc<std::sync::Mutex<Vec<SiteRules>>>,
     /// The REST API's commands waiting for a gateway's answer, by id.
     commands: Arc<std::sync::Mutex<CommandsWaiting>>,
+    /// Agents online, as the gateway's dispatcher shard says.
+    online: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// The shard whose link takes the API's commands (the gateway's dispatcher shard).
@@ -404,7 +414,35 @@ impl Notices {
             disabled: Arc::new(std::sync::Mutex::new(disabled.into_iter().collect())),
             sites: Arc::new(std::sync::Mutex::new(site_rules(sites))),
             commands: Default::default(),
+            online: Default::default(),
         }
+    }
+
+    fn presence(&self, online: Vec<String>, offline: Vec<String>, full: bool) {
+        let mut set = self.online.lock().unwrap_or_else(|p| p.into_inner());
+        if full {
+            set.clear();
+        }
+        set.extend(online);
+        for a in &offline {
+            set.remove(a);
+        }
+    }
+
+    /// The dispatcher shard's link is gone: nobody is known to be online until it is back.
+    fn presence_lost(&self) {
+        self.online
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Whether `agent` is online (connected to a gateway), as far as the bridge heard.
+    pub fn is_online(&self, agent: &str) -> bool {
+        self.online
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(agent)
     }
 
     /// Asks the gateway to do `action` to `conv` as agent `by`, and waits for its answer.

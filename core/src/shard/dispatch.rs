@@ -78,12 +78,18 @@ impl DispatchRole {
                 site,
             } => {
                 self.dispatcher.set_profile(&agent, site, teams);
+                if !self.dispatcher.is_online(&agent) {
+                    presence(sh, vec![agent.to_string()], Vec::new());
+                }
                 let (open, out) = self.dispatcher.agent_online(&agent, from);
                 sh.send(from, ConnMsg::AgentConvs { conn, convs: open });
                 self.dispatch(sh, out);
             }
             DispatchMsg::AgentOffline { agent } => {
                 self.dispatcher.agent_offline(&agent, from);
+                if !self.dispatcher.is_online(&agent) {
+                    presence(sh, Vec::new(), vec![agent.to_string()]);
+                }
                 self.refresh_stats(sh);
             }
             DispatchMsg::ConvClosed { conv, agent } => {
@@ -122,6 +128,9 @@ impl DispatchRole {
                         let done = BridgeMsg::CommandDone { id, error: None };
                         sh.send(shard, ShardMsg::Link(done));
                     }
+                    if reply == Reply::Quiet {
+                        sh.stats.rerouted += 1;
+                    }
                 }
                 Err(why) => {
                     let message = match why {
@@ -140,6 +149,7 @@ impl DispatchRole {
                             let error = Some(message.to_owned());
                             sh.send(shard, ShardMsg::Link(BridgeMsg::CommandDone { id, error }));
                         }
+                        Reply::Quiet => {}
                     }
                 }
             },
@@ -228,6 +238,15 @@ impl DispatchRole {
         }
     }
 
+    /// Everyone online, for a new link to the bridge.
+    pub fn presence_now(&self) -> BridgeMsg {
+        BridgeMsg::Presence {
+            online: self.dispatcher.online(),
+            offline: Vec::new(),
+            full: true,
+        }
+    }
+
     fn refresh_stats(&self, sh: &mut Shared) {
         sh.stats.queue_len = self.dispatcher.queue_len() as u64;
         sh.stats.agents_online = self.dispatcher.online_agents() as u64;
@@ -265,4 +284,14 @@ impl DispatchRole {
         }
         self.refresh_stats(sh);
     }
+}
+
+/// Tells the bridge (on this, the dispatcher shard's, link) who came online or went offline.
+fn presence(sh: &mut Shared, online: Vec<String>, offline: Vec<String>) {
+    let msg = BridgeMsg::Presence {
+        online,
+        offline,
+        full: false,
+    };
+    sh.send(sh.id, ShardMsg::Link(msg));
 }

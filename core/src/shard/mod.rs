@@ -131,6 +131,9 @@ impl Shard {
     /// A new link to the bridge: writes every request still unanswered, oldest first, then
     /// the new ones.
     pub fn bridge_relinked(&mut self, out: &mut Vec<u8>, now_us: u64, now: Now) {
+        if let Some(d) = &self.dispatch {
+            self.to_bridge.push(d.presence_now());
+        }
         let failed = self.home.bridge_relinked(out, now_us);
         self.answers(failed, now);
         self.write_bridge_requests(out, now_us, now);

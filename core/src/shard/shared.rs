@@ -50,6 +50,9 @@ pub struct ShardStats {
     pub assists_dropped: u64,
     /// Conversations closed because nobody wrote in them for `conversation_idle_close`.
     pub idle_closed: u64,
+    /// Conversations handed to another agent because theirs did not answer in time
+    /// (dispatcher shard only).
+    pub rerouted: u64,
 }
 
 /// The state every role of one shard reads, counts into and sends through.

@@ -22,13 +22,31 @@ pub struct MemStore {
     pub sites: HashMap<u64, String>,
     /// Visitors' ratings.
     pub ratings: HashMap<u64, u8>,
+    /// Agents online, as the dispatcher shard says.
+    pub online: std::collections::BTreeSet<String>,
     /// Reads (history, replay pages) fail.
     pub fail_reads: bool,
 }
 
 impl MemStore {
-    pub fn answer(&mut self, req: BridgeMsg) -> BridgeMsg {
-        match req {
+    /// The answer to a request; none for what the gateway only tells (presence).
+    pub fn answer(&mut self, req: BridgeMsg) -> Option<BridgeMsg> {
+        if let BridgeMsg::Presence {
+            online,
+            offline,
+            full,
+        } = req
+        {
+            if full {
+                self.online.clear();
+            }
+            self.online.extend(online);
+            for a in offline {
+                self.online.remove(&a);
+            }
+            return None;
+        }
+        Some(match req {
             BridgeMsg::Persist {
                 req,
                 messages,
@@ -186,7 +204,7 @@ impl MemStore {
                 }
             }
             other => panic!("unexpected request {other:?}"),
-        }
+        })
     }
 
     pub fn history(&self, conv: ConvId, after: u64, before: u64, limit: u32) -> Vec<StoredMessage> {
@@ -271,8 +289,9 @@ impl Node {
                 } else {
                     for r in reqs {
                         moved = true;
-                        let answer = self.store.answer(r);
-                        self.shards[i].on_bridge(answer, self.now);
+                        if let Some(answer) = self.store.answer(r) {
+                            self.shards[i].on_bridge(answer, self.now);
+                        }
                     }
                 }
             }
@@ -286,10 +305,16 @@ impl Node {
         self.hold = false;
         for i in 0..self.shards.len() {
             for r in std::mem::take(&mut self.held[i]) {
-                let answer = self.store.answer(r);
-                self.shards[i].on_bridge(answer, self.now);
+                if let Some(answer) = self.store.answer(r) {
+                    self.shards[i].on_bridge(answer, self.now);
+                }
             }
         }
+        self.settle();
+    }
+
+    pub fn disconnect(&mut self, c: Client) {
+        self.shards[c.shard].disconnect(c.key);
         self.settle();
     }
 

@@ -29,6 +29,14 @@ pub(super) struct Agent {
     has_password: bool,
     /// The teams it takes conversations for (as well as those for no team).
     teams: Vec<String>,
+    /// Connected to a gateway now (any device).
+    online: bool,
+}
+
+/// An account as shown, with whether its agent is online.
+fn shown(api: &Api, a: AccountRow) -> Agent {
+    let online = api.notices.is_online(&a.id);
+    Agent { online, ..a.into() }
 }
 
 impl From<AccountRow> for Agent {
@@ -42,6 +50,7 @@ impl From<AccountRow> for Agent {
             max_conversations: a.max_conversations,
             disabled: a.disabled,
             teams: a.teams,
+            online: false,
         }
     }
 }
@@ -163,7 +172,7 @@ pub(super) async fn list(
         .then(|| rows.last().map(|a| a.id.clone()))
         .flatten();
     Ok(Json(AgentPage {
-        agents: rows.into_iter().map(Agent::from).collect(),
+        agents: rows.into_iter().map(|a| shown(&api, a)).collect(),
         next,
     }))
 }
@@ -203,7 +212,7 @@ pub(super) async fn get_one(
         .await
         .map_err(|e| ApiError::store("agents", e))?;
     row.filter(|a| a.site == me.site)
-        .map(|a| Json(a.into()))
+        .map(|a| Json(shown(&api, a)))
         .ok_or_else(|| not_found(&id))
 }
 

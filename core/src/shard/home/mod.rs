@@ -54,6 +54,8 @@ pub(super) struct HomeRole {
     /// Idle-close checks of conversations: this shard's own, and on the dispatcher shard
     /// those listed at start-up.
     conv_idle: IdleWheel<ConvId>,
+    /// Re-route checks: conversations whose new agent has not answered yet.
+    unanswered: IdleWheel<ConvId>,
     /// Durability through the storage bridge; `None` when running without one.
     store: Option<StoreLink<Wait, Parked>>,
 }
@@ -69,6 +71,7 @@ impl HomeRole {
             convs: HashMap::new(),
             closed_order: VecDeque::new(),
             conv_idle: IdleWheel::default(),
+            unanswered: IdleWheel::default(),
             store: cfg.durable.then(|| {
                 let mut link = StoreLink::default();
                 if let Some(limit) = list_open {
@@ -85,6 +88,9 @@ impl HomeRole {
     /// dispatcher's, listed at start-up) go to their home shards.
     pub fn tick(&mut self, sh: &mut Shared) {
         let id = sh.id;
+        for conv in self.unanswered.take_due(sh.now.mono_ms) {
+            self.reroute_if_unanswered(sh, conv);
+        }
         for conv in self.conv_idle.take_due(sh.now.mono_ms) {
             let home = home_shard(conv, sh.nr_shards);
             if home != sh.id {
@@ -111,6 +117,33 @@ impl HomeRole {
             self.conv_idle
                 .schedule(conv, c.idle_deadline_ms(idle.as_millis() as u64));
         }
+    }
+
+    /// `conv`'s agent has not written in it since it was assigned, for `reroute_after`: it
+    /// goes to another agent with room (of its site), or, with none, stays and is checked
+    /// again a period later.
+    fn reroute_if_unanswered(&mut self, sh: &mut Shared, conv: ConvId) {
+        let Some(after) = sh.cfg.reroute_after else {
+            return;
+        };
+        let Some(c) = self.convs.get(&conv).filter(|c| !c.is_closed()) else {
+            return;
+        };
+        let waiting = c.notes().and_then(|n| n.unanswered_by.as_ref());
+        let Some(agent) = c.agent().filter(|a| Some(*a) == waiting).cloned() else {
+            return;
+        };
+        let msg = DispatchMsg::Transfer {
+            conv,
+            from: agent,
+            to: None,
+            team: None,
+            note: Some(format!("no answer within {} s", after.as_secs())),
+            reply: Reply::Quiet,
+        };
+        sh.send(DISPATCHER_SHARD, msg);
+        let at = sh.now.mono_ms + after.as_millis() as u64;
+        self.unanswered.schedule(conv, at);
     }
 
     /// Closes `conv`: by its agent, or (`None`) because it was idle. Tells every
@@ -382,6 +415,15 @@ impl HomeRole {
                 let Some(c) = self.convs.get_mut(&conv).filter(|c| !c.is_closed()) else {
                     return;
                 };
+                // A new agent (not one told again after a restart) must answer in time.
+                if let Some(after) = sh.cfg.reroute_after {
+                    if c.agent() != Some(&agent) {
+                        c.notes_mut().unanswered_by = Some(agent.clone());
+                        let at = sh.now.mono_ms + after.as_millis() as u64;
+                        self.unanswered.schedule(conv, at);
+                    }
+                }
+                let c = self.convs.get_mut(&conv).expect("present above");
                 c.assign(agent.clone());
                 let visitor = c.visitor();
                 if let Some(link) = self.store.as_mut() {
@@ -698,6 +740,9 @@ impl HomeRole {
         }
         let c = self.convs.get_mut(&conv).expect("caller checked");
         let from_label = who.to_string();
+        if matches!(who, ParticipantId::Agent(_)) {
+            c.agent_answered();
+        }
         let posted = c.post_from(&who, &from_label, cid, body, ts);
         let exclude = Some((from, conn));
         let seq = match self.after_post(sh, conv, posted, from_label, cid, body, ts, exclude) {
