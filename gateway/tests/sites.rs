@@ -107,6 +107,10 @@ async fn nothing_crosses_sites() {
         .status,
         403
     );
+    // Webhooks carry every site's events: not for a site's admin.
+    let hook =
+        json!({"url": "http://127.0.0.1:9/x", "secret": "0123456789abcdef", "events": ["message"]});
+    assert_eq!(post(&sue_b, "/api/v1/webhooks", hook).status, 403);
     let listed = json_of(&get(&sue_b, "/api/v1/sites"));
     assert_eq!(listed["sites"].as_array().unwrap().len(), 1);
     assert_eq!(listed["sites"][0]["id"], "shop");

@@ -48,6 +48,27 @@ async fn conversations_reach_their_team_and_move_to_another() {
     // Bea comes first: without teams she would get everything first.
     let mut bea = agent(&login("bea", "bea passphrase")).await;
     let mut sam = agent(&login("sam", "sam passphrase")).await;
+    // The API lists the teams with their members and who is online.
+    let teams = switchboard_test_support::eventually(
+        "both online in their teams",
+        switchboard_test_support::TIMEOUT,
+        || {
+            let r = http::get(&api, "/api/v1/teams", &[("Authorization", bearer.as_str())]);
+            serde_json::from_slice::<Value>(&r.body).unwrap()
+        },
+        |t| {
+            t["teams"]
+                .as_array()
+                .is_some_and(|a| a.iter().all(|x| x["online"] == 1))
+        },
+    );
+    assert_eq!(
+        teams["teams"],
+        json!([
+            {"name": "billing", "members": [{"id": "bea", "online": true}], "online": 1},
+            {"name": "sales", "members": [{"id": "sam", "online": true}], "online": 1}
+        ])
+    );
     // A visitor through the sales entry reaches sam.
     let mut v1 = Client::connect(&gw.url("/ws/visitor?client=web&team=sales"))
         .await

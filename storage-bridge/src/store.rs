@@ -214,6 +214,8 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     );
     ALTER TABLE conversations ADD COLUMN site TEXT NOT NULL DEFAULT 'default';
     ALTER TABLE conversations ADD COLUMN context TEXT;
+    ALTER TABLE visitor_profiles ADD COLUMN site TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE canned_replies ADD COLUMN team TEXT;
     CREATE INDEX conversations_by_site ON conversations (site, opened_at);
     CREATE TABLE ratings (
         conv BIGINT PRIMARY KEY,
@@ -302,6 +304,8 @@ pub struct ConvRow {
 pub struct CannedRow {
     pub id: String,
     pub site: String,
+    /// A team's reply (its agents'), when not an agent's own nor the whole site's.
+    pub team: Option<String>,
     pub owner: Option<String>,
     pub shortcut: String,
     pub body: String,
@@ -327,15 +331,6 @@ pub struct ApiKeyRow {
 
 pub(crate) const REVOKE_KEY_SQL: &str =
     "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
-
-/// Writes or replaces a visitor's profile (`$1` id, `$2` external id, `$3` JSON, `$4` now).
-pub(crate) const PUT_PROFILE_SQL: &str =
-    "INSERT INTO visitor_profiles (id, external_id, profile, updated_at)
-    VALUES ($1, $2, $3, $4)
-    ON CONFLICT (id) DO UPDATE SET external_id = excluded.external_id, profile = excluded.profile,
-        updated_at = excluded.updated_at";
-
-pub(crate) const PROFILE_SQL: &str = "SELECT profile FROM visitor_profiles WHERE id = $1";
 
 /// Now, in Unix milliseconds.
 pub fn now_ms() -> i64 {
@@ -588,35 +583,6 @@ impl Store {
         match self {
             Self::Sqlite(s) => s.account(id.to_owned()).await,
             Self::Postgres(s) => s.account(id).await,
-        }
-    }
-
-    /// Writes a visitor's profile (JSON), as the site's back end described them.
-    pub async fn put_profile(
-        &self,
-        visitor: switchboard_protocol::VisitorId,
-        external_id: &str,
-        profile: &str,
-    ) -> Result<(), StoreError> {
-        let id = id_to_db(visitor.0);
-        match self {
-            Self::Sqlite(s) => {
-                s.put_profile(id, external_id.to_owned(), profile.to_owned())
-                    .await
-            }
-            Self::Postgres(s) => s.put_profile(id, external_id, profile).await,
-        }
-    }
-
-    /// A visitor's profile (JSON), if the site's back end gave one.
-    pub async fn profile(
-        &self,
-        visitor: switchboard_protocol::VisitorId,
-    ) -> Result<Option<String>, StoreError> {
-        let id = id_to_db(visitor.0);
-        match self {
-            Self::Sqlite(s) => s.profile(id).await,
-            Self::Postgres(s) => s.profile(id).await,
         }
     }
 

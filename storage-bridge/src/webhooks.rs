@@ -89,10 +89,15 @@ impl Webhooks {
         for e in events {
             let (name, data) = match e {
                 ConvEvent::Opened {
-                    conv, visitor, ts, ..
+                    conv,
+                    visitor,
+                    ts,
+                    site,
+                    ..
                 } => (
                     "conversation.opened",
-                    serde_json::json!({"conv": conv, "visitor": visitor, "ts": ts}),
+                    serde_json::json!({"conv": conv, "visitor": visitor, "ts": ts,
+                        "site": site.as_deref().unwrap_or(switchboard_protocol::token::DEFAULT_SITE)}),
                 ),
                 ConvEvent::Assigned { conv, agent, ts } => (
                     "conversation.assigned",

@@ -634,6 +634,47 @@ async fn the_domain_is_scoped_by_site_searched_rated_and_reported(s: Store) {
         Default::default()
     );
 
+    // Visitor profiles are per site.
+    s.put_profile("shop", VisitorId(11), "cust-1", r#"{"name":"Ada"}"#)
+        .await
+        .unwrap();
+    assert!(s.profile("shop", VisitorId(11)).await.unwrap().is_some());
+    assert_eq!(s.profile("default", VisitorId(11)).await.unwrap(), None);
+
+    // Canned replies: the site's, a team's, an agent's own.
+    use storage_bridge::store::CannedRow;
+    let reply = |id: &str, team: Option<&str>, owner: Option<&str>| CannedRow {
+        id: id.into(),
+        site: "shop".into(),
+        team: team.map(str::to_owned),
+        owner: owner.map(str::to_owned),
+        shortcut: format!("/{id}"),
+        body: "b".into(),
+        created_at: 1,
+    };
+    for r in [
+        reply("all", None, None),
+        reply("billing", Some("billing"), None),
+        reply("sales", Some("sales"), None),
+        reply("mine", None, Some("sue")),
+        reply("theirs", None, Some("bob")),
+    ] {
+        s.put_canned(r).await.unwrap();
+    }
+    let ids = |rows: Vec<CannedRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let sue = s
+        .canned_for("shop", "sue", &["billing".into()])
+        .await
+        .unwrap();
+    assert_eq!(ids(sue), vec!["all", "billing", "mine"]);
+    let nobody = s.canned_for("shop", "eve", &[]).await.unwrap();
+    assert_eq!(ids(nobody), vec!["all"]);
+    assert!(s
+        .canned_for("default", "sue", &[])
+        .await
+        .unwrap()
+        .is_empty());
+
     // Sites.
     let site = SiteRow {
         id: "shop".into(),

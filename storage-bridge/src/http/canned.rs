@@ -20,8 +20,10 @@ const AGENT: super::auth::Need = need(Role::Agent, None);
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub(super) struct Canned {
     id: String,
-    /// Its agent's, or none: site-wide.
+    /// Its agent's, or none: its team's or site-wide.
     owner: Option<String>,
+    /// Its team's (their agents'), when not site-wide nor an agent's own.
+    team: Option<String>,
     shortcut: String,
     body: String,
 }
@@ -31,6 +33,7 @@ impl From<CannedRow> for Canned {
         Self {
             id: r.id,
             owner: r.owner,
+            team: r.team,
             shortcut: r.shortcut,
             body: r.body,
         }
@@ -53,6 +56,9 @@ pub(super) struct NewCanned {
     /// Site-wide (supervisors only) instead of the caller's own.
     #[serde(default)]
     site_wide: bool,
+    /// For a team's agents (supervisors only; 1-32 of a-z 0-9 _ -).
+    #[serde(default)]
+    team: Option<String>,
 }
 
 /// Who the reply is for.
@@ -119,12 +125,13 @@ pub(super) async fn list(
     headers: HeaderMap,
 ) -> Result<Json<CannedList>, ApiError> {
     let me = caller(&api, &headers, AGENT).await?;
-    let rows = api
-        .reads
-        .store
-        .canned_for(&me.site, &me.id)
+    let store = &api.reads.store;
+    let fail = |e| ApiError::store("canned replies", e);
+    let teams = teams_of(&api, &me).await?;
+    let rows = store
+        .canned_for(&me.site, &me.id, &teams)
         .await
-        .map_err(|e| ApiError::store("canned replies", e))?;
+        .map_err(fail)?;
     Ok(Json(CannedList {
         replies: rows.into_iter().map(Canned::from).collect(),
     }))
@@ -157,16 +164,25 @@ pub(super) async fn create(
             "shortcut 1-64 characters, body 1-4000",
         ));
     }
-    if new.site_wide && me.role < Role::Supervisor {
+    if (new.site_wide || new.team.is_some()) && me.role < Role::Supervisor {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "site-wide replies need the supervisor role",
+            "site-wide and team replies need the supervisor role",
         ));
     }
+    if let Some(t) = &new.team {
+        if new.site_wide || !switchboard_protocol::token::is_team(t) {
+            return Err(ApiError::bad_request(
+                "team: 1-32 of a-z 0-9 _ -, and not with site_wide",
+            ));
+        }
+    }
+    let shared = new.site_wide || new.team.is_some();
     let row = CannedRow {
         id: crate::random::id('r'),
-        owner: (!new.site_wide).then(|| me.id.clone()),
+        owner: (!shared).then(|| me.id.clone()),
+        team: new.team,
         site: me.site.clone(),
         shortcut: new.shortcut,
         body: new.body,
@@ -178,6 +194,17 @@ pub(super) async fn create(
         .await
         .map_err(|e| ApiError::store("canned replies", e))?;
     Ok((StatusCode::CREATED, Json(row.into())))
+}
+
+/// The caller's teams (an API key's: none).
+async fn teams_of(api: &Api, me: &Caller) -> Result<Vec<String>, ApiError> {
+    let account = api
+        .reads
+        .store
+        .account(&me.id)
+        .await
+        .map_err(|e| ApiError::store("canned replies", e))?;
+    Ok(account.map(|a| a.teams).unwrap_or_default())
 }
 
 /// Whether `me` may change `row`: its owner, or a supervisor for a site-wide one.
@@ -264,7 +291,11 @@ pub(super) async fn use_one(
         .await
         .map_err(|e| ApiError::store("canned replies", e))?
         .ok_or_else(not_found)?;
-    if row.site != me.site || row.owner.as_ref().is_some_and(|o| *o != me.id) {
+    let foreign_team = match &row.team {
+        Some(t) => !teams_of(&api, &me).await?.contains(t) && me.role < Role::Supervisor,
+        None => false,
+    };
+    if row.site != me.site || row.owner.as_ref().is_some_and(|o| *o != me.id) || foreign_team {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -284,7 +315,7 @@ pub(super) async fn use_one(
         let visitor = VisitorId::parse(v)
             .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad_id", "not a visitor id"))?;
         if let Some(json) = store
-            .profile(visitor)
+            .profile(&me.site, visitor)
             .await
             .map_err(|e| ApiError::store("canned replies", e))?
         {

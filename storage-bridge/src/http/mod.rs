@@ -2,7 +2,8 @@
 //! document generated from the code (`GET /api/v1/openapi.json`); plus `/healthz` and
 //! `/metrics`. Every error is one JSON shape (`error`).
 //!
-//! - [`agents`]: agent accounts: list, read, create, change (by role).
+//! - [`agents`]: agent accounts: list, read, create, change (by role); [`teams`]: the
+//!   site's teams, their members and who is online.
 //! - [`auth`]: logging in for an agent token, refreshing it; the bearer check.
 //! - [`keys`]: API keys: make, list, revoke.
 //! - [`canned`]: canned replies, with variables filled in for a visitor.
@@ -26,6 +27,7 @@ mod keys;
 mod openapi;
 mod reports;
 mod sites;
+mod teams;
 mod visitors;
 mod webhooks;
 
@@ -59,6 +61,7 @@ pub fn router(api: Api) -> Router {
         .route("/api/docs/", get(docs::index))
         .route("/api/docs/{file}", get(docs::asset))
         .route("/api/v1/reports", get(reports::report))
+        .route("/api/v1/teams", get(teams::list))
         .route("/api/v1/auth/login", post(auth::login))
         .route("/api/v1/auth/refresh", post(auth::refresh))
         .route("/api/v1/agents", get(agents::list).post(agents::create))

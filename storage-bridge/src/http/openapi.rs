@@ -3,7 +3,7 @@
 
 use super::error::ErrorBody;
 use super::{
-    agents, auth, canned, conversations, history, keys, reports, sites, visitors, webhooks,
+    agents, auth, canned, conversations, history, keys, reports, sites, teams, visitors, webhooks,
 };
 use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -47,6 +47,7 @@ use utoipa::{Modify, OpenApi};
         sites::delete,
         sites::identify,
         reports::report,
+        teams::list,
         openapi_json,
         healthz
     ),

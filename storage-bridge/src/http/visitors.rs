@@ -126,7 +126,7 @@ pub(super) async fn identify(
     let json = serde_json::to_string(&profile).expect("profiles serialise");
     api.reads
         .store
-        .put_profile(visitor, &profile.external_id, &json)
+        .put_profile(&me.site, visitor, &profile.external_id, &json)
         .await
         .map_err(|e| ApiError::store("visitor profile write", e))?;
     let priority = if profile.vip { VIP_PRIORITY } else { 0 };
@@ -174,7 +174,7 @@ pub(super) async fn profile(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Profile>, ApiError> {
-    caller(
+    let me = caller(
         &api,
         &headers,
         need(Role::Agent, Some(Scope::VisitorsIdentify)),
@@ -185,7 +185,7 @@ pub(super) async fn profile(
     let json = api
         .reads
         .store
-        .profile(visitor)
+        .profile(&me.site, visitor)
         .await
         .map_err(|e| ApiError::store("visitor profile read", e))?;
     let json = json.ok_or_else(|| {

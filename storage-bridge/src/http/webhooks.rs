@@ -13,6 +13,20 @@ use axum::Json;
 
 const ADMIN: super::auth::Need = need(Role::Admin, None);
 
+/// Webhooks carry every site's events: only the deployment's admins (of the default site)
+/// manage them.
+async fn deployment_admin(api: &Api, headers: &HeaderMap) -> Result<super::auth::Caller, ApiError> {
+    let me = caller(api, headers, ADMIN).await?;
+    if !me.manages_sites() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "webhooks carry every site's events: admins of the default site only",
+        ));
+    }
+    Ok(me)
+}
+
 /// A subscription to make.
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -94,7 +108,7 @@ pub(super) async fn create(
     headers: HeaderMap,
     Body(new): Body<NewWebhook>,
 ) -> Result<(StatusCode, Json<Webhook>), ApiError> {
-    let me = caller(&api, &headers, ADMIN).await?;
+    let me = deployment_admin(&api, &headers).await?;
     let url_ok = (new.url.starts_with("http://") || new.url.starts_with("https://"))
         && new.url.len() <= 2048
         && reqwest::Url::parse(&new.url).is_ok();
@@ -151,7 +165,7 @@ pub(super) async fn list(
     State(api): State<Api>,
     headers: HeaderMap,
 ) -> Result<Json<WebhookList>, ApiError> {
-    caller(&api, &headers, ADMIN).await?;
+    deployment_admin(&api, &headers).await?;
     let rows = api
         .reads
         .store
@@ -183,7 +197,7 @@ pub(super) async fn delete(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    caller(&api, &headers, ADMIN).await?;
+    deployment_admin(&api, &headers).await?;
     if !api
         .reads
         .store
@@ -223,7 +237,7 @@ pub(super) async fn dead_letters(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<DeadLetterList>, ApiError> {
-    caller(&api, &headers, ADMIN).await?;
+    deployment_admin(&api, &headers).await?;
     let rows = api
         .reads
         .store

@@ -111,6 +111,7 @@ fn canned_row(r: &Row) -> CannedRow {
         shortcut: r.text(3),
         body: r.text(4),
         created_at: r.int(5),
+        team: r.opt_text(6),
     }
 }
 
@@ -248,6 +249,44 @@ impl Store {
         Ok(())
     }
 
+    /// Writes or replaces a visitor's profile (JSON), as its site's back end described it.
+    pub async fn put_profile(
+        &self,
+        site: &str,
+        visitor: VisitorId,
+        external_id: &str,
+        profile: &str,
+    ) -> Result<(), StoreError> {
+        const SQL: &str =
+            "INSERT INTO visitor_profiles (id, site, external_id, profile, updated_at)
+            VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (id) DO UPDATE SET site = excluded.site,
+                external_id = excluded.external_id, profile = excluded.profile,
+                updated_at = excluded.updated_at";
+        let vals = vec![
+            id_to_db(visitor.0).into(),
+            site.into(),
+            external_id.into(),
+            profile.into(),
+            super::now_ms().into(),
+        ];
+        self.execute(SQL, vals).await?;
+        Ok(())
+    }
+
+    /// A visitor's profile (JSON), if `site`'s back end gave one.
+    pub async fn profile(
+        &self,
+        site: &str,
+        visitor: VisitorId,
+    ) -> Result<Option<String>, StoreError> {
+        const SQL: &str = "SELECT profile FROM visitor_profiles WHERE id = $1 AND site = $2";
+        let rows = self
+            .query(SQL, vec![id_to_db(visitor.0).into(), site.into()])
+            .await?;
+        Ok(rows.first().map(|r| r.text(0)))
+    }
+
     pub async fn put_key(&self, k: ApiKeyRow) -> Result<(), StoreError> {
         const SQL: &str = "INSERT INTO api_keys
             (id, site, secret_sha256, name, scopes, created_by, created_at)
@@ -282,8 +321,9 @@ impl Store {
     }
 
     pub async fn put_canned(&self, c: CannedRow) -> Result<(), StoreError> {
-        const SQL: &str = "INSERT INTO canned_replies (id, site, owner, shortcut, body, created_at)
-            VALUES ($1, $2, $3, $4, $5, $6)
+        const SQL: &str = "INSERT INTO canned_replies
+            (id, site, owner, shortcut, body, created_at, team)
+            VALUES ($1, $2, $3, $4, $5, $6, $7)
             ON CONFLICT (id) DO UPDATE SET shortcut = excluded.shortcut, body = excluded.body";
         let vals = vec![
             c.id.into(),
@@ -292,22 +332,35 @@ impl Store {
             c.shortcut.into(),
             c.body.into(),
             c.created_at.into(),
+            c.team.into(),
         ];
         self.execute(SQL, vals).await?;
         Ok(())
     }
 
-    /// The canned replies `agent` of `site` may use: the site's and its own, by shortcut.
-    pub async fn canned_for(&self, site: &str, agent: &str) -> Result<Vec<CannedRow>, StoreError> {
-        const SQL: &str = "SELECT id, site, owner, shortcut, body, created_at FROM canned_replies
-            WHERE site = $1 AND (owner IS NULL OR owner = $2) ORDER BY shortcut, id LIMIT 1000";
-        let rows = self.query(SQL, vec![site.into(), agent.into()]).await?;
+    /// The canned replies `agent` of `site`, in `teams`, may use: the site's, its teams'
+    /// and its own, by shortcut.
+    pub async fn canned_for(
+        &self,
+        site: &str,
+        agent: &str,
+        teams: &[String],
+    ) -> Result<Vec<CannedRow>, StoreError> {
+        const SQL: &str = "SELECT id, site, owner, shortcut, body, created_at, team
+            FROM canned_replies
+            WHERE site = $1 AND (owner = $2 OR (owner IS NULL
+                AND (team IS NULL OR $3 LIKE ('%,' || team || ',%'))))
+            ORDER BY shortcut, id LIMIT 1000";
+        let teams = format!(",{},", teams.join(","));
+        let rows = self
+            .query(SQL, vec![site.into(), agent.into(), teams.into()])
+            .await?;
         Ok(rows.iter().map(canned_row).collect())
     }
 
     pub async fn canned(&self, id: &str) -> Result<Option<CannedRow>, StoreError> {
-        const SQL: &str =
-            "SELECT id, site, owner, shortcut, body, created_at FROM canned_replies WHERE id = $1";
+        const SQL: &str = "SELECT id, site, owner, shortcut, body, created_at, team
+            FROM canned_replies WHERE id = $1";
         Ok(self
             .query(SQL, vec![id.into()])
             .await?

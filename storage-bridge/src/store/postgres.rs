@@ -9,8 +9,8 @@ use super::{
     after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, site_of_db,
     AccountRow, ConvHead, DeadLetterRow, From, NoteRow, StoreError, WebhookRow, ACCOUNT_SQL,
     ADD_TAG_SQL, CLEAR_TAGS_SQL, DEAD_SQL, DELETE_CANNED_SQL, DELETE_HOOK_SQL, DISABLED_SQL,
-    HOOKS_SQL, MIGRATIONS, NOTES_SQL, PROFILE_SQL, PUT_ACCOUNT_SQL, PUT_DEAD_SQL, PUT_HOOK_SQL,
-    PUT_NOTE_SQL, PUT_PROFILE_SQL, REVOKE_KEY_SQL, TAGS_SQL,
+    HOOKS_SQL, MIGRATIONS, NOTES_SQL, PUT_ACCOUNT_SQL, PUT_DEAD_SQL, PUT_HOOK_SQL, PUT_NOTE_SQL,
+    REVOKE_KEY_SQL, TAGS_SQL,
 };
 use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -311,23 +311,6 @@ impl PgStore {
         let c = self.pool.get().await.map_err(pool_err)?;
         let row = c.query_opt(ACCOUNT_SQL, &[&id]).await?;
         Ok(row.as_ref().map(account_row))
-    }
-
-    pub async fn put_profile(
-        &self,
-        id: i64,
-        external: &str,
-        profile: &str,
-    ) -> Result<(), StoreError> {
-        let c = self.pool.get().await.map_err(pool_err)?;
-        c.execute(PUT_PROFILE_SQL, &[&id, &external, &profile, &now_ms()])
-            .await?;
-        Ok(())
-    }
-
-    pub async fn profile(&self, id: i64) -> Result<Option<String>, StoreError> {
-        let c = self.pool.get().await.map_err(pool_err)?;
-        Ok(c.query_opt(PROFILE_SQL, &[&id]).await?.map(|r| r.get(0)))
     }
 
     pub async fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {

@@ -8,8 +8,8 @@ use super::{
     after_id, check_schema_version, id_from_db, id_to_db, now_ms, seen_cids, site_of_db,
     AccountRow, ConvHead, DeadLetterRow, From, NoteRow, StoreError, WebhookRow, ACCOUNT_SQL,
     ADD_TAG_SQL, CLEAR_TAGS_SQL, DEAD_SQL, DELETE_CANNED_SQL, DELETE_HOOK_SQL, DISABLED_SQL,
-    HOOKS_SQL, MIGRATIONS, NOTES_SQL, PROFILE_SQL, PUT_ACCOUNT_SQL, PUT_DEAD_SQL, PUT_HOOK_SQL,
-    PUT_NOTE_SQL, PUT_PROFILE_SQL, REVOKE_KEY_SQL, TAGS_SQL,
+    HOOKS_SQL, MIGRATIONS, NOTES_SQL, PUT_ACCOUNT_SQL, PUT_DEAD_SQL, PUT_HOOK_SQL, PUT_NOTE_SQL,
+    REVOKE_KEY_SQL, TAGS_SQL,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -244,32 +244,6 @@ impl SqliteStore {
         self.run(move |c| {
             Ok(
                 c.query_row(&ACCOUNT_SQL.replace('$', "?"), [id], account_row)
-                    .optional()?,
-            )
-        })
-        .await
-    }
-
-    pub async fn put_profile(
-        &self,
-        id: i64,
-        external: String,
-        profile: String,
-    ) -> Result<(), StoreError> {
-        self.run(move |c| {
-            c.execute(
-                &PUT_PROFILE_SQL.replace('$', "?"),
-                params![id, external, profile, now_ms()],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    pub async fn profile(&self, id: i64) -> Result<Option<String>, StoreError> {
-        self.run(move |c| {
-            Ok(
-                c.query_row(&PROFILE_SQL.replace('$', "?"), [id], |r| r.get(0))
                     .optional()?,
             )
         })
