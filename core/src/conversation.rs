@@ -8,7 +8,7 @@ use crate::routing::ShardId;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use switchboard_protocol::bridge::{json_str_len, Assist, ConvInfo, StoredMessage};
-use switchboard_protocol::server::{encode, HistoryItem, ServerFrame, BOT_ID};
+use switchboard_protocol::server::{encode, HistoryItem, ServerFrame, BOT_ID, SYSTEM_ID};
 use switchboard_protocol::{AgentId, ConvId, ParticipantId, VisitorId};
 
 /// Outcome of posting a message.
@@ -29,6 +29,7 @@ enum Side {
     Visitor,
     Agent,
     Bot,
+    System,
 }
 
 impl Side {
@@ -38,6 +39,8 @@ impl Side {
             Self::Visitor
         } else if sender == BOT_ID {
             Self::Bot
+        } else if sender == SYSTEM_ID {
+            Self::System
         } else {
             Self::Agent
         }
@@ -353,6 +356,11 @@ impl Conversation {
     /// Appends a message from the bot, or recognises a resend of the same `cid`.
     pub fn post_bot(&mut self, cid: &str, body: &str, ts: u64) -> Posted {
         self.post_keyed((Side::Bot, cid.into()), BOT_ID, cid, body, ts)
+    }
+
+    /// A system message (the REST API's), recognised by its cid when resent.
+    pub fn post_system(&mut self, cid: &str, body: &str, ts: u64) -> Posted {
+        self.post_keyed((Side::System, cid.into()), SYSTEM_ID, cid, body, ts)
     }
 
     fn post_keyed(&mut self, key: CidKey, from: &str, cid: &str, body: &str, ts: u64) -> Posted {

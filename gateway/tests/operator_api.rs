@@ -90,6 +90,32 @@ async fn agents_close_and_transfer_over_the_api_and_visitors_rate() {
         || call(&ann_b, "POST", &path("close"), None).status,
         |s| *s == 404,
     );
+    // The shop's order system posts a system message with its key; a resend is not doubled.
+    let r = call(
+        &root,
+        "POST",
+        "/api/v1/api-keys",
+        Some(json!({"name": "orders", "scopes": ["messages:send"]})),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let key = format!("Bearer {}", json_of(&r)["key"].as_str().unwrap());
+    let note = json!({"cid": "order-1042", "body": "Order 1042 has shipped."});
+    for _ in 0..2 {
+        let r = call(&key, "POST", &path("messages"), Some(note.clone()));
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+    let sys = v.expect("msg").await;
+    assert_eq!(
+        (sys["from"].as_str(), sys["body"].as_str()),
+        (Some("system:switchboard"), Some("Order 1042 has shipped."))
+    );
+    // Bob sees it after the transcript his resume replayed.
+    let mut seen = bob.expect("msg").await;
+    while seen["from"] != "system:switchboard" {
+        seen = bob.expect("msg").await;
+    }
+    let no_scope = call(&key, "GET", "/api/v1/conversations", None);
+    assert_eq!(no_scope.status, 403, "the key only sends");
     bob.msg("b1", "Fixed: your items are back.", Some(&conv))
         .await;
     let r = call(&bob_b, "POST", &path("close"), None);
@@ -132,7 +158,11 @@ async fn agents_close_and_transfer_over_the_api_and_visitors_rate() {
         .collect();
     assert_eq!(
         bodies,
-        vec!["my cart lost its items", "Fixed: your items are back."]
+        vec![
+            "my cart lost its items",
+            "Order 1042 has shipped.",
+            "Fixed: your items are back."
+        ]
     );
     let csv = call(
         &bob_b,

@@ -322,6 +322,12 @@ pub struct ConvInfo {
 #[serde(tag = "do", rename_all = "snake_case")]
 pub enum ApiAction {
     Close,
+    /// A system message (from `system:switchboard`) to every participant; `cid` makes a
+    /// resend harmless.
+    Post {
+        cid: String,
+        body: String,
+    },
     /// To agent `to`, to `team`'s queue, or to whoever has room (neither).
     Transfer {
         #[serde(default, skip_serializing_if = "Option::is_none")]

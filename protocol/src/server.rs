@@ -16,6 +16,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Who the bot's messages are `from`: not a possible agent id (agents' ids have no `:`) nor
 /// a visitor id.
 pub const BOT_ID: &str = "bot:switchboard";
+/// The sender of system messages (the site's systems, through the REST API): not a
+/// possible agent id.
+pub const SYSTEM_ID: &str = "system:switchboard";
 
 /// A connection's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -22,6 +22,9 @@ pub enum Scope {
     /// Identify the site's customers (visitor tokens) and read their profiles.
     #[serde(rename = "visitors:identify")]
     VisitorsIdentify,
+    /// Post system messages into conversations.
+    #[serde(rename = "messages:send")]
+    MessagesSend,
 }
 
 impl Scope {
@@ -30,6 +33,7 @@ impl Scope {
             Self::HistoryRead => "history:read",
             Self::AgentsManage => "agents:manage",
             Self::VisitorsIdentify => "visitors:identify",
+            Self::MessagesSend => "messages:send",
         }
     }
 
@@ -38,6 +42,7 @@ impl Scope {
             Self::HistoryRead,
             Self::AgentsManage,
             Self::VisitorsIdentify,
+            Self::MessagesSend,
         ]
         .into_iter()
         .find(|x| x.as_str() == s)

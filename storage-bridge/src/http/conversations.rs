@@ -644,6 +644,66 @@ pub(super) async fn transfer(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A system message to post.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SystemMessage {
+    /// The caller's id for it (1-64 bytes): the same again is not posted twice.
+    cid: String,
+    /// 1-4000 characters.
+    body: String,
+}
+
+/// Posts a system message (from `system:switchboard`) into an open conversation: its
+/// visitor and agents see it, it is stored and in the history (supervisors, and keys with
+/// `messages:send`: the site's systems, e.g. "your order has shipped").
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{id}/messages",
+    tag = "messages",
+    params(("id" = String, Path, description = "The conversation")),
+    request_body = SystemMessage,
+    responses(
+        (status = 202, description = "Sequenced and delivered; stored shortly after"),
+        (status = 400, description = "A bad cid or body", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not a supervisor, or a key without messages:send", body = ErrorBody),
+        (status = 404, description = "No such conversation (or another site's)", body = ErrorBody),
+        (status = 409, description = "Closed, or storage is behind (resend)", body = ErrorBody),
+        (status = 503, description = "No gateway answered", body = ErrorBody),
+    ),
+    security(("agent_token" = []))
+)]
+pub(super) async fn post_system(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Body(m): Body<SystemMessage>,
+) -> Result<StatusCode, ApiError> {
+    let me = caller(
+        &api,
+        &headers,
+        need(Role::Supervisor, Some(Scope::MessagesSend)),
+    )
+    .await?;
+    if !(1..=64).contains(&m.cid.len()) || !(1..=4000).contains(&m.body.chars().count()) {
+        return Err(ApiError::bad_request(
+            "cid: 1-64 bytes; body: 1-4000 characters",
+        ));
+    }
+    let row = visible(&api, &me, &id).await?;
+    let post = switchboard_protocol::bridge::ApiAction::Post {
+        cid: m.cid,
+        body: m.body,
+    };
+    // Nobody's conversation in particular: the gateway posts it as the system.
+    api.notices
+        .command(row.id, "api", false, post)
+        .await
+        .map_err(command_answer)?;
+    Ok(StatusCode::ACCEPTED)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -124,7 +124,10 @@ pub fn router(api: Api) -> Router {
             "/api/v1/conversations/{id}/tags",
             axum::routing::put(conversations::set_tags),
         )
-        .route("/api/v1/conversations/{id}/messages", get(history::history))
+        .route(
+            "/api/v1/conversations/{id}/messages",
+            get(history::history).post(conversations::post_system),
+        )
         .with_state(api)
 }
 

@@ -39,6 +39,7 @@ use utoipa::{Modify, OpenApi};
         conversations::export,
         conversations::close,
         conversations::transfer,
+        conversations::post_system,
         history::history,
         sites::list,
         sites::create,

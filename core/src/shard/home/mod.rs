@@ -28,7 +28,7 @@ use crate::shard::shared::Shared;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use switchboard_protocol::bridge::{ApiAction, BridgeMsg, ConvEvent, OpenConv, StoredMessage};
-use switchboard_protocol::server::{encode, CloseReason, ServerFrame, BOT_ID};
+use switchboard_protocol::server::{encode, CloseReason, ServerFrame, BOT_ID, SYSTEM_ID};
 use switchboard_protocol::{AgentId, ConvId, ErrorCode, ParticipantId};
 
 /// The bytes of frames one page of a replay or one `history` answer holds, about: a
@@ -203,6 +203,21 @@ impl HomeRole {
             return done(sh, Some("the conversation is closed"));
         }
         match action {
+            ApiAction::Post { cid, body } => {
+                if self.store_behind(sh) {
+                    return done(sh, Some("storage is behind; resend with the same cid"));
+                }
+                let ts = sh.now.unix_ms;
+                let c = self.convs.get_mut(&conv).expect("present above");
+                let posted = c.post_system(&cid, &body, ts);
+                let sender = SYSTEM_ID.to_owned();
+                match self.after_post(sh, conv, posted, sender, &cid, &body, ts, None) {
+                    Posted::NoLease => {
+                        done(sh, Some("storage is behind; resend with the same cid"))
+                    }
+                    Posted::New { .. } | Posted::Duplicate { .. } => done(sh, None),
+                }
+            }
             ApiAction::Close => {
                 self.close_conversation(sh, conv, Some(by));
                 done(sh, None);
