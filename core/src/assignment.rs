@@ -149,28 +149,55 @@ impl Dispatcher {
         self.mode
     }
 
-    /// Whether a new conversation goes to the bot now.
-    fn bot_takes(&self) -> bool {
+    /// Whether a new conversation of `site` goes to the bot now.
+    fn bot_takes(&self, site: Option<&str>) -> bool {
         match self.mode {
             BotMode::Off => false,
             BotMode::BotFirst => true,
-            BotMode::WhenNoAgent => self.online_agents() == 0,
+            BotMode::WhenNoAgent => !self.site_has_agents(site),
         }
+    }
+
+    /// Whether an agent of `site` is online.
+    fn site_has_agents(&self, site: Option<&str>) -> bool {
+        self.agents
+            .values()
+            .any(|a| a.is_online() && a.site.as_deref() == site)
     }
 
     /// The bot's mode changed (the bridge said so, or was lost: `Off`). Conversations the
     /// bot may no longer keep go to the queue.
     pub fn set_mode(&mut self, mode: BotMode) -> Vec<Dispatch> {
         self.mode = mode;
-        if self.bot_takes() {
-            return Vec::new();
+        match mode {
+            BotMode::BotFirst => Vec::new(),
+            BotMode::Off => self.release_where(|_| true),
+            // Those of sites with an agent online now.
+            BotMode::WhenNoAgent => {
+                let online: Vec<Option<String>> = self
+                    .agents
+                    .values()
+                    .filter(|a| a.is_online())
+                    .map(|a| a.site.clone())
+                    .collect();
+                self.release_where(|r| online.contains(&r.site))
+            }
         }
-        self.release_all()
     }
 
-    /// Every conversation the bot has goes to the queue, in the order they came.
-    fn release_all(&mut self) -> Vec<Dispatch> {
-        let mut all: Vec<(ConvId, WithBot)> = self.with_bot.drain().collect();
+    /// The conversations the bot has on a route `which` picks go to the queue, in the
+    /// order they came.
+    fn release_where(&mut self, which: impl Fn(&Route) -> bool) -> Vec<Dispatch> {
+        let convs: Vec<ConvId> = self
+            .with_bot
+            .iter()
+            .filter(|(_, w)| which(&w.route))
+            .map(|(c, _)| *c)
+            .collect();
+        let mut all: Vec<(ConvId, WithBot)> = convs
+            .into_iter()
+            .filter_map(|c| self.with_bot.remove(&c).map(|w| (c, w)))
+            .collect();
         all.sort_by_key(|(_, w)| w.since);
         let mut out = Vec::new();
         for (conv, w) in all {
@@ -181,9 +208,15 @@ impl Dispatcher {
 
     /// The bot hands `conv` to a human, at `priority` (or the higher one asked before). A
     /// conversation already waiting may move up; one assigned or unknown is left as it is.
-    pub fn handoff(&mut self, conv: ConvId, priority: i32) -> Vec<Dispatch> {
+    /// `team`: the AI layer's choice, when the visitor's entry named none.
+    pub fn handoff(&mut self, conv: ConvId, priority: i32, team: Option<String>) -> Vec<Dispatch> {
         match self.with_bot.remove(&conv) {
-            Some(w) => self.give_to_humans(conv, w.visitor, priority.max(w.priority), w.route),
+            Some(mut w) => {
+                if w.route.team.is_none() {
+                    w.route.team = team;
+                }
+                self.give_to_humans(conv, w.visitor, priority.max(w.priority), w.route)
+            }
             None => {
                 self.prioritize(conv, priority);
                 Vec::new()
@@ -208,9 +241,9 @@ impl Dispatcher {
         if !held {
             return Err(TransferRefused::NotYours);
         }
-        // Within the site of the agent who has it.
+        // Within the conversation's site.
         let route = Route {
-            site: self.agents.get(from).and_then(|a| a.site.clone()),
+            site: self.known.get(&conv).cloned().flatten(),
             team: team.map(str::to_owned),
         };
         let to = match to {
@@ -392,7 +425,7 @@ impl Dispatcher {
         }
         self.known.insert(conv, route.site.clone());
         self.open_by_visitor.insert(visitor, conv);
-        if self.bot_takes() {
+        if self.bot_takes(route.site.as_deref()) {
             self.clock += 1;
             let since = self.clock;
             self.with_bot.insert(
@@ -455,9 +488,11 @@ impl Dispatcher {
             None => a.devices.push((shard, 1)),
         }
         let open = a.open.clone();
-        // An agent is online: the bot gives back what it had only because none was.
+        let site = a.site.clone();
+        // An agent is online: the bot gives back what it had of its site only because none
+        // was.
         let mut out = if self.mode == BotMode::WhenNoAgent {
-            self.release_all()
+            self.release_where(|r| r.site == site)
         } else {
             Vec::new()
         };
@@ -590,6 +625,46 @@ mod tests {
 
     fn site(name: &str) -> Route {
         Route::site(Some(name.into()))
+    }
+
+    #[test]
+    fn a_restored_conversation_stays_in_its_site_when_transferred() {
+        let mut d = Dispatcher::new(5);
+        // After a restart: sue's conversation of the shop, before sue is back online.
+        d.restore(ConvId(1), VisitorId(1), agent("sue"), Some("shop".into()));
+        d.set_profile(&agent("ann"), None, Vec::new());
+        d.agent_online(&agent("ann"), 0);
+        d.set_profile(&agent("tom"), Some("shop".into()), Vec::new());
+        d.agent_online(&agent("tom"), 0);
+        // Sue has not logged in again (her site unknown here): the shop's tom takes it.
+        assert_eq!(
+            assigned_to(&d.transfer(ConvId(1), &agent("sue"), None, None).unwrap()),
+            vec![(1, "tom".into())]
+        );
+    }
+
+    #[test]
+    fn with_when_no_agent_each_site_counts_its_own_agents() {
+        let mut d = Dispatcher::new(5);
+        d.set_mode(BotMode::WhenNoAgent);
+        d.set_profile(&agent("ann"), None, Vec::new());
+        d.agent_online(&agent("ann"), 0);
+        // The shop has nobody: the bot takes its visitor; the default site's goes to ann.
+        assert_eq!(
+            d.enqueue_at(ConvId(1), VisitorId(1), 0, site("shop")),
+            vec![Dispatch::WithBot { conv: ConvId(1) }]
+        );
+        assert_eq!(
+            assigned_to(&d.enqueue(ConvId(2), VisitorId(2))),
+            vec![(2, "ann".into())]
+        );
+        // Another default-site agent changes nothing for the shop's.
+        d.agent_online(&agent("bob"), 0);
+        assert_eq!(d.with_bot_len(), 1);
+        // A shop agent: the bot gives it back, to her.
+        d.set_profile(&agent("sue"), Some("shop".into()), Vec::new());
+        let (_, out) = d.agent_online(&agent("sue"), 0);
+        assert_eq!(assigned_to(&out), vec![(1, "sue".into())]);
     }
 
     #[test]
@@ -833,7 +908,7 @@ mod tests {
         assert_eq!(d.with_bot_len(), 2);
         // Conversation 1 asks for a human: ann takes it.
         assert_eq!(
-            assigned_to(&d.handoff(ConvId(1), 1)),
+            assigned_to(&d.handoff(ConvId(1), 1, None)),
             vec![(1, "ann".into())]
         );
         // Three more hand-offs while ann is full: the angry one (priority 5) goes first,
@@ -841,7 +916,7 @@ mod tests {
         for i in 3..=4 {
             d.enqueue(ConvId(i), VisitorId(i));
             assert_eq!(
-                d.handoff(ConvId(i), 0),
+                d.handoff(ConvId(i), 0, None),
                 vec![Dispatch::Position {
                     conv: ConvId(i),
                     position: i as u32 - 2
@@ -850,7 +925,7 @@ mod tests {
         }
         d.prioritize(ConvId(2), 5);
         assert_eq!(
-            d.handoff(ConvId(2), 0),
+            d.handoff(ConvId(2), 0, None),
             vec![Dispatch::Position {
                 conv: ConvId(2),
                 position: 1
@@ -877,7 +952,7 @@ mod tests {
             vec![(4, "ann".into())]
         );
         assert!(
-            d.handoff(ConvId(4), 3).is_empty(),
+            d.handoff(ConvId(4), 3, None).is_empty(),
             "assigned: nothing changes"
         );
     }
@@ -970,7 +1045,7 @@ mod tests {
                     }
                     BotOp::Handoff(n, p) => {
                         if let Some(&c) = open.get(n as usize) {
-                            d.handoff(ConvId(c), p);
+                            d.handoff(ConvId(c), p, None);
                         }
                     }
                     BotOp::Prioritize(n, p) => {

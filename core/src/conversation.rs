@@ -60,8 +60,9 @@ pub struct ConvNotes {
     pub site: Option<String>,
     /// Where the visitor is, as its widget said.
     pub context: crate::messages::Context,
-    /// The agent it was last assigned to, until that agent writes in it (re-routing).
-    pub unanswered_by: Option<AgentId>,
+    /// The agent it was last assigned to and when that agent's time to answer is up (in
+    /// monotonic ms), until the agent writes in it (re-routing).
+    pub unanswered_by: Option<(AgentId, u64)>,
     pub labels: std::collections::BTreeMap<String, String>,
     pub priority: Option<i32>,
     /// Why the bot handed it to a human.

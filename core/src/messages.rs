@@ -79,6 +79,31 @@ impl From<ConnMsg> for ShardMsg {
     }
 }
 
+/// Whether a connection watches as a supervisor (of its site's conversations only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Watch {
+    No,
+    Supervisor { site: Option<String> },
+}
+
+impl Watch {
+    /// How the connection `supervisor` (an agent of `site`) watches.
+    pub fn of(supervisor: bool, site: Option<&str>) -> Self {
+        if supervisor {
+            Self::Supervisor {
+                site: site.map(str::to_owned),
+            }
+        } else {
+            Self::No
+        }
+    }
+
+    /// Whether it may watch a conversation of `site`.
+    pub fn may_watch(&self, site: Option<&str>) -> bool {
+        matches!(self, Self::Supervisor { site: s } if s.as_deref() == site)
+    }
+}
+
 /// Where a visitor is, as its widget said: `page`, `referrer`, `user_agent`, `lang`.
 pub type Context = std::collections::BTreeMap<String, String>;
 
@@ -122,7 +147,7 @@ pub enum HomeMsg {
         conv: ConvId,
         conn: ConnKey,
         who: ParticipantId,
-        observer: bool,
+        observer: Watch,
         last_seq: u64,
         /// Which resume of `conn` this is: every page of its replay carries it.
         chain: u32,
@@ -132,7 +157,7 @@ pub enum HomeMsg {
         conv: ConvId,
         conn: ConnKey,
         who: ParticipantId,
-        observer: bool,
+        observer: Watch,
         next: ReplayNext,
     },
     /// `conn` is gone.
@@ -175,7 +200,7 @@ pub enum HomeMsg {
         conv: ConvId,
         conn: ConnKey,
         who: ParticipantId,
-        observer: bool,
+        observer: Watch,
         body: String,
     },
     /// An agent's connection asks to hand `conv` to agent `to`, to `team`, or to whoever
@@ -207,7 +232,11 @@ pub enum HomeMsg {
         reply: ShardId,
     },
     /// A visitor's widget says where it is now (its conversation is open).
-    Context { conv: ConvId, context: Box<Context> },
+    Context {
+        conv: ConvId,
+        who: ParticipantId,
+        context: Box<Context>,
+    },
     /// From the dispatcher: `from` no longer has `conv` (it goes to `to`, or to the queue).
     Transferred {
         conv: ConvId,
@@ -278,8 +307,13 @@ pub enum DispatchMsg {
         conv: ConvId,
         agent: Option<AgentId>,
     },
-    /// The AI layer hands `conv` to a human, at `priority` in the queue.
-    Handoff { conv: ConvId, priority: i32 },
+    /// The AI layer hands `conv` to a human, at `priority` in the queue, of `team` if it
+    /// named one.
+    Handoff {
+        conv: ConvId,
+        priority: i32,
+        team: Option<String>,
+    },
     /// The AI layer raises `conv`'s priority in the queue (or for when it gets there).
     Prioritize { conv: ConvId, priority: i32 },
     /// `from` hands `conv` to `to`, or to the queue.

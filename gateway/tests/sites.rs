@@ -156,6 +156,14 @@ async fn nothing_crosses_sites() {
         .await;
     assert_eq!(shopper.expect("msg").await["body"], "It is.");
 
+    // The shop's admin supervises: it may watch its site's conversations, not another's.
+    sue.send(json!({"type":"resume","conv":default_conv,"last_seq":0}))
+        .await;
+    assert_eq!(sue.expect("error").await["code"], "not_in_conversation");
+    sue.send(json!({"type":"whisper","conv":default_conv,"body":"psst"}))
+        .await;
+    assert_eq!(sue.expect("error").await["code"], "not_in_conversation");
+
     // Over the API each agent sees its own site's conversation, and not the other's.
     let ids = |b: &str| -> Vec<String> {
         json_of(&get(b, "/api/v1/conversations"))["conversations"]

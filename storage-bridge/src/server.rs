@@ -413,7 +413,16 @@ impl Notices {
             tx: tokio::sync::broadcast::channel(1024).0,
             disabled: Arc::new(std::sync::Mutex::new(disabled.into_iter().collect())),
             sites: Arc::new(std::sync::Mutex::new(site_rules(sites))),
-            commands: Default::default(),
+            // Ids start at random: an answer to a command of an earlier bridge process,
+            // flushed late by a gateway, matches nothing here.
+            commands: Arc::new(std::sync::Mutex::new(CommandsWaiting {
+                next: {
+                    let mut b = [0u8; 8];
+                    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+                    u64::from_le_bytes(b) >> 2
+                },
+                waiting: Default::default(),
+            })),
             online: Default::default(),
         }
     }

@@ -96,8 +96,12 @@ impl DispatchRole {
                 let out = self.dispatcher.closed(conv, agent.as_ref());
                 self.dispatch(sh, out);
             }
-            DispatchMsg::Handoff { conv, priority } => {
-                let out = self.dispatcher.handoff(conv, priority);
+            DispatchMsg::Handoff {
+                conv,
+                priority,
+                team,
+            } => {
+                let out = self.dispatcher.handoff(conv, priority, team);
                 self.dispatch(sh, out);
             }
             DispatchMsg::Prioritize { conv, priority } => {

@@ -20,6 +20,8 @@ pub enum IntentError {
     Regex { intent: String, error: regex::Error },
     #[error("intent rules: intent {0:?} has no keywords and no patterns")]
     Empty(String),
+    #[error("intent rules: intent {intent:?} names team {team:?}: 1-32 of a-z 0-9 _ -")]
+    Team { intent: String, team: String },
 }
 
 #[derive(Deserialize)]
@@ -39,6 +41,8 @@ struct RuleSpec {
     #[serde(default)]
     handoff: bool,
     priority: Option<i32>,
+    /// The team whose queue takes it when it goes to a human (label `team`).
+    team: Option<String>,
 }
 
 struct Rule {
@@ -50,6 +54,7 @@ struct Rule {
     patterns: Vec<Regex>,
     handoff: bool,
     priority: Option<i32>,
+    team: Option<String>,
 }
 
 impl Rule {
@@ -107,7 +112,18 @@ impl IntentPlugin {
                 .map(|p| Regex::new(p))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(bad)?;
+            if let Some(team) = spec
+                .team
+                .as_deref()
+                .filter(|t| !switchboard_protocol::token::is_team(t))
+            {
+                return Err(IntentError::Team {
+                    intent: spec.name.clone(),
+                    team: team.to_owned(),
+                });
+            }
             rules.push(Rule {
+                team: spec.team,
                 name: spec.name,
                 words,
                 substrings,
@@ -149,12 +165,17 @@ impl IntentPlugin {
             .iter()
             .find(|r| r.name == m.intent)
             .expect("a match names a rule");
+        let labelled = Decision::default().label("intent", m.intent);
+        let labelled = match &rule.team {
+            Some(team) => labelled.label("team", team),
+            None => labelled,
+        };
         Decision {
             priority: rule.priority,
             handoff: rule.handoff.then(|| Handoff {
                 reason: format!("intent: {}", rule.name),
             }),
-            ..Decision::default().label("intent", m.intent)
+            ..labelled
         }
     }
 }
@@ -235,5 +256,26 @@ mod tests {
             IntentPlugin::from_toml("[[intent]]\nname = \"y\"\nkeyword = [\"a\"]\n").is_err(),
             "unknown field"
         );
+    }
+
+    #[test]
+    fn an_intent_may_name_the_team_that_takes_it() {
+        let p = IntentPlugin::from_toml(
+            r#"
+            [[intent]]
+            name = "invoice"
+            keywords = ["invoice", "发票"]
+            handoff = true
+            team = "billing"
+            "#,
+        )
+        .unwrap();
+        let d = p.decide("I need an invoice");
+        assert_eq!(d.labels.get("team").map(String::as_str), Some("billing"));
+        assert!(d.handoff.is_some());
+        let bad = IntentPlugin::from_toml(
+            "[[intent]]\nname = \"x\"\nkeywords = [\"x\"]\nteam = \"Not A Team\"\n",
+        );
+        assert!(matches!(bad, Err(IntentError::Team { .. })));
     }
 }

@@ -10,7 +10,6 @@ use crate::store::AccountRow;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use switchboard_protocol::token::DEFAULT_SITE;
 
 /// Accounts per page, at most.
 const PAGE_MAX: u32 = 500;
@@ -271,29 +270,25 @@ pub(super) async fn create(
     }
     check_teams(&new.teams)?;
     let role = new.role.unwrap_or(Role::Agent);
-    accounts::create(store, &new.id, new.display_name, &new.password, role)
-        .await
-        .map_err(answer)?;
-    if new.max_conversations.is_some() || !new.teams.is_empty() || site != DEFAULT_SITE {
-        let mut row = store
-            .account(&new.id)
-            .await
-            .map_err(|e| ApiError::store("agents", e))?
-            .ok_or_else(|| not_found(&new.id))?;
-        row.max_conversations = new.max_conversations;
-        row.teams = new.teams;
-        row.site = site;
-        store
-            .put_account(row)
-            .await
-            .map_err(|e| ApiError::store("agents", e))?;
+    if switchboard_protocol::AgentId::new(&new.id).is_none() {
+        return Err(answer(accounts::AccountError::BadId));
     }
-    let row = store
-        .account(&new.id)
+    // One write, with its site: never an account of the default site on the way.
+    let row = AccountRow {
+        id: new.id,
+        site,
+        display_name: new.display_name,
+        password_hash: Some(accounts::new_hash(&new.password).await.map_err(answer)?),
+        role: role.as_str().into(),
+        max_conversations: new.max_conversations,
+        disabled: false,
+        teams: new.teams,
+    };
+    store
+        .put_account(row.clone())
         .await
-        .map_err(|e| ApiError::store("agents", e))?
-        .ok_or_else(|| not_found(&new.id))?;
-    Ok((StatusCode::CREATED, Json(row.into())))
+        .map_err(|e| ApiError::store("agents", e))?;
+    Ok((StatusCode::CREATED, Json(shown(&api, row))))
 }
 
 /// Changes an account (admins): name, role, password, capacity, disabled. Disabling one

@@ -18,6 +18,8 @@ use switchboard_protocol::hours::Hours;
 use switchboard_protocol::token::{is_team, DEFAULT_SITE};
 
 const MAX_TEXT: usize = 1000;
+/// Sites one deployment serves, at most (each gateway link hears of all of them).
+const MAX_SITES: usize = 1000;
 
 /// A site, with its visitor secret (admins only ever see it).
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -120,6 +122,9 @@ fn check(row: &SiteRow) -> Result<(), ApiError> {
     }
     if let Some(t) = row.teams.iter().find(|t| !is_team(t)) {
         return bad(format!("team {t:?} must be 1-32 of a-z 0-9 _ -"));
+    }
+    if row.hours.len() > 512 {
+        return bad("hours: at most 512 characters".into());
     }
     if let Err(e) = Hours::parse(&row.hours) {
         return bad(format!("hours: {e}"));
@@ -253,6 +258,14 @@ pub(super) async fn create(
     check(&row)?;
     let store = &api.reads.store;
     let fail = |e| ApiError::store("sites", e);
+    // Every gateway link hears of every site: a bounded list.
+    if store.sites().await.map_err(fail)?.len() >= MAX_SITES {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("at most {MAX_SITES} sites"),
+        ));
+    }
     if store.site(&row.id).await.map_err(fail)?.is_some() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -32,7 +32,8 @@ const MAX_TEXT: usize = 256;
 pub(super) fn visitor_of(signer: &TokenSigner, site: Option<&str>, external_id: &str) -> VisitorId {
     VisitorId(signer.derive_id(&match site {
         None => format!("visitor:{external_id}"),
-        Some(site) => format!("visitor:{site}:{external_id}"),
+        // Another prefix: no default-site id can take this shape.
+        Some(site) => format!("site-visitor:{site}:{external_id}"),
     }))
 }
 

@@ -349,7 +349,7 @@ impl Store {
         const SQL: &str = "SELECT id, site, owner, shortcut, body, created_at, team
             FROM canned_replies
             WHERE site = $1 AND (owner = $2 OR (owner IS NULL
-                AND (team IS NULL OR $3 LIKE ('%,' || team || ',%'))))
+                AND (team IS NULL OR $3 LIKE ('%,' || REPLACE(team, '_', '\\_') || ',%') ESCAPE '\\')))
             ORDER BY shortcut, id LIMIT 1000";
         let teams = format!(",{},", teams.join(","));
         let rows = self

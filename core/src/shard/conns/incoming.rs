@@ -28,7 +28,7 @@ impl ConnRole {
             conv,
             conn: key,
             who,
-            observer: c.supervisor,
+            observer: crate::messages::Watch::of(c.supervisor, c.site()),
             next,
         };
         sh.send(sh.home(conv), msg);

@@ -448,7 +448,7 @@ impl ConnRole {
                 // A resume again while one is in progress replaces it: the pages of the
                 // earlier one are dropped when they come.
                 let chain = conn.replays().start(conv);
-                let observer = conn.supervisor;
+                let observer = crate::messages::Watch::of(conn.supervisor, conn.site());
                 // Until the replay arrives the connection is not live: anything delivered
                 // meanwhile is part of the replay, so nothing arrives twice.
                 if let Some(list) = self.conv_subs.get_mut(&conv) {
@@ -508,7 +508,9 @@ impl ConnRole {
                 );
             }
             ClientFrame::Whisper { conv, body } => {
-                let observer = self.conn_mut(key).is_some_and(|c| c.supervisor);
+                let observer = self.conn_mut(key).map_or(crate::messages::Watch::No, |c| {
+                    crate::messages::Watch::of(c.supervisor, c.site())
+                });
                 let msg = HomeMsg::Whisper {
                     conv,
                     conn: key,
@@ -554,7 +556,8 @@ impl ConnRole {
                 let context = Box::new(context);
                 conn.context = Some(context.clone());
                 if let Some(conv) = conn.visitor_conv {
-                    sh.send(sh.home(conv), HomeMsg::Context { conv, context });
+                    let msg = HomeMsg::Context { conv, who, context };
+                    sh.send(sh.home(conv), msg);
                 }
             }
             ClientFrame::Transfer {

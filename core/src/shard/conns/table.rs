@@ -41,6 +41,13 @@ pub(super) struct Conn {
     pub replays: Option<Box<Replays>>,
 }
 
+impl Conn {
+    /// Its site (`None`: the default site).
+    pub fn site(&self) -> Option<&str> {
+        self.route.as_ref().and_then(|r| r.site.as_deref())
+    }
+}
+
 /// A connection's paged replays: the resume in progress for each conversation (its chain),
 /// the next pages waiting for the connection to read the last, and the one asked.
 #[derive(Debug, Default)]

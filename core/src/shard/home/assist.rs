@@ -74,7 +74,19 @@ impl HomeRole {
         }
         let priority = notes.priority.unwrap_or(0);
         if a.handoff.is_some() {
-            sh.send(DISPATCHER_SHARD, DispatchMsg::Handoff { conv, priority });
+            // A team the AI layer named (label `team`) takes it, unless the visitor's entry
+            // named one already.
+            let team = notes
+                .labels
+                .get("team")
+                .filter(|t| switchboard_protocol::token::is_team(t))
+                .cloned();
+            let msg = DispatchMsg::Handoff {
+                conv,
+                priority,
+                team,
+            };
+            sh.send(DISPATCHER_SHARD, msg);
         } else if a.priority.is_some() {
             sh.send(DISPATCHER_SHARD, DispatchMsg::Prioritize { conv, priority });
         }

@@ -129,9 +129,11 @@ impl HomeRole {
         let Some(c) = self.convs.get(&conv).filter(|c| !c.is_closed()) else {
             return;
         };
-        let waiting = c.notes().and_then(|n| n.unanswered_by.as_ref());
-        let Some(agent) = c.agent().filter(|a| Some(*a) == waiting).cloned() else {
-            return;
+        // Only the entry of the current assignment's deadline counts (an earlier
+        // assignment's, or a second entry for the same, finds another deadline).
+        let agent = match (c.agent(), c.notes().and_then(|n| n.unanswered_by.as_ref())) {
+            (Some(a), Some((waiting, due))) if a == waiting && sh.now.mono_ms >= *due => a.clone(),
+            _ => return,
         };
         let msg = DispatchMsg::Transfer {
             conv,
@@ -142,7 +144,12 @@ impl HomeRole {
             reply: Reply::Quiet,
         };
         sh.send(DISPATCHER_SHARD, msg);
+        // Nobody else with room: it stays, and is looked at again a period later.
         let at = sh.now.mono_ms + after.as_millis() as u64;
+        let c = self.convs.get_mut(&conv).expect("present above");
+        if let Some((_, due)) = c.notes_mut().unanswered_by.as_mut() {
+            *due = at;
+        }
         self.unanswered.schedule(conv, at);
     }
 
@@ -360,7 +367,7 @@ impl HomeRole {
                 last_seq,
                 chain,
             } => {
-                if let Some((code, message)) = self.refusal(conv, &who, observer) {
+                if let Some((code, message)) = self.refusal(conv, &who, &observer) {
                     reply::refuse_subscribe(sh, from, conn, conv, code, message, chain);
                     return;
                 }
@@ -383,7 +390,7 @@ impl HomeRole {
             } => {
                 // A replay goes on even if the conversation closed meanwhile: participants
                 // may read a closed conversation; its last page then says it is closed.
-                match self.refusal(conv, &who, observer) {
+                match self.refusal(conv, &who, &observer) {
                     Some((code, message)) if code != ErrorCode::ConversationClosed => {
                         reply::refuse_subscribe(sh, from, conn, conv, code, message, next.chain)
                     }
@@ -433,8 +440,8 @@ impl HomeRole {
                 // A new agent (not one told again after a restart) must answer in time.
                 if let Some(after) = sh.cfg.reroute_after {
                     if c.agent() != Some(&agent) {
-                        c.notes_mut().unanswered_by = Some(agent.clone());
                         let at = sh.now.mono_ms + after.as_millis() as u64;
+                        c.notes_mut().unanswered_by = Some((agent.clone(), at));
                         self.unanswered.schedule(conv, at);
                     }
                 }
@@ -469,7 +476,7 @@ impl HomeRole {
                     reply::error(sh, from, conn, ErrorCode::Forbidden, message, None);
                     return;
                 };
-                if let Some((code, message)) = self.refusal(conv, &who, observer) {
+                if let Some((code, message)) = self.refusal(conv, &who, &observer) {
                     reply::error(sh, from, conn, code, message, None);
                     return;
                 }
@@ -497,8 +504,13 @@ impl HomeRole {
                 }
                 self.api_command(sh, id, conv, by, action, reply)
             }
-            HomeMsg::Context { conv, context } => {
-                let Some(c) = self.convs.get_mut(&conv).filter(|c| !c.is_closed()) else {
+            HomeMsg::Context { conv, who, context } => {
+                // Only its visitor says where it is.
+                let Some(c) = self
+                    .convs
+                    .get_mut(&conv)
+                    .filter(|c| !c.is_closed() && who == ParticipantId::Visitor(c.visitor()))
+                else {
                     return;
                 };
                 if c.notes().is_some_and(|n| n.context == *context) {
@@ -701,11 +713,11 @@ impl HomeRole {
         &self,
         conv: ConvId,
         who: &ParticipantId,
-        observer: bool,
+        observer: &crate::messages::Watch,
     ) -> Option<(ErrorCode, &'static str)> {
         match self.convs.get(&conv) {
             None => Some((ErrorCode::NotInConversation, "no such conversation")),
-            Some(c) if !observer && !c.is_participant(who) => {
+            Some(c) if !observer.may_watch(c.site()) && !c.is_participant(who) => {
                 Some((ErrorCode::NotInConversation, "not a participant"))
             }
             Some(c) if c.is_closed() => {
@@ -725,7 +737,7 @@ impl HomeRole {
         who: &ParticipantId,
         cid: Option<&str>,
     ) -> bool {
-        match self.refusal(conv, who, false) {
+        match self.refusal(conv, who, &crate::messages::Watch::No) {
             None => true,
             Some((code, message)) => {
                 reply::error(sh, from, conn, code, message, cid);
