@@ -45,6 +45,16 @@ pub enum ShardMsg {
     Link(switchboard_protocol::bridge::BridgeMsg),
 }
 
+impl ShardMsg {
+    /// `command_done` for the bridge: command `id` went well, or not (`error`: why).
+    pub fn command_done(id: u64, error: Option<&str>) -> Self {
+        Self::Link(switchboard_protocol::bridge::BridgeMsg::CommandDone {
+            id,
+            error: error.map(str::to_owned),
+        })
+    }
+}
+
 /// Where the outcome of a request goes: an error frame to a connection, or `command_done`
 /// to the bridge (a REST API command).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

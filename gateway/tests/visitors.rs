@@ -122,6 +122,13 @@ async fn a_vip_keeps_one_id_across_devices_and_goes_ahead_in_the_queue() {
         .find(|r| r["shortcut"] == "/returns")
         .expect("the site-wide reply")
         .clone();
+    // Ann may not change the site's reply; its supervisor may.
+    let path = format!("/api/v1/canned-replies/{}", reply["id"].as_str().unwrap());
+    let patch = json!({"shortcut": "/free-returns"}).to_string();
+    let r = http::request("PATCH", &api, &path, &ann_auth, Some(&patch));
+    assert_eq!(r.status, 403);
+    let r = http::request("PATCH", &api, &path, &auth, Some(&patch));
+    assert_eq!(json_of(&r)["shortcut"], "/free-returns", "{}", r.text());
     let r = http::post(
         &api,
         &format!(

@@ -129,8 +129,7 @@ impl DispatchRole {
                     sh.send(sh.home(conv), gone);
                     self.dispatch(sh, out);
                     if let Reply::Api { shard, id } = reply {
-                        let done = BridgeMsg::CommandDone { id, error: None };
-                        sh.send(shard, ShardMsg::Link(done));
+                        sh.send(shard, ShardMsg::command_done(id, None));
                     }
                     if reply == Reply::Quiet {
                         sh.stats.rerouted += 1;
@@ -150,8 +149,7 @@ impl DispatchRole {
                             sh.send(shard, ConnMsg::ToConn { conn, frame });
                         }
                         Reply::Api { shard, id } => {
-                            let error = Some(message.to_owned());
-                            sh.send(shard, ShardMsg::Link(BridgeMsg::CommandDone { id, error }));
+                            sh.send(shard, ShardMsg::command_done(id, Some(message)))
                         }
                         Reply::Quiet => {}
                     }

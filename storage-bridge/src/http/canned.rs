@@ -218,6 +218,71 @@ fn may_change(me: &Caller, row: &CannedRow) -> bool {
     }
 }
 
+/// Changes to a reply: what is given changes.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CannedPatch {
+    #[serde(default)]
+    shortcut: Option<String>,
+    #[serde(default)]
+    body: Option<String>,
+}
+
+/// Changes a reply's shortcut or text (its owner; site-wide and team ones: supervisors).
+#[utoipa::path(
+    patch,
+    path = "/api/v1/canned-replies/{id}",
+    tag = "canned-replies",
+    params(("id" = String, Path, description = "The reply's id")),
+    request_body = CannedPatch,
+    responses(
+        (status = 200, description = "The reply as changed", body = Canned),
+        (status = 400, description = "Too long or empty", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not the caller's to change", body = ErrorBody),
+        (status = 404, description = "No such reply", body = ErrorBody),
+        (status = 503, description = "The store is unavailable", body = ErrorBody),
+    ),
+    security(("agent_token" = []))
+)]
+pub(super) async fn update(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Body(patch): Body<CannedPatch>,
+) -> Result<Json<Canned>, ApiError> {
+    let me = caller(&api, &headers, AGENT).await?;
+    let store = &api.reads.store;
+    let fail = |e| ApiError::store("canned replies", e);
+    let mut row = store
+        .canned(&id)
+        .await
+        .map_err(fail)?
+        .filter(|r| r.site == me.site)
+        .ok_or_else(not_found)?;
+    if !may_change(&me, &row) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "not yours to change",
+        ));
+    }
+    if let Some(v) = patch.shortcut {
+        row.shortcut = v;
+    }
+    if let Some(v) = patch.body {
+        row.body = v;
+    }
+    let len = |s: &str| s.chars().count();
+    if !(1..=64).contains(&len(&row.shortcut)) || !(1..=4000).contains(&len(&row.body)) {
+        return Err(ApiError::bad_request(
+            "shortcut 1-64 characters, body 1-4000",
+        ));
+    }
+    store.put_canned(row.clone()).await.map_err(fail)?;
+    Ok(Json(row.into()))
+}
+
 /// Deletes a reply (its owner; site-wide ones: supervisors).
 #[utoipa::path(
     delete,

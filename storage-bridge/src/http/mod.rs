@@ -77,7 +77,7 @@ pub fn router(api: Api) -> Router {
         )
         .route(
             "/api/v1/canned-replies/{id}",
-            axum::routing::delete(canned::delete),
+            axum::routing::delete(canned::delete).patch(canned::update),
         )
         .route("/api/v1/canned-replies/{id}/render", post(canned::use_one))
         .route(

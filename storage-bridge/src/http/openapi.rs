@@ -22,6 +22,7 @@ use utoipa::{Modify, OpenApi};
         canned::list,
         canned::create,
         canned::delete,
+        canned::update,
         canned::use_one,
         webhooks::list,
         webhooks::create,

@@ -27,7 +27,7 @@ use crate::routing::{home_shard, ShardId, DISPATCHER_SHARD};
 use crate::shard::shared::Shared;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
-use switchboard_protocol::bridge::{ApiAction, BridgeMsg, ConvEvent, OpenConv, StoredMessage};
+use switchboard_protocol::bridge::{ApiAction, ConvEvent, OpenConv, StoredMessage};
 use switchboard_protocol::server::{encode, CloseReason, ServerFrame, BOT_ID, SYSTEM_ID};
 use switchboard_protocol::{AgentId, ConvId, ErrorCode, ParticipantId};
 
@@ -200,8 +200,7 @@ impl HomeRole {
         reply: ShardId,
     ) {
         let done = |sh: &mut Shared, error: Option<&str>| {
-            let error = error.map(str::to_owned);
-            sh.send(reply, ShardMsg::Link(BridgeMsg::CommandDone { id, error }));
+            sh.send(reply, ShardMsg::command_done(id, error));
         };
         let Some(c) = self.convs.get(&conv) else {
             return done(sh, Some("no such conversation"));
@@ -498,8 +497,8 @@ impl HomeRole {
             } => {
                 let mine = self.convs.get(&conv).and_then(|c| c.agent()) == Some(&by);
                 if as_agent && !mine {
-                    let error = Some("not your conversation".to_owned());
-                    sh.send(reply, ShardMsg::Link(BridgeMsg::CommandDone { id, error }));
+                    let done = ShardMsg::command_done(id, Some("not your conversation"));
+                    sh.send(reply, done);
                     return;
                 }
                 self.api_command(sh, id, conv, by, action, reply)

@@ -59,13 +59,10 @@ pub(super) fn refuse(sh: &mut Shared, from: ShardId, msg: &HomeMsg, code: ErrorC
         | HomeMsg::Close { conn, .. }
         | HomeMsg::Rate { conn, .. }
         | HomeMsg::History { conn, .. } => error(sh, from, *conn, code, text, None),
-        HomeMsg::Api { id, reply, .. } => {
-            let done = switchboard_protocol::bridge::BridgeMsg::CommandDone {
-                id: *id,
-                error: Some(text.to_owned()),
-            };
-            sh.send(*reply, crate::messages::ShardMsg::Link(done));
-        }
+        HomeMsg::Api { id, reply, .. } => sh.send(
+            *reply,
+            crate::messages::ShardMsg::command_done(*id, Some(text)),
+        ),
         HomeMsg::Subscribe {
             conv, conn, chain, ..
         } => refuse_subscribe(sh, from, *conn, *conv, code, text, *chain),
