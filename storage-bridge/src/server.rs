@@ -376,6 +376,19 @@ const DISPATCHER_LINK: u32 = 0;
 /// How long the API waits for a gateway to carry out a command.
 const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Removes a command's waiter when dropped.
+struct Forget<'a> {
+    commands: &'a std::sync::Mutex<CommandsWaiting>,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        let mut c = self.commands.lock().unwrap_or_else(|p| p.into_inner());
+        c.waiting.remove(&self.id);
+    }
+}
+
 #[derive(Default)]
 struct CommandsWaiting {
     next: u64,
@@ -471,9 +484,11 @@ impl Notices {
             c.waiting.insert(id, done);
             id
         };
-        let forget = || {
-            let mut c = self.commands.lock().unwrap_or_else(|p| p.into_inner());
-            c.waiting.remove(&id);
+        // However this ends (an answer, a timeout, the HTTP request dropped), the waiter
+        // goes.
+        let _forget = Forget {
+            commands: &self.commands,
+            id,
         };
         let msg = BridgeMsg::Command {
             id,
@@ -483,16 +498,12 @@ impl Notices {
             action,
         };
         if self.tx.send(msg).is_err() {
-            forget();
             return Err(CommandError::NoGateway);
         }
         match tokio::time::timeout(COMMAND_TIMEOUT, answer).await {
             Ok(Ok(None)) => Ok(()),
             Ok(Ok(Some(why))) => Err(CommandError::Refused(why)),
-            Ok(Err(_)) | Err(_) => {
-                forget();
-                Err(CommandError::Timeout)
-            }
+            Ok(Err(_)) | Err(_) => Err(CommandError::Timeout),
         }
     }
 
