@@ -132,6 +132,12 @@ pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
         Route::Reject { status, message } => {
             return reply(&ctx, &mut stream, status, message).await
         }
+        Route::Asset(asset) => {
+            let _ = stream
+                .write_all(&http::response(200, asset.content_type, asset.body))
+                .await;
+            return;
+        }
         Route::Echo { key } => {
             if stream
                 .write_all(&http::switching_protocols(key))

@@ -74,6 +74,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Parsed, BadRequest> {
 pub enum Route<'a> {
     Health,
     Metrics,
+    /// A static file (the widget, the demo page).
+    Asset(&'static crate::assets::Asset),
     /// A WebSocket upgrade to `path`; the caller authenticates it.
     Upgrade {
         path: &'a str,
@@ -106,6 +108,9 @@ pub fn route<'a>(
         },
         "/healthz" => Route::Health,
         "/metrics" => Route::Metrics,
+        path if !echo && req.method == "GET" && crate::assets::find(path).is_some() => {
+            Route::Asset(crate::assets::find(path).expect("found above"))
+        }
         _ if echo || req.path == "/ws/visitor" || req.path == "/ws/agent" => {
             if req.method != "GET" {
                 return Route::Reject {
@@ -299,12 +304,9 @@ mod tests {
         assert!(parse_head(b"\x00\x01garbage\r\n\r\n").is_err());
         let (req, _) = complete(&UPGRADE.replace("/ws/agent?token=abc&client=web", "/"));
         assert!(matches!(route(&req, &[], Some("/")), Route::Echo { .. }));
-        assert!(matches!(
-            route(&req, &[], None),
-            Route::Reject { status: 404, .. }
-        ));
-        let (req, _) = complete(&UPGRADE.replace("/ws/agent?token=abc&client=web", "/"));
-        assert!(matches!(route(&req, &[], Some("/")), Route::Echo { .. }));
+        // Without the echo endpoint, `/` is the demo page; other paths are not found.
+        assert!(matches!(route(&req, &[], None), Route::Asset(a) if a.path == "/"));
+        let (req, _) = complete(&UPGRADE.replace("/ws/agent?token=abc&client=web", "/nothing"));
         assert!(matches!(
             route(&req, &[], None),
             Route::Reject { status: 404, .. }

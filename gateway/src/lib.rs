@@ -15,6 +15,7 @@
 //! All decisions (routing, assignment, deadlines, validation) live in `switchboard-core`;
 //! this crate moves bytes between sockets, the core and other shards.
 
+pub mod assets;
 pub mod bridge_link;
 pub mod config;
 pub mod connection;
