@@ -2,7 +2,8 @@
 # Prepares what the test suite needs beyond cargo: `promtool` (Debian's prometheus package,
 # for the alerting-rule tests) and a Python virtualenv (.venv) with the third-party
 # WebSocket client (`websockets`), the Autobahn runner (`kosoku`) and the API fuzzer
-# (`schemathesis`, with the `hypothesis` it works with).
+# (`schemathesis`, with the `hypothesis` it works with), and Chromium with Playwright for the
+# browser tests.
 # Idempotent: does nothing when they are already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,14 +19,27 @@ if ! command -v promtool >/dev/null; then
     command -v promtool >/dev/null
 fi
 
+# The browser tests drive Debian's Chromium (no browser build can be downloaded here).
+if ! command -v chromium >/dev/null; then
+    echo "setup-test-env: installing chromium (Debian package)"
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+        echo "setup-test-env: chromium is missing; install Debian's chromium package" >&2
+        exit 1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null \
+        || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null; }
+    command -v chromium >/dev/null
+fi
+
 venv="${SWITCHBOARD_VENV:-.venv}"
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import websockets, kosoku, schemathesis' 2>/dev/null; then
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import websockets, kosoku, schemathesis, playwright' 2>/dev/null; then
     exit 0
 fi
-echo "setup-test-env: creating $venv (websockets, kosoku, schemathesis)"
+echo "setup-test-env: creating $venv (websockets, kosoku, schemathesis, playwright)"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 # schemathesis 3.39 breaks with hypothesis 6.130 and later ("'many' object has no attribute
-# 'more'"): both pinned.
+# 'more'"): both pinned. Playwright drives /usr/bin/chromium (its own browsers are never
+# downloaded).
 "$venv/bin/pip" install --quiet --disable-pip-version-check 'websockets>=13,<18' 'kosoku==0.1.0' \
-    'schemathesis==3.39.16' 'hypothesis==6.129.5'
-"$venv/bin/python" -c 'import websockets, kosoku, schemathesis'
+    'schemathesis==3.39.16' 'hypothesis==6.129.5' 'playwright==1.65.2'
+"$venv/bin/python" -c 'import websockets, kosoku, schemathesis, playwright'

@@ -67,7 +67,7 @@
     ".sbw-form input{flex:1;border:0;padding:12px;font:inherit}",
     ".sbw-form button{border:0;background:" + cfg.color + ";color:#fff;padding:0 16px;font:inherit;cursor:pointer}",
     ".sbw-stars button{border:0;background:none;font-size:22px;cursor:pointer;color:#f5a623}",
-    "@media (max-width:480px){.sbw-panel{position:fixed;left:0;right:0;bottom:0;top:0;width:auto;max-width:none;height:auto;max-height:none;border-radius:0}}",
+    "@media (max-width:480px){.sbw-panel{position:fixed;left:0;right:0;bottom:0;top:0;width:auto;max-width:none;height:auto;max-height:none;border-radius:0}.sbw-open .sbw-launch{display:none}}",
   ].join("");
   var style = document.createElement("style");
   style.textContent = css;
@@ -108,6 +108,7 @@
   function isOpen() { return !panel.hidden; }
   function setOpen(open) {
     panel.hidden = !open;
+    root.classList.toggle("sbw-open", open);
     launch.setAttribute("aria-expanded", String(open));
     if (open) { unread = 0; showBadge(); input.focus(); markRead(); }
   }
@@ -276,6 +277,7 @@
         typingTimer = setTimeout(function () { status.textContent = ""; }, 3000);
         break;
       case "closed":
+        status.textContent = "";
         askRating(f.conv);
         conv = null; lastSeq = 0; shown = {};
         store.del("conv"); store.del("seq");
