@@ -6,18 +6,20 @@
 mod common;
 
 use common::venv_bin;
+use std::io::{BufRead, BufReader, Write};
+use std::process::Stdio;
 use switchboard_test_support::{temp_dir, Gateway};
 
 #[test]
 fn a_visitor_chats_with_an_agent_through_the_widget() {
     let python = venv_bin("python");
-    let gw = Gateway::start(&[]);
+    let mut gw = Gateway::start(&[]);
     let token = gw.token("ann");
     let shots = std::env::var_os("SWITCHBOARD_SCREENSHOTS")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| temp_dir("browser"));
     std::fs::create_dir_all(&shots).unwrap();
-    let out = std::process::Command::new(python)
+    let mut child = std::process::Command::new(python)
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/py/widget_browser.py"
@@ -25,12 +27,28 @@ fn a_visitor_chats_with_an_agent_through_the_widget() {
         .arg(gw.addr.to_string())
         .arg(token)
         .arg(&shots)
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut said = Vec::new();
+    // The browser asks for the gateway to be restarted mid-conversation, once.
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line == "restart" {
+            gw.restart();
+            writeln!(stdin, "go").unwrap();
+        }
+        said.push(line);
+    }
+    let out = child.wait_with_output().unwrap();
     assert!(
-        out.status.success() && stdout.trim() == "ok",
-        "the browser test failed:\n{stdout}\n{}",
+        out.status.success() && said.last().map(String::as_str) == Some("ok"),
+        "the browser test failed:\n{}\n{}",
+        said.join("\n"),
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(shots.join("widget-desktop.png").exists());
