@@ -239,7 +239,9 @@
         ws.send(JSON.stringify({ type: "context", page: location.href.slice(0, 512),
           referrer: document.referrer.slice(0, 512), user_agent: navigator.userAgent.slice(0, 512),
           lang: (navigator.language || "").slice(0, 512) }));
-        if (conv) ws.send(JSON.stringify({ type: "resume", conv: conv, last_seq: lastSeq }));
+        // A new page shows the whole conversation; a reconnect, what it missed.
+        var from = Object.keys(shown).length ? lastSeq : 0;
+        if (conv) ws.send(JSON.stringify({ type: "resume", conv: conv, last_seq: from }));
         for (var c in pending) transmit(c);
         break;
       case "ack":

@@ -80,6 +80,14 @@ async def main():
             bodies = await page.locator("[data-sb=msg] .sbw-body").all_inner_texts()
             assert bodies == ["hello from the widget", "Hi! How can I help?", "still there?",
                               "Yes, still here."], bodies
+            # A new page (a reload, another page of the site): the same visitor, the whole
+            # conversation once.
+            await page.reload()
+            await launch.click()
+            await page.get_by_text("Yes, still here.").wait_for(timeout=TIMEOUT_MS)
+            bodies = await page.locator("[data-sb=msg] .sbw-body").all_inner_texts()
+            assert bodies == ["hello from the widget", "Hi! How can I help?", "still there?",
+                              "Yes, still here."], bodies
             # Typing shows.
             await agent.send(json.dumps({"type": "typing", "conv": conv}))
             await page.locator("[data-sb=status]", has_text="ann is typing").wait_for(timeout=TIMEOUT_MS)
