@@ -53,3 +53,43 @@ fn a_visitor_chats_with_an_agent_through_the_widget() {
     );
     assert!(shots.join("widget-desktop.png").exists());
 }
+
+#[test]
+fn an_agent_answers_from_the_console() {
+    let python = venv_bin("python");
+    let dir = temp_dir("console");
+    let api = switchboard_test_support::free_addr();
+    let gw = Gateway::builder().data_dir(&dir).bridge_http(&api).start();
+    let root = switchboard_test_support::accounts::admin_bearer(&dir, &api);
+    switchboard_test_support::accounts::create_agent(&dir, "ann", "agent", "ann passphrase");
+    let reply = serde_json::json!({"shortcut": "/shipped", "site_wide": true,
+        "body": "Your parcel left our warehouse today, {agent.name} here."});
+    let r = switchboard_test_support::http::post(
+        &api,
+        "/api/v1/canned-replies",
+        &[("Authorization", root.as_str())],
+        &reply.to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let shots = std::env::var_os("SWITCHBOARD_SCREENSHOTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| temp_dir("console-shots"));
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = std::process::Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/py/console_browser.py"
+        ))
+        .args([&gw.addr.to_string(), &api, "ann", "ann passphrase"])
+        .arg(&shots)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim() == "ok",
+        "the console test failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(gw);
+    let _ = std::fs::remove_dir_all(&dir);
+}

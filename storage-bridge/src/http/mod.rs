@@ -9,7 +9,8 @@
 //! - [`canned`]: canned replies, with variables filled in for a visitor.
 //! - [`conversations`]: conversations listed by status and agent.
 //! - [`history`]: a conversation's messages (zstd when asked).
-//! - [`openapi`]: the document; [`docs`]: Swagger UI reading it, at `/api/docs/`.
+//! - [`openapi`]: the document; [`assets`]: Swagger UI reading it, at `/api/docs/`, and
+//!   the agent console at `/console/`.
 //! - [`reports`]: conversations per day; first-response and resolution times and CSAT per
 //!   agent and team.
 //! - [`sites`]: the websites and brands one deployment serves; signed visitor identities.
@@ -17,10 +18,10 @@
 //! - [`visitors`]: customers the site identifies: visitor tokens with a priority, profiles.
 
 mod agents;
+mod assets;
 mod auth;
 mod canned;
 mod conversations;
-mod docs;
 mod error;
 mod history;
 mod keys;
@@ -57,9 +58,12 @@ pub fn router(api: Api) -> Router {
         .route("/healthz", get(openapi::healthz))
         .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
-        .route("/api/docs", get(docs::redirect))
-        .route("/api/docs/", get(docs::index))
-        .route("/api/docs/{file}", get(docs::asset))
+        .route("/api/docs", get(assets::docs_redirect))
+        .route("/api/docs/", get(assets::docs_index))
+        .route("/api/docs/{file}", get(assets::docs_file))
+        .route("/console", get(assets::console_redirect))
+        .route("/console/", get(assets::console_index))
+        .route("/console/{file}", get(assets::console_file))
         .route("/api/v1/reports", get(reports::report))
         .route("/api/v1/teams", get(teams::list))
         .route("/api/v1/auth/login", post(auth::login))

@@ -1,0 +1,266 @@
+/* Switchboard agent console: served by the storage bridge beside its API (same origin),
+ * talking to the gateway over WebSocket (docs/protocol.md) and to the API for what is not
+ * a frame (login, canned replies, transfer, close). No dependencies. */
+(function () {
+  "use strict";
+  var $ = function (id) { return document.getElementById(id); };
+  var session = {
+    token: sessionStorage.getItem("sb.token"),
+    agent: sessionStorage.getItem("sb.agent"),
+    gateway: sessionStorage.getItem("sb.gateway") || "ws://" + location.hostname + ":8080",
+  };
+  var convs = {}; // conv -> {visitor, lastSeq, seen:{}, items:[], unread, closed, context, labels, reason}
+  var current = null, ws = null, backoff = 500, canned = [];
+
+  function api(method, path, body) {
+    return fetch(path, {
+      method: method,
+      headers: Object.assign({ "content-type": "application/json" },
+        session.token ? { authorization: "Bearer " + session.token } : {}),
+      body: body ? JSON.stringify(body) : undefined,
+    }).then(function (r) {
+      return r.text().then(function (t) {
+        var data = t ? JSON.parse(t) : null;
+        if (!r.ok) throw new Error((data && data.message) || r.statusText);
+        return data;
+      });
+    });
+  }
+
+  // ---- log in ----
+  $("gateway").value = session.gateway;
+  $("login-form").addEventListener("submit", function (e) {
+    e.preventDefault();
+    $("login-error").textContent = "";
+    api("POST", "/api/v1/auth/login", { agent: $("agent").value, password: $("password").value })
+      .then(function (r) {
+        session.token = r.token; session.agent = r.agent; session.gateway = $("gateway").value;
+        sessionStorage.setItem("sb.token", r.token);
+        sessionStorage.setItem("sb.agent", r.agent);
+        sessionStorage.setItem("sb.gateway", session.gateway);
+        start();
+      })
+      .catch(function (err) { $("login-error").textContent = err.message; });
+  });
+  $("logout").addEventListener("click", function () {
+    sessionStorage.clear();
+    location.reload();
+  });
+
+  function start() {
+    $("login").hidden = true;
+    $("app").hidden = false;
+    $("me").textContent = session.agent;
+    api("GET", "/api/v1/canned-replies").then(function (r) {
+      canned = r.replies;
+      canned.forEach(function (c) {
+        var o = document.createElement("option");
+        o.value = c.id;
+        o.textContent = c.shortcut;
+        $("canned").appendChild(o);
+      });
+    }).catch(function () {});
+    connect();
+  }
+
+  // ---- the gateway ----
+  function connect() {
+    ws = new WebSocket(session.gateway + "/ws/agent?client=web&token=" + encodeURIComponent(session.token));
+    ws.onopen = function () { backoff = 500; $("link").textContent = "online"; };
+    ws.onmessage = function (e) { handle(JSON.parse(e.data)); };
+    ws.onclose = function (e) {
+      $("link").textContent = "reconnecting";
+      if (e.code === 4002) { $("link").textContent = "account disabled"; return; }
+      setTimeout(connect, backoff);
+      backoff = Math.min(backoff * 2, 10000);
+    };
+  }
+  function conv(id) {
+    if (!convs[id]) convs[id] = { lastSeq: 0, seen: {}, items: [], unread: 0, context: {}, labels: {} };
+    return convs[id];
+  }
+  function handle(f) {
+    var c;
+    switch (f.type) {
+      case "assigned":
+        c = conv(f.conv);
+        c.visitor = f.visitor;
+        c.closed = false;
+        if (f.context) c.context = f.context;
+        if (f.labels) c.labels = f.labels;
+        if (f.reason) c.reason = f.reason;
+        ws.send(JSON.stringify({ type: "resume", conv: f.conv, last_seq: c.lastSeq }));
+        if (!current) select(f.conv);
+        notify("New conversation");
+        break;
+      case "msg":
+        c = conv(f.conv);
+        if (c.seen[f.seq]) break;
+        c.seen[f.seq] = true;
+        c.lastSeq = Math.max(c.lastSeq, f.seq);
+        c.items.push({ from: f.from, body: f.body });
+        if (f.conv === current) { show(); ws.send(JSON.stringify({ type: "read", conv: f.conv, seq: f.seq })); }
+        else if (f.from !== session.agent) c.unread++;
+        break;
+      case "ack":
+        c = conv(f.conv);
+        c.lastSeq = Math.max(c.lastSeq, f.seq);
+        if (!c.seen[f.seq]) { c.seen[f.seq] = true; c.items.push({ from: session.agent, body: (c.sending || {})[f.cid] || "" }); }
+        if (f.conv === current) show();
+        break;
+      case "typing":
+        if (f.conv === current && f.from !== session.agent) {
+          $("typing").textContent = f.from + " is typing";
+          clearTimeout(handle.t);
+          handle.t = setTimeout(function () { $("typing").textContent = ""; }, 3000);
+        }
+        return;
+      case "draft":
+        c = conv(f.conv);
+        c.items.push({ note: "Suggested by " + f.by + ": " + f.body, draft: f.body });
+        if (f.conv === current) show();
+        break;
+      case "labels":
+        c = conv(f.conv);
+        c.labels = f.labels || {};
+        if (f.conv === current) show();
+        break;
+      case "closed":
+        c = conv(f.conv);
+        c.closed = true;
+        c.items.push({ note: "Closed" + (f.by ? " by " + f.by : "") });
+        if (f.conv === current) show();
+        break;
+      case "transferred":
+        if (f.from === session.agent) {
+          delete convs[f.conv];
+          if (current === f.conv) current = null;
+          show();
+        }
+        break;
+      case "error":
+        $("link").textContent = f.message;
+        return;
+    }
+    list();
+  }
+
+  // ---- the screen ----
+  function list() {
+    var ul = $("convs");
+    ul.textContent = "";
+    Object.keys(convs).forEach(function (id) {
+      var c = convs[id];
+      var li = document.createElement("li");
+      var b = document.createElement("button");
+      b.type = "button";
+      b.setAttribute("data-conv", id);
+      if (id === current) b.setAttribute("aria-current", "true");
+      b.textContent = (c.visitor || id) + (c.closed ? " (closed)" : "");
+      if (c.unread) {
+        var u = document.createElement("span");
+        u.className = "unread";
+        u.textContent = String(c.unread);
+        u.setAttribute("aria-label", c.unread + " unread");
+        b.appendChild(u);
+      }
+      b.addEventListener("click", function () { select(id); });
+      li.appendChild(b);
+      ul.appendChild(li);
+    });
+  }
+  function select(id) {
+    current = id;
+    convs[id].unread = 0;
+    list();
+    show();
+    $("text").focus();
+  }
+  function show() {
+    var log = $("log");
+    log.textContent = "";
+    var c = current && convs[current];
+    ["text", "send", "transfer", "close"].forEach(function (k) { $(k).disabled = !c || !!c.closed; });
+    if (!c) { $("chat-title").textContent = "Pick a conversation"; $("context").textContent = ""; return; }
+    $("chat-title").textContent = c.visitor + (c.reason ? " — " + c.reason : "");
+    var ctx = [];
+    Object.keys(c.context || {}).forEach(function (k) { ctx.push(k + ": " + c.context[k]); });
+    Object.keys(c.labels || {}).forEach(function (k) { ctx.push(k + "=" + c.labels[k]); });
+    $("context").textContent = ctx.join(" · ");
+    c.items.forEach(function (it) {
+      var d = document.createElement("div");
+      if (it.note) {
+        d.className = "n";
+        d.textContent = it.note;
+        if (it.draft) d.addEventListener("click", function () { $("text").value = it.draft; });
+      } else {
+        d.className = "m" + (it.from === session.agent ? " mine" : "");
+        var w = document.createElement("div");
+        w.className = "who";
+        w.textContent = it.from === session.agent ? "You" : it.from;
+        var body = document.createElement("div");
+        body.className = "body";
+        body.textContent = it.body;
+        d.appendChild(w);
+        d.appendChild(body);
+      }
+      log.appendChild(d);
+    });
+    log.scrollTop = log.scrollHeight;
+  }
+  function notify(text) {
+    if (document.hidden && window.Notification && Notification.permission === "granted") {
+      new Notification("Switchboard", { body: text });
+    }
+  }
+
+  // ---- replying ----
+  function reply(body) {
+    var c = convs[current];
+    var cid = "k" + Date.now().toString(36) + Math.random().toString(36).slice(2, 7);
+    c.sending = c.sending || {};
+    c.sending[cid] = body;
+    ws.send(JSON.stringify({ type: "msg", conv: current, cid: cid, body: body }));
+  }
+  function render(id) {
+    return api("POST", "/api/v1/canned-replies/" + id + "/render", { visitor: convs[current].visitor })
+      .then(function (r) { $("text").value = r.body; $("text").focus(); });
+  }
+  $("send-form").addEventListener("submit", function (e) {
+    e.preventDefault();
+    var body = $("text").value.trim();
+    if (!body || !current) return;
+    var shortcut = canned.filter(function (c) { return c.shortcut === body; })[0];
+    if (shortcut) { render(shortcut.id); return; }
+    $("text").value = "";
+    reply(body);
+  });
+  $("text").addEventListener("input", function () {
+    var now = Date.now();
+    if (current && ws && ws.readyState === 1 && now - (reply.typed || 0) > 2000) {
+      reply.typed = now;
+      ws.send(JSON.stringify({ type: "typing", conv: current }));
+    }
+  });
+  $("canned").addEventListener("change", function () {
+    if (this.value && current) render(this.value);
+    this.value = "";
+  });
+  $("transfer").addEventListener("click", function () {
+    var to = $("transfer-to").value.trim();
+    var body = { note: $("transfer-note").value.trim() || undefined };
+    if (to.indexOf("team:") === 0) body.team = to.slice(5); else if (to) body.to = to;
+    api("POST", "/api/v1/conversations/" + current + "/transfer", body)
+      .then(function () { $("link").textContent = "transferred"; })
+      .catch(function (err) { $("link").textContent = err.message; });
+  });
+  $("close").addEventListener("click", function () {
+    api("POST", "/api/v1/conversations/" + current + "/close")
+      .catch(function (err) { $("link").textContent = err.message; });
+  });
+
+  if (window.Notification && Notification.permission === "default") {
+    try { Notification.requestPermission(); } catch (e) {}
+  }
+  if (session.token) start();
+})();
