@@ -13,6 +13,7 @@ import sys
 from playwright.async_api import async_playwright
 
 GW, API, AGENT, PASSWORD, SHOTS = sys.argv[1:6]
+# The agent supervises here, so the console also shows its team.
 T = 10_000
 
 
@@ -55,7 +56,15 @@ async def main():
             "() => document.getElementById('text').value.startsWith('Your parcel left')", timeout=T)
         await console.keyboard.press("Enter")
         await visitor.get_by_text("Your parcel left our warehouse today").wait_for(timeout=T)
+        # An internal note and tags, kept by the API; the visitor sees neither.
+        await console.get_by_label("Internal note").fill("asked twice already")
+        await console.get_by_label("Tags").fill("shipping, urgent")
+        await console.get_by_role("button", name="Save").click()
+        await console.locator("#notes li", has_text="asked twice already").wait_for(timeout=T)
+        # The admin sees its agents with their load.
+        await console.locator("#agents li", has_text="1 open").wait_for(timeout=T)
         await console.screenshot(path=os.path.join(SHOTS, "console.png"))
+        assert await visitor.get_by_text("asked twice already").count() == 0
         # Closed from the console: the visitor is asked for a rating.
         await console.get_by_role("button", name="Close", exact=True).click()
         await visitor.locator("[data-sb=rate]").wait_for(timeout=T)

@@ -51,6 +51,8 @@
     $("login").hidden = true;
     $("app").hidden = false;
     $("me").textContent = session.agent;
+    refresh();
+    setInterval(refresh, 5000);
     api("GET", "/api/v1/canned-replies").then(function (r) {
       canned = r.replies;
       canned.forEach(function (c) {
@@ -174,6 +176,7 @@
     convs[id].unread = 0;
     list();
     show();
+    loadNotes();
     $("text").focus();
   }
   function show() {
@@ -181,6 +184,7 @@
     log.textContent = "";
     var c = current && convs[current];
     ["text", "send", "transfer", "close"].forEach(function (k) { $(k).disabled = !c || !!c.closed; });
+    ["note", "tags", "save-note"].forEach(function (k) { $(k).disabled = !c; });
     if (!c) { $("chat-title").textContent = "Pick a conversation"; $("context").textContent = ""; return; }
     $("chat-title").textContent = c.visitor + (c.reason ? " — " + c.reason : "");
     var ctx = [];
@@ -213,6 +217,59 @@
       new Notification("Switchboard", { body: text });
     }
   }
+
+  // ---- the queue, the team (supervisors), notes and tags ----
+  function ago(ms) {
+    var s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+    return s < 60 ? s + " s" : Math.round(s / 60) + " min";
+  }
+  function fill(ul, rows) {
+    ul.textContent = "";
+    rows.forEach(function (r) {
+      var li = document.createElement("li");
+      li.textContent = r.text;
+      if (r.cls) li.className = r.cls;
+      ul.appendChild(li);
+    });
+  }
+  function refresh() {
+    api("GET", "/api/v1/conversations?status=waiting&limit=50").then(function (r) {
+      fill($("queue"), r.conversations.map(function (c) {
+        return { text: c.visitor + " · waiting " + ago(c.opened_at) };
+      }));
+    }).catch(function () {});
+    // Supervisors see their agents, online or not, with how many conversations each has.
+    Promise.all([api("GET", "/api/v1/agents"), api("GET", "/api/v1/conversations?status=open&limit=500")])
+      .then(function (both) {
+        var load = {};
+        both[1].conversations.forEach(function (c) { if (c.agent) load[c.agent] = (load[c.agent] || 0) + 1; });
+        $("team-panel").hidden = false;
+        fill($("agents"), both[0].agents.map(function (a) {
+          return { text: a.id + (a.online ? " · online" : " · offline") + " · " + (load[a.id] || 0) + " open",
+                   cls: a.online ? "on" : "" };
+        }));
+      })
+      .catch(function () {});
+  }
+  function loadNotes() {
+    if (!current) return;
+    var id = current;
+    api("GET", "/api/v1/conversations/" + id).then(function (r) {
+      if (current !== id) return;
+      $("tags").value = (r.tags || []).join(", ");
+      fill($("notes"), (r.notes || []).map(function (n) { return { text: n.author + ": " + n.body }; }));
+    }).catch(function () {});
+  }
+  $("note-form").addEventListener("submit", function (e) {
+    e.preventDefault();
+    if (!current) return;
+    var id = current, body = $("note").value.trim();
+    var tags = $("tags").value.split(",").map(function (x) { return x.trim(); }).filter(Boolean);
+    var writes = [api("PUT", "/api/v1/conversations/" + id + "/tags", { tags: tags })];
+    if (body) writes.push(api("POST", "/api/v1/conversations/" + id + "/notes", { body: body }));
+    Promise.all(writes).then(function () { $("note").value = ""; loadNotes(); })
+      .catch(function (err) { $("link").textContent = err.message; });
+  });
 
   // ---- replying ----
   function reply(body) {
