@@ -62,6 +62,7 @@ fn an_agent_answers_from_the_console() {
     let gw = Gateway::builder().data_dir(&dir).bridge_http(&api).start();
     let root = switchboard_test_support::accounts::admin_bearer(&dir, &api);
     switchboard_test_support::accounts::create_agent(&dir, "ann", "supervisor", "ann passphrase");
+    switchboard_test_support::accounts::create_agent(&dir, "bob", "agent", "bob passphrase");
     let reply = serde_json::json!({"shortcut": "/shipped", "site_wide": true,
         "body": "Your parcel left our warehouse today, {agent.name} here."});
     let r = switchboard_test_support::http::post(

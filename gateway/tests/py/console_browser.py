@@ -1,7 +1,8 @@
 """The agent console and the visitor widget, both in headless Chromium (Debian's, driven
 by Playwright) against a real gateway and bridge: the agent logs in to the console; a
 visitor writes through the widget; the agent takes the conversation, answers, uses a
-canned reply and closes it; the visitor sees every answer and is asked for a rating.
+canned reply, notes and tags it, and transfers it to bob (another console), who answers
+and closes it; the visitor sees every answer and is asked for a rating.
 
   python console_browser.py GATEWAY_ADDR BRIDGE_ADDR AGENT PASSWORD SCREENSHOT_DIR
 Prints `ok` when every step held.
@@ -65,6 +66,27 @@ async def main():
         await console.locator("#agents li", has_text="1 open").wait_for(timeout=T)
         await console.screenshot(path=os.path.join(SHOTS, "console.png"))
         assert await visitor.get_by_text("asked twice already").count() == 0
+        # Handed to bob through the console, with a note: his console gets it (with the
+        # whole transcript and the note), the visitor is told.
+        bob = await browser.new_page(viewport={"width": 1280, "height": 720})
+        bob.on("pageerror", lambda e: errors.append(f"bob: {e}"))
+        await bob.goto(f"http://{API}/console/")
+        await bob.get_by_label("Agent", exact=True).fill("bob")
+        await bob.get_by_label("Password", exact=True).fill("bob passphrase")
+        await bob.get_by_label("Gateway", exact=True).fill(f"ws://{GW}")
+        await bob.get_by_role("button", name="Log in").click()
+        await bob.locator("#link", has_text="online").wait_for(timeout=T)
+        await console.get_by_label("Transfer to agent or team").fill("bob")
+        await console.get_by_label("Note for the next agent").fill("parcel 1042")
+        await console.get_by_role("button", name="Transfer").click()
+        await bob.locator("#chat-title", has_text="transferred by ann: parcel 1042").wait_for(timeout=T)
+        await bob.locator("#log .body", has_text="Where is my parcel?").wait_for(timeout=T)
+        await visitor.get_by_text("bob joined the conversation").wait_for(timeout=T)
+        await console.locator("#convs li").first.wait_for(state="detached", timeout=T)
+        await bob.get_by_label("Reply", exact=True).fill("Bob here: it arrives tomorrow.")
+        await bob.keyboard.press("Enter")
+        await visitor.get_by_text("Bob here: it arrives tomorrow.").wait_for(timeout=T)
+        console = bob
         # Closed from the console: the visitor is asked for a rating.
         await console.get_by_role("button", name="Close", exact=True).click()
         await visitor.locator("[data-sb=rate]").wait_for(timeout=T)
