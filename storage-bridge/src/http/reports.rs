@@ -143,19 +143,12 @@ pub(super) async fn report(
     let store = &api.reads.store;
     let fail = |e| ApiError::store("reports", e);
     let r = store.report(&me.site, from, to).await.map_err(fail)?;
-    // Teams from the site's accounts (at most 10,000 read).
-    let mut teams_of: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut after = String::new();
-    loop {
-        let page = store.accounts(&me.site, &after, 1000).await.map_err(fail)?;
-        for a in &page {
-            teams_of.insert(a.id.clone(), a.teams.clone());
-        }
-        match page.last() {
-            Some(last) if page.len() == 1000 && teams_of.len() < 10_000 => after = last.id.clone(),
-            _ => break,
-        }
-    }
+    let teams_of: BTreeMap<String, Vec<String>> = store
+        .team_members(&me.site)
+        .await
+        .map_err(fail)?
+        .into_iter()
+        .collect();
     let mut by_team: BTreeMap<String, Vec<&ReportRow>> = BTreeMap::new();
     for row in &r.per_agent {
         for team in teams_of.get(&row.agent).into_iter().flatten() {

@@ -65,21 +65,12 @@ pub(super) async fn list(
             teams.entry(t).or_default();
         }
     }
-    // The site's accounts, at most 10,000.
-    let mut after = String::new();
-    for _ in 0..10 {
-        let page = store.accounts(&me.site, &after, 1000).await.map_err(fail)?;
-        for a in &page {
-            for t in &a.teams {
-                teams.entry(t.clone()).or_default().push(Member {
-                    id: a.id.clone(),
-                    online: api.notices.is_online(&a.id),
-                });
-            }
-        }
-        match page.last() {
-            Some(last) if page.len() == 1000 => after = last.id.clone(),
-            _ => break,
+    for (id, names) in store.team_members(&me.site).await.map_err(fail)? {
+        for t in names {
+            teams.entry(t).or_default().push(Member {
+                id: id.clone(),
+                online: api.notices.is_online(&id),
+            });
         }
     }
     Ok(Json(TeamList {

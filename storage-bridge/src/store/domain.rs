@@ -387,6 +387,17 @@ impl Store {
             .collect())
     }
 
+    /// The site's accounts that are in teams, with their teams (at most 10,000, by id).
+    pub async fn team_members(&self, site: &str) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+        const SQL: &str = "SELECT id, teams FROM agents WHERE site = $1 AND teams <> ''
+            ORDER BY id LIMIT 10000";
+        let rows = self.query(SQL, vec![site.into()]).await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.text(0), teams_from_db(&r.text(1))))
+            .collect())
+    }
+
     /// Writes or replaces a site.
     pub async fn put_site(&self, s: SiteRow) -> Result<(), StoreError> {
         const SQL: &str = "INSERT INTO sites (id, name, visitor_secret, origins, teams, hours,
