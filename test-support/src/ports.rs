@@ -19,13 +19,27 @@ pub fn free_addr() -> String {
 }
 
 /// Waits until a TCP connection to `addr` succeeds; panics after `limit`.
+///
+/// A port from [`free_port`] lies in the ephemeral range, so a connect to it while nothing
+/// listens can, once in tens of thousands of tries, be given that same port as its source and
+/// connect to itself (TCP simultaneous open). Such a connection is not a listener and counts
+/// as refused.
 pub fn wait_listening(addr: &str, limit: Duration) {
     let _connected = wait::eventually(
         &format!("something listening on {addr}"),
         limit,
-        || TcpStream::connect(addr).map(drop).map_err(|e| e.kind()),
+        || connect_to_other(addr),
         Result::is_ok,
     );
+}
+
+fn connect_to_other(addr: &str) -> Result<(), std::io::ErrorKind> {
+    let stream = TcpStream::connect(addr).map_err(|e| e.kind())?;
+    let (local, peer) = (stream.local_addr(), stream.peer_addr());
+    match (local, peer) {
+        (Ok(local), Ok(peer)) if local == peer => Err(std::io::ErrorKind::ConnectionRefused),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -43,6 +57,11 @@ mod tests {
     #[test]
     #[should_panic(expected = "last seen: Err(ConnectionRefused)")]
     fn waiting_for_a_port_nobody_opens_fails_at_the_deadline() {
-        wait_listening(&free_addr(), Duration::from_millis(100));
+        // Held bound but not listening, so no other process can take the port meanwhile.
+        let held = tokio::net::TcpSocket::new_v4().expect("a socket");
+        held.bind("127.0.0.1:0".parse().expect("an address"))
+            .expect("bound");
+        let addr = held.local_addr().expect("its address").to_string();
+        wait_listening(&addr, Duration::from_millis(100));
     }
 }
