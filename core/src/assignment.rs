@@ -59,11 +59,17 @@ struct Agent {
     teams: Vec<String>,
     /// Its site's conversations are the only ones it takes.
     site: Option<String>,
+    /// Online but taking no new conversation (it said so); keeps those it has.
+    away: bool,
 }
 
 impl Agent {
     fn is_online(&self) -> bool {
         !self.devices.is_empty()
+    }
+    /// Online and not away: new conversations may go to it.
+    fn is_available(&self) -> bool {
+        self.is_online() && !self.away
     }
     fn shards(&self) -> Vec<ShardId> {
         self.devices.iter().map(|(s, _)| *s).collect()
@@ -162,7 +168,7 @@ impl Dispatcher {
     fn site_has_agents(&self, site: Option<&str>) -> bool {
         self.agents
             .values()
-            .any(|a| a.is_online() && a.site.as_deref() == site)
+            .any(|a| a.is_available() && a.site.as_deref() == site)
     }
 
     /// The bot's mode changed (the bridge said so, or was lost: `Off`). Conversations the
@@ -177,7 +183,7 @@ impl Dispatcher {
                 let online: Vec<Option<String>> = self
                     .agents
                     .values()
-                    .filter(|a| a.is_online())
+                    .filter(|a| a.is_available())
                     .map(|a| a.site.clone())
                     .collect();
                 self.release_where(|r| online.contains(&r.site))
@@ -249,7 +255,7 @@ impl Dispatcher {
         let to = match to {
             Some(to) => {
                 let room = self.agents.get(to).is_some_and(|a| {
-                    a.is_online() && (a.open.len() as u32) < self.capacity && a.takes(&route)
+                    a.is_available() && (a.open.len() as u32) < self.capacity && a.takes(&route)
                 });
                 if to == from || !room {
                     return Err(TransferRefused::Unavailable);
@@ -344,13 +350,14 @@ impl Dispatcher {
         self.queue.len()
     }
 
-    /// Whether no agent of `conv`'s site is online (its visitor is leaving a message).
+    /// Whether no agent of `conv`'s site is online and not away (its visitor is leaving a
+    /// message).
     pub fn nobody_online_for(&self, conv: ConvId) -> bool {
         let site = self.known.get(&conv).and_then(|s| s.as_ref());
         !self
             .agents
             .values()
-            .any(|a| a.is_online() && a.site.as_ref() == site)
+            .any(|a| a.is_available() && a.site.as_ref() == site)
     }
 
     /// Every agent online now.
@@ -388,7 +395,7 @@ impl Dispatcher {
             .iter()
             .filter(|(id, _)| Some(*id) != except)
             .filter(|(_, a)| a.takes(route))
-            .filter(|(_, a)| a.is_online() && (a.open.len() as u32) < self.capacity)
+            .filter(|(_, a)| a.is_available() && (a.open.len() as u32) < self.capacity)
             .min_by_key(|(id, a)| (a.open.len(), a.online_since, (*id).clone()))
             .map(|(id, _)| id.clone())
     }
@@ -511,9 +518,48 @@ impl Dispatcher {
                 a.devices.swap_remove(i);
             }
         }
-        if !a.is_online() && a.open.is_empty() {
-            self.agents.remove(agent);
+        if !a.is_online() {
+            // Back next time as available, like any agent logging in.
+            a.away = false;
+            if a.open.is_empty() {
+                self.agents.remove(agent);
+            }
         }
+    }
+
+    /// `agent` (online) is away: no new conversation goes to it; or back: it takes from the
+    /// queue (and, with the bot standing in while nobody was there, from the bot) again.
+    pub fn set_away(&mut self, agent: &AgentId, away: bool) -> Vec<Dispatch> {
+        let Some(a) = self.agents.get_mut(agent).filter(|a| a.is_online()) else {
+            return Vec::new();
+        };
+        if a.away == away {
+            return Vec::new();
+        }
+        a.away = away;
+        if away {
+            return Vec::new();
+        }
+        let site = a.site.clone();
+        let mut out = if self.mode == BotMode::WhenNoAgent {
+            self.release_where(|r| r.site == site)
+        } else {
+            Vec::new()
+        };
+        out.extend(self.drain());
+        out
+    }
+
+    /// The shards `agent` has devices on.
+    pub fn shards_of(&self, agent: &AgentId) -> Vec<ShardId> {
+        self.agents
+            .get(agent)
+            .map(Agent::shards)
+            .unwrap_or_default()
+    }
+
+    pub fn is_away(&self, agent: &AgentId) -> bool {
+        self.agents.get(agent).is_some_and(|a| a.away)
     }
 
     /// `conv` is closed: it leaves the queue or its agent's list, wherever it is. `agent`
@@ -558,7 +604,7 @@ impl Dispatcher {
     fn anyone_has_room(&self) -> bool {
         self.agents
             .values()
-            .any(|a| a.is_online() && (a.open.len() as u32) < self.capacity)
+            .any(|a| a.is_available() && (a.open.len() as u32) < self.capacity)
     }
 
     /// Assigns queued conversations, oldest first, while any agent has room.
@@ -625,6 +671,55 @@ mod tests {
 
     fn site(name: &str) -> Route {
         Route::site(Some(name.into()))
+    }
+
+    #[test]
+    fn an_away_agent_keeps_its_conversations_but_takes_no_new_one_until_back() {
+        let mut d = Dispatcher::new(5);
+        d.agent_online(&agent("ann"), 0);
+        d.agent_online(&agent("bob"), 1);
+        assert_eq!(
+            assigned_to(&d.enqueue(ConvId(1), VisitorId(1))),
+            vec![(1, "ann".into())]
+        );
+        assert_eq!(d.set_away(&agent("ann"), true), Vec::new());
+        assert!(d.is_away(&agent("ann")) && d.is_online(&agent("ann")));
+        // Ann is less loaded than bob would be, yet bob takes the next ones.
+        for i in 2..=3 {
+            assert_eq!(
+                assigned_to(&d.enqueue(ConvId(i), VisitorId(i))),
+                vec![(i, "bob".into())]
+            );
+        }
+        assert_eq!(d.open_of(&agent("ann")).len(), 1);
+        // Nobody to transfer to by name while away; and with bob away too, visitors wait
+        // and are told nobody is there.
+        assert_eq!(
+            d.transfer(ConvId(2), &agent("bob"), Some(&agent("ann")), None),
+            Err(TransferRefused::Unavailable)
+        );
+        d.set_away(&agent("bob"), true);
+        assert_eq!(
+            d.enqueue(ConvId(4), VisitorId(4)),
+            vec![Dispatch::Position {
+                conv: ConvId(4),
+                position: 1
+            }]
+        );
+        assert!(d.nobody_online_for(ConvId(4)));
+        // Back: the waiting conversation is hers at once.
+        assert_eq!(
+            assigned_to(&d.set_away(&agent("ann"), false)),
+            vec![(4, "ann".into())]
+        );
+        // Away ends with the last device: logging in again, she is available.
+        d.set_away(&agent("ann"), true);
+        d.agent_offline(&agent("ann"), 0);
+        d.agent_online(&agent("ann"), 0);
+        assert!(!d.is_away(&agent("ann")));
+        // An agent not online cannot be away.
+        assert_eq!(d.set_away(&agent("dan"), true), Vec::new());
+        assert!(!d.is_away(&agent("dan")));
     }
 
     #[test]

@@ -114,7 +114,8 @@ impl Watch {
     }
 }
 
-/// Where a visitor is, as its widget said: `page`, `referrer`, `user_agent`, `lang`.
+/// Where a visitor is, as its widget said: `page`, `referrer`, `user_agent`, `lang`, and the
+/// `name` and `email` it typed, if any.
 pub type Context = std::collections::BTreeMap<String, String>;
 
 /// To a conversation's home shard.
@@ -309,6 +310,8 @@ pub enum DispatchMsg {
     },
     /// A device of `agent` on the sending shard disconnected.
     AgentOffline { agent: AgentId },
+    /// `agent` is away (takes no new conversation) or back, as one of its devices said.
+    Away { agent: AgentId, away: bool },
     /// A returning visitor (token presented) sent a frame about its current conversation
     /// on a connection that has none: which one is open, if any?
     FindOpenConv { visitor: VisitorId, conn: ConnKey },
@@ -365,9 +368,9 @@ pub enum ConnMsg {
         /// The resume it answers (`Subscribe::chain`).
         chain: u32,
     },
-    /// `agent`'s devices on this shard are told they have a conversation (`frame` is its
-    /// `assigned`; each device then resumes it).
-    AgentAssigned { agent: AgentId, frame: Bytes },
+    /// A frame for every device of `agent` on this shard: that it has a conversation
+    /// (`assigned`; each device then resumes it), or its presence.
+    ToAgent { agent: AgentId, frame: Bytes },
     /// A frame for the local agent connections subscribed to `conv` (a draft, labels).
     DeliverToAgents { conv: ConvId, frame: Bytes },
     /// `agent` is no longer in `conv` (transferred): its local connections leave it.

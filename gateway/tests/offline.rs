@@ -65,3 +65,41 @@ fn config_with_offline_text() -> String {
     std::fs::write(&path, "offline_text = \"Back at 9. Leave us a message!\"\n").unwrap();
     path.display().to_string()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_away_takes_nothing_new_and_all_its_devices_show_it() {
+    let gw = Gateway::start(&[]);
+    let mut desk = gw.agent("ann").await;
+    let mut phone = gw.agent("ann").await;
+    desk.send(serde_json::json!({"type":"presence","status":"away"}))
+        .await;
+    for device in [&mut desk, &mut phone] {
+        assert_eq!(device.expect("presence").await["status"], "away");
+    }
+    // Ann is the only agent and away: the visitor leaves a message, with its contact.
+    let mut v = gw.visitor().await;
+    v.send(serde_json::json!({"type":"presence","status":"away"}))
+        .await;
+    assert_eq!(v.expect("error").await["code"], "forbidden");
+    v.send(serde_json::json!({"type":"context","page":"https://shop.example/","name":"Li Lei","email":"li@example.com"}))
+        .await;
+    v.msg("m1", "call me back please", None).await;
+    v.expect("ack").await;
+    let q = v.expect("queued").await;
+    assert_eq!(q["offline"], true, "{q}");
+    // A third device, connecting while away, is told so at once.
+    let mut tablet = gw.agent("ann").await;
+    assert_eq!(tablet.expect("presence").await["status"], "away");
+    // Back from the phone: every device hears it, and the waiting visitor is hers, with the
+    // name and e-mail it typed.
+    phone
+        .send(serde_json::json!({"type":"presence","status":"online"}))
+        .await;
+    for device in [&mut desk, &mut phone, &mut tablet] {
+        assert_eq!(device.expect("presence").await["status"], "online");
+    }
+    let a = desk.assigned().await;
+    assert_eq!(a["context"]["name"], "Li Lei", "{a}");
+    assert_eq!(a["context"]["email"], "li@example.com", "{a}");
+    assert_eq!(a["context"]["page"], "https://shop.example/", "{a}");
+}

@@ -68,7 +68,7 @@ fn every_example_in_the_document_matches_its_schema() {
     }
     assert_eq!(
         server_types.len(),
-        18,
+        19,
         "every server frame type has an example: {server_types:?}"
     );
 }
@@ -167,6 +167,9 @@ async fn every_frame_a_real_gateway_sends_matches_the_schema() {
     v1.send(json!({"type":"resume","conv":conv,"last_seq":0}))
         .await;
     next_of(&mut v1, "resumed", &server, &mut seen).await;
+    agent.send(json!({"type":"presence","status":"away"})).await;
+    let p = next_of(&mut agent, "presence", &server, &mut seen).await;
+    assert_eq!(p["status"], "away");
     agent.send(json!({"type":"close","conv":conv})).await;
     next_of(&mut v1, "closed", &server, &mut seen).await;
     v1.send(json!({"type":"history","conv":conv,"limit":5}))
@@ -183,6 +186,7 @@ async fn every_frame_a_real_gateway_sends_matches_the_schema() {
             "error",
             "history",
             "msg",
+            "presence",
             "queued",
             "read",
             "resumed",

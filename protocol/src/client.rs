@@ -56,12 +56,17 @@ pub enum ClientFrame {
     },
     /// Visitors: where they are, for the agent who takes their conversation. Sent at
     /// connect (and again when it changes); each field at most [`MAX_CONTEXT_LEN`] bytes.
+    /// `name` and `email` are what the visitor typed (the widget's offline form), unverified.
     Context {
         page: Option<String>,
         referrer: Option<String>,
         user_agent: Option<String>,
         lang: Option<String>,
+        name: Option<String>,
+        email: Option<String>,
     },
+    /// Agents: away (no new conversation comes to it; it keeps those it has) or back.
+    Presence { away: bool },
     /// Up to `limit` messages before `before` (all newest when absent), oldest first.
     History {
         conv: Option<ConvId>,
@@ -172,6 +177,12 @@ struct RawFrame<'a> {
     user_agent: Option<Loose<'a>>,
     #[serde(borrow, default)]
     lang: Option<Loose<'a>>,
+    #[serde(borrow, default)]
+    name: Option<Loose<'a>>,
+    #[serde(borrow, default)]
+    email: Option<Loose<'a>>,
+    #[serde(borrow, default)]
+    status: Option<Loose<'a>>,
 }
 
 /// Decodes one text frame with serde_json.
@@ -330,6 +341,18 @@ fn validate(raw: RawFrame<'_>) -> Result<ClientFrame, DecodeError> {
                 body,
             })
         }
+        "presence" => match raw.status {
+            Some(Loose::Str(s)) if s == "away" => Ok(ClientFrame::Presence { away: true }),
+            Some(Loose::Str(s)) if s == "online" => Ok(ClientFrame::Presence { away: false }),
+            None => Err(fail(
+                ErrorCode::MissingField,
+                "`presence` needs `status`".into(),
+            )),
+            Some(_) => Err(fail(
+                ErrorCode::InvalidField,
+                "`status` must be \"away\" or \"online\"".into(),
+            )),
+        },
         "transfer" => {
             let to = match &raw.to {
                 None => None,
@@ -401,6 +424,8 @@ fn validate(raw: RawFrame<'_>) -> Result<ClientFrame, DecodeError> {
                 referrer: field(&raw.referrer, "referrer")?,
                 user_agent: field(&raw.user_agent, "user_agent")?,
                 lang: field(&raw.lang, "lang")?,
+                name: field(&raw.name, "name")?,
+                email: field(&raw.email, "email")?,
             })
         }
         other => {
@@ -465,7 +490,9 @@ mod tests {
                 page: Some("https://x/cart".into()),
                 referrer: None,
                 user_agent: None,
-                lang: Some("fr-FR".into())
+                lang: Some("fr-FR".into()),
+                name: None,
+                email: None,
             }
         );
         let long = format!(
@@ -477,6 +504,19 @@ mod tests {
             code(r#"{"type":"context","lang":7}"#),
             ErrorCode::InvalidField
         );
+        assert_eq!(
+            decode_client_frame(r#"{"type":"presence","status":"away"}"#).unwrap(),
+            ClientFrame::Presence { away: true }
+        );
+        assert_eq!(
+            decode_client_frame(r#"{"type":"presence","status":"online"}"#).unwrap(),
+            ClientFrame::Presence { away: false }
+        );
+        assert_eq!(
+            code(r#"{"type":"presence","status":"busy"}"#),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(code(r#"{"type":"presence"}"#), ErrorCode::MissingField);
     }
 
     fn code(text: &str) -> ErrorCode {

@@ -101,6 +101,9 @@ pub enum ServerFrame<'a> {
     },
     /// To the visitor who rated a conversation: the rating is kept.
     Rated { conv: ConvId, score: u8 },
+    /// To every device of an agent: it is away (takes no new conversation) or online, as
+    /// one of its devices said.
+    Presence { status: Cow<'a, str> },
     /// To the agents of a conversation (its agent, supervisors watching it): a supervisor's
     /// note that the visitor never sees.
     Whisper {

@@ -83,6 +83,11 @@ impl DispatchRole {
                 }
                 let (open, out) = self.dispatcher.agent_online(&agent, from);
                 sh.send(from, ConnMsg::AgentConvs { conn, convs: open });
+                // A new device of an agent who is away shows it too.
+                if self.dispatcher.is_away(&agent) {
+                    let frame = presence_frame(true);
+                    sh.send(from, ConnMsg::ToConn { conn, frame });
+                }
                 self.dispatch(sh, out);
             }
             DispatchMsg::AgentOffline { agent } => {
@@ -91,6 +96,21 @@ impl DispatchRole {
                     presence(sh, Vec::new(), vec![agent.to_string()]);
                 }
                 self.refresh_stats(sh);
+            }
+            DispatchMsg::Away { agent, away } => {
+                let out = self.dispatcher.set_away(&agent, away);
+                // Every device of the agent (the one that said it included) shows the same.
+                if self.dispatcher.is_online(&agent) {
+                    let frame = presence_frame(self.dispatcher.is_away(&agent));
+                    for shard in self.dispatcher.shards_of(&agent) {
+                        let msg = ConnMsg::ToAgent {
+                            agent: agent.clone(),
+                            frame: frame.clone(),
+                        };
+                        sh.send(shard, msg);
+                    }
+                }
+                self.dispatch(sh, out);
             }
             DispatchMsg::ConvClosed { conv, agent } => {
                 let out = self.dispatcher.closed(conv, agent.as_ref());
@@ -286,6 +306,14 @@ impl DispatchRole {
         }
         self.refresh_stats(sh);
     }
+}
+
+/// The `presence` frame an agent's devices are told.
+fn presence_frame(away: bool) -> bytes::Bytes {
+    let status = if away { "away" } else { "online" };
+    switchboard_protocol::server::encode(&switchboard_protocol::server::ServerFrame::Presence {
+        status: status.into(),
+    })
 }
 
 /// Tells the bridge (on this, the dispatcher shard's, link) who came online or went offline.

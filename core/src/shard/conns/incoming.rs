@@ -99,9 +99,10 @@ impl ConnRole {
                     c.drain_if_a_page_waits();
                 }
             }
-            ConnMsg::AgentAssigned { agent, frame } => {
-                // Devices are told; each attaches with `resume`, so that a device that
-                // connected at any moment gets every message once (see docs/protocol.md).
+            ConnMsg::ToAgent { agent, frame } => {
+                // Devices are told; told of an assignment, each attaches with `resume`, so
+                // that a device that connected at any moment gets every message once (see
+                // docs/protocol.md).
                 let devices = self.agents.get(&agent).cloned().unwrap_or_default();
                 for key in devices {
                     self.push(sh, key, frame.clone());

@@ -5,7 +5,7 @@
 //! the idle deadlines of connections, their rate limits, and a returning visitor's lookup of
 //! its open conversation. It turns client frames into [`HomeMsg`]s for the conversations'
 //! home shards (and [`DispatchMsg`]s for the dispatcher), and takes [`ConnMsg`](crate::messages::ConnMsg)s (`incoming`): frames for
-//! its connections (`ToConn`, `Deliver`, `Replay`), assignments (`AgentAssigned`,
+//! its connections (`ToConn`, `Deliver`, `Replay`), assignments (`ToAgent`,
 //! `AgentConvs`) and lookup answers (`OpenConvIs`).
 
 mod incoming;
@@ -520,6 +520,15 @@ impl ConnRole {
                 };
                 sh.send(sh.home(conv), msg);
             }
+            ClientFrame::Presence { away } => match who {
+                ParticipantId::Agent(agent) => {
+                    sh.send(DISPATCHER_SHARD, DispatchMsg::Away { agent, away });
+                }
+                ParticipantId::Visitor(_) => {
+                    let message = "only agents are away or online";
+                    self.push_error(sh, key, ErrorCode::Forbidden, message, None);
+                }
+            },
             ClientFrame::Rate { .. } | ClientFrame::Context { .. } if is_agent => {
                 let message = "only visitors rate conversations and say where they are";
                 self.push_error(sh, key, ErrorCode::Forbidden, message, None);
@@ -543,12 +552,16 @@ impl ConnRole {
                 referrer,
                 user_agent,
                 lang,
+                name,
+                email,
             } => {
                 let context: crate::messages::Context = [
                     ("page", page),
                     ("referrer", referrer),
                     ("user_agent", user_agent),
                     ("lang", lang),
+                    ("name", name),
+                    ("email", email),
                 ]
                 .into_iter()
                 .filter_map(|(k, v)| Some((k.to_owned(), v?)))
@@ -631,6 +644,7 @@ impl ConnRole {
             | ClientFrame::Resume { .. }
             | ClientFrame::Close { .. }
             | ClientFrame::Whisper { .. }
+            | ClientFrame::Presence { .. }
             | ClientFrame::Transfer { .. } => false,
         };
         match &mut conn.lookup {

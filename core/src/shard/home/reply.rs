@@ -103,7 +103,7 @@ pub(super) fn agent_assigned(
     for &shard in agent_shards {
         let agent = agent.clone();
         let frame = frame.clone();
-        sh.send(shard, ConnMsg::AgentAssigned { agent, frame });
+        sh.send(shard, ConnMsg::ToAgent { agent, frame });
     }
 }
 
