@@ -182,6 +182,8 @@ pub enum HomeMsg {
         conv: ConvId,
         conn: ConnKey,
         who: ParticipantId,
+        /// A supervisor may read what it may watch.
+        observer: Watch,
         before: u64,
         limit: u32,
     },

@@ -26,6 +26,8 @@
       typing: "{a} is typing", closed: "The conversation has ended. How did we do?",
       thanks: "Thank you!", offline: "Nobody is available right now", reconnecting: "Reconnecting",
       unread: "{n} unread messages", you: "You",
+      leave: "Leave your name and e-mail: we will answer you there.", name: "Name",
+      email: "E-mail", submit: "Send", left: "Thank you. We will write to {e}.",
     },
     zh: {
       open: "在线咨询", close: "关闭", title: "在线客服", placeholder: "输入消息", send: "发送",
@@ -33,6 +35,8 @@
       bot: "智能助手", system: "通知", typing: "{a} 正在输入", closed: "会话已结束，请为本次服务评分",
       thanks: "谢谢！", offline: "暂无客服在线", reconnecting: "正在重新连接", unread: "{n} 条未读消息",
       you: "我",
+      leave: "请留下您的姓名和邮箱，我们会尽快回复您。", name: "姓名", email: "邮箱",
+      submit: "提交", left: "谢谢！我们会回复到 {e}。",
     },
   };
   var t = T[cfg.lang] || T.en;
@@ -66,6 +70,9 @@
     ".sbw-form{display:flex;border-top:1px solid #e3e5e8}",
     ".sbw-form input{flex:1;border:0;padding:12px;font:inherit}",
     ".sbw-form button{border:0;background:" + cfg.color + ";color:#fff;padding:0 16px;font:inherit;cursor:pointer}",
+    ".sbw-offline{background:#fff;border:1px solid #e3e5e8;border-radius:10px;padding:8px;margin:6px 0}",
+    ".sbw-offline input{display:block;width:100%;box-sizing:border-box;margin:4px 0;padding:6px;border:1px solid #ccd;border-radius:6px;font:inherit}",
+    ".sbw-offline button{border:0;border-radius:6px;background:" + cfg.color + ";color:#fff;padding:6px 14px;font:inherit;cursor:pointer}",
     ".sbw-stars button{border:0;background:none;font-size:22px;cursor:pointer;color:#f5a623}",
     "@media (max-width:480px){.sbw-panel{position:fixed;left:0;right:0;bottom:0;top:0;width:auto;max-width:none;height:auto;max-height:none;border-radius:0}.sbw-open .sbw-launch{display:none}}",
   ].join("");
@@ -210,6 +217,40 @@
       ws.send(JSON.stringify({ type: "typing", conv: conv }));
     }
   });
+  // Where the visitor is, and the name and e-mail it left (a later context replaces the
+  // stored one, so every one carries them).
+  function sendContext() {
+    var c = { type: "context", page: location.href, referrer: document.referrer,
+      user_agent: navigator.userAgent, lang: navigator.language || "" };
+    var contact = {};
+    try { contact = JSON.parse(store.get("contact") || "{}"); } catch (e) {}
+    if (contact.name) c.name = contact.name;
+    if (contact.email) c.email = contact.email;
+    for (var k in c) c[k] = String(c[k]).slice(0, 512);
+    if (ws && ws.readyState === 1) ws.send(JSON.stringify(c));
+  }
+  // Nobody is there: the site's text, and a form for a name and an e-mail to answer to.
+  function offlineForm(text) {
+    if (log.querySelector("[data-sb=offline]")) return;
+    var box = el("form", { class: "sbw-offline", "data-sb": "offline", "aria-label": text });
+    box.appendChild(el("p", {}, text));
+    if (store.get("contact")) { log.appendChild(box); return; }
+    box.appendChild(el("p", {}, t.leave));
+    var name = el("input", { "aria-label": t.name, placeholder: t.name, maxlength: "200", autocomplete: "name", "data-sb": "offline-name" });
+    var email = el("input", { type: "email", required: "", "aria-label": t.email, placeholder: t.email, maxlength: "200", autocomplete: "email", "data-sb": "offline-email" });
+    box.appendChild(name);
+    box.appendChild(email);
+    box.appendChild(el("button", { type: "submit", "data-sb": "offline-send" }, t.submit));
+    box.addEventListener("submit", function (e) {
+      e.preventDefault();
+      store.set("contact", JSON.stringify({ name: name.value.trim(), email: email.value.trim() }));
+      sendContext();
+      box.textContent = "";
+      box.appendChild(el("p", { role: "status" }, say("left", { e: email.value.trim() })));
+    });
+    log.appendChild(box);
+    log.scrollTop = log.scrollHeight;
+  }
   function askRating(c) {
     var box = el("div", { class: "sbw-note sbw-stars", "data-sb": "rate" }, t.closed);
     var row = el("div", {});
@@ -236,9 +277,7 @@
         backoff = 500;
         status.textContent = "";
         if (f.greeting && !log.querySelector("[data-sb=greeting]")) note(f.greeting, "greeting");
-        ws.send(JSON.stringify({ type: "context", page: location.href.slice(0, 512),
-          referrer: document.referrer.slice(0, 512), user_agent: navigator.userAgent.slice(0, 512),
-          lang: (navigator.language || "").slice(0, 512) }));
+        sendContext();
         // A new page shows the whole conversation; a reconnect, what it missed.
         var from = Object.keys(shown).length ? lastSeq : 0;
         if (conv) ws.send(JSON.stringify({ type: "resume", conv: conv, last_seq: from }));
@@ -261,7 +300,8 @@
         addMessage(f);
         break;
       case "queued":
-        status.textContent = f.offline ? (f.offline_text || t.offline) : say("queued", { n: f.position });
+        status.textContent = f.offline ? "" : say("queued", { n: f.position });
+        if (f.offline) offlineForm(f.offline_text || t.offline);
         break;
       case "agent_joined":
         status.textContent = "";

@@ -24,11 +24,16 @@ async fn a_supervisor_watches_live_and_whispers_to_the_agent_only() {
     v.msg("m1", "where is my parcel?", None).await;
     let conv = ann.assigned().await["conv"].as_str().unwrap().to_owned();
     ann.expect("resumed").await;
-    // Sue watches: the transcript so far, then live.
+    // Sue watches: the transcript so far (a page of history first, as the console reads
+    // a long one), then live.
     let mut sue = Client::connect(&gw.url(&format!("/ws/agent?token={token}&client=web")))
         .await
         .unwrap();
     assert_eq!(sue.welcome["id"], "sue");
+    sue.send(json!({"type":"history","conv":conv,"limit":10}))
+        .await;
+    let page = sue.expect("history").await;
+    assert_eq!(page["messages"][0]["body"], "where is my parcel?", "{page}");
     sue.send(json!({"type":"resume","conv":conv,"last_seq":0}))
         .await;
     assert_eq!(sue.expect("msg").await["body"], "where is my parcel?");
@@ -57,6 +62,8 @@ async fn a_supervisor_watches_live_and_whispers_to_the_agent_only() {
     let mut bob = gw.agent("bob").await;
     bob.send(json!({"type":"resume","conv":conv,"last_seq":0}))
         .await;
+    assert_eq!(bob.expect("error").await["code"], "not_in_conversation");
+    bob.send(json!({"type":"history","conv":conv})).await;
     assert_eq!(bob.expect("error").await["code"], "not_in_conversation");
     v.send(json!({"type":"whisper","conv":conv,"body":"psst"}))
         .await;

@@ -473,10 +473,12 @@ impl ConnRole {
             } => match target(conv, conn) {
                 Some(conv) => {
                     let limit = limit.unwrap_or(50).min(u32::MAX as u64) as u32;
+                    let observer = crate::messages::Watch::of(conn.supervisor, conn.site());
                     let msg = HomeMsg::History {
                         conv,
                         conn: key,
                         who,
+                        observer,
                         before: before.unwrap_or(u64::MAX),
                         limit,
                     };
