@@ -1,6 +1,10 @@
 /* Switchboard agent console: served by the storage bridge beside its API (same origin),
  * talking to the gateway over WebSocket (docs/protocol.md) and to the API for what is not
- * a frame (login, canned replies, transfer, close). No dependencies. */
+ * a frame (login, canned replies, transfer, close). No dependencies.
+ *
+ * A conversation is read a page at a time: its newest page by `history`, then `resume` from
+ * the newest seq of that page to go live, and older pages on demand. Supervisors watch any
+ * conversation of their site the same way and whisper to its agent. */
 (function () {
   "use strict";
   var $ = function (id) { return document.getElementById(id); };
@@ -9,8 +13,11 @@
     agent: sessionStorage.getItem("sb.agent"),
     gateway: sessionStorage.getItem("sb.gateway") || "ws://" + location.hostname + ":8080",
   };
-  var convs = {}; // conv -> {visitor, lastSeq, seen:{}, items:[], unread, closed, context, labels, reason}
-  var current = null, ws = null, backoff = 500, canned = [];
+  // conv -> {visitor, lastSeq, oldest, more, seen:{}, items:[] (in seq order), unread, closed,
+  // context, labels, reason, watching, starting}
+  var convs = {};
+  var current = null, ws = null, backoff = 500, canned = [], away = false;
+  var PAGE = 30;
 
   function api(method, path, body) {
     return fetch(path, {
@@ -68,7 +75,12 @@
   // ---- the gateway ----
   function connect() {
     ws = new WebSocket(session.gateway + "/ws/agent?client=web&token=" + encodeURIComponent(session.token));
-    ws.onopen = function () { backoff = 500; $("link").textContent = "online"; };
+    ws.onopen = function () {
+      backoff = 500;
+      $("link").textContent = "online";
+      // Watched conversations are not assigned again: attach them anew.
+      Object.keys(convs).forEach(function (id) { if (convs[id].watching) attach(id); });
+    };
     ws.onmessage = function (e) { handle(JSON.parse(e.data)); };
     ws.onclose = function (e) {
       $("link").textContent = "reconnecting";
@@ -81,35 +93,80 @@
     if (!convs[id]) convs[id] = { lastSeq: 0, seen: {}, items: [], unread: 0, context: {}, labels: {} };
     return convs[id];
   }
+  function put(c, it) {
+    var i = c.items.length;
+    while (i > 0 && c.items[i - 1].seq > it.seq) i--;
+    c.items.splice(i, 0, it);
+  }
+  function addMsg(c, m) {
+    if (c.seen[m.seq]) return false;
+    c.seen[m.seq] = true;
+    c.lastSeq = Math.max(c.lastSeq, m.seq);
+    c.oldest = c.oldest ? Math.min(c.oldest, m.seq) : m.seq;
+    put(c, { seq: m.seq, from: m.from, body: m.body });
+    return true;
+  }
+  function addNote(c, text, extra) {
+    put(c, Object.assign({ seq: c.lastSeq + 0.5, note: text }, extra || {}));
+  }
+  // Live in `id`: from where this console left off, or its newest page first.
+  function attach(id) {
+    var c = conv(id);
+    if (c.lastSeq) { ws.send(JSON.stringify({ type: "resume", conv: id, last_seq: c.lastSeq })); return; }
+    c.starting = true;
+    ws.send(JSON.stringify({ type: "history", conv: id, limit: PAGE }));
+  }
   function handle(f) {
     var c;
     switch (f.type) {
       case "assigned":
+        var fresh = !convs[f.conv] || convs[f.conv].watching;
         c = conv(f.conv);
         c.visitor = f.visitor;
         c.closed = false;
+        c.watching = false;
         if (f.context) c.context = f.context;
         if (f.labels) c.labels = f.labels;
         if (f.reason) c.reason = f.reason;
-        ws.send(JSON.stringify({ type: "resume", conv: f.conv, last_seq: c.lastSeq }));
+        attach(f.conv);
         if (!current) select(f.conv);
-        notify("New conversation");
+        if (fresh) notify("New conversation from " + f.visitor);
+        break;
+      case "history":
+        c = conv(f.conv);
+        (f.messages || []).forEach(function (m) { addMsg(c, m); });
+        c.more = !f.complete;
+        if (c.starting) {
+          c.starting = false;
+          ws.send(JSON.stringify({ type: "resume", conv: f.conv, last_seq: c.lastSeq }));
+        }
+        if (f.conv === current) show(true);
         break;
       case "msg":
         c = conv(f.conv);
-        if (c.seen[f.seq]) break;
-        c.seen[f.seq] = true;
-        c.lastSeq = Math.max(c.lastSeq, f.seq);
-        c.items.push({ from: f.from, body: f.body });
-        if (f.conv === current) { show(); ws.send(JSON.stringify({ type: "read", conv: f.conv, seq: f.seq })); }
-        else if (f.from !== session.agent) c.unread++;
+        if (!addMsg(c, f)) break;
+        if (f.conv === current) {
+          show();
+          if (!c.watching) ws.send(JSON.stringify({ type: "read", conv: f.conv, seq: f.seq }));
+        }
+        else if (f.from !== session.agent && !c.starting) c.unread++;
         break;
       case "ack":
         c = conv(f.conv);
-        c.lastSeq = Math.max(c.lastSeq, f.seq);
-        if (!c.seen[f.seq]) { c.seen[f.seq] = true; c.items.push({ from: session.agent, body: (c.sending || {})[f.cid] || "" }); }
+        addMsg(c, { seq: f.seq, from: session.agent, body: (c.sending || {})[f.cid] || "" });
         if (f.conv === current) show();
         break;
+      case "whisper":
+        c = conv(f.conv);
+        addNote(c, "Whisper from " + f.from + ": " + f.body, { cls: "whisper" });
+        if (f.conv === current) show();
+        break;
+      case "presence":
+        away = f.status === "away";
+        $("presence").textContent = away ? "Go online" : "Go away";
+        $("presence").setAttribute("aria-pressed", String(away));
+        $("me").textContent = session.agent + (away ? " (away)" : "");
+        return;
       case "typing":
         if (f.conv === current && f.from !== session.agent) {
           $("typing").textContent = f.from + " is typing";
@@ -119,7 +176,7 @@
         return;
       case "draft":
         c = conv(f.conv);
-        c.items.push({ note: "Suggested by " + f.by + ": " + f.body, draft: f.body });
+        addNote(c, "Suggested by " + f.by + ": " + f.body, { draft: f.body });
         if (f.conv === current) show();
         break;
       case "labels":
@@ -130,7 +187,7 @@
       case "closed":
         c = conv(f.conv);
         c.closed = true;
-        c.items.push({ note: "Closed" + (f.by ? " by " + f.by : "") });
+        addNote(c, "Closed" + (f.by ? " by " + f.by : ""));
         if (f.conv === current) show();
         break;
       case "transferred":
@@ -158,7 +215,7 @@
       b.type = "button";
       b.setAttribute("data-conv", id);
       if (id === current) b.setAttribute("aria-current", "true");
-      b.textContent = (c.visitor || id) + (c.closed ? " (closed)" : "");
+      b.textContent = label(c, id) + (c.watching ? " (watching)" : "") + (c.closed ? " (closed)" : "");
       if (c.unread) {
         var u = document.createElement("span");
         u.className = "unread";
@@ -171,6 +228,11 @@
       ul.appendChild(li);
     });
   }
+  // The name the visitor typed (offline form) with its id, or the id alone.
+  function label(c, id) {
+    var v = c.visitor || id;
+    return c.context && c.context.name ? c.context.name + " · " + v : v;
+  }
   function select(id) {
     current = id;
     convs[id].unread = 0;
@@ -179,14 +241,22 @@
     loadNotes();
     $("text").focus();
   }
-  function show() {
+  // `keepTop`: older messages came in above; the view stays where it was.
+  function show(keepTop) {
     var log = $("log");
+    var fromBottom = log.scrollHeight - log.scrollTop;
     log.textContent = "";
     var c = current && convs[current];
-    ["text", "send", "transfer", "close"].forEach(function (k) { $(k).disabled = !c || !!c.closed; });
+    ["text", "send"].forEach(function (k) { $(k).disabled = !c || !!c.closed; });
+    ["transfer", "close"].forEach(function (k) { $(k).disabled = !c || !!c.closed || !!c.watching; });
     ["note", "tags", "save-note"].forEach(function (k) { $(k).disabled = !c; });
+    $("earlier").hidden = !(c && c.more);
+    $("text").placeholder = c && c.watching ? "Whisper to the agent (the visitor never sees it)"
+      : "Reply, or / for canned replies";
+    $("text").setAttribute("aria-label", c && c.watching ? "Whisper" : "Reply");
     if (!c) { $("chat-title").textContent = "Pick a conversation"; $("context").textContent = ""; return; }
-    $("chat-title").textContent = c.visitor + (c.reason ? " — " + c.reason : "");
+    $("chat-title").textContent = label(c, current) + (c.watching ? " — watching " + (c.agent || "") : "") +
+      (c.reason ? " — " + c.reason : "");
     var ctx = [];
     Object.keys(c.context || {}).forEach(function (k) { ctx.push(k + ": " + c.context[k]); });
     Object.keys(c.labels || {}).forEach(function (k) { ctx.push(k + "=" + c.labels[k]); });
@@ -194,7 +264,7 @@
     c.items.forEach(function (it) {
       var d = document.createElement("div");
       if (it.note) {
-        d.className = "n";
+        d.className = "n" + (it.cls ? " " + it.cls : "");
         d.textContent = it.note;
         if (it.draft) d.addEventListener("click", function () { $("text").value = it.draft; });
       } else {
@@ -210,13 +280,34 @@
       }
       log.appendChild(d);
     });
-    log.scrollTop = log.scrollHeight;
+    log.scrollTop = keepTop ? log.scrollHeight - fromBottom : log.scrollHeight;
   }
+  // A new conversation: a short tone, and a desktop notification when the tab is hidden.
   function notify(text) {
+    beep();
     if (document.hidden && window.Notification && Notification.permission === "granted") {
       new Notification("Switchboard", { body: text });
     }
   }
+  function beep() {
+    try {
+      var ctx = beep.ctx || (beep.ctx = new (window.AudioContext || window.webkitAudioContext)());
+      var o = ctx.createOscillator(), g = ctx.createGain();
+      o.frequency.value = 880;
+      g.gain.value = 0.08;
+      o.connect(g);
+      g.connect(ctx.destination);
+      o.start();
+      o.stop(ctx.currentTime + 0.15);
+    } catch (e) {}
+  }
+  $("earlier").addEventListener("click", function () {
+    var c = current && convs[current];
+    if (c && c.oldest) ws.send(JSON.stringify({ type: "history", conv: current, before: c.oldest, limit: PAGE }));
+  });
+  $("presence").addEventListener("click", function () {
+    if (ws && ws.readyState === 1) ws.send(JSON.stringify({ type: "presence", status: away ? "online" : "away" }));
+  });
 
   // ---- the queue, the team (supervisors), notes and tags ----
   function ago(ms) {
@@ -248,8 +339,32 @@
           return { text: a.id + (a.online ? " · online" : " · offline") + " · " + (load[a.id] || 0) + " open",
                    cls: a.online ? "on" : "" };
         }));
+        // Any open conversation, to watch live.
+        var live = $("live");
+        live.textContent = "";
+        both[1].conversations.forEach(function (oc) {
+          if (convs[oc.id] && !convs[oc.id].watching) return;
+          var li = document.createElement("li");
+          li.textContent = oc.visitor + (oc.agent ? " · " + oc.agent : " · waiting");
+          var b = document.createElement("button");
+          b.type = "button";
+          b.textContent = "Watch";
+          b.setAttribute("aria-label", "Watch " + oc.visitor);
+          b.addEventListener("click", function () { watch(oc); });
+          li.appendChild(b);
+          live.appendChild(li);
+        });
       })
       .catch(function () {});
+  }
+  function watch(oc) {
+    var c = conv(oc.id);
+    c.watching = true;
+    c.visitor = oc.visitor;
+    c.agent = oc.agent;
+    if (oc.context) c.context = oc.context;
+    attach(oc.id);
+    select(oc.id);
   }
   function loadNotes() {
     if (!current) return;
@@ -287,6 +402,11 @@
     e.preventDefault();
     var body = $("text").value.trim();
     if (!body || !current) return;
+    if (convs[current].watching) {
+      $("text").value = "";
+      ws.send(JSON.stringify({ type: "whisper", conv: current, body: body }));
+      return;
+    }
     var shortcut = canned.filter(function (c) { return c.shortcut === body; })[0];
     if (shortcut) { render(shortcut.id); return; }
     $("text").value = "";
@@ -294,7 +414,7 @@
   });
   $("text").addEventListener("input", function () {
     var now = Date.now();
-    if (current && ws && ws.readyState === 1 && now - (reply.typed || 0) > 2000) {
+    if (current && !convs[current].watching && ws && ws.readyState === 1 && now - (reply.typed || 0) > 2000) {
       reply.typed = now;
       ws.send(JSON.stringify({ type: "typing", conv: current }));
     }
