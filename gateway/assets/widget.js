@@ -21,7 +21,7 @@
   var T = {
     en: {
       open: "Chat with us", close: "Close chat", title: "Chat", placeholder: "Write a message",
-      send: "Send", sending: "sending", stored: "sent", queued: "You are number {n} in line",
+      send: "Send", sending: "sending", stored: "sent", seen: "read", queued: "You are number {n} in line",
       joined: "{a} joined the conversation", bot: "Assistant", system: "Notice",
       typing: "{a} is typing", closed: "The conversation has ended. How did we do?",
       thanks: "Thank you!", offline: "Nobody is available right now", reconnecting: "Reconnecting",
@@ -31,7 +31,7 @@
     },
     zh: {
       open: "在线咨询", close: "关闭", title: "在线客服", placeholder: "输入消息", send: "发送",
-      sending: "发送中", stored: "已送达", queued: "您前面还有 {n} 位", joined: "{a} 已加入会话",
+      sending: "发送中", stored: "已送达", seen: "已读", queued: "您前面还有 {n} 位", joined: "{a} 已加入会话",
       bot: "智能助手", system: "通知", typing: "{a} 正在输入", closed: "会话已结束，请为本次服务评分",
       thanks: "谢谢！", offline: "暂无客服在线", reconnecting: "正在重新连接", unread: "{n} 条未读消息",
       you: "我",
@@ -153,7 +153,7 @@
     var mine = m.from === myId;
     var node = pending[m.cid] && mine ? pending[m.cid].node : null;
     if (!node) {
-      node = el("div", { class: "sbw-msg" + (mine ? " sbw-mine" : ""), "data-sb": "msg", "data-from": m.from });
+      node = el("div", { class: "sbw-msg" + (mine ? " sbw-mine" : ""), "data-sb": "msg", "data-from": m.from, "data-seq": String(m.seq) });
       node.appendChild(el("div", { class: "sbw-who" }, who(m.from)));
       node.appendChild(el("div", { class: "sbw-body" }, m.body));
       if (mine) node.appendChild(el("div", { class: "sbw-state", "data-sb": "state" }, t.stored));
@@ -311,6 +311,13 @@
         status.textContent = "";
         break;
       case "transferred":
+        break;
+      case "read":
+        // The agent has read up to seq: my messages up to there say so.
+        if (f.from === myId) break;
+        log.querySelectorAll(".sbw-mine[data-seq]").forEach(function (n) {
+          if (+n.getAttribute("data-seq") <= f.seq) n.querySelector("[data-sb=state]").textContent = t.seen;
+        });
         break;
       case "typing":
         if (f.from === myId) break;

@@ -1,8 +1,8 @@
 """The agent console and the visitor widget, both in headless Chromium (Debian's, driven
 by Playwright) against a real gateway and bridge: a visitor writes through the widget while
 nobody is online and leaves a name and an e-mail in the offline form; the agent logs in to
-the console and gets it, with that contact; answers, uses a canned reply, notes and tags
-it, and transfers it to bob (another console), who answers; the agent, a supervisor,
+the console and gets it, with that contact; answers; the gateway is restarted and both
+sides carry on; the agent uses a canned reply, notes and tags it, and transfers it to bob (another console), who answers; the agent, a supervisor,
 watches bob's conversation live and whispers to him; bob closes it and the visitor is asked
 for a rating. Then the supervisor goes away: a long conversation goes to bob, whose console
 shows its newest page and pages back to the first message.
@@ -63,6 +63,19 @@ async def main():
         await console.get_by_label("Reply", exact=True).fill("Let me look it up.")
         await console.keyboard.press("Enter")
         await visitor.get_by_text("Let me look it up.").wait_for(timeout=T)
+        # The gateway (and its bridge) is killed and started again mid-conversation: the
+        # widget and the console reconnect and carry on, nothing lost or doubled.
+        print("restart", flush=True)
+        assert sys.stdin.readline().strip() == "go"
+        await visitor.get_by_label("Write a message").fill("Still there?")
+        await visitor.keyboard.press("Enter")
+        await console.locator("#log .body", has_text="Still there?").wait_for(timeout=T)
+        await console.get_by_label("Reply", exact=True).fill("Yes, still here.")
+        await console.keyboard.press("Enter")
+        await visitor.get_by_text("Yes, still here.").wait_for(timeout=T)
+        both = ["Where is my parcel?", "Let me look it up.", "Still there?", "Yes, still here."]
+        assert await console.locator("#log .body").all_inner_texts() == both
+        assert await visitor.locator("[data-sb=msg] .sbw-body").all_inner_texts() == both
         # A canned reply, by its shortcut.
         await console.get_by_label("Reply", exact=True).fill("/shipped")
         await console.keyboard.press("Enter")
@@ -128,7 +141,9 @@ async def main():
             while acks < 40:
                 f = json.loads(await asyncio.wait_for(raw.recv(), T / 1000))
                 acks += f["type"] == "ack"
-            # Bob's console shows its newest page, and pages back to the first line.
+            # Bob's console, opened again (a reload, another device), shows its newest page,
+            # and pages back to the first line.
+            await bob.reload()
             await bob.locator(f"#convs button[data-conv]", has_text=me).click(timeout=T)
             await bob.locator("#log .body", has_text="line 40").wait_for(timeout=T)
             assert await bob.locator("#log .body").count() == 30

@@ -50,7 +50,9 @@ async def main():
             await agent.send(json.dumps({"type": "resume", "conv": conv, "last_seq": 0}))
             first = await frame_of(agent, "msg")
             assert first["body"] == "hello from the widget", first
-            # The page context came with the visitor.
+            # Read receipts: the visitor sees the agent has read it.
+            await agent.send(json.dumps({"type": "read", "conv": conv, "seq": first["seq"]}))
+            await mine.locator("[data-sb=state]", has_text="read").wait_for(timeout=TIMEOUT_MS)
             # An answer while the panel is closed: the launcher counts it.
             await page.get_by_role("button", name="Close chat").click()
             await agent.send(json.dumps({"type": "msg", "conv": conv, "cid": "a1",

@@ -236,6 +236,10 @@
   function select(id) {
     current = id;
     convs[id].unread = 0;
+    var c = convs[id];
+    if (!c.watching && c.lastSeq && ws && ws.readyState === 1) {
+      ws.send(JSON.stringify({ type: "read", conv: id, seq: c.lastSeq }));
+    }
     list();
     show();
     loadNotes();
