@@ -35,7 +35,7 @@ for rnd in range(rounds):
     for name in order:
         settings = dict(variants[name])
         binary = settings.pop('BIN', GW)
-        env = dict(os.environ, SWITCHBOARD_LOG='error', **settings)
+        env = dict(os.environ, SWITCHBOARD_LOG='error', **c.NO_SOURCE_LIMITS, **settings)
         full = ['taskset', '-c', cores, binary, '--shards', shards, '--listen', '127.0.0.1:0', '--bridge', 'off',
                 '--data-dir', tmp, '--agent-capacity', '100000', '--rate-per-sec', '1000', '--rate-burst', '2000',
                 '--idle-api-s', '3600', '--idle-web-s', '3600']

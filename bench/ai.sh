@@ -16,6 +16,10 @@
 # Visitors write the paraphrased questions of storage-bridge/ai/faq-eval.tsv (zh + en).
 # Writes bench/results/ai.json.
 set -euo pipefail
+# A thousand connections from one loopback address in a second: lift the gateway's
+# per-source limits (a flood defence; bench/flood.py measures it).
+export SWITCHBOARD_MAX_CONNECTIONS_PER_SOURCE=0 SWITCHBOARD_MAX_UNFINISHED_PER_SOURCE=0 \
+    SWITCHBOARD_NEW_CONNECTIONS_PER_SOURCE_PER_S=0 SWITCHBOARD_NEW_CONNECTIONS_PER_SOURCE_BURST=0
 cd "$(dirname "$0")/.."
 rates=${1:-5000,20000}; duration=${2:-15}; rounds=${3:-2}
 cargo build --release -q -p gateway -p storage-bridge -p loadtest

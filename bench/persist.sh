@@ -14,6 +14,10 @@
 # redis: the bridge also writes its recent-message cache to 127.0.0.1:6379 (keys under
 # sbbench:), and Redis's CPU is counted too (every redis-server process on the host).
 set -euo pipefail
+# A thousand connections from one loopback address in a second: lift the gateway's
+# per-source limits (a flood defence; bench/flood.py measures it).
+export SWITCHBOARD_MAX_CONNECTIONS_PER_SOURCE=0 SWITCHBOARD_MAX_UNFINISHED_PER_SOURCE=0 \
+    SWITCHBOARD_NEW_CONNECTIONS_PER_SOURCE_PER_S=0 SWITCHBOARD_NEW_CONNECTIONS_PER_SOURCE_BURST=0
 cd "$(dirname "$0")/.."
 db=${1:-pg}; visitors=${2:-1000}; rate=${3:-20}; duration=${4:-20}; cache=${5:-none}
 cargo build --release -q -p gateway -p storage-bridge -p loadtest

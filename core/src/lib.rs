@@ -38,6 +38,7 @@ pub mod ratelimit;
 pub mod routing;
 pub mod shard;
 pub mod sites;
+pub mod source_limits;
 
 pub use auth::Identity;
 pub use config::{ClientKind, CoreConfig};

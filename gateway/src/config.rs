@@ -27,6 +27,12 @@ pub enum BridgeMode {
 pub struct Config {
     /// Address for WebSocket, `/healthz` and `/metrics`.
     pub listen: SocketAddr,
+    /// A second address serving the same over TLS (wss://, https://); unset: none.
+    pub tls_listen: Option<SocketAddr>,
+    /// The TLS certificate chain (PEM), leaf first; reloaded on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS private key (PEM: PKCS#8, PKCS#1 or SEC1); reloaded on SIGHUP.
+    pub tls_key: Option<PathBuf>,
     /// Number of shards (threads, each pinned to a core); 0 means one per available core.
     pub shards: usize,
     /// Pin each shard to a core.
@@ -63,6 +69,13 @@ pub struct Config {
     pub max_header_bytes: usize,
     /// listen(2) backlog per shard.
     pub backlog: u32,
+    /// Per source address, for the whole gateway (each shard holds its share): open
+    /// connections, handshakes in progress, and new connections per second and at once.
+    /// Over any, a new connection is closed at accept. 0: no limit of that kind.
+    pub max_connections_per_source: u32,
+    pub max_unfinished_per_source: u32,
+    pub new_connections_per_source_per_s: u32,
+    pub new_connections_per_source_burst: u32,
     /// On SIGTERM: time allowed to flush and close every connection, in seconds.
     pub shutdown_grace_s: u64,
     /// io_uring registered buffer memory per shard, in KiB (counts against RLIMIT_MEMLOCK).
@@ -115,6 +128,9 @@ impl Default for Config {
         let core = CoreConfig::default();
         Self {
             listen: "127.0.0.1:8080".parse().expect("valid literal"),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
             shards: 0,
             pin: true,
             data_dir: PathBuf::from("switchboard-data"),
@@ -134,6 +150,10 @@ impl Default for Config {
             handshake_timeout_ms: 10_000,
             max_header_bytes: 8 * 1024,
             backlog: 4096,
+            max_connections_per_source: 5000,
+            max_unfinished_per_source: 500,
+            new_connections_per_source_per_s: 200,
+            new_connections_per_source_burst: 1000,
             shutdown_grace_s: 10,
             io_memory_kib: 512,
             spin_before_park_us: 0,
@@ -193,8 +213,33 @@ impl Config {
         })
     }
 
+    /// The per-source limits for the whole gateway (0 means none: the largest values).
+    pub fn source_limits(&self) -> switchboard_core::source_limits::Limits {
+        let or_max = |v: u32| if v == 0 { u32::MAX } else { v };
+        let per_s = match self.new_connections_per_source_per_s {
+            0 => f64::MAX / 4.0,
+            v => v as f64,
+        };
+        let burst = match self.new_connections_per_source_burst {
+            0 => f64::MAX / 4.0,
+            v => v as f64,
+        };
+        switchboard_core::source_limits::Limits {
+            max_open: or_max(self.max_connections_per_source),
+            max_unfinished: or_max(self.max_unfinished_per_source),
+            rate_per_sec: per_s,
+            burst,
+        }
+    }
+
     /// Checks every value; the first problem found is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tls_listen.is_some() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return Err(invalid("tls_listen", "needs `tls_cert` and `tls_key`"));
+        }
+        if self.tls_listen.is_some() && self.tls_listen == Some(self.listen) {
+            return Err(invalid("tls_listen", "must differ from `listen`"));
+        }
         if self.shards > 1024 {
             return Err(invalid("shards", "at most 1024"));
         }

@@ -1,5 +1,8 @@
 //! One client connection, from TCP accept to close, as a single task (no split, no lock).
 //!
+//! 0. On the TLS listener: a first byte that is not a TLS handshake gets a plain-text 400 and
+//!    a close; otherwise the TLS handshake, within the handshake deadline. Everything after
+//!    is the same for both, generic over the byte stream (no cost on the plain path).
 //! 1. Read the HTTP request head within the handshake deadline and header cap.
 //! 2. Answer `/healthz` and `/metrics`, refuse anything else that is not a valid, authorised
 //!    upgrade, or switch to WebSocket.
@@ -8,11 +11,11 @@
 //! 4. Close with the code the core or the protocol asked for, and tell the core it is gone.
 
 use crate::http::{self, Parsed, Route};
-use crate::shard_ctx::ShardCtx;
+use crate::shard_ctx::{ShardCtx, SourceTicket};
 use crate::whole_reads::WholeReads;
 use async_tungstenite::WebSocketStream;
 use bytes::Bytes;
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use futures_util::Sink;
 use glommio::net::TcpStream;
 use std::pin::Pin;
@@ -29,7 +32,11 @@ use tungstenite::{Message, Utf8Bytes};
 /// Time allowed for the closing handshake before the socket is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-type Ws = WebSocketStream<WholeReads<TcpStream>>;
+type Ws<S> = WebSocketStream<WholeReads<S>>;
+
+/// A client's byte stream: the TCP socket, or TLS over it.
+pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + 'static {}
+impl<S: AsyncRead + AsyncWrite + Unpin + 'static> ByteStream for S {}
 
 /// tungstenite limits from our configuration: every buffer explicit and small.
 pub fn ws_config(cfg: &crate::config::Config) -> WebSocketConfig {
@@ -52,7 +59,7 @@ enum HeadError {
 
 /// Reads until the request head is complete. Returns it and any bytes after it.
 async fn read_head(
-    stream: &mut TcpStream,
+    stream: &mut impl ByteStream,
     max: usize,
 ) -> Result<(http::Request, Vec<u8>), HeadError> {
     let mut buf = Vec::with_capacity(512);
@@ -72,19 +79,82 @@ async fn read_head(
     }
 }
 
-async fn reply(ctx: &ShardCtx, stream: &mut TcpStream, status: u16, message: &str) {
+async fn reply(ctx: &ShardCtx, stream: &mut impl ByteStream, status: u16, message: &str) {
     if status >= 400 {
         ctx.metrics.borrow().refused(status);
     }
-    let _ = stream
-        .write_all(&http::error_response(status, message))
-        .await;
+    answer(stream, &http::error_response(status, message)).await;
+}
+
+/// Writes a whole HTTP response and ends the stream (over TLS: with its close_notify).
+async fn answer(stream: &mut impl ByteStream, response: &[u8]) {
+    let _ = stream.write_all(response).await;
     let _ = stream.close().await;
 }
 
-/// Serves one accepted TCP connection to its end.
-pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
+/// Serves one connection accepted on the plain listener to its end.
+pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, ticket: SourceTicket) {
     let _ = stream.set_nodelay(true);
+    serve_stream(ctx, stream, ticket).await;
+}
+
+/// Serves one connection accepted on the TLS listener to its end.
+pub async fn serve_tls(
+    ctx: Rc<ShardCtx>,
+    mut stream: TcpStream,
+    ticket: SourceTicket,
+    acceptor: futures_rustls::TlsAcceptor,
+) {
+    let _ = stream.set_nodelay(true);
+    let deadline = Duration::from_millis(ctx.config.handshake_timeout_ms);
+    let first = future::or(
+        async {
+            let mut b = [0u8; 1];
+            Some(
+                stream
+                    .peek(&mut b)
+                    .await
+                    .ok()
+                    .filter(|n| *n == 1)
+                    .map(|_| b[0]),
+            )
+        },
+        async {
+            glommio::timer::sleep(deadline).await;
+            None
+        },
+    )
+    .await;
+    match first {
+        None => return reply(&ctx, &mut stream, 408, "nothing received in time").await,
+        Some(None) => return,
+        Some(Some(crate::tls::HANDSHAKE_RECORD)) => {}
+        // Plain HTTP (or anything else) on the TLS port: told so in plain text, closed.
+        Some(Some(_)) => {
+            ctx.metrics.borrow().tls_refused("plaintext");
+            return reply(
+                &ctx,
+                &mut stream,
+                400,
+                "this port speaks TLS: use https:// or wss://",
+            )
+            .await;
+        }
+    }
+    let handshake = future::or(async { Some(acceptor.accept(stream).await) }, async {
+        glommio::timer::sleep(deadline).await;
+        None
+    })
+    .await;
+    match handshake {
+        Some(Ok(tls)) => serve_stream(ctx, tls, ticket).await,
+        Some(Err(_)) => ctx.metrics.borrow().tls_refused("handshake"),
+        None => ctx.metrics.borrow().tls_refused("timeout"),
+    }
+}
+
+/// Serves a connection's byte stream: the HTTP request, then its answer or the WebSocket.
+async fn serve_stream<S: ByteStream>(ctx: Rc<ShardCtx>, mut stream: S, mut ticket: SourceTicket) {
     let deadline = Duration::from_millis(ctx.config.handshake_timeout_ms);
     let head = future::or(
         async { Some(read_head(&mut stream, ctx.config.max_header_bytes).await) },
@@ -103,6 +173,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
         Some(Err(HeadError::Io)) => return,
         Some(Ok(x)) => x,
     };
+    ticket.finish();
     let identity = match http::route(
         &request,
         &ctx.config.allowed_origins,
@@ -112,31 +183,20 @@ pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
             return reply(&ctx, &mut stream, 503, "draining").await
         }
         Route::Health => {
-            let _ = stream
-                .write_all(&http::response(200, "text/plain", b"ok\n"))
-                .await;
-            return;
+            return answer(&mut stream, &http::response(200, "text/plain", b"ok\n")).await;
         }
         Route::Metrics => {
             crate::metrics::publish_fd_usage();
             let body = ctx.prometheus.render();
-            let _ = stream
-                .write_all(&http::response(
-                    200,
-                    "text/plain; version=0.0.4",
-                    body.as_bytes(),
-                ))
-                .await;
-            return;
+            let response = http::response(200, "text/plain; version=0.0.4", body.as_bytes());
+            return answer(&mut stream, &response).await;
         }
         Route::Reject { status, message } => {
             return reply(&ctx, &mut stream, status, message).await
         }
         Route::Asset(asset) => {
-            let _ = stream
-                .write_all(&http::response(200, asset.content_type, asset.body))
-                .await;
-            return;
+            let response = http::response(200, asset.content_type, asset.body);
+            return answer(&mut stream, &response).await;
         }
         Route::Echo { key } => {
             if stream
@@ -194,7 +254,7 @@ pub async fn serve(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
 }
 
 /// The WebSocket over an upgraded socket; `leftover` is what was read past the request head.
-async fn websocket(ctx: &ShardCtx, stream: TcpStream, leftover: Vec<u8>) -> Ws {
+async fn websocket<S: ByteStream>(ctx: &ShardCtx, stream: S, leftover: Vec<u8>) -> Ws<S> {
     WebSocketStream::from_partially_read(
         WholeReads::new(stream),
         leftover,
@@ -216,7 +276,7 @@ enum Step {
     Drained,
 }
 
-async fn run(ctx: Rc<ShardCtx>, mut ws: Ws, identity: Identity) {
+async fn run<S: ByteStream>(ctx: Rc<ShardCtx>, mut ws: Ws<S>, identity: Identity) {
     let now = ctx.now();
     let key = ctx.with_shard(|s| s.connect(identity, now));
     let reason = drive(&ctx, key, &mut ws).await;
@@ -225,7 +285,7 @@ async fn run(ctx: Rc<ShardCtx>, mut ws: Ws, identity: Identity) {
 }
 
 /// The connection loop; returns the close reason for metrics.
-async fn drive(ctx: &ShardCtx, key: ConnKey, ws: &mut Ws) -> &'static str {
+async fn drive<S: ByteStream>(ctx: &ShardCtx, key: ConnKey, ws: &mut Ws<S>) -> &'static str {
     let mut need_flush = false;
     loop {
         ctx.uncongested().await;
@@ -331,7 +391,7 @@ async fn drive(ctx: &ShardCtx, key: ConnKey, ws: &mut Ws) -> &'static str {
 }
 
 /// The test-only echo endpoint: every data message back, errors closed as in chat.
-async fn echo(mut ws: Ws) {
+async fn echo<S: ByteStream>(mut ws: Ws<S>) {
     loop {
         match ws.next().await {
             Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
@@ -362,7 +422,7 @@ fn close_code_for(e: &tungstenite::Error) -> Option<CloseCode> {
 }
 
 /// Sends a close frame and waits briefly for the peer's, then lets the socket drop.
-async fn finish_close(ws: &mut Ws, code: CloseCode) {
+async fn finish_close<S: ByteStream>(ws: &mut Ws<S>, code: CloseCode) {
     let frame = CloseFrame {
         code: code.code().into(),
         reason: code.reason().into(),

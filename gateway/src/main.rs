@@ -45,6 +45,35 @@ struct ServeArgs {
     /// Listen address, e.g. 0.0.0.0:8080 (port 0 picks a free port).
     #[arg(long, env = "SWITCHBOARD_LISTEN", global = true)]
     listen: Option<std::net::SocketAddr>,
+    /// A second listen address serving the same over TLS (wss://, https://).
+    #[arg(long, env = "SWITCHBOARD_TLS_LISTEN", global = true)]
+    tls_listen: Option<std::net::SocketAddr>,
+    /// The TLS certificate chain, PEM (reloaded on SIGHUP).
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT", global = true)]
+    tls_cert: Option<PathBuf>,
+    /// The TLS private key, PEM (reloaded on SIGHUP).
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY", global = true)]
+    tls_key: Option<PathBuf>,
+    /// Most open connections from one source address (0: no limit).
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_SOURCE", global = true)]
+    max_connections_per_source: Option<u32>,
+    /// Most handshakes in progress from one source address (0: no limit).
+    #[arg(long, env = "SWITCHBOARD_MAX_UNFINISHED_PER_SOURCE", global = true)]
+    max_unfinished_per_source: Option<u32>,
+    /// New connections per second from one source address (0: no limit).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_NEW_CONNECTIONS_PER_SOURCE_PER_S",
+        global = true
+    )]
+    new_connections_per_source_per_s: Option<u32>,
+    /// New connections at once from one source address (0: no limit).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_NEW_CONNECTIONS_PER_SOURCE_BURST",
+        global = true
+    )]
+    new_connections_per_source_burst: Option<u32>,
     /// Number of shards (0 = one per core).
     #[arg(long, env = "SWITCHBOARD_SHARDS", global = true)]
     shards: Option<usize>,
@@ -180,8 +209,21 @@ impl ServeArgs {
             conversation_idle_close_s,
             reroute_after_s,
             spin_before_park_us,
-            task_queue_latency_us
+            task_queue_latency_us,
+            max_connections_per_source,
+            max_unfinished_per_source,
+            new_connections_per_source_per_s,
+            new_connections_per_source_burst
         );
+        if let Some(a) = self.tls_listen {
+            c.tls_listen = Some(a);
+        }
+        if let Some(p) = &self.tls_cert {
+            c.tls_cert = Some(p.clone());
+        }
+        if let Some(p) = &self.tls_key {
+            c.tls_key = Some(p.clone());
+        }
         if let Some(p) = &self.bridge_socket {
             c.bridge_socket = Some(p.clone());
         }
@@ -258,7 +300,19 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let bridge_pid = bridge.as_ref().map(|b| b.pid.clone());
-    spawn_signal_thread(shutdown.clone(), bridge_pid)?;
+    // A certificate that cannot be loaded stops the start, as a configuration error.
+    let tls = match (&config.tls_listen, &config.tls_cert, &config.tls_key) {
+        (Some(_), Some(cert), Some(key)) => {
+            Some(Arc::new(gateway::tls::TlsSource::open(cert, key).map_err(
+                |e| gateway::config::ConfigError::Invalid {
+                    key: "tls_cert",
+                    problem: e.to_string(),
+                },
+            )?))
+        }
+        _ => None,
+    };
+    spawn_signal_thread(shutdown.clone(), bridge_pid, tls.clone())?;
     {
         let handle = prometheus.clone();
         std::thread::Builder::new()
@@ -269,7 +323,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             })?;
     }
     let grace = Duration::from_secs(config.shutdown_grace_s);
-    let result = gateway::server::run(config, prometheus, shutdown);
+    let result = gateway::server::run(config, prometheus, shutdown, tls);
     if let Some(b) = bridge {
         b.stop(grace);
     }
@@ -277,10 +331,12 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 /// SIGTERM drains gracefully (shards see the flag within 250 ms); SIGINT exits at once;
-/// SIGHUP goes on to the spawned bridge (its AI plugins reload their files).
+/// SIGHUP reloads the TLS certificate and goes on to the spawned bridge (its AI plugins
+/// reload their files).
 fn spawn_signal_thread(
     shutdown: Arc<AtomicBool>,
     bridge_pid: Option<Arc<std::sync::atomic::AtomicU32>>,
+    tls: Option<Arc<gateway::tls::TlsSource>>,
 ) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
@@ -289,6 +345,13 @@ fn spawn_signal_thread(
         .spawn(move || {
             for sig in signals.forever() {
                 if sig == SIGHUP {
+                    match tls.as_deref().map(gateway::tls::TlsSource::reload) {
+                        Some(Ok(())) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                        Some(Err(e)) => {
+                            tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; keeping the old one")
+                        }
+                        None => {}
+                    }
                     match &bridge_pid {
                         Some(pid) => {
                             tracing::info!("SIGHUP: the bridge reloads its AI plugins' files");

@@ -234,6 +234,20 @@ impl ShardMetrics {
         counter!("chat_handshakes_refused_total", "status" => status.to_string(), "shard" => self.shard.clone()).increment(1);
     }
 
+    /// A connection to the TLS listener that never became TLS: `plaintext` (it spoke plain
+    /// HTTP), `handshake` (the handshake failed), `timeout`.
+    pub fn tls_refused(&self, why: &'static str) {
+        counter!("chat_tls_refused_total", "reason" => why, "shard" => self.shard.clone())
+            .increment(1);
+    }
+
+    /// A connection closed at accept: its source address was over a limit (`open`,
+    /// `unfinished`, `rate`).
+    pub fn source_refused(&self, why: &'static str) {
+        counter!("chat_source_refused_total", "reason" => why, "shard" => self.shard.clone())
+            .increment(1);
+    }
+
     pub fn accept_error(&self, kind: &'static str) {
         counter!("chat_accept_errors_total", "kind" => kind, "shard" => self.shard.clone())
             .increment(1);

@@ -11,7 +11,7 @@ use crate::connection;
 use crate::flush_gate::FlushGate;
 use crate::metrics::ShardMetrics;
 use crate::notify::Notify;
-use crate::shard_ctx::{Batch, ShardCtx};
+use crate::shard_ctx::{Batch, ShardCtx, SourceTicket};
 use futures_lite::future;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use glommio::net::TcpListener;
@@ -31,6 +31,8 @@ pub struct ShardArgs {
     pub config: Config,
     pub signer: TokenSigner,
     pub listener: OwnedFd,
+    /// The TLS listener's socket and its certificate, when `tls_listen` is set.
+    pub tls: Option<(OwnedFd, Arc<crate::tls::TlsSource>)>,
     pub mesh: MeshBuilder<Batch, Full>,
     pub prometheus: PrometheusHandle,
     pub shutdown: Arc<AtomicBool>,
@@ -105,6 +107,7 @@ async fn ticker_task(ctx: Rc<ShardCtx>, shutdown: Arc<AtomicBool>) {
         let now = ctx.now();
         ctx.with_shard(|s| s.tick(now));
         if n % 4 == 0 {
+            ctx.sources.borrow_mut().sweep(now.mono_ms);
             let stats = ctx.shard.borrow().stats().clone();
             let mut m = ctx.metrics.borrow_mut();
             m.publish(&stats);
@@ -123,7 +126,8 @@ async fn ticker_task(ctx: Rc<ShardCtx>, shutdown: Arc<AtomicBool>) {
 }
 
 /// Accepts connections until shutdown; at the open-files limit it backs off and goes on.
-async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
+/// With `tls`, each connection is TLS with its newest certificate.
+async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener, tls: Option<crate::tls::ShardTls>) {
     let mut last_warning: Option<Instant> = None;
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
@@ -134,8 +138,21 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
         match accepted {
             None => return,
             Some(Ok(stream)) => {
-                let task = connection::serve(ctx.clone(), stream);
-                match glommio::spawn_local_into(task, ctx.relay_queue) {
+                // Refused before any TLS or HTTP work: the socket is closed at once.
+                let Some(ticket) = admit(&ctx, &stream) else {
+                    continue;
+                };
+                let spawned = match &tls {
+                    None => glommio::spawn_local_into(
+                        connection::serve(ctx.clone(), stream, ticket),
+                        ctx.relay_queue,
+                    ),
+                    Some(tls) => glommio::spawn_local_into(
+                        connection::serve_tls(ctx.clone(), stream, ticket, tls.acceptor()),
+                        ctx.relay_queue,
+                    ),
+                };
+                match spawned {
                     Ok(t) => {
                         t.detach();
                     }
@@ -171,12 +188,37 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener) {
     }
 }
 
+/// The connection's ticket in its source address's counts, or `None` when that address is
+/// over a limit (counted in `chat_source_refused_total`).
+fn admit(ctx: &Rc<ShardCtx>, stream: &glommio::net::TcpStream) -> Option<SourceTicket> {
+    let ip = stream.peer_addr().ok()?.ip();
+    let now = ctx.now();
+    match ctx.sources.borrow_mut().admit(ip, now.mono_ms) {
+        Ok(()) => Some(SourceTicket::new(ctx.clone(), ip)),
+        Err(why) => {
+            ctx.metrics.borrow().source_refused(why.as_str());
+            None
+        }
+    }
+}
+
+/// The glommio listener over a socket from `server::bind_listeners`.
+fn listener_of(fd: OwnedFd) -> TcpListener {
+    // SAFETY: the fd is a bound, listening TCP socket created by `server::bind_listeners`,
+    // owned by this shard alone from here on.
+    #[allow(unsafe_code)]
+    unsafe {
+        <TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd.into_raw_fd())
+    }
+}
+
 /// The whole life of one shard.
 pub async fn shard_main(args: ShardArgs) -> anyhow::Result<()> {
     let ShardArgs {
         config,
         signer,
         listener,
+        tls,
         mesh,
         prometheus,
         shutdown,
@@ -214,6 +256,12 @@ pub async fn shard_main(args: ShardArgs) -> anyhow::Result<()> {
         relay_queue,
         bridge_wake: Notify::default(),
         flush_gate: FlushGate::default(),
+        sources: RefCell::new(switchboard_core::source_limits::SourceLimits::new(
+            switchboard_core::source_limits::Limits::share(
+                config.source_limits(),
+                nr_shards as u32,
+            ),
+        )),
         config,
     });
     let gate = ctx.clone();
@@ -239,13 +287,19 @@ pub async fn shard_main(args: ShardArgs) -> anyhow::Result<()> {
             .detach();
     }
 
-    // SAFETY: the fd is a bound, listening TCP socket created by `server::bind_listeners`,
-    // owned by this shard alone from here on.
-    #[allow(unsafe_code)]
-    let listener =
-        unsafe { <TcpListener as std::os::fd::FromRawFd>::from_raw_fd(listener.into_raw_fd()) };
     tracing::debug!(shard = id, "accepting");
-    accept_loop(ctx.clone(), listener).await;
+    let plain = accept_loop(ctx.clone(), listener_of(listener), None);
+    match tls {
+        None => plain.await,
+        Some((fd, source)) => {
+            let tls = accept_loop(
+                ctx.clone(),
+                listener_of(fd),
+                Some(crate::tls::ShardTls::new(source)),
+            );
+            future::zip(plain, tls).await;
+        }
+    }
 
     // Drain: connections flush what is queued and close with 1001; wait for them.
     let deadline = Instant::now() + Duration::from_secs(ctx.config.shutdown_grace_s);

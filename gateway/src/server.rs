@@ -109,6 +109,7 @@ pub fn run(
     config: Config,
     prometheus: PrometheusHandle,
     shutdown: Arc<AtomicBool>,
+    tls: Option<Arc<crate::tls::TlsSource>>,
 ) -> anyhow::Result<()> {
     crate::preflight::check(&crate::preflight::Facts::of_this_process())?;
     let n = config.shard_count();
@@ -117,6 +118,18 @@ pub fn run(
     let (listeners, addr) =
         bind_listeners_after_a_crash(config.listen, n, config.backlog, BIND_PATIENCE)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let mut tls_listeners: Vec<Option<OwnedFd>> = match (config.tls_listen, &tls) {
+        (Some(at), Some(_)) => {
+            let (fds, tls_addr) =
+                bind_listeners_after_a_crash(at, n, config.backlog, BIND_PATIENCE)
+                    .with_context(|| format!("cannot listen on {at} (tls_listen)"))?;
+            // Tests and scripts wait for this exact line.
+            println!("switchboard gateway listening for TLS on {tls_addr}");
+            tracing::info!(%tls_addr, "listening for TLS");
+            fds.into_iter().map(Some).collect()
+        }
+        _ => (0..n).map(|_| None).collect(),
+    };
     let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
     let mesh: MeshBuilder<Batch, _> = MeshBuilder::full(n, config.channel_capacity);
     let seed = fastrand::u64(..);
@@ -132,6 +145,7 @@ pub fn run(
             config: config.clone(),
             signer: signer.clone(),
             listener,
+            tls: tls_listeners[i].take().zip(tls.clone()),
             mesh: mesh.clone(),
             prometheus: prometheus.clone(),
             shutdown: shutdown.clone(),

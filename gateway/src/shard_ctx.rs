@@ -51,6 +51,40 @@ pub struct ShardCtx {
     pub bridge_wake: Notify,
     /// Connections' writes of one turn, sent together.
     pub flush_gate: FlushGate,
+    /// Per source address: open connections, handshakes, new connections per second.
+    pub sources: RefCell<switchboard_core::source_limits::SourceLimits>,
+}
+
+/// An admitted connection's place in its source's counts: the handshake is finished with
+/// [`SourceTicket::finish`], and the connection counted closed when the ticket is dropped.
+pub struct SourceTicket {
+    ctx: std::rc::Rc<ShardCtx>,
+    ip: std::net::IpAddr,
+    finished: bool,
+}
+
+impl SourceTicket {
+    pub fn new(ctx: std::rc::Rc<ShardCtx>, ip: std::net::IpAddr) -> Self {
+        Self {
+            ctx,
+            ip,
+            finished: false,
+        }
+    }
+
+    /// The handshake is over (the request head is in): no longer counted unfinished.
+    pub fn finish(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.ctx.sources.borrow_mut().finished(self.ip);
+        }
+    }
+}
+
+impl Drop for SourceTicket {
+    fn drop(&mut self) {
+        self.ctx.sources.borrow_mut().closed(self.ip, self.finished);
+    }
 }
 
 impl ShardCtx {

@@ -315,14 +315,18 @@ async fn two_thousand_concurrent_connections_exchange_messages() {
         .unwrap_or(100);
     let (AGENTS, VISITORS) = (scale, scale * 19);
     const ROUNDS: u64 = 3;
-    let gw = Gateway::start(&[
-        "--agent-capacity",
-        "19",
-        "--rate-per-sec",
-        "1000",
-        "--rate-burst",
-        "1000",
-    ]);
+    // Thousands of connections from one address at once: capacity, not a flood.
+    let gw = Gateway::builder()
+        .args(&[
+            "--agent-capacity",
+            "19",
+            "--rate-per-sec",
+            "1000",
+            "--rate-burst",
+            "1000",
+        ])
+        .args(&switchboard_test_support::gateway::NO_SOURCE_LIMITS)
+        .start();
     let mut agents = Vec::new();
     for i in 0..AGENTS {
         agents.push(gw.agent(&format!("agent{i}")).await);

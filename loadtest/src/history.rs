@@ -161,7 +161,7 @@ impl Http {
 
 /// One reader of history pages, over either interface.
 enum Reader {
-    Ws(crate::chat::Ws),
+    Ws(Box<crate::chat::Ws>),
     /// The bridge's HTTP API, with the agent token it needs.
     Http(Http, String),
 }
@@ -262,7 +262,7 @@ async fn worker(a: HistoryWorkerArgs) -> anyhow::Result<()> {
         seed ^= seed << 17;
         2 + seed % messages
     };
-    let readers = wss.into_iter().map(Reader::Ws).chain(
+    let readers = wss.into_iter().map(|w| Reader::Ws(Box::new(w))).chain(
         https
             .into_iter()
             .map(|h| Reader::Http(h, a.agent_token.clone())),

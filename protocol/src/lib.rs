@@ -21,6 +21,8 @@ pub mod hours;
 pub mod ids;
 pub mod server;
 pub mod throttle;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod token;
 
 pub use client::{decode_client_frame, ClientFrame, DecodeError};

@@ -113,6 +113,19 @@ impl GatewayBuilder {
     }
 }
 
+/// Flags that lift the per-source connection limits, for tests that open thousands of
+/// connections from one loopback address on purpose (capacity, not abuse).
+pub const NO_SOURCE_LIMITS: [&str; 8] = [
+    "--max-connections-per-source",
+    "0",
+    "--max-unfinished-per-source",
+    "0",
+    "--new-connections-per-source-per-s",
+    "0",
+    "--new-connections-per-source-burst",
+    "0",
+];
+
 /// A running gateway; killed (by its PID) when dropped, and its data directory removed if
 /// the harness made it.
 pub struct Gateway {
@@ -166,6 +179,22 @@ impl Gateway {
     /// SIGTERM: a graceful stop ([`Gateway::wait_exit`] waits for it).
     pub fn sigterm(&self) {
         self.proc.sigterm();
+    }
+
+    /// SIGHUP: reload (the TLS certificate; the bridge's AI files).
+    pub fn sighup(&self) {
+        self.proc.signal("HUP");
+    }
+
+    /// The TLS listener's address, when started with `--tls-listen` (printed before the
+    /// plain one, so known once the gateway has started).
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.proc.stdout_lines().iter().find_map(|line| {
+            line.strip_prefix("switchboard gateway listening for TLS on ")?
+                .trim()
+                .parse()
+                .ok()
+        })
     }
 
     /// Waits for the process to exit by itself.

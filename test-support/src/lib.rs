@@ -34,6 +34,7 @@ pub mod ports;
 pub mod process;
 pub mod raw_ws;
 pub mod redis;
+pub mod tls;
 pub mod wait;
 pub mod ws;
 

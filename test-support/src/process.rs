@@ -136,11 +136,16 @@ impl Proc {
 
     /// SIGTERM (a graceful stop); [`Proc::wait_exit`] waits for the exit.
     pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends it a signal by name (`HUP`, `TERM`).
+    pub fn signal(&self, name: &str) {
         let ok = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
+            .args([&format!("-{name}"), &self.pid().to_string()])
             .status()
             .expect("kill(1)");
-        assert!(ok.success(), "kill -TERM {}", self.pid());
+        assert!(ok.success(), "kill -{name} {}", self.pid());
     }
 
     /// Whether it still runs.

@@ -44,6 +44,52 @@ impl Client {
         Ok(c)
     }
 
+    /// Connects from the loopback address `source` (e.g. `127.0.0.2`), and reads the
+    /// `welcome`.
+    pub async fn connect_from(
+        url: &str,
+        source: std::net::IpAddr,
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        let host = url
+            .split("://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .expect("ws://HOST:PORT/...");
+        let target: std::net::SocketAddr = host.parse().expect("an IP address and port");
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind((source, 0).into())?;
+        let tcp = socket.connect(target).await?;
+        let stream = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
+        let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+        let mut c = Client {
+            ws,
+            welcome: Value::Null,
+            held: Default::default(),
+        };
+        c.welcome = c.recv().await;
+        assert_eq!(c.welcome["type"], "welcome", "{}", c.welcome);
+        Ok(c)
+    }
+
+    /// Connects over TLS (`wss://`) trusting what `tls` trusts, and reads the `welcome`.
+    pub async fn connect_tls(
+        url: &str,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        let connector = tokio_tungstenite::Connector::Rustls(tls);
+        let (ws, _) =
+            tokio_tungstenite::connect_async_tls_with_config(url, None, false, Some(connector))
+                .await?;
+        let mut c = Client {
+            ws,
+            welcome: Value::Null,
+            held: Default::default(),
+        };
+        c.welcome = c.recv().await;
+        assert_eq!(c.welcome["type"], "welcome", "{}", c.welcome);
+        Ok(c)
+    }
+
     pub fn id(&self) -> String {
         self.welcome["id"].as_str().expect("an id").to_string()
     }
