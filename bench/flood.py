@@ -4,11 +4,12 @@
 Starts the release gateway (2 shards, no bridge, default per-source limits), then a visitor
 and an agent connected from 127.0.0.2 exchange messages at a fixed rate: the visitor's
 message to its ack, and to its arrival at the agent, are timed. First for PHASE seconds with
-nothing else going on, then for PHASE seconds while one thread floods from 127.0.0.1:
+nothing else going on, then for PHASE seconds while one thread floods from 127.0.0.3:
 connections opened as fast as they go, never sending a byte, the newest HELD kept open
 (the gateway closes what is over its limits at accept). Bounded: at most ATTEMPTS
 connections, PHASE seconds. Prints both phases' latencies, the flood's connection rate and
-what the gateway refused (`chat_source_refused_total`), and the gateway's CPU.
+what the gateway refused (`chat_source_refused_total`, read from 127.0.0.1), and the
+gateway's CPU.
 
   .venv/bin/python bench/flood.py [--phase 5] [--rate 50]
 Needs `websockets` (scripts/setup-test-env.sh makes .venv with it) and
@@ -60,7 +61,7 @@ def flood(addr, stop, out):
     while not stop.is_set() and opened + failed < ATTEMPTS:
         s = socket.socket()
         try:
-            s.bind(("127.0.0.1", 0))
+            s.bind(("127.0.0.3", 0))
             s.connect((host, int(port)))
             opened += 1
             held.append(s)
@@ -150,7 +151,7 @@ def main():
         t.join()
         elapsed = time.perf_counter() - t0
         report("during flood", acks, arr, cpu_seconds(p.pid) - c0, elapsed)
-        print(f"flood from 127.0.0.1: {out['opened']} connections opened "
+        print(f"flood from 127.0.0.3: {out['opened']} connections opened "
               f"({out['opened'] / elapsed:.0f}/s), {out['failed']} failed to connect, "
               f"{refused(addr) - r0:.0f} refused at accept by the gateway")
     finally:

@@ -49,6 +49,13 @@ impl Supervisor {
         if let Some(f) = &config.ai_config {
             cmd.arg("--ai").arg(f);
         }
+        // With TLS on the gateway, the bridge's API (and the console) is https, with the
+        // same certificate; the gateway's SIGHUP reaches the bridge, which reloads it too.
+        if let (Some(_), Some(cert), Some(key)) =
+            (&config.tls_listen, &config.tls_cert, &config.tls_key)
+        {
+            cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+        }
         // A secret given in the config file reaches the bridge's HTTP API too.
         if let Some(s) = &config.secret {
             cmd.env("SWITCHBOARD_SECRET", s);

@@ -215,12 +215,16 @@ pub async fn connect(url: &str) -> anyhow::Result<(Ws, Value)> {
     // TCP_NODELAY: with Nagle on, a client's small frame waits for the ACK of the one
     // before (up to the server's 40 ms delayed ACK), and that wait would be measured as
     // server latency.
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async_with_config(url, Some(coord::ws_config()), true)
-            .await
-            .with_context(|| {
-                format!("WebSocket handshake with {shown} failed: is it a Switchboard gateway?")
-            })?;
+    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+        url,
+        Some(coord::ws_config()),
+        true,
+        coord::tls_connector()?,
+    )
+    .await
+    .with_context(|| {
+        format!("WebSocket handshake with {shown} failed: is it a Switchboard gateway?")
+    })?;
     let first = tokio::time::timeout(Duration::from_secs(10), ws.next())
         .await
         .with_context(|| {

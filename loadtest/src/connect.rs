@@ -70,9 +70,7 @@ pub struct WorkerArgs {
 }
 
 fn parse_target(url: &str) -> anyhow::Result<SocketAddr> {
-    let rest = url
-        .strip_prefix("ws://")
-        .context("the URL must start with ws://")?;
+    let rest = crate::coord::strip_scheme(url)?;
     let hostport = rest.split('/').next().unwrap_or(rest);
     let addr: SocketAddr = hostport
         .parse()
@@ -186,7 +184,8 @@ fn report_progress(c: &Counts) {
     let _ = std::io::stdout().flush();
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Opens one connection from `src`; on failure returns a short error kind.
 async fn open(
@@ -204,10 +203,12 @@ async fn open(
             .await
             .map_err(|e| format!("connect: {}", e.kind()))?;
         let _ = stream.set_nodelay(true);
-        let (mut ws, _) = tokio_tungstenite::client_async_with_config(
+        let tls = crate::coord::tls_connector().map_err(|e| format!("tls: {e}"))?;
+        let (mut ws, _) = tokio_tungstenite::client_async_tls_with_config(
             url,
             stream,
             Some(crate::coord::ws_config()),
+            tls,
         )
         .await
         .map_err(|e| match e {

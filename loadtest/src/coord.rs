@@ -110,11 +110,57 @@ pub fn ws_config() -> WebSocketConfig {
         .max_message_size(Some(16 << 20))
 }
 
-/// Checks that a URL is `ws://IP:port[/path]` on loopback; returns the address.
+/// The environment variable naming the CA file (PEM) that `wss://` targets are checked
+/// against: set by `--ca`, inherited by the worker processes.
+pub const CA_ENV: &str = "LOADTEST_CA";
+
+/// The TLS connector for `wss://` targets: trusts the CA file of [`CA_ENV`] alone (load
+/// goes to loopback test servers, never to the system's trusted sites). `None` without one.
+pub fn tls_connector() -> anyhow::Result<Option<tokio_tungstenite::Connector>> {
+    static CONFIG: std::sync::OnceLock<Option<std::sync::Arc<rustls::ClientConfig>>> =
+        std::sync::OnceLock::new();
+    if let Some(c) = CONFIG.get() {
+        return Ok(c.clone().map(tokio_tungstenite::Connector::Rustls));
+    }
+    let config = match std::env::var_os(CA_ENV) {
+        None => None,
+        Some(path) => {
+            use rustls::pki_types::pem::PemObject;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls::pki_types::CertificateDer::pem_file_iter(&path)
+                .with_context(|| format!("--ca {}", path.to_string_lossy()))?
+            {
+                roots
+                    .add(cert.with_context(|| format!("--ca {}", path.to_string_lossy()))?)
+                    .context("--ca: not a CA certificate")?;
+            }
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Some(std::sync::Arc::new(config))
+        }
+    };
+    let config = CONFIG.get_or_init(|| config).clone();
+    Ok(config.map(tokio_tungstenite::Connector::Rustls))
+}
+
+/// `ws://` or `wss://` (with `--ca`): the rest of the URL.
+pub fn strip_scheme(url: &str) -> anyhow::Result<&str> {
+    if let Some(rest) = url.strip_prefix("wss://") {
+        if std::env::var_os(CA_ENV).is_none() {
+            bail!("a wss:// URL needs --ca FILE, the CA its certificate is checked against");
+        }
+        return Ok(rest);
+    }
+    url.strip_prefix("ws://")
+        .context("--url must start with ws:// or wss:// (e.g. ws://127.0.0.1:8080)")
+}
+
+/// Checks that a URL is `ws://IP:port[/path]` (or `wss://`) on loopback; returns the address.
 pub fn loopback_target(url: &str) -> anyhow::Result<std::net::SocketAddr> {
-    let rest = url
-        .strip_prefix("ws://")
-        .context("--url must start with ws:// (e.g. ws://127.0.0.1:8080)")?;
+    let rest = strip_scheme(url)?;
     let hostport = rest.split('/').next().unwrap_or(rest);
     let addr: std::net::SocketAddr = hostport
         .parse()

@@ -25,6 +25,10 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     scenario: Scenario,
+    /// For wss:// URLs: the CA certificate (PEM) the server's certificate is checked
+    /// against (only it is trusted).
+    #[arg(long, global = true)]
+    ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -58,6 +62,10 @@ enum Scenario {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(ca) = &cli.ca {
+        // Read by every connection of this process and of the workers it starts.
+        std::env::set_var(coord::CA_ENV, ca);
+    }
     let result = match cli.scenario {
         Scenario::Connect(a) => connect::coordinate(a),
         Scenario::Worker(a) => connect::work(a),

@@ -70,10 +70,14 @@ async fn worker(a: PingWorkerArgs) -> anyhow::Result<()> {
     let rtt = Rc::new(RefCell::new(hist::new_hist()));
     let mut conns = Vec::new();
     for _ in 0..a.conns {
-        let (ws, _) =
-            tokio_tungstenite::connect_async_with_config(&a.url, Some(coord::ws_config()), true)
-                .await
-                .with_context(|| format!("connecting to {}", a.url))?;
+        let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+            &a.url,
+            Some(coord::ws_config()),
+            true,
+            coord::tls_connector()?,
+        )
+        .await
+        .with_context(|| format!("connecting to {}", a.url))?;
         conns.push(ws);
     }
     counts.borrow_mut().connections = a.conns as u64;

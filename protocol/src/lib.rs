@@ -19,6 +19,7 @@ pub mod client;
 pub mod codes;
 pub mod hours;
 pub mod ids;
+pub mod ratelimit;
 pub mod server;
 pub mod throttle;
 #[cfg(feature = "tls")]

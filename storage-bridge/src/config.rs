@@ -60,6 +60,23 @@ pub struct Config {
         default_value = "127.0.0.1:8081"
     )]
     pub http: String,
+    /// API requests per second per caller (its credentials, or its address without any),
+    /// sustained; over it, 429 with `Retry-After`. 0: no limit.
+    #[arg(long, env = "SWITCHBOARD_API_RATE_PER_S", default_value_t = 50)]
+    pub api_rate_per_s: u32,
+    /// ...and at once.
+    #[arg(long, env = "SWITCHBOARD_API_BURST", default_value_t = 200)]
+    pub api_burst: u32,
+    /// The largest API request body, in bytes (413 above it).
+    #[arg(long, env = "SWITCHBOARD_API_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub api_max_body_bytes: usize,
+    /// Serve the HTTP API over TLS (https only) with this certificate chain (PEM, leaf
+    /// first); reloaded on SIGHUP. Needs `--tls-key`.
+    #[arg(long, env = "SWITCHBOARD_BRIDGE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "SWITCHBOARD_BRIDGE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// The AI layer's configuration (TOML: the bot's mode and its plugins; see docs/ai.md).
     /// Unset: no bot, every conversation goes to humans.
     #[arg(long = "ai", env = "SWITCHBOARD_AI_CONFIG")]

@@ -130,38 +130,74 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .context("reading the disabled accounts")?,
         &store.sites().await.context("reading the sites")?,
     );
+    // The certificate is read before anything listens: a bad one stops the start.
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(std::sync::Arc::new(
+            switchboard_protocol::tls::TlsSource::open(cert, key).context("--tls-cert")?,
+        )),
+        _ => None,
+    };
     if let Some(addr) = config.http_addr()? {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("HTTP on {addr}"))?;
         let addr = listener.local_addr()?;
         // Tests and scripts read this line (the port may have been 0).
-        println!("storage-bridge http on {addr}");
-        let app = storage_bridge::http::router(storage_bridge::http::Api {
+        match &tls {
+            Some(_) => println!("storage-bridge https on {addr}"),
+            None => println!("storage-bridge http on {addr}"),
+        }
+        let api = storage_bridge::http::Api {
             reads: reads.clone(),
             signer,
             prometheus,
             notices: notices.clone(),
             webhooks,
-        });
-        tracing::info!(%addr, "HTTP API listening");
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "HTTP server stopped");
+        };
+        let limits = storage_bridge::http::Limits {
+            rate_per_sec: config.api_rate_per_s as f64,
+            burst: config.api_burst as f64,
+            max_body_bytes: config.api_max_body_bytes,
+        };
+        let app = storage_bridge::http::router(api, limits);
+        tracing::info!(%addr, tls = tls.is_some(), "HTTP API listening");
+        match tls.clone() {
+            Some(tls) => {
+                tokio::spawn(storage_bridge::http::tls::serve(listener, app, tls));
             }
-        });
+            None => {
+                tokio::spawn(async move {
+                    // The caller's address, for the limits of callers without credentials.
+                    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+                    if let Err(e) = axum::serve(listener, app).await {
+                        tracing::error!(error = %e, "HTTP server stopped");
+                    }
+                });
+            }
+        }
     }
     let assistant = match &config.ai_config {
         Some(path) => start_ai(path)?,
         None => Assistant::off(),
     };
     {
-        // SIGHUP: plugins read their files again (the knowledge base, without a restart).
+        // SIGHUP: plugins read their files again (the knowledge base, without a restart),
+        // and the HTTPS certificate is loaded again (a failed load keeps the old one).
         let assistant = assistant.clone();
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 assistant.reload();
+                match tls
+                    .as_deref()
+                    .map(switchboard_protocol::tls::TlsSource::reload)
+                {
+                    Some(Ok(())) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; keeping the old one")
+                    }
+                    None => {}
+                }
             }
         });
     }

@@ -82,7 +82,10 @@ impl BridgeBuilder {
         let mut proc = Proc::spawn("storage-bridge", &mut self.command());
         let mut http = None;
         proc.wait_for_line("that it listens", STARTUP, |line| {
-            if let Some(a) = line.strip_prefix("storage-bridge http on ") {
+            if let Some(a) = line
+                .strip_prefix("storage-bridge http on ")
+                .or_else(|| line.strip_prefix("storage-bridge https on "))
+            {
                 http = Some(a.trim().to_string());
             }
             line.starts_with("storage-bridge listening on ")
@@ -136,6 +139,11 @@ impl Bridge {
     /// SIGKILL, as a crash would.
     pub fn kill9(&mut self) {
         self.proc.kill9();
+    }
+
+    /// Sends it a signal by name (`HUP`: reload).
+    pub fn signal(&self, name: &str) {
+        self.proc.signal(name);
     }
 
     /// Killed if it runs, then started again with the same settings (a new HTTP port when

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 #[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Stable: `bad_request`, `bad_id`, `unauthorized`, `bad_credentials`, `disabled`,
-    /// `forbidden`, `not_found`, `unavailable`.
+    /// `forbidden`, `not_found`, `unavailable`, `rate_limited`, `too_large`.
     pub code: String,
     pub message: String,
 }
@@ -80,6 +80,12 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Body(v)),
+            // Over `--api-max-body-bytes`.
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "the request body is over the limit",
+            )),
             Err(e) => Err(ApiError::bad_request(e.body_text())),
         }
     }

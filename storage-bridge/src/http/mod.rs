@@ -25,10 +25,12 @@ mod conversations;
 mod error;
 mod history;
 mod keys;
+pub mod limits;
 mod openapi;
 mod reports;
 mod sites;
 mod teams;
+pub mod tls;
 mod visitors;
 mod webhooks;
 
@@ -53,7 +55,27 @@ pub struct Api {
     pub webhooks: crate::webhooks::Webhooks,
 }
 
-pub fn router(api: Api) -> Router {
+/// What one caller of the API may do (see [`limits`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Requests per second per caller, sustained (0: no limit), and at once.
+    pub rate_per_sec: f64,
+    pub burst: f64,
+    /// The largest request body accepted (413 above it).
+    pub max_body_bytes: usize,
+}
+
+pub fn router(api: Api, limits: Limits) -> Router {
+    let callers = limits::ApiLimits::new(limits.rate_per_sec, limits.burst);
+    routes(api)
+        .layer(axum::extract::DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            callers,
+            limits::rate_limit,
+        ))
+}
+
+fn routes(api: Api) -> Router {
     Router::new()
         .route("/healthz", get(openapi::healthz))
         .route("/metrics", get(metrics))

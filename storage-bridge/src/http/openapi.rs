@@ -54,7 +54,7 @@ use utoipa::{Modify, OpenApi};
         healthz
     ),
     components(schemas(ErrorBody)),
-    modifiers(&AgentToken),
+    modifiers(&AgentToken, &Limited),
     tags(
         (name = "auth", description = "Logging in: agent tokens"),
         (name = "agents", description = "Agent accounts"),
@@ -82,6 +82,52 @@ impl Modify for AgentToken {
             "agent_token",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+    }
+}
+
+/// What the API's limits can answer any counted operation (see `limits`): 429 when its
+/// caller is over its rate, and 413 when a body is over the cap.
+struct Limited;
+
+impl Modify for Limited {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |what: &str| {
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in doc.paths.paths.iter_mut() {
+            if !path.starts_with("/api/v1/") || path == "/api/v1/openapi.json" {
+                continue;
+            }
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                let responses = &mut op.responses.responses;
+                responses.insert(
+                    "429".into(),
+                    error("`rate_limited`: this caller is over its rate; retry after the `Retry-After` seconds").into(),
+                );
+                if op.request_body.is_some() {
+                    responses.insert(
+                        "413".into(),
+                        error("`too_large`: the body is over the API's limit").into(),
+                    );
+                }
+            }
+        }
     }
 }
 
