@@ -2,8 +2,9 @@
 # Prepares what the test suite needs beyond cargo: `promtool` (Debian's prometheus package,
 # for the alerting-rule tests) and a Python virtualenv (.venv) with the third-party
 # WebSocket client (`websockets`), the Autobahn runner (`kosoku`) and the API fuzzer
-# (`schemathesis`, with the `hypothesis` it works with), and Chromium with Playwright for the
-# browser tests.
+# (`schemathesis`, with the `hypothesis` it works with), Chromium with Playwright for the
+# browser tests, cargo-fuzz (nightly) for the fuzz targets and cargo-deny for the supply
+# chain check.
 # Idempotent: does nothing when they are already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,19 @@ if ! command -v chromium >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null \
         || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null; }
     command -v chromium >/dev/null
+fi
+
+# The fuzz targets (scripts/fuzz.sh) build with cargo-fuzz on the nightly toolchain.
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    echo "setup-test-env: installing cargo-fuzz"
+    cargo +nightly --version >/dev/null 2>&1 \
+        || { echo "setup-test-env: the nightly toolchain is missing (rustup toolchain install nightly)" >&2; exit 1; }
+    cargo install cargo-fuzz --locked --quiet
+fi
+
+if ! cargo deny --version >/dev/null 2>&1; then
+    echo "setup-test-env: installing cargo-deny"
+    cargo install cargo-deny --locked --quiet
 fi
 
 venv="${SWITCHBOARD_VENV:-.venv}"

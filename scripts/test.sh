@@ -7,4 +7,9 @@ scripts/setup-test-env.sh
 scripts/ensure-services.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The supply chain: licences, duplicate versions, sources (deny.toml; advisories need the
+# network, see docs/security.md).
+cargo deny --locked check licenses bans sources
 cargo test --workspace --locked
+# Each fuzz target for a short bounded time (scripts/fuzz.sh alone runs them longer).
+scripts/fuzz.sh 20

@@ -4,6 +4,10 @@
 //!
 //! Excluded: 12.* and 13.* (permessage-deflate, which the gateway does not negotiate).
 //! 9.* (large messages, up to 16 MiB) runs against limits raised for this test only.
+//!
+//! The suite runs twice: over plain TCP, and over the gateway's TLS listener (kosoku speaks
+//! plain WebSocket to a relay in the test that carries each connection over TLS, so the
+//! gateway's side is the real wss:// path).
 
 mod common;
 
@@ -12,29 +16,93 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use switchboard_test_support::Gateway;
 
+/// The gateway's flags for the suite.
+const ECHO: [&str; 12] = [
+    // Nothing is stored: messages up to 16 MiB are allowed only without a bridge.
+    "--bridge",
+    "off",
+    "--echo-path",
+    "/",
+    "--max-message-bytes",
+    "16777216",
+    "--max-outbox-bytes",
+    "33554432",
+    "--rate-per-sec",
+    "100000",
+    "--rate-burst",
+    "100000",
+];
+
 #[test]
 fn autobahn_results_match_the_expected_file() {
+    let gw = Gateway::start(&ECHO);
+    run_and_compare(&gw.data_dir.join("autobahn"), &gw.addr.to_string());
+}
+
+#[test]
+fn autobahn_over_tls_matches_the_same_expected_file() {
+    let dir = switchboard_test_support::temp_dir("autobahn-tls");
+    let ca = switchboard_test_support::tls::TestCa::new();
+    let (cert, key) = ca.leaf("autobahn").write(&dir, &ca);
+    let tls_listen = switchboard_test_support::free_addr();
+    let gw = Gateway::builder()
+        .args(&ECHO)
+        .args(&[
+            "--tls-listen",
+            &tls_listen,
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ])
+        .start();
+    let relay = tls_relay(tls_listen.parse().unwrap(), ca.client_config());
+    run_and_compare(&gw.data_dir.join("autobahn"), &relay.to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A loopback port whose connections are carried over TLS to `target` (`localhost`).
+fn tls_relay(
+    target: std::net::SocketAddr,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let connector = tokio_rustls::TlsConnector::from(tls);
+            loop {
+                let Ok((mut plain, _)) = listener.accept().await else {
+                    return;
+                };
+                let connector = connector.clone();
+                tokio::spawn(async move {
+                    let _ = plain.set_nodelay(true);
+                    let tcp = tokio::net::TcpStream::connect(target).await.unwrap();
+                    let _ = tcp.set_nodelay(true);
+                    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                    let mut secure = connector.connect(name, tcp).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut plain, &mut secure).await;
+                });
+            }
+        });
+    });
+    addr
+}
+
+/// Runs the suite against `address` and diffs it against the expected file.
+fn run_and_compare(out_dir: &std::path::Path, address: &str) {
     let kosoku = venv_bin("kosoku");
-    let gw = Gateway::start(&[
-        // Nothing is stored: messages up to 16 MiB are allowed only without a bridge.
-        "--bridge",
-        "off",
-        "--echo-path",
-        "/",
-        "--max-message-bytes",
-        "16777216",
-        "--max-outbox-bytes",
-        "33554432",
-        "--rate-per-sec",
-        "100000",
-        "--rate-burst",
-        "100000",
-    ]);
-    let out_dir = gw.data_dir.join("autobahn");
     let status = std::process::Command::new(kosoku)
         .args(["-m", "fuzzingclient", "-x", "12.*", "-x", "13.*", "-o"])
-        .arg(&out_dir)
-        .arg(gw.addr.to_string())
+        .arg(out_dir)
+        .arg(address)
         .stdout(std::process::Stdio::null())
         .status()
         .expect("run kosoku");
