@@ -354,7 +354,7 @@ fn spawn_signal_thread(
                     }
                     match &bridge_pid {
                         Some(pid) => {
-                            tracing::info!("SIGHUP: the bridge reloads its AI plugins' files");
+                            tracing::info!("SIGHUP: passed to the bridge (its AI plugins' files, its TLS certificate)");
                             gateway::supervisor::signal(pid.load(Ordering::SeqCst), "HUP");
                         }
                         None => tracing::info!("SIGHUP: no spawned bridge to pass it to"),
