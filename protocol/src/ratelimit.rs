@@ -22,20 +22,31 @@ impl TokenBucket {
         self.tokens as f64 + refill >= burst
     }
 
-    /// Takes one token; false when the bucket is empty (the frame must be refused).
-    pub fn try_take(&mut self, now_ms: u64, rate_per_sec: f64, burst: f64) -> bool {
+    /// Takes `n` tokens at once, or none when fewer are left.
+    #[inline]
+    pub fn try_take_n(&mut self, now_ms: u64, rate_per_sec: f64, burst: f64, n: u32) -> bool {
+        self.refill(now_ms, rate_per_sec, burst);
+        if self.tokens >= n as f32 {
+            self.tokens -= n as f32;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn refill(&mut self, now_ms: u64, rate_per_sec: f64, burst: f64) {
         let elapsed = now_ms.saturating_sub(self.last_ms);
         if elapsed > 0 {
             let refill = elapsed as f64 * rate_per_sec / 1000.0;
             self.tokens = (self.tokens as f64 + refill).min(burst) as f32;
             self.last_ms = now_ms;
         }
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+    }
+
+    /// Takes one token; false when the bucket is empty (the frame must be refused).
+    #[inline]
+    pub fn try_take(&mut self, now_ms: u64, rate_per_sec: f64, burst: f64) -> bool {
+        self.try_take_n(now_ms, rate_per_sec, burst, 1)
     }
 }
 

@@ -11,7 +11,10 @@
   var session = {
     token: sessionStorage.getItem("sb.token"),
     agent: sessionStorage.getItem("sb.agent"),
-    gateway: sessionStorage.getItem("sb.gateway") || "ws://" + location.hostname + ":8080",
+    // Served over https, the console must reach the gateway's TLS listener (8443 in the
+    // README's example); a browser refuses ws:// from an https page.
+    gateway: sessionStorage.getItem("sb.gateway") ||
+      (location.protocol === "https:" ? "wss://" + location.hostname + ":8443" : "ws://" + location.hostname + ":8080"),
   };
   // conv -> {visitor, lastSeq, oldest, more, seen:{}, items:[] (in seq order), unread, closed,
   // context, labels, reason, watching, starting}

@@ -1,7 +1,8 @@
 //! The API's abuse limits: a request body cap, and a token bucket per caller (its
 //! `Authorization` header, kept only as a hash; or, without one, its address), answered
 //! with 429 and `Retry-After` when empty. Health, metrics and the static pages are not
-//! counted; logins are (by address), which also slows password guessing.
+//! counted; a login counts as ten requests (by address: it has no credentials yet), which
+//! slows password guessing and bounds the argon2 work one address can ask for.
 
 use super::ApiError;
 use axum::extract::{ConnectInfo, Request, State};
@@ -17,6 +18,9 @@ use switchboard_protocol::ratelimit::TokenBucket;
 
 /// Callers remembered at most; past it, the ones with full buckets are forgotten.
 const CALLERS_MAX: usize = 100_000;
+/// A login (or refresh) costs this many requests: each verifies a password with argon2,
+/// tens of milliseconds of CPU, and guessing passwords is what a flood of them is for.
+const LOGIN_COST: u32 = 10;
 
 /// Requests per second and at once per caller.
 #[derive(Debug)]
@@ -38,8 +42,8 @@ impl ApiLimits {
         })
     }
 
-    /// Whether `caller` may make a request now.
-    fn allow(&self, caller: [u8; 16]) -> bool {
+    /// Whether `caller` may make a request costing `cost` now.
+    fn allow(&self, caller: [u8; 16], cost: u32) -> bool {
         if self.rate_per_sec <= 0.0 {
             return true;
         }
@@ -50,10 +54,12 @@ impl ApiLimits {
             let (rate, burst) = (self.rate_per_sec, self.burst);
             callers.retain(|_, b| !b.is_full(now, rate, burst));
         }
-        callers
+        let bucket = callers
             .entry(caller)
-            .or_insert_with(|| TokenBucket::new(self.burst, now))
-            .try_take(now, self.rate_per_sec, self.burst)
+            .or_insert_with(|| TokenBucket::new(self.burst, now));
+        // Never more than a whole burst, or a small burst would refuse every login.
+        let cost = cost.min(self.burst as u32).max(1);
+        bucket.try_take_n(now, self.rate_per_sec, self.burst, cost)
     }
 }
 
@@ -87,7 +93,12 @@ pub async fn rate_limit(
 ) -> Response {
     let path = req.uri().path();
     let counted = path.starts_with("/api/v1/") && path != "/api/v1/openapi.json";
-    if !counted || limits.allow(caller(&req)) {
+    let cost = if path.starts_with("/api/v1/auth/") {
+        LOGIN_COST
+    } else {
+        1
+    };
+    if !counted || limits.allow(caller(&req), cost) {
         return next.run(req).await;
     }
     metrics::counter!("bridge_api_rate_limited_total").increment(1);
@@ -111,8 +122,16 @@ mod tests {
     fn each_caller_has_its_own_bucket() {
         let l = ApiLimits::new(1.0, 3.0);
         let (a, b) = ([1u8; 16], [2u8; 16]);
-        assert_eq!((0..5).filter(|_| l.allow(a)).count(), 3);
-        assert!(l.allow(b), "another caller is not held back");
-        assert!(ApiLimits::new(0.0, 1.0).allow(a), "0: no limit");
+        assert_eq!((0..5).filter(|_| l.allow(a, 1)).count(), 3);
+        assert!(l.allow(b, 1), "another caller is not held back");
+        assert!(ApiLimits::new(0.0, 1.0).allow(a, 1), "0: no limit");
+        // A login costs ten: a burst of 25 holds two, and nothing is taken by a refusal.
+        let l = ApiLimits::new(1.0, 25.0);
+        assert_eq!((0..5).filter(|_| l.allow(a, LOGIN_COST)).count(), 2);
+        assert_eq!((0..10).filter(|_| l.allow(a, 1)).count(), 5);
+        // With a burst under a login's cost, a login takes the whole burst, not forever.
+        let l = ApiLimits::new(1.0, 3.0);
+        assert!(l.allow(a, LOGIN_COST));
+        assert!(!l.allow(a, 1));
     }
 }
