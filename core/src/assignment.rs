@@ -495,16 +495,27 @@ impl Dispatcher {
             None => a.devices.push((shard, 1)),
         }
         let open = a.open.clone();
-        let site = a.site.clone();
-        // An agent is online: the bot gives back what it had of its site only because none
-        // was.
+        let (site, away) = (a.site.clone(), a.away);
+        let out = if away {
+            // Another device of an agent who is away: nothing new for it.
+            Vec::new()
+        } else {
+            self.takes_work(site)
+        };
+        (open, out)
+    }
+
+    /// An agent of `site` can take conversations (it came online, or back from away): the
+    /// bot gives back what it had of that site only because nobody was there, and the queue
+    /// drains.
+    fn takes_work(&mut self, site: Option<String>) -> Vec<Dispatch> {
         let mut out = if self.mode == BotMode::WhenNoAgent {
             self.release_where(|r| r.site == site)
         } else {
             Vec::new()
         };
         out.extend(self.drain());
-        (open, out)
+        out
     }
 
     /// A device of `agent` on `shard` disconnected. Its conversations stay assigned.
@@ -541,13 +552,7 @@ impl Dispatcher {
             return Vec::new();
         }
         let site = a.site.clone();
-        let mut out = if self.mode == BotMode::WhenNoAgent {
-            self.release_where(|r| r.site == site)
-        } else {
-            Vec::new()
-        };
-        out.extend(self.drain());
-        out
+        self.takes_work(site)
     }
 
     /// The shards `agent` has devices on.

@@ -92,10 +92,26 @@ async fn answer(stream: &mut impl ByteStream, response: &[u8]) {
     let _ = stream.close().await;
 }
 
+/// `f`, or `None` once `deadline` has passed.
+async fn by<T>(deadline: Instant, f: impl std::future::Future<Output = T>) -> Option<T> {
+    future::or(async { Some(f.await) }, async {
+        glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+        None
+    })
+    .await
+}
+
+/// The end of the handshake (TLS, if any, and the request head): `handshake_timeout_ms`
+/// after the accept.
+fn handshake_deadline(ctx: &ShardCtx) -> Instant {
+    Instant::now() + Duration::from_millis(ctx.config.handshake_timeout_ms)
+}
+
 /// Serves one connection accepted on the plain listener to its end.
 pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, ticket: SourceTicket) {
     let _ = stream.set_nodelay(true);
-    serve_stream(ctx, stream, ticket).await;
+    let deadline = handshake_deadline(&ctx);
+    serve_stream(ctx, stream, ticket, deadline).await;
 }
 
 /// Serves one connection accepted on the TLS listener to its end.
@@ -106,29 +122,17 @@ pub async fn serve_tls(
     acceptor: futures_rustls::TlsAcceptor,
 ) {
     let _ = stream.set_nodelay(true);
-    let deadline = Duration::from_millis(ctx.config.handshake_timeout_ms);
-    let first = future::or(
-        async {
-            let mut b = [0u8; 1];
-            Some(
-                stream
-                    .peek(&mut b)
-                    .await
-                    .ok()
-                    .filter(|n| *n == 1)
-                    .map(|_| b[0]),
-            )
-        },
-        async {
-            glommio::timer::sleep(deadline).await;
-            None
-        },
-    )
+    let deadline = handshake_deadline(&ctx);
+    let mut b = [0u8; 1];
+    let first = by(deadline, async {
+        let n = stream.peek(&mut b).await.ok();
+        n.filter(|n| *n == 1).map(|_| b[0])
+    })
     .await;
     match first {
         None => return reply(&ctx, &mut stream, 408, "nothing received in time").await,
         Some(None) => return,
-        Some(Some(crate::tls::HANDSHAKE_RECORD)) => {}
+        Some(Some(switchboard_protocol::tls::HANDSHAKE_RECORD)) => {}
         // Plain HTTP (or anything else) on the TLS port: told so in plain text, closed.
         Some(Some(_)) => {
             ctx.metrics.borrow().tls_refused("plaintext");
@@ -141,27 +145,23 @@ pub async fn serve_tls(
             .await;
         }
     }
-    let handshake = future::or(async { Some(acceptor.accept(stream).await) }, async {
-        glommio::timer::sleep(deadline).await;
-        None
-    })
-    .await;
-    match handshake {
-        Some(Ok(tls)) => serve_stream(ctx, tls, ticket).await,
+    match by(deadline, acceptor.accept(stream)).await {
+        Some(Ok(tls)) => serve_stream(ctx, tls, ticket, deadline).await,
         Some(Err(_)) => ctx.metrics.borrow().tls_refused("handshake"),
         None => ctx.metrics.borrow().tls_refused("timeout"),
     }
 }
 
 /// Serves a connection's byte stream: the HTTP request, then its answer or the WebSocket.
-async fn serve_stream<S: ByteStream>(ctx: Rc<ShardCtx>, mut stream: S, mut ticket: SourceTicket) {
-    let deadline = Duration::from_millis(ctx.config.handshake_timeout_ms);
-    let head = future::or(
-        async { Some(read_head(&mut stream, ctx.config.max_header_bytes).await) },
-        async {
-            glommio::timer::sleep(deadline).await;
-            None
-        },
+async fn serve_stream<S: ByteStream>(
+    ctx: Rc<ShardCtx>,
+    mut stream: S,
+    mut ticket: SourceTicket,
+    deadline: Instant,
+) {
+    let head = by(
+        deadline,
+        read_head(&mut stream, ctx.config.max_header_bytes),
     )
     .await;
     let (request, leftover) = match head {
@@ -431,5 +431,5 @@ async fn finish_close<S: ByteStream>(ws: &mut Ws<S>, code: CloseCode) {
         let _ = ws.close(Some(frame)).await;
         while let Some(Ok(_)) = ws.next().await {}
     };
-    future::or(closing, glommio::timer::sleep(CLOSE_TIMEOUT)).await;
+    by(Instant::now() + CLOSE_TIMEOUT, closing).await;
 }

@@ -11,7 +11,6 @@
 //! - [`bridge_link`]: each shard's connection to the storage bridge.
 //! - [`supervisor`]: the storage bridge as a child process, for the one-command start.
 //! - [`whole_reads`]: one `recv` per readable socket, whatever room tungstenite offers.
-//! - [`tls`]: the TLS listener's certificate, loaded at start and on SIGHUP.
 //!
 //! All decisions (routing, assignment, deadlines, validation) live in `switchboard-core`;
 //! this crate moves bytes between sockets, the core and other shards.
@@ -29,5 +28,4 @@ pub mod runtime;
 pub mod server;
 pub mod shard_ctx;
 pub mod supervisor;
-pub mod tls;
 pub mod whole_reads;

@@ -302,14 +302,14 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let bridge_pid = bridge.as_ref().map(|b| b.pid.clone());
     // A certificate that cannot be loaded stops the start, as a configuration error.
     let tls = match (&config.tls_listen, &config.tls_cert, &config.tls_key) {
-        (Some(_), Some(cert), Some(key)) => {
-            Some(Arc::new(gateway::tls::TlsSource::open(cert, key).map_err(
-                |e| gateway::config::ConfigError::Invalid {
+        (Some(_), Some(cert), Some(key)) => Some(Arc::new(
+            switchboard_protocol::tls::TlsSource::open(cert, key).map_err(|e| {
+                gateway::config::ConfigError::Invalid {
                     key: "tls_cert",
                     problem: e.to_string(),
-                },
-            )?))
-        }
+                }
+            })?,
+        )),
         _ => None,
     };
     spawn_signal_thread(shutdown.clone(), bridge_pid, tls.clone())?;
@@ -336,7 +336,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
 fn spawn_signal_thread(
     shutdown: Arc<AtomicBool>,
     bridge_pid: Option<Arc<std::sync::atomic::AtomicU32>>,
-    tls: Option<Arc<gateway::tls::TlsSource>>,
+    tls: Option<Arc<switchboard_protocol::tls::TlsSource>>,
 ) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
@@ -345,7 +345,7 @@ fn spawn_signal_thread(
         .spawn(move || {
             for sig in signals.forever() {
                 if sig == SIGHUP {
-                    match tls.as_deref().map(gateway::tls::TlsSource::reload) {
+                    match tls.as_deref().map(switchboard_protocol::tls::TlsSource::reload) {
                         Some(Ok(())) => tracing::info!("SIGHUP: TLS certificate reloaded"),
                         Some(Err(e)) => {
                             tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; keeping the old one")

@@ -32,7 +32,7 @@ pub struct ShardArgs {
     pub signer: TokenSigner,
     pub listener: OwnedFd,
     /// The TLS listener's socket and its certificate, when `tls_listen` is set.
-    pub tls: Option<(OwnedFd, Arc<crate::tls::TlsSource>)>,
+    pub tls: Option<(OwnedFd, Arc<switchboard_protocol::tls::TlsSource>)>,
     pub mesh: MeshBuilder<Batch, Full>,
     pub prometheus: PrometheusHandle,
     pub shutdown: Arc<AtomicBool>,
@@ -126,8 +126,12 @@ async fn ticker_task(ctx: Rc<ShardCtx>, shutdown: Arc<AtomicBool>) {
 }
 
 /// Accepts connections until shutdown; at the open-files limit it backs off and goes on.
-/// With `tls`, each connection is TLS with its newest certificate.
-async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener, tls: Option<crate::tls::ShardTls>) {
+/// With `tls`, each connection is TLS with the newest certificate.
+async fn accept_loop(
+    ctx: Rc<ShardCtx>,
+    listener: TcpListener,
+    tls: Option<Arc<switchboard_protocol::tls::TlsSource>>,
+) {
     let mut last_warning: Option<Instant> = None;
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
@@ -148,7 +152,7 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener, tls: Option<crate
                         ctx.relay_queue,
                     ),
                     Some(tls) => glommio::spawn_local_into(
-                        connection::serve_tls(ctx.clone(), stream, ticket, tls.acceptor()),
+                        connection::serve_tls(ctx.clone(), stream, ticket, tls.current().into()),
                         ctx.relay_queue,
                     ),
                 };
@@ -292,11 +296,7 @@ pub async fn shard_main(args: ShardArgs) -> anyhow::Result<()> {
     match tls {
         None => plain.await,
         Some((fd, source)) => {
-            let tls = accept_loop(
-                ctx.clone(),
-                listener_of(fd),
-                Some(crate::tls::ShardTls::new(source)),
-            );
+            let tls = accept_loop(ctx.clone(), listener_of(fd), Some(source));
             future::zip(plain, tls).await;
         }
     }

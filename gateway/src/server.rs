@@ -109,7 +109,7 @@ pub fn run(
     config: Config,
     prometheus: PrometheusHandle,
     shutdown: Arc<AtomicBool>,
-    tls: Option<Arc<crate::tls::TlsSource>>,
+    tls: Option<Arc<switchboard_protocol::tls::TlsSource>>,
 ) -> anyhow::Result<()> {
     crate::preflight::check(&crate::preflight::Facts::of_this_process())?;
     let n = config.shard_count();

@@ -47,14 +47,7 @@ fn autobahn_over_tls_matches_the_same_expected_file() {
     let tls_listen = switchboard_test_support::free_addr();
     let gw = Gateway::builder()
         .args(&ECHO)
-        .args(&[
-            "--tls-listen",
-            &tls_listen,
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ])
+        .tls(&tls_listen, &cert, &key)
         .start();
     let relay = tls_relay(tls_listen.parse().unwrap(), ca.client_config());
     run_and_compare(&gw.data_dir.join("autobahn"), &relay.to_string());

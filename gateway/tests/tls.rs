@@ -19,14 +19,7 @@ fn gateway_with_tls(ca: &TestCa) -> (Gateway, std::path::PathBuf, SocketAddr) {
     let dir = temp_dir("tls");
     let (cert, key) = ca.leaf("first").write(&dir, ca);
     let tls_listen = free_addr();
-    let gw = Gateway::start(&[
-        "--tls-listen",
-        &tls_listen,
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-    ]);
+    let gw = Gateway::builder().tls(&tls_listen, &cert, &key).start();
     let addr = gw.tls_addr().expect("the TLS address is printed");
     assert_eq!(addr.to_string(), tls_listen);
     (gw, dir, addr)

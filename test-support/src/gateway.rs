@@ -43,6 +43,20 @@ impl GatewayBuilder {
         self
     }
 
+    /// A TLS listener on `listen` with this certificate chain and key (PEM files, e.g.
+    /// [`crate::tls::Leaf::write`]'s); its address is [`Gateway::tls_addr`].
+    pub fn tls(self, listen: &str, cert: &Path, key: &Path) -> Self {
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        self.args(&[
+            "--tls-listen",
+            listen,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ])
+    }
+
     /// A data directory that outlives the gateway (for restarts, or a bridge beside it);
     /// without one the gateway gets a fresh directory, removed when it is dropped.
     pub fn data_dir(mut self, dir: &Path) -> Self {

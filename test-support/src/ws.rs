@@ -34,14 +34,7 @@ impl Client {
     /// Connects and reads the `welcome` frame (an error: the upgrade was refused).
     pub async fn connect(url: &str) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
         let (ws, _) = tokio_tungstenite::connect_async(url).await?;
-        let mut c = Client {
-            ws,
-            welcome: Value::Null,
-            held: Default::default(),
-        };
-        c.welcome = c.recv().await;
-        assert_eq!(c.welcome["type"], "welcome", "{}", c.welcome);
-        Ok(c)
+        Ok(Client::welcomed(ws).await)
     }
 
     /// Connects from the loopback address `source` (e.g. `127.0.0.2`), and reads the
@@ -61,14 +54,7 @@ impl Client {
         let tcp = socket.connect(target).await?;
         let stream = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
         let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
-        let mut c = Client {
-            ws,
-            welcome: Value::Null,
-            held: Default::default(),
-        };
-        c.welcome = c.recv().await;
-        assert_eq!(c.welcome["type"], "welcome", "{}", c.welcome);
-        Ok(c)
+        Ok(Client::welcomed(ws).await)
     }
 
     /// Connects over TLS (`wss://`) trusting what `tls` trusts, and reads the `welcome`.
@@ -80,6 +66,11 @@ impl Client {
         let (ws, _) =
             tokio_tungstenite::connect_async_tls_with_config(url, None, false, Some(connector))
                 .await?;
+        Ok(Client::welcomed(ws).await)
+    }
+
+    /// A connected socket's client, once it has read the `welcome` frame.
+    async fn welcomed(ws: Ws) -> Client {
         let mut c = Client {
             ws,
             welcome: Value::Null,
@@ -87,7 +78,7 @@ impl Client {
         };
         c.welcome = c.recv().await;
         assert_eq!(c.welcome["type"], "welcome", "{}", c.welcome);
-        Ok(c)
+        c
     }
 
     pub fn id(&self) -> String {

@@ -1,7 +1,7 @@
 //! The HTTP API over TLS (`--tls-cert`, `--tls-key`): rustls on each accepted connection,
 //! then hyper serving the same axum router as plain HTTP. The certificate is reloaded on
-//! SIGHUP (see [`switchboard_protocol::tls::TlsSource`]): the accept loop takes the new one
-//! for the next handshake, open connections keep theirs. A connection that does not start
+//! SIGHUP (see [`switchboard_protocol::tls::TlsSource`]): each accept takes the newest,
+//! open connections keep theirs. A connection that does not start
 //! with a TLS handshake (plain HTTP on this port) gets a plain-text 400 and is closed.
 
 use axum::Router;
@@ -21,10 +21,9 @@ const PLAIN_REFUSAL: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/pl
 
 /// Serves `app` over TLS on `listener` until the process ends.
 pub async fn serve(listener: TcpListener, app: Router, tls: Arc<TlsSource>) {
-    let mut taken = (tls.generation(), TlsAcceptor::from(tls.current()));
     loop {
-        let tcp = match listener.accept().await {
-            Ok((tcp, _)) => tcp,
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of descriptors, most likely: back off rather than spin.
                 tracing::warn!(error = %e, "HTTPS accept failed; backing off");
@@ -32,17 +31,14 @@ pub async fn serve(listener: TcpListener, app: Router, tls: Arc<TlsSource>) {
                 continue;
             }
         };
-        if taken.0 != tls.generation() {
-            taken = (tls.generation(), TlsAcceptor::from(tls.current()));
-        }
-        let peer = tcp.peer_addr().ok();
-        tokio::spawn(connection(tcp, peer, taken.1.clone(), app.clone()));
+        let acceptor = TlsAcceptor::from(tls.current());
+        tokio::spawn(connection(tcp, peer, acceptor, app.clone()));
     }
 }
 
 async fn connection(
     mut tcp: TcpStream,
-    peer: Option<std::net::SocketAddr>,
+    peer: std::net::SocketAddr,
     acceptor: TlsAcceptor,
     app: Router,
 ) {
@@ -61,10 +57,7 @@ async fn connection(
         return;
     };
     // The caller's address, as plain HTTP's `ConnectInfo` gives it, for the API's limits.
-    let app = match peer {
-        Some(addr) => app.layer(axum::Extension(axum::extract::ConnectInfo(addr))),
-        None => app,
-    };
+    let app = app.layer(axum::Extension(axum::extract::ConnectInfo(peer)));
     let service = TowerToHyperService::new(app);
     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
         .serve_connection_with_upgrades(TokioIo::new(stream), service)
