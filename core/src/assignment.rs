@@ -36,7 +36,7 @@ pub enum Dispatch {
 
 /// Who may take a conversation: agents of its site (none: the default site), and of its
 /// team when it names one. Nothing crosses sites.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Route {
     pub site: Option<String>,
     pub team: Option<String>,
@@ -536,6 +536,25 @@ impl Dispatcher {
                 self.agents.remove(agent);
             }
         }
+    }
+
+    /// The shards for which `alive` says no are gone (their node died): their devices
+    /// disconnected all at once. Returns the agents who went offline with them.
+    pub fn shards_gone(&mut self, alive: impl Fn(ShardId) -> bool) -> Vec<AgentId> {
+        let mut gone = Vec::new();
+        for (agent, a) in self.agents.iter_mut() {
+            if !a.is_online() {
+                continue;
+            }
+            a.devices.retain(|(s, _)| alive(*s));
+            if !a.is_online() {
+                a.away = false;
+                gone.push(agent.clone());
+            }
+        }
+        self.agents
+            .retain(|agent, a| a.is_online() || !a.open.is_empty() || !gone.contains(agent));
+        gone
     }
 
     /// `agent` (online) is away: no new conversation goes to it; or back: it takes from the

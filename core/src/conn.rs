@@ -12,7 +12,7 @@ use switchboard_protocol::CloseCode;
 
 /// A connection on its shard: a slot index and the slot's generation, so a key held by
 /// another shard never reaches the slot's next occupant.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ConnKey {
     /// The slot's index in its shard's table.
     pub(crate) idx: u32,

@@ -14,12 +14,13 @@
 use crate::conn::ConnKey;
 use crate::routing::ShardId;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use switchboard_protocol::{AgentId, ConvId, ParticipantId, VisitorId};
 
 /// A relayed signal without a seq.
 /// Where a paged replay goes on: after `after`, with `replayed` frames sent so far, and
 /// whether all of them were there (`complete` in the final `resumed`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplayNext {
     pub after: u64,
     pub replayed: u32,
@@ -29,14 +30,14 @@ pub struct ReplayNext {
     pub chain: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Signal {
     Typing,
     Read(u64),
 }
 
 /// What one shard sends another (or itself): a message for one of its roles.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ShardMsg {
     Home(HomeMsg),
     Dispatch(DispatchMsg),
@@ -57,7 +58,7 @@ impl ShardMsg {
 
 /// Where the outcome of a request goes: an error frame to a connection, or `command_done`
 /// to the bridge (a REST API command).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
     Conn {
         shard: ShardId,
@@ -90,7 +91,7 @@ impl From<ConnMsg> for ShardMsg {
 }
 
 /// Whether a connection watches as a supervisor (of its site's conversations only).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Watch {
     No,
     Supervisor { site: Option<String> },
@@ -119,7 +120,7 @@ impl Watch {
 pub type Context = std::collections::BTreeMap<String, String>;
 
 /// To a conversation's home shard.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum HomeMsg {
     /// A visitor's first message opens `conv`; the sending connection is its first subscriber.
     Open {
@@ -286,7 +287,7 @@ impl HomeMsg {
 }
 
 /// To the dispatcher shard.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum DispatchMsg {
     /// A conversation loaded from the store, for the dispatcher to account for (re-queued
     /// when it has no agent).
@@ -344,7 +345,7 @@ pub enum DispatchMsg {
 }
 
 /// To a connection's shard.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ConnMsg {
     /// Answer to `FindOpenConv`.
     OpenConvIs { conn: ConnKey, conv: Option<ConvId> },
@@ -377,6 +378,8 @@ pub enum ConnMsg {
     DeliverToAgents { conv: ConvId, frame: Bytes },
     /// `agent` is no longer in `conv` (transferred): its local connections leave it.
     AgentLeft { conv: ConvId, agent: AgentId },
+    /// From a new dispatcher: announce every local agent device to it again.
+    Reannounce,
     /// The open conversations of a newly connected agent device.
     AgentConvs {
         conn: ConnKey,

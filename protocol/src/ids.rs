@@ -155,7 +155,7 @@ mod tests {
 
 mod serde_impls {
     //! Ids travel as their text forms.
-    use super::{AgentId, ConvId, VisitorId};
+    use super::{AgentId, ConvId, ParticipantId, VisitorId};
     use serde::{de::Error, Deserialize, Deserializer, Serialize, Serializer};
 
     macro_rules! text_serde {
@@ -176,4 +176,11 @@ mod serde_impls {
     text_serde!(ConvId, ConvId::parse, "conversation id");
     text_serde!(VisitorId, VisitorId::parse, "visitor id");
     text_serde!(AgentId, AgentId::new, "agent id");
+    text_serde!(
+        ParticipantId,
+        |s: &str| VisitorId::parse(s)
+            .map(ParticipantId::Visitor)
+            .or_else(|| AgentId::new(s).map(ParticipantId::Agent)),
+        "participant id"
+    );
 }

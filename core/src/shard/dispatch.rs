@@ -261,6 +261,16 @@ impl DispatchRole {
     }
 
     /// Everyone online, for a new link to the bridge.
+    /// The shards for which `alive` says no are gone with their node: their agents' devices
+    /// with them.
+    pub fn shards_gone(&mut self, sh: &mut Shared, alive: impl Fn(ShardId) -> bool) {
+        let gone = self.dispatcher.shards_gone(alive);
+        if !gone.is_empty() {
+            presence(sh, Vec::new(), gone.iter().map(|a| a.to_string()).collect());
+        }
+        self.refresh_stats(sh);
+    }
+
     pub fn presence_now(&self) -> BridgeMsg {
         BridgeMsg::Presence {
             online: self.dispatcher.online(),

@@ -38,8 +38,8 @@ pub use shared::ShardStats;
 use crate::auth::Identity;
 use crate::config::CoreConfig;
 use crate::conn::{ConnIo, ConnKey, Now};
-use crate::messages::ShardMsg;
-use crate::routing::{ShardId, DISPATCHER_SHARD};
+use crate::messages::{ConnMsg, ShardMsg};
+use crate::routing::{local_of, node_of, ClusterView, NodeSlot, ShardId, DISPATCHER_SHARD};
 use conns::ConnRole;
 use dispatch::{DispatchRole, OPEN_LISTED};
 use home::HomeRole;
@@ -72,14 +72,23 @@ impl Shard {
         signer: TokenSigner,
         seed: u64,
     ) -> Self {
-        assert!(id < nr_shards, "shard {id} of {nr_shards}");
-        let is_dispatcher = id == DISPATCHER_SHARD;
+        assert!(local_of(id) < nr_shards, "shard {id} of {nr_shards}");
+        // Every node's first shard can be the dispatcher; it is while its node is the
+        // dispatcher's in the view (at first, a node sees itself alone).
+        let is_dispatcher = local_of(id) == DISPATCHER_SHARD;
+        let view = ClusterView::of(
+            node_of(id),
+            vec![NodeSlot {
+                num: node_of(id),
+                shards: nr_shards,
+            }],
+        );
         let rng = fastrand::Rng::with_seed(seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         Self {
             conns: ConnRole::new(rng),
             home: HomeRole::new(&cfg, is_dispatcher.then_some(OPEN_LISTED)),
             dispatch: is_dispatcher.then(|| DispatchRole::new(cfg.agent_capacity)),
-            sh: Shared::new(id, nr_shards, cfg),
+            sh: Shared::new(id, view, cfg),
             to_bridge: Vec::new(),
             signer,
         }
@@ -99,6 +108,44 @@ impl Shard {
 
     pub fn stats(&self) -> &ShardStats {
         &self.sh.stats
+    }
+
+    /// The live nodes as this shard knows them.
+    pub fn view(&self) -> &ClusterView {
+        &self.sh.view
+    }
+
+    /// The cluster's membership changed (docs/cluster.md). Conversations whose home moved
+    /// are handed over and the connections following them are closed with 1001 (they
+    /// resume at the new home); the dispatcher's shard, if it changed, starts afresh from
+    /// the store's open conversations and every shard's agent devices; a dispatcher that
+    /// stays forgets the devices of nodes that died.
+    pub fn set_view(&mut self, view: ClusterView, now: Now) {
+        self.sh.now = now;
+        if view == self.sh.view {
+            return;
+        }
+        let old = std::mem::replace(&mut self.sh.view, view);
+        let me = self.sh.id;
+        if let Some(d) = self.dispatch.as_mut() {
+            let (was, is) = (old.dispatcher_shard() == me, self.sh.dispatcher() == me);
+            if is && !was {
+                *d = DispatchRole::new(self.sh.cfg.agent_capacity);
+                self.home.list_open();
+                for shard in self.sh.view.all_shards().collect::<Vec<_>>() {
+                    self.sh.send(shard, ConnMsg::Reannounce);
+                }
+            } else if was && !is {
+                *d = DispatchRole::new(self.sh.cfg.agent_capacity);
+            } else if is {
+                let view = &self.sh.view;
+                let alive: Vec<ShardId> = view.all_shards().collect();
+                d.shards_gone(&mut self.sh, |s| alive.contains(&s));
+            }
+        }
+        self.home.home_moved(&mut self.sh);
+        self.conns.home_moved(&mut self.sh, &old);
+        self.pump();
     }
 
     /// A fresh random visitor id (for [`crate::auth::authenticate`]).
@@ -345,8 +392,12 @@ impl Shard {
             ShardMsg::Conn(m) => self.conns.handle(&mut self.sh, from, m),
             ShardMsg::Dispatch(m) => {
                 let listing = self.home.is_listing();
-                let d = self.dispatch.as_mut().expect(ONLY_DISPATCHER);
-                d.handle(&mut self.sh, from, m, listing);
+                match self.dispatch.as_mut() {
+                    Some(d) => d.handle(&mut self.sh, from, m, listing),
+                    // Only from a node whose view of the cluster is older than ours.
+                    None if self.sh.view.is_cluster() => {}
+                    None => panic!("{ONLY_DISPATCHER}"),
+                }
             }
             ShardMsg::Link(m) => self.to_bridge.push(m),
         }

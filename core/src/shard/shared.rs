@@ -8,7 +8,7 @@
 use crate::config::CoreConfig;
 use crate::conn::Now;
 use crate::messages::ShardMsg;
-use crate::routing::{home_shard, ShardId};
+use crate::routing::{ClusterView, ShardId};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use switchboard_protocol::server::{encode, ServerFrame};
@@ -59,7 +59,8 @@ pub struct ShardStats {
 #[derive(Debug)]
 pub(super) struct Shared {
     pub id: ShardId,
-    pub nr_shards: u32,
+    /// The live nodes and where conversations and the dispatcher live.
+    pub view: ClusterView,
     pub cfg: CoreConfig,
     /// The time of the input being handled.
     pub now: Now,
@@ -73,10 +74,10 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    pub fn new(id: ShardId, nr_shards: u32, cfg: CoreConfig) -> Self {
+    pub fn new(id: ShardId, view: ClusterView, cfg: CoreConfig) -> Self {
         Self {
             id,
-            nr_shards,
+            view,
             cfg,
             now: Now::default(),
             stats: ShardStats::default(),
@@ -98,7 +99,12 @@ impl Shared {
 
     /// The home shard of `conv`.
     pub fn home(&self, conv: ConvId) -> ShardId {
-        home_shard(conv, self.nr_shards)
+        self.view.home(conv)
+    }
+
+    /// The dispatcher shard.
+    pub fn dispatcher(&self) -> ShardId {
+        self.view.dispatcher_shard()
     }
 }
 

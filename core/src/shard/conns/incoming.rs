@@ -109,6 +109,7 @@ impl ConnRole {
                 }
             }
             ConnMsg::AgentLeft { conv, agent } => self.agent_left(sh, conv, &agent),
+            ConnMsg::Reannounce => self.reannounce(sh),
             ConnMsg::DeliverToAgents { conv, frame } => {
                 let agents: Vec<ConnKey> = self
                     .conv_subs

@@ -18,7 +18,7 @@ use crate::conn::{ConnIo, ConnKey, Now};
 use crate::idle::IdleWheel;
 use crate::messages::{DispatchMsg, HomeMsg, Signal};
 use crate::ratelimit::TokenBucket;
-use crate::routing::{home_shard, DISPATCHER_SHARD};
+use crate::routing::ClusterView;
 use crate::shard::shared::{error_frame, Shared};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -59,6 +59,8 @@ pub(super) struct ConnRole {
     conv_subs: HashMap<ConvId, Vec<ConnKey>>,
     /// Local devices of each agent.
     agents: HashMap<AgentId, Vec<ConnKey>>,
+    /// Each local agent device's teams, to announce it again to a new dispatcher.
+    agent_teams: HashMap<ConnKey, Vec<String>>,
     idle: IdleWheel<ConnKey>,
     /// Agents whose accounts are disabled (the bridge says which): their devices are
     /// closed and their upgrades refused.
@@ -72,6 +74,7 @@ impl ConnRole {
             table: ConnTable::default(),
             conv_subs: HashMap::new(),
             agents: HashMap::new(),
+            agent_teams: HashMap::new(),
             idle: IdleWheel::default(),
             disabled: Default::default(),
         }
@@ -240,8 +243,9 @@ impl ConnRole {
         self.push(sh, key, welcome);
         if let ParticipantId::Agent(agent) = who {
             self.agents.entry(agent.clone()).or_default().push(key);
+            self.agent_teams.insert(key, teams.clone());
             sh.send(
-                DISPATCHER_SHARD,
+                sh.dispatcher(),
                 DispatchMsg::AgentOnline {
                     agent,
                     conn: key,
@@ -269,13 +273,43 @@ impl ConnRole {
             sh.send(sh.home(conv), HomeMsg::Unsubscribe { conv, conn: key });
         }
         if let ParticipantId::Agent(agent) = conn.who {
+            self.agent_teams.remove(&key);
             if let Some(list) = self.agents.get_mut(&agent) {
                 list.retain(|k| *k != key);
                 if list.is_empty() {
                     self.agents.remove(&agent);
                 }
             }
-            sh.send(DISPATCHER_SHARD, DispatchMsg::AgentOffline { agent });
+            sh.send(sh.dispatcher(), DispatchMsg::AgentOffline { agent });
+        }
+    }
+
+    /// A new dispatcher asks: every local agent device is announced to it again.
+    pub fn reannounce(&mut self, sh: &mut Shared) {
+        for (agent, keys) in &self.agents {
+            for &key in keys {
+                let Some(c) = self.table.get(key) else {
+                    continue;
+                };
+                let msg = DispatchMsg::AgentOnline {
+                    agent: agent.clone(),
+                    conn: key,
+                    teams: self.agent_teams.get(&key).cloned().unwrap_or_default(),
+                    site: c.site().map(str::to_owned),
+                };
+                sh.send(sh.dispatcher(), msg);
+            }
+        }
+    }
+
+    /// The membership changed from `old`: a connection following a conversation whose home
+    /// moved is closed with 1001, and resumes from its last seq at the new home when it
+    /// reconnects (the way a client survives a node's death; docs/cluster.md).
+    pub fn home_moved(&mut self, sh: &mut Shared, old: &ClusterView) {
+        for conn in self.table.iter_mut() {
+            if conn.subs.iter().any(|&c| old.home(c) != sh.home(c)) {
+                conn.close_with(CloseCode::GoingAway);
+            }
         }
     }
 
@@ -384,7 +418,7 @@ impl ConnRole {
                     // then never cross shards (ids stay random; about nr_shards draws).
                     let conv = loop {
                         let c = ConvId(self.rng.u64(..));
-                        if home_shard(c, sh.nr_shards) == sh.id {
+                        if sh.home(c) == sh.id {
                             break c;
                         }
                     };
@@ -524,7 +558,7 @@ impl ConnRole {
             }
             ClientFrame::Presence { away } => match who {
                 ParticipantId::Agent(agent) => {
-                    sh.send(DISPATCHER_SHARD, DispatchMsg::Away { agent, away });
+                    sh.send(sh.dispatcher(), DispatchMsg::Away { agent, away });
                 }
                 ParticipantId::Visitor(_) => {
                     let message = "only agents are away or online";
@@ -670,7 +704,7 @@ impl ConnRole {
                 };
                 conn.lookup = Lookup::Asked(vec![frame]);
                 sh.send(
-                    DISPATCHER_SHARD,
+                    sh.dispatcher(),
                     DispatchMsg::FindOpenConv { visitor, conn: key },
                 );
             }

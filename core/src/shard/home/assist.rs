@@ -11,7 +11,6 @@
 use super::HomeRole;
 use crate::conversation::Posted;
 use crate::messages::DispatchMsg;
-use crate::routing::DISPATCHER_SHARD;
 use crate::shard::home::reply;
 use crate::shard::shared::Shared;
 use switchboard_protocol::bridge::Assist;
@@ -86,9 +85,9 @@ impl HomeRole {
                 priority,
                 team,
             };
-            sh.send(DISPATCHER_SHARD, msg);
+            sh.send(sh.dispatcher(), msg);
         } else if a.priority.is_some() {
-            sh.send(DISPATCHER_SHARD, DispatchMsg::Prioritize { conv, priority });
+            sh.send(sh.dispatcher(), DispatchMsg::Prioritize { conv, priority });
         }
     }
 

@@ -7,7 +7,6 @@ use super::{HomeRole, Listed};
 use crate::conversation::Conversation;
 use crate::messages::DispatchMsg;
 use crate::persist::{Resolved, StoreLink};
-use crate::routing::DISPATCHER_SHARD;
 use crate::shard::home::reply;
 use crate::shard::shared::Shared;
 use switchboard_protocol::bridge::{BridgeMsg, ConvEvent};
@@ -106,7 +105,7 @@ impl HomeRole {
                             agent: c.agent().cloned(),
                             site: c.site().map(str::to_owned),
                         };
-                        sh.send(DISPATCHER_SHARD, restore);
+                        sh.send(sh.dispatcher(), restore);
                     }
                     self.convs.insert(conv, c);
                     self.watch_idle(sh, conv);

@@ -23,7 +23,7 @@ use crate::conversation::{AckWaiter, Conversation, Posted};
 use crate::idle::IdleWheel;
 use crate::messages::{ConnMsg, DispatchMsg, HomeMsg, ReplayNext, Reply, ShardMsg};
 use crate::persist::StoreLink;
-use crate::routing::{home_shard, ShardId, DISPATCHER_SHARD};
+use crate::routing::ShardId;
 use crate::shard::shared::Shared;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
@@ -84,6 +84,38 @@ impl HomeRole {
         }
     }
 
+    /// The membership changed: conversations whose home is now another shard are handed
+    /// over. Each hands back the seqs it leased and did not use, and is forgotten; the new
+    /// home loads it from the store when it is next touched, taking a fresh lease (which
+    /// fences this shard off: a later extension of its old lease is refused).
+    pub fn home_moved(&mut self, sh: &mut Shared) {
+        let moved: Vec<ConvId> = self
+            .convs
+            .keys()
+            .copied()
+            .filter(|&c| sh.home(c) != sh.id)
+            .collect();
+        for conv in moved {
+            let Some(mut c) = self.convs.remove(&conv) else {
+                continue;
+            };
+            if !c.is_closed() {
+                sh.stats.open_conversations -= 1;
+            }
+            if let (Some(link), Some((at, held))) = (self.store.as_mut(), c.lease_release()) {
+                link.event(ConvEvent::SeqRelease { conv, at, held });
+            }
+        }
+        self.closed_order.retain(|c| self.convs.contains_key(c));
+    }
+
+    /// Asks the store for the open conversations (this shard became the dispatcher's).
+    pub fn list_open(&mut self) {
+        if let Some(link) = self.store.as_mut() {
+            link.list_open(crate::shard::dispatch::OPEN_LISTED);
+        }
+    }
+
     /// Idle-close checks that came due: this shard's own are handled here, the rest (the
     /// dispatcher's, listed at start-up) go to their home shards.
     pub fn tick(&mut self, sh: &mut Shared) {
@@ -92,7 +124,7 @@ impl HomeRole {
             self.reroute_if_unanswered(sh, conv);
         }
         for conv in self.conv_idle.take_due(sh.now.mono_ms) {
-            let home = home_shard(conv, sh.nr_shards);
+            let home = sh.home(conv);
             if home != sh.id {
                 sh.send(home, HomeMsg::IdleCheck { conv });
                 continue;
@@ -143,7 +175,7 @@ impl HomeRole {
             note: Some(format!("no answer within {} s", after.as_secs())),
             reply: Reply::Quiet,
         };
-        sh.send(DISPATCHER_SHARD, msg);
+        sh.send(sh.dispatcher(), msg);
         // Nobody else with room: it stays, and is looked at again a period later.
         let at = sh.now.mono_ms + after.as_millis() as u64;
         let c = self.convs.get_mut(&conv).expect("present above");
@@ -185,7 +217,7 @@ impl HomeRole {
                 ts: sh.now.unix_ms,
             });
         }
-        sh.send(DISPATCHER_SHARD, DispatchMsg::ConvClosed { conv, agent });
+        sh.send(sh.dispatcher(), DispatchMsg::ConvClosed { conv, agent });
     }
 
     /// The REST API's close or transfer of `conv`, as agent `by` (the bridge checked that it
@@ -245,7 +277,7 @@ impl HomeRole {
                     note,
                     reply: Reply::Api { shard: reply, id },
                 };
-                sh.send(DISPATCHER_SHARD, msg);
+                sh.send(sh.dispatcher(), msg);
             }
         }
     }
@@ -332,7 +364,7 @@ impl HomeRole {
                     priority,
                     route,
                 };
-                sh.send(DISPATCHER_SHARD, enqueue);
+                sh.send(sh.dispatcher(), enqueue);
                 self.watch_idle(sh, conv);
             }
             HomeMsg::Post {
@@ -581,7 +613,7 @@ impl HomeRole {
                     note,
                     reply: Reply::Conn { shard: from, conn },
                 };
-                sh.send(DISPATCHER_SHARD, msg);
+                sh.send(sh.dispatcher(), msg);
             }
             HomeMsg::Transferred {
                 conv,
@@ -604,7 +636,7 @@ impl HomeRole {
                 });
                 self.fanout(sh, conv, frame, None, false);
                 // Its devices leave the conversation, wherever they are.
-                for shard in 0..sh.nr_shards {
+                for shard in sh.view.all_shards().collect::<Vec<_>>() {
                     let agent = agent.clone();
                     sh.send(shard, ConnMsg::AgentLeft { conv, agent });
                 }
