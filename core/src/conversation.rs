@@ -195,9 +195,11 @@ impl Conversation {
         len
     }
 
-    /// After a message: the lease extension to write now, if half of it is used.
-    pub fn lease_wanted(&mut self, len: u64) -> Option<u64> {
-        self.lease.wanted(self.seq, len)
+    /// After a message: the lease extension to write now (up to, in epoch), if half of it
+    /// is used.
+    pub fn lease_wanted(&mut self, len: u64) -> Option<(u64, u64)> {
+        let epoch = self.lease.epoch();
+        self.lease.wanted(self.seq, len).map(|upto| (upto, epoch))
     }
 
     /// The store answered the request that wrote a lease up to `upto`.
@@ -230,7 +232,7 @@ impl Conversation {
         }
         c.seq = info.last_seq.max(info.seq_floor);
         c.confirmed = c.seq;
-        c.lease = SeqLease::restored(info.seq_lease.max(c.seq));
+        c.lease = SeqLease::restored(info.seq_lease.max(c.seq), info.epoch);
         c
     }
 
@@ -503,7 +505,6 @@ impl Conversation {
     }
 
     /// Each shard with at least one subscriber, once.
-    #[cfg(test)]
     pub fn subscriber_shards(&self) -> Vec<ShardId> {
         let mut shards: Vec<ShardId> = self.subscribers.iter().map(|(s, _)| *s).collect();
         shards.sort_unstable();

@@ -22,6 +22,10 @@ pub struct SeqLease {
     asked: Option<u64>,
     /// Handed back (the gateway is stopping): no seq is handed out any more.
     released: bool,
+    /// The lease's epoch in the store when this home took it (0: it opened the
+    /// conversation); extensions carry it, and the store refuses them once another home
+    /// has loaded the conversation (a higher epoch).
+    epoch: u64,
 }
 
 impl SeqLease {
@@ -31,6 +35,7 @@ impl SeqLease {
             upto: u64::MAX,
             asked: None,
             released: false,
+            epoch: 0,
         }
     }
 
@@ -43,16 +48,23 @@ impl SeqLease {
             upto: len,
             asked: None,
             released: false,
+            epoch: 0,
         }
     }
 
-    /// A conversation loaded from the store, which leased up to `upto` for it.
-    pub fn restored(upto: u64) -> Self {
+    /// A conversation loaded from the store, which leased up to `upto` for it in `epoch`.
+    pub fn restored(upto: u64, epoch: u64) -> Self {
         Self {
             upto,
             asked: None,
             released: false,
+            epoch,
         }
+    }
+
+    /// The epoch its extensions carry.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Whether `seq` may be handed out now.
@@ -128,7 +140,7 @@ mod tests {
 
     #[test]
     fn a_released_lease_hands_out_nothing_more() {
-        let mut l = SeqLease::restored(100);
+        let mut l = SeqLease::restored(100, 0);
         assert_eq!(l.wanted(60, 80), Some(140));
         assert_eq!(
             l.release(60),

@@ -378,6 +378,9 @@ pub enum ConnMsg {
     DeliverToAgents { conv: ConvId, frame: Bytes },
     /// `agent` is no longer in `conv` (transferred): its local connections leave it.
     AgentLeft { conv: ConvId, agent: AgentId },
+    /// `conv`'s home lost it to another node (fenced): its local subscribers are closed
+    /// with 1001, to resume at the new home.
+    Moved { conv: ConvId },
     /// From a new dispatcher: announce every local agent device to it again.
     Reannounce,
     /// The open conversations of a newly connected agent device.

@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 /// 2: paged reads (`more`, `next`), seq leases, bounded frames.
 /// 3: the AI layer: the bot's mode in `welcome`, `assist` from the bridge; agent accounts:
 /// the disabled ones in `welcome`, `agent_access` when one changes.
-pub const BRIDGE_PROTOCOL_VERSION: u32 = 4;
+/// 5: clusters: `node` and `shards` in `hello`, `cluster`, `relay`, `fenced`, lease epochs.
+pub const BRIDGE_PROTOCOL_VERSION: u32 = 5;
 /// The longest bot reply or draft the bridge sends, in bytes (longer ones are cut at a
 /// character boundary): far under any `max_message_bytes` a gateway allows.
 pub const MAX_ASSIST_TEXT: usize = 8 * 1024;
@@ -239,6 +240,11 @@ pub enum ConvEvent {
     SeqLease {
         conv: ConvId,
         upto: u64,
+        /// The epoch of the conversation's lease when this gateway took it (`ConvInfo`;
+        /// 0 for a conversation it opened): an extension from an older epoch is refused
+        /// (`fenced`), because another node has taken the conversation since.
+        #[serde(default)]
+        epoch: u64,
     },
     /// A gateway stopping cleanly hands back what it did not use: seqs above `at` were never
     /// shown, so the lease may come down to it (`at` is the newest seq handed out, so never
@@ -311,6 +317,10 @@ pub struct ConvInfo {
     pub seq_floor: u64,
     /// Seqs may be handed out up to this one (the lease the load took, already durable).
     pub seq_lease: u64,
+    /// The lease's epoch, raised by every load: the fencing token of this home
+    /// (`ConvEvent::SeqLease`).
+    #[serde(default)]
+    pub epoch: u64,
     /// The newest messages, oldest first, as many as fit half a page.
     pub recent: Vec<StoredMessage>,
     /// The client message ids of the newest messages (as many as asked), oldest first.
@@ -358,6 +368,31 @@ pub struct SiteRules {
     pub offline_text: Option<String>,
 }
 
+/// A live node of the cluster: its number and how many shards it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterNode {
+    pub num: u16,
+    pub shards: u32,
+}
+
+/// One shard message crossing nodes: from shard `from` to shard `to` (shard ids name their
+/// node in their high 16 bits), the message as the gateway's JSON text, passed through
+/// untouched. (A string, not a raw JSON value: serde cannot read raw values inside this
+/// internally tagged enum.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Relayed {
+    pub to: u32,
+    pub from: u32,
+    pub msg: String,
+}
+
+impl Relayed {
+    /// The node of shard `to`.
+    pub fn node(&self) -> u16 {
+        (self.to >> 16) as u16
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum BridgeMsg {
@@ -365,6 +400,12 @@ pub enum BridgeMsg {
     Hello {
         version: u32,
         shard: u32,
+        /// The gateway's node number in its cluster (0: no cluster), and how many shards it
+        /// runs.
+        #[serde(default)]
+        node: u16,
+        #[serde(default)]
+        shards: u32,
     },
     Welcome {
         version: u32,
@@ -487,6 +528,24 @@ pub enum BridgeMsg {
     Sites {
         sites: Vec<SiteRules>,
     },
+    /// Unasked, before the `persisted` of the same request: lease extensions of these
+    /// conversations were refused, because another node loaded them since (their epoch
+    /// moved on). The home forgets them; their clients resume at the new home.
+    Fenced {
+        convs: Vec<ConvId>,
+    },
+    /// Unasked, to every shard, on every change and when a link starts: the live nodes of
+    /// the cluster (docs/cluster.md), and whether Redis answers.
+    Cluster {
+        nodes: Vec<ClusterNode>,
+        redis: bool,
+    },
+    /// Shard messages crossing nodes: gateway -> bridge, for shards of other nodes (the
+    /// bridge sends them on through Redis, batched per node); bridge -> gateway, from other
+    /// nodes, for the shard whose link carries them.
+    Relay {
+        items: Vec<Relayed>,
+    },
     /// Unasked: what the AI layer decided about visitor message `seq` of `conv`, on the
     /// link of the shard that stored it (the conversation's home). Never answered: a bot
     /// reply is stored like any message, and one lost with the link is lost (the visitor's
@@ -520,6 +579,9 @@ impl BridgeMsg {
             | Self::Command { .. }
             | Self::CommandDone { .. }
             | Self::Presence { .. }
+            | Self::Fenced { .. }
+            | Self::Cluster { .. }
+            | Self::Relay { .. }
             | Self::Assist { .. } => None,
         }
     }
@@ -545,6 +607,9 @@ impl BridgeMsg {
             Self::Command { .. } => "command",
             Self::CommandDone { .. } => "command_done",
             Self::Presence { .. } => "presence",
+            Self::Fenced { .. } => "fenced",
+            Self::Cluster { .. } => "cluster",
+            Self::Relay { .. } => "relay",
         }
     }
 }
@@ -803,5 +868,29 @@ mod tests {
             let mut buf = bytes;
             let _ = decode(&mut buf);
         }
+    }
+}
+
+#[cfg(test)]
+mod relay_tests {
+    use super::*;
+
+    #[test]
+    fn relayed_messages_pass_through_untouched() {
+        let msg = BridgeMsg::Relay {
+            items: vec![Relayed {
+                to: (7 << 16) | 1,
+                from: 3 << 16,
+                msg: r#"{"Home":{"x":[1,"a"]}}"#.into(),
+            }],
+        };
+        let mut wire = Vec::new();
+        encode(&msg, &mut wire).unwrap();
+        let got = decode(&mut wire).unwrap().unwrap();
+        assert_eq!(got, msg);
+        let BridgeMsg::Relay { items } = got else {
+            unreachable!()
+        };
+        assert_eq!(items[0].node(), 7);
     }
 }

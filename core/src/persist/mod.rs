@@ -275,7 +275,7 @@ impl<W, P> StoreLink<W, P> {
             let leases = page_events
                 .iter()
                 .filter_map(|e| match e {
-                    ConvEvent::SeqLease { conv, upto } => Some((*conv, *upto)),
+                    ConvEvent::SeqLease { conv, upto, .. } => Some((*conv, *upto)),
                     ConvEvent::Opened { conv, lease, .. } if *lease > 0 => Some((*conv, *lease)),
                     _ => None,
                 })

@@ -87,6 +87,7 @@ fn leases_are_reported_with_their_request() {
     l.event(ConvEvent::SeqLease {
         conv: ConvId(2),
         upto: 99,
+        epoch: 0,
     });
     let req = only_req(&written(&mut l));
     match l.resolve(BridgeMsg::Failed {

@@ -267,6 +267,11 @@ impl Shard {
                 self.sh.sites.set(&sites);
                 return;
             }
+            BridgeMsg::Fenced { convs } => {
+                self.home.fenced(&mut self.sh, convs);
+                self.pump();
+                return;
+            }
             BridgeMsg::Command {
                 id,
                 conv,

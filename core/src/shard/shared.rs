@@ -53,6 +53,8 @@ pub struct ShardStats {
     /// Conversations handed to another agent because theirs did not answer in time
     /// (dispatcher shard only).
     pub rerouted: u64,
+    /// Conversations this shard lost to another node's home (fenced by the store).
+    pub fenced: u64,
 }
 
 /// The state every role of one shard reads, counts into and sends through.

@@ -18,6 +18,11 @@ pub struct MemStore {
     pub messages: BTreeMap<(u64, u64), StoredMessage>,
     pub convs: HashMap<u64, (VisitorId, Option<String>, bool)>,
     pub leases: HashMap<u64, u64>,
+    /// Each lease's epoch, raised by every load (the fencing token of a home).
+    pub epochs: HashMap<u64, u64>,
+    /// Conversations whose lease extensions the last `persist` refused (stale epoch): the
+    /// bridge says `fenced` before `persisted`.
+    pub fenced_out: Vec<ConvId>,
     /// Conversations' sites (none: the default site).
     pub sites: HashMap<u64, String>,
     /// Visitors' ratings.
@@ -68,7 +73,11 @@ impl MemStore {
                             let l = self.leases.entry(conv.0).or_default();
                             *l = (*l).max(lease);
                         }
-                        ConvEvent::SeqLease { conv, upto } => {
+                        ConvEvent::SeqLease { conv, upto, epoch } => {
+                            if self.epochs.get(&conv.0).copied().unwrap_or(0) != epoch {
+                                self.fenced_out.push(conv);
+                                continue;
+                            }
                             let l = self.leases.entry(conv.0).or_default();
                             *l = (*l).max(upto);
                         }
@@ -92,6 +101,14 @@ impl MemStore {
                     }
                 }
                 for m in messages {
+                    if let Some(x) = self.messages.get(&(m.conv.0, m.seq)) {
+                        assert!(
+                            x.sender == m.sender && x.cid == m.cid && x.body == m.body,
+                            "({}, {}) names two messages: {x:?} and {m:?}",
+                            m.conv,
+                            m.seq
+                        );
+                    }
                     let dup = self
                         .messages
                         .values()
@@ -115,6 +132,7 @@ impl MemStore {
                     .last()
                     .map_or(0, |(k, _)| k.1);
                 let floor = self.leases.get(&conv.0).copied().unwrap_or(0).max(last_seq);
+                let epoch = self.epochs.get(&conv.0).copied().unwrap_or(0) + 1;
                 let info = self.convs.get(&conv.0).map(|(visitor, agent, closed)| {
                     let seen = self.history(conv, 0, u64::MAX, cids);
                     ConvInfo {
@@ -125,6 +143,7 @@ impl MemStore {
                         last_seq,
                         seq_floor: floor,
                         seq_lease: floor + lease,
+                        epoch,
                         recent: self.history(conv, 0, u64::MAX, recent),
                         cids: seen
                             .into_iter()
@@ -138,6 +157,7 @@ impl MemStore {
                 });
                 if info.is_some() {
                     self.leases.insert(conv.0, floor + lease);
+                    self.epochs.insert(conv.0, epoch);
                 }
                 BridgeMsg::ConvLoaded { req, conv, info }
             }
@@ -289,9 +309,7 @@ impl Node {
                 } else {
                     for r in reqs {
                         moved = true;
-                        if let Some(answer) = self.store.answer(r) {
-                            self.shards[i].on_bridge(answer, self.now);
-                        }
+                        answer(&mut self.store, &mut self.shards[i], r, self.now);
                     }
                 }
             }
@@ -305,9 +323,7 @@ impl Node {
         self.hold = false;
         for i in 0..self.shards.len() {
             for r in std::mem::take(&mut self.held[i]) {
-                if let Some(answer) = self.store.answer(r) {
-                    self.shards[i].on_bridge(answer, self.now);
-                }
+                answer(&mut self.store, &mut self.shards[i], r, self.now);
             }
         }
         self.settle();
@@ -379,6 +395,19 @@ impl Node {
             }
             self.settle();
         }
+    }
+}
+
+/// Hands request `r` to `store` and its answers to `shard`: `fenced` (if any) first, as the
+/// bridge sends it.
+pub fn answer(store: &mut MemStore, shard: &mut Shard, r: BridgeMsg, now: Now) {
+    let answer = store.answer(r);
+    let convs = std::mem::take(&mut store.fenced_out);
+    if !convs.is_empty() {
+        shard.on_bridge(BridgeMsg::Fenced { convs }, now);
+    }
+    if let Some(a) = answer {
+        shard.on_bridge(a, now);
     }
 }
 

@@ -110,6 +110,7 @@ impl ConnRole {
             }
             ConnMsg::AgentLeft { conv, agent } => self.agent_left(sh, conv, &agent),
             ConnMsg::Reannounce => self.reannounce(sh),
+            ConnMsg::Moved { conv } => self.conv_moved(conv),
             ConnMsg::DeliverToAgents { conv, frame } => {
                 let agents: Vec<ConnKey> = self
                     .conv_subs

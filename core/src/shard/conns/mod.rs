@@ -313,6 +313,15 @@ impl ConnRole {
         }
     }
 
+    /// `conv`'s home was fenced off: its local subscribers are closed with 1001.
+    pub fn conv_moved(&mut self, conv: ConvId) {
+        for &key in self.conv_subs.get(&conv).into_iter().flatten() {
+            if let Some(c) = self.table.get_mut(key) {
+                c.close_with(CloseCode::GoingAway);
+            }
+        }
+    }
+
     /// Any sign of life (a frame of any kind, a pong): one store, no timer.
     pub fn touch(&mut self, key: ConnKey, now: Now) {
         if let Some(conn) = self.conn_mut(key) {

@@ -109,6 +109,26 @@ impl HomeRole {
         self.closed_order.retain(|c| self.convs.contains_key(c));
     }
 
+    /// The store refused to extend these conversations' leases: another node has loaded
+    /// them since (docs/cluster.md, "Fencing"). Each is forgotten without handing anything
+    /// back, and its subscribers, wherever they are, are closed with 1001 to resume at the
+    /// new home. Seqs already handed out stay below the new home's lease.
+    pub fn fenced(&mut self, sh: &mut Shared, convs: Vec<ConvId>) {
+        for conv in convs {
+            let Some(c) = self.convs.remove(&conv) else {
+                continue;
+            };
+            if !c.is_closed() {
+                sh.stats.open_conversations -= 1;
+            }
+            sh.stats.fenced += 1;
+            for shard in c.subscriber_shards() {
+                sh.send(shard, ConnMsg::Moved { conv });
+            }
+        }
+        self.closed_order.retain(|c| self.convs.contains_key(c));
+    }
+
     /// Asks the store for the open conversations (this shard became the dispatcher's).
     pub fn list_open(&mut self) {
         if let Some(link) = self.store.as_mut() {
@@ -855,8 +875,8 @@ impl HomeRole {
             .store
             .as_ref()
             .and_then(|_| c.lease_wanted(sh.cfg.seq_lease));
-        if let (Some(upto), Some(link)) = (lease, self.store.as_mut()) {
-            link.event(ConvEvent::SeqLease { conv, upto });
+        if let (Some((upto, epoch)), Some(link)) = (lease, self.store.as_mut()) {
+            link.event(ConvEvent::SeqLease { conv, upto, epoch });
         }
         let Posted::New { seq, frame } = posted else {
             return posted;
