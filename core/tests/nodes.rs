@@ -217,7 +217,10 @@ fn a_visitor_and_an_agent_on_different_nodes_talk() {
     let (v, conv) = visitor_with_conv(&mut n, 5, 1);
     let got = n.frames_resuming(a);
     assert_eq!(bodies(&got), ["hello"], "{got:?}");
-    n.send(a, json!({"type":"msg","cid":"a1","body":"hi","conv":conv.to_string()}));
+    n.send(
+        a,
+        json!({"type":"msg","cid":"a1","body":"hi","conv":conv.to_string()}),
+    );
     assert_eq!(of_type(&n.frames(a), "ack")[0]["seq"], 2);
     assert_eq!(bodies(&n.frames(v)), ["hi"]);
     assert!(n.crossed > 0);
@@ -253,7 +256,10 @@ fn a_conversation_whose_home_node_dies_resumes_at_its_new_home() {
     // Both reconnect (the visitor to node 3) and resume; the visitor sends its last message
     // again (as if its ack was lost): the new home knows its cid.
     let v2 = n.connect(global(3, 0), ParticipantId::Visitor(VisitorId(1)), true);
-    n.send(v2, json!({"type":"resume","conv":conv.to_string(),"last_seq":last_seen}));
+    n.send(
+        v2,
+        json!({"type":"resume","conv":conv.to_string(),"last_seq":last_seen}),
+    );
     n.send(v2, msg("v2", "visitor 2"));
     let frames = n.frames(v2);
     let acks = of_type(&frames, "ack");
@@ -316,7 +322,10 @@ fn a_home_cut_off_from_the_cluster_is_fenced_and_never_reuses_a_seq() {
         ParticipantId::Agent(AgentId::new("ann").unwrap()),
         false,
     );
-    n.send(a2, json!({"type":"resume","conv":conv.to_string(),"last_seq":0}));
+    n.send(
+        a2,
+        json!({"type":"resume","conv":conv.to_string(),"last_seq":0}),
+    );
     n.send(
         a2,
         json!({"type":"msg","cid":"x1","body":"from the new home","conv":conv.to_string()}),

@@ -37,7 +37,7 @@ enum LinkError {
 type Welcomed = (UnixStream, Vec<u8>, BotMode, Vec<String>, Vec<SiteRules>);
 
 /// Connects and says hello.
-async fn handshake(path: &Path, shard: u32) -> Result<Welcomed, LinkError> {
+async fn handshake(path: &Path, shard: u32, node: u16, shards: u32) -> Result<Welcomed, LinkError> {
     let mut stream = UnixStream::connect(path)
         .await
         .map_err(|e| LinkError::Connect(e.to_string()))?;
@@ -45,6 +45,8 @@ async fn handshake(path: &Path, shard: u32) -> Result<Welcomed, LinkError> {
     let hello = BridgeMsg::Hello {
         version: BRIDGE_PROTOCOL_VERSION,
         shard,
+        node,
+        shards,
     };
     encode(&hello, &mut out)?;
     stream.write_all(&out).await?;
@@ -90,7 +92,14 @@ pub async fn run(ctx: Rc<ShardCtx>, path: std::path::PathBuf) {
     let mut warnings = LogThrottle::new(5_000);
     let mut connected_once = false;
     loop {
-        let (mut stream, mut buf, bot, disabled, sites) = match handshake(&path, ctx.id).await {
+        let (mut stream, mut buf, bot, disabled, sites) = match handshake(
+            &path,
+            ctx.id,
+            ctx.node,
+            ctx.nr_shards,
+        )
+        .await
+        {
             Ok(s) => s,
             Err(e) => {
                 up.set(0.0);
@@ -159,12 +168,21 @@ pub async fn run(ctx: Rc<ShardCtx>, path: std::path::PathBuf) {
                                     confirm.record(now_us().saturating_sub(sent) as f64 / 1e6);
                                 }
                             }
-                            ctx.with_shard(|s| s.on_bridge(msg, now));
+                            match msg {
+                                BridgeMsg::Cluster { nodes, redis } => {
+                                    crate::cluster::view_changed(&ctx, &nodes, redis, now)
+                                }
+                                BridgeMsg::Relay { items } => {
+                                    crate::cluster::relayed(&ctx, items, now)
+                                }
+                                msg => ctx.with_shard(|s| s.on_bridge(msg, now)),
+                            }
                         }
                         glommio::yield_if_needed().await;
                     }
                 }
                 ctx.with_shard(|s| s.write_bridge_requests(&mut out, now_us(), ctx.now()));
+                crate::cluster::write_relays(&ctx, &mut out);
             }
         }
         .await;

@@ -121,6 +121,42 @@ pub struct Config {
     /// handshake, limits and framing as chat connections (for the Autobahn suite). Unset in
     /// production.
     pub echo_path: Option<String>,
+    /// Several gateway nodes as one service (docs/cluster.md); off by default.
+    pub cluster: ClusterSettings,
+}
+
+/// The `[cluster]` table: this node joins the others through Redis; they share one
+/// PostgreSQL (`DATABASE_URL`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Off: one node, no Redis needed (the default).
+    pub enabled: bool,
+    /// Redis URLs: one instance, or seeds of a Redis Cluster (`redis_cluster`).
+    pub redis: Vec<String>,
+    pub redis_cluster: bool,
+    /// This node's name (logs, the membership); default: the host name and the port.
+    pub node_id: String,
+    /// The address clients reach this node at (shown in the membership).
+    pub advertise: String,
+    /// How often the node writes its heartbeat, and how long without one before the
+    /// others count it dead, in milliseconds.
+    pub heartbeat_ms: u64,
+    pub dead_after_ms: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            redis: Vec::new(),
+            redis_cluster: false,
+            node_id: String::new(),
+            advertise: String::new(),
+            heartbeat_ms: 500,
+            dead_after_ms: 3000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -171,6 +207,7 @@ impl Default for Config {
             bridge_http: "127.0.0.1:8081".into(),
             max_unconfirmed: core.max_unconfirmed,
             seq_lease: core.seq_lease,
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -234,6 +271,25 @@ impl Config {
 
     /// Checks every value; the first problem found is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.cluster.enabled {
+            if self.cluster.redis.is_empty() {
+                return Err(invalid("cluster.redis", "a cluster needs a Redis URL"));
+            }
+            if self.bridge == BridgeMode::Off {
+                return Err(invalid(
+                    "cluster.enabled",
+                    "a cluster needs the storage bridge (and PostgreSQL)",
+                ));
+            }
+            if self.cluster.heartbeat_ms == 0
+                || self.cluster.dead_after_ms < 2 * self.cluster.heartbeat_ms
+            {
+                return Err(invalid(
+                    "cluster.dead_after_ms",
+                    "must be at least twice `cluster.heartbeat_ms`",
+                ));
+            }
+        }
         if self.tls_listen.is_some() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
             return Err(invalid("tls_listen", "needs `tls_cert` and `tls_key`"));
         }
@@ -379,6 +435,17 @@ impl Config {
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         }
+    }
+
+    /// This node's name in its cluster: `cluster.node_id`, or the host name and the port.
+    pub fn node_id(&self) -> String {
+        if !self.cluster.node_id.is_empty() {
+            return self.cluster.node_id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "node".into());
+        format!("{host}:{}", self.listen.port())
     }
 
     /// The core's view of these settings.

@@ -183,7 +183,13 @@ async fn serve_stream<S: ByteStream>(
             return reply(&ctx, &mut stream, 503, "draining").await
         }
         Route::Health => {
-            return answer(&mut stream, &http::response(200, "text/plain", b"ok\n")).await;
+            // Without Redis a cluster node still serves its own conversations: it stays in
+            // the load balancer, and says what it cannot do.
+            let body: &[u8] = match ctx.cluster_redis.get() {
+                Some(false) => b"degraded: redis unreachable; serving this node's conversations, relaying to other nodes when it is back\n",
+                _ => b"ok\n",
+            };
+            return answer(&mut stream, &http::response(200, "text/plain", body)).await;
         }
         Route::Metrics => {
             crate::metrics::publish_fd_usage();

@@ -17,6 +17,7 @@
 
 pub mod assets;
 pub mod bridge_link;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod flush_gate;

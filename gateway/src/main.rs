@@ -149,6 +149,24 @@ struct ServeArgs {
     /// Do not pin shards to cores.
     #[arg(long, env = "SWITCHBOARD_NO_PIN", global = true)]
     no_pin: bool,
+    /// Join a cluster of gateway nodes through this Redis (comma-separated seeds for a
+    /// Redis Cluster; see `--cluster-redis-cluster`): sets `cluster.enabled`.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_CLUSTER_REDIS",
+        global = true,
+        value_delimiter = ','
+    )]
+    cluster_redis: Vec<String>,
+    /// The `--cluster-redis` URLs are seeds of a Redis Cluster.
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_REDIS_CLUSTER", global = true)]
+    cluster_redis_cluster: bool,
+    /// This node's name in the cluster.
+    #[arg(long, env = "SWITCHBOARD_NODE_ID", global = true)]
+    node_id: Option<String>,
+    /// The address clients reach this node at (shown in the cluster's membership).
+    #[arg(long, env = "SWITCHBOARD_ADVERTISE", global = true)]
+    advertise: Option<String>,
 }
 
 #[derive(Args)]
@@ -238,6 +256,19 @@ impl ServeArgs {
         }
         if let Ok(s) = std::env::var("SWITCHBOARD_SECRET") {
             c.secret = Some(s);
+        }
+        if !self.cluster_redis.is_empty() {
+            c.cluster.enabled = true;
+            c.cluster.redis = self.cluster_redis.clone();
+        }
+        if self.cluster_redis_cluster {
+            c.cluster.redis_cluster = true;
+        }
+        if let Some(id) = &self.node_id {
+            c.cluster.node_id = id.clone();
+        }
+        if let Some(a) = &self.advertise {
+            c.cluster.advertise = a.clone();
         }
         if self.no_pin {
             c.pin = false;

@@ -144,6 +144,10 @@ pub struct ShardMetrics {
     bot_replies: Counter,
     drafts: Counter,
     assists_dropped: Counter,
+    fenced: Counter,
+    /// In a cluster: whether the bridge says Redis answers, and the live nodes.
+    pub cluster_redis_up: Gauge,
+    pub cluster_nodes: Gauge,
     last: ShardStats,
 }
 
@@ -188,6 +192,9 @@ impl ShardMetrics {
             bot_replies: counter!("chat_bot_replies_total", "shard" => s.clone()),
             drafts: counter!("chat_drafts_total", "shard" => s.clone()),
             assists_dropped: counter!("chat_assists_dropped_total", "shard" => s.clone()),
+            fenced: counter!("chat_conversations_fenced_total", "shard" => s.clone()),
+            cluster_redis_up: gauge!("chat_cluster_redis_up", "shard" => s.clone()),
+            cluster_nodes: gauge!("chat_cluster_nodes", "shard" => s.clone()),
             shard: s,
             last: ShardStats::default(),
         }
@@ -223,6 +230,7 @@ impl ShardMetrics {
         self.drafts.increment(stats.drafts - self.last.drafts);
         self.assists_dropped
             .increment(stats.assists_dropped - self.last.assists_dropped);
+        self.fenced.increment(stats.fenced - self.last.fenced);
         self.last = stats.clone();
     }
 

@@ -37,6 +37,8 @@ pub struct ShardArgs {
     pub prometheus: PrometheusHandle,
     pub shutdown: Arc<AtomicBool>,
     pub seed: u64,
+    /// This node's number in its cluster (0: no cluster).
+    pub node: u16,
 }
 
 /// A clean stop: the shard's conversations hand back the seqs they leased and did not use,
@@ -89,8 +91,9 @@ async fn receiver_task(
     while let Some(batch) = rx.recv().await {
         let now = ctx.now();
         ctx.with_shard(|s| {
+            let from = switchboard_core::routing::global(ctx.node, peer as u32);
             for msg in batch {
-                s.on_shard_msg(peer as u32, msg, now);
+                s.on_shard_msg(from, msg, now);
             }
         });
         glommio::yield_if_needed().await;
@@ -227,6 +230,7 @@ pub async fn shard_main(args: ShardArgs) -> anyhow::Result<()> {
         prometheus,
         shutdown,
         seed,
+        node,
     } = args;
     let nr_shards = mesh.nr_peers();
     let (senders, mut receivers): (Senders<Batch>, Receivers<Batch>) = mesh
@@ -243,9 +247,20 @@ pub async fn shard_main(args: ShardArgs) -> anyhow::Result<()> {
     };
     let relay_queue = glommio::executor().create_task_queue(Shares::Static(1000), latency, "relay");
     let ws_config = connection::ws_config(&config);
-    let core = Shard::new(id, nr_shards as u32, config.core(), signer.clone(), seed);
+    let global = switchboard_core::routing::global(node, id);
+    let core = Shard::new(
+        global,
+        nr_shards as u32,
+        config.core(),
+        signer.clone(),
+        seed,
+    );
     let ctx = Rc::new(ShardCtx {
         id,
+        node,
+        nr_shards: nr_shards as u32,
+        relay_out: RefCell::new(Vec::new()),
+        cluster_redis: Cell::new(None),
         shard: RefCell::new(core),
         signer,
         ws_config,

@@ -133,6 +133,18 @@ pub fn run(
     let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
     let mesh: MeshBuilder<Batch, _> = MeshBuilder::full(n, config.channel_capacity);
     let seed = fastrand::u64(..);
+    // A node's number names its shards across the cluster; a new one at every start, so
+    // that nothing addressed to an earlier run of this node reaches this one.
+    let node: u16 = if config.cluster.enabled {
+        fastrand::u16(1..)
+    } else {
+        0
+    };
+    if node != 0 {
+        // Tests and scripts read this line.
+        println!("switchboard cluster node {node} ({})", config.node_id());
+        tracing::info!(node, id = %config.node_id(), "joining the cluster");
+    }
 
     let mut handles = Vec::with_capacity(n);
     for (i, listener) in listeners.into_iter().enumerate() {
@@ -150,6 +162,7 @@ pub fn run(
             prometheus: prometheus.clone(),
             shutdown: shutdown.clone(),
             seed,
+            node,
         };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{i}"))

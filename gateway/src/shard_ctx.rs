@@ -15,7 +15,8 @@ use glommio::TaskQueueHandle;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::cell::{Cell, RefCell};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
-use switchboard_core::{Now, Shard, ShardMsg};
+use switchboard_core::routing::{local_of, node_of};
+use switchboard_core::{Now, Shard, ShardId, ShardMsg};
 use switchboard_protocol::token::TokenSigner;
 use tungstenite::protocol::WebSocketConfig;
 
@@ -26,9 +27,21 @@ pub type Batch = Vec<ShardMsg>;
 /// reading, so backpressure lands on clients, never inside the mesh.
 const CONGESTION_LIMIT: usize = 64 * 1024;
 
+/// Messages for other nodes one shard keeps while its bridge link is down, at most.
+const RELAY_WAITING_MAX: usize = 100_000;
+
 /// State shared by the tasks of one shard.
 pub struct ShardCtx {
+    /// This shard's index on its node.
     pub id: u32,
+    /// This node's number in its cluster (0: no cluster), and its shard count.
+    pub node: u16,
+    pub nr_shards: u32,
+    /// Messages for shards of other nodes, waiting for the bridge link (which sends them
+    /// on through Redis).
+    pub(crate) relay_out: RefCell<Vec<switchboard_protocol::bridge::Relayed>>,
+    /// Whether the bridge says Redis answers (`None`: no cluster, or not said yet).
+    pub cluster_redis: Cell<Option<bool>>,
     /// The core state machine; borrowed only within synchronous calls.
     pub shard: RefCell<Shard>,
     pub config: Config,
@@ -106,12 +119,37 @@ impl ShardCtx {
             self.bridge_wake.notify();
         }
         if shard.has_outgoing() {
+            let from = shard.id();
             for (to, msg) in shard.take_outgoing() {
-                self.pending[to as usize].borrow_mut().push(msg);
-                self.wake_sender[to as usize].notify();
+                if node_of(to) == self.node {
+                    let to = local_of(to) as usize;
+                    self.pending[to].borrow_mut().push(msg);
+                    self.wake_sender[to].notify();
+                } else {
+                    self.relay(from, to, &msg);
+                }
             }
         }
         r
+    }
+
+    /// A message for a shard of another node: to the bridge link, as JSON.
+    fn relay(&self, from: ShardId, to: ShardId, msg: &ShardMsg) {
+        match serde_json::to_string(msg) {
+            Ok(msg) => {
+                let r = switchboard_protocol::bridge::Relayed { to, from, msg };
+                let mut out = self.relay_out.borrow_mut();
+                if out.len() >= RELAY_WAITING_MAX {
+                    // The bridge has been away long: the oldest go (their clients resend
+                    // what was not acked when they reconnect).
+                    out.remove(0);
+                    metrics::counter!("chat_cluster_relay_dropped_total").increment(1);
+                }
+                out.push(r);
+                self.bridge_wake.notify();
+            }
+            Err(e) => tracing::error!(error = %e, "a shard message did not encode; dropped"),
+        }
     }
 
     pub(crate) fn pending_total(&self) -> usize {

@@ -56,6 +56,30 @@ impl Supervisor {
         {
             cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
         }
+        if config.cluster.enabled {
+            cmd.arg("--cluster-redis")
+                .arg(config.cluster.redis.join(","))
+                .arg("--node-id")
+                .arg(config.node_id())
+                .arg("--advertise")
+                .arg(match config.cluster.advertise.as_str() {
+                    "" => config.listen.to_string(),
+                    a => a.to_string(),
+                })
+                .arg("--cluster-heartbeat-ms")
+                .arg(config.cluster.heartbeat_ms.to_string())
+                .arg("--cluster-dead-after-ms")
+                .arg(config.cluster.dead_after_ms.to_string());
+            if config.cluster.redis_cluster {
+                cmd.arg("--cluster-redis-cluster");
+            }
+            // Each node's recent-history cache has keys of its own (a bridge deletes, at
+            // start, the keys under its prefix it did not write).
+            if std::env::var_os("SWITCHBOARD_CACHE_PREFIX").is_none() {
+                cmd.arg("--cache-prefix")
+                    .arg(format!("sb:{}:", config.node_id()));
+            }
+        }
         // A secret given in the config file reaches the bridge's HTTP API too.
         if let Some(s) = &config.secret {
             cmd.env("SWITCHBOARD_SECRET", s);

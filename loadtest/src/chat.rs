@@ -39,9 +39,15 @@ pub const FIGURES: &str = "ack_p50..ack_max, relay_p50..relay_max (us unless a u
 
 #[derive(Args, Clone, Debug)]
 pub struct ChatArgs {
-    /// Gateway base URL, e.g. ws://127.0.0.1:8080
+    /// Gateway base URL, e.g. ws://127.0.0.1:8080; several, comma-separated, for the nodes
+    /// of a cluster: clients are spread over them, and a client whose node goes away
+    /// reconnects to the next.
     #[arg(long)]
     url: String,
+    /// Agents connect to these URLs instead (comma-separated): with visitors on `--url`
+    /// and agents on another node, every message crosses nodes.
+    #[arg(long)]
+    agent_url: Option<String>,
     /// File with the gateway's token secret (to mint agent tokens).
     #[arg(long)]
     secret_file: std::path::PathBuf,
@@ -80,6 +86,8 @@ pub struct ChurnArgs {
 pub struct ChatWorkerArgs {
     #[arg(long)]
     url: String,
+    #[arg(long)]
+    agent_url: Option<String>,
     #[arg(long)]
     secret_file: std::path::PathBuf,
     #[arg(long)]
@@ -254,16 +262,25 @@ async fn worker(a: ChatWorkerArgs) -> anyhow::Result<()> {
     let stats = Rc::new(RefCell::new(Stats::new()));
     // Connect everyone first, so the measured window is steady traffic only.
     let expiry = now_us() / 1_000_000 + 24 * 3600;
+    let bases = Rc::new(split_urls(&a.url));
+    let agent_bases = match &a.agent_url {
+        Some(u) => Rc::new(split_urls(u)),
+        None => bases.clone(),
+    };
     let mut agents = Vec::new();
     for i in 0..a.agents {
         let token = signer.mint(TokenKind::Agent, &format!("{}{i}", a.agent_prefix), expiry);
-        let url = format!("{}/ws/agent?token={token}&client=api", a.url);
-        let ws = connect(&url).await?.0;
-        agents.push((url, ws));
+        let ep = Endpoint {
+            bases: agent_bases.clone(),
+            at: i,
+            path: format!("/ws/agent?token={token}&client=api"),
+        };
+        let ws = connect(&ep.url()).await?.0;
+        agents.push((ep, ws));
     }
     let mut visitors = Vec::new();
-    for _ in 0..a.visitors {
-        let url = format!("{}/ws/visitor?client=api", a.url);
+    for i in 0..a.visitors {
+        let url = format!("{}/ws/visitor?client=api", bases[i % bases.len()]);
         visitors.push(connect(&url).await?);
     }
     stats.borrow_mut().connections = (a.agents + a.visitors) as u64;
@@ -277,9 +294,9 @@ async fn worker(a: ChatWorkerArgs) -> anyhow::Result<()> {
         coord::spawn_reporter(move || stats.borrow().report())
     };
     let mut tasks = Vec::new();
-    for (url, ws) in agents {
+    for (ep, ws) in agents {
         tasks.push(tokio::task::spawn_local(agent(
-            url,
+            ep,
             ws,
             stats.clone(),
             a.replies,
@@ -304,7 +321,8 @@ async fn worker(a: ChatWorkerArgs) -> anyhow::Result<()> {
         let v = Visitor {
             ws,
             token: welcome["token"].as_str().unwrap_or_default().to_string(),
-            base: a.url.clone(),
+            bases: bases.clone(),
+            at: i,
             stats: stats.clone(),
             ledger: SenderLedger::default(),
             body: bodies[(a.visitor_offset + i) % bodies.len()].clone(),
@@ -331,7 +349,9 @@ async fn worker(a: ChatWorkerArgs) -> anyhow::Result<()> {
 struct Visitor {
     ws: Ws,
     token: String,
-    base: String,
+    /// The gateways it may use, and which it uses now.
+    bases: Rc<Vec<String>>,
+    at: usize,
     stats: Rc<RefCell<Stats>>,
     ledger: SenderLedger,
     /// The message body, already a JSON string literal.
@@ -351,8 +371,14 @@ impl Visitor {
     /// everything unacked (same cids: the gateway stores each once).
     async fn reconnect(&mut self, give_up: Instant) {
         let _ = self.ws.close(None).await;
-        let url = format!("{}/ws/visitor?token={}&client=api", self.base, self.token);
-        match connect_again(&url, &self.stats, give_up).await {
+        let mut ep = Endpoint {
+            bases: self.bases.clone(),
+            at: self.at,
+            path: format!("/ws/visitor?token={}&client=api", self.token),
+        };
+        let again = connect_again(&mut ep, &self.stats, give_up).await;
+        self.at = ep.at;
+        match again {
             Some(ws) => self.ws = ws,
             None => return,
         }
@@ -455,17 +481,41 @@ impl Visitor {
     }
 }
 
+/// Where a client connects: one of several gateways (the nodes of a cluster) and its path.
+struct Endpoint {
+    bases: Rc<Vec<String>>,
+    /// Which of `bases` (mod their number).
+    at: usize,
+    path: String,
+}
+
+impl Endpoint {
+    fn url(&self) -> String {
+        format!("{}{}", self.bases[self.at % self.bases.len()], self.path)
+    }
+}
+
+/// `ws://a,ws://b/` as `["ws://a", "ws://b"]`.
+fn split_urls(urls: &str) -> Vec<String> {
+    urls.split(',')
+        .map(|u| u.trim().trim_end_matches('/').to_string())
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
 /// A new connection for a client whose connection ended (or, under churn, was dropped),
-/// tried every 100 ms until `give_up`; counted as a reconnect once it is up.
-async fn connect_again(url: &str, stats: &RefCell<Stats>, give_up: Instant) -> Option<Ws> {
+/// tried every 100 ms until `give_up`, each try at the next gateway of several (so a
+/// client of a node that died goes to another); counted as a reconnect once it is up.
+async fn connect_again(ep: &mut Endpoint, stats: &RefCell<Stats>, give_up: Instant) -> Option<Ws> {
     loop {
-        match connect(url).await {
+        match connect(&ep.url()).await {
             Ok((ws, _)) => {
                 stats.borrow_mut().reconnects += 1;
                 return Some(ws);
             }
             Err(_) if Instant::now() < give_up => {
                 stats.borrow_mut().error("reconnect_failed");
+                ep.at += 1;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(_) => return None,
@@ -477,7 +527,7 @@ async fn connect_again(url: &str, stats: &RefCell<Stats>, give_up: Instant) -> O
 /// replies to a share of it. If the gateway goes away it reconnects (until the drain ends)
 /// and resumes each conversation after the last message it had.
 async fn agent(
-    url: String,
+    mut ep: Endpoint,
     mut ws: Ws,
     stats: Rc<RefCell<Stats>>,
     replies: f64,
@@ -503,14 +553,16 @@ async fn agent(
                 // Heard nothing for the whole wait: done.
                 Err(_) => break,
                 // The connection ended.
-                Ok(None | Some(Err(_))) => match connect_again(&url, &stats, drain_until).await {
-                    Some(fresh) => {
-                        ws = fresh;
-                        reconnected = true;
-                        continue;
+                Ok(None | Some(Err(_))) => {
+                    match connect_again(&mut ep, &stats, drain_until).await {
+                        Some(fresh) => {
+                            ws = fresh;
+                            reconnected = true;
+                            continue;
+                        }
+                        None => break,
                     }
-                    None => break,
-                },
+                }
             }
         };
         let Ok(f) = serde_json::from_str::<Frame>(t.as_str()) else {
@@ -575,7 +627,15 @@ pub fn coordinate(a: ChatArgs) -> anyhow::Result<ExitCode> {
 
 fn coordinate_with(a: ChatArgs, reconnect_every: f64, scenario: &str) -> anyhow::Result<ExitCode> {
     let (pids, cores, clauses) = a.common.validate()?;
-    coord::loopback_target(&a.url)?;
+    for url in split_urls(&a.url).iter().chain(
+        a.agent_url
+            .as_deref()
+            .map(split_urls)
+            .unwrap_or_default()
+            .iter(),
+    ) {
+        coord::loopback_target(url)?;
+    }
     let c = &a.common;
     if a.agents < c.procs || a.visitors < c.procs {
         bail!(
@@ -603,8 +663,12 @@ fn coordinate_with(a: ChatArgs, reconnect_every: f64, scenario: &str) -> anyhow:
             let mut v: Vec<String> = vec![
                 "__chat_worker".into(),
                 "--url".into(),
-                a.url.trim_end_matches('/').into(),
+                split_urls(&a.url).join(","),
             ];
+            if let Some(u) = &a.agent_url {
+                v.push("--agent-url".into());
+                v.push(split_urls(u).join(","));
+            }
             v.push("--secret-file".into());
             v.push(a.secret_file.display().to_string());
             if let Some(t) = &a.texts {

@@ -13,6 +13,7 @@ use crate::store::Store;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchboard_protocol::bridge::{BridgeMsg, ConvEvent, StoredMessage};
+use switchboard_protocol::ConvId;
 use tokio::sync::{mpsc, watch};
 
 /// One `persist` request and where to confirm it.
@@ -78,9 +79,9 @@ impl Committer {
         let events: Vec<ConvEvent> = jobs.iter().flat_map(|j| j.events.iter().cloned()).collect();
         let mut backoff = Duration::from_millis(50);
         let start = Instant::now();
-        loop {
+        let fenced = loop {
             match self.store.persist(messages.clone(), events.clone()).await {
-                Ok(()) => break,
+                Ok(fenced) => break fenced,
                 Err(e) if e.is_transient() => {
                     metrics::counter!("bridge_store_errors_total", "kind" => "transient")
                         .increment(1);
@@ -103,13 +104,32 @@ impl Committer {
                     return;
                 }
             }
-        }
+        };
         metrics::gauge!("bridge_store_up").set(1.0);
         metrics::histogram!("bridge_commit_seconds").record(start.elapsed().as_secs_f64());
         metrics::histogram!("bridge_batch_messages").record(messages.len() as f64);
         metrics::counter!("bridge_messages_persisted_total").increment(messages.len() as u64);
         self.in_turn(turn, turns, Some(&messages)).await;
+        if !fenced.is_empty() {
+            metrics::counter!("bridge_leases_fenced_total").increment(fenced.len() as u64);
+            tracing::info!(
+                convs = fenced.len(),
+                "lease extensions refused: another node took these conversations"
+            );
+        }
         for j in jobs {
+            // Told before `persisted`: the home forgets them before it would extend.
+            let convs: Vec<ConvId> = j
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    ConvEvent::SeqLease { conv, .. } if fenced.contains(conv) => Some(*conv),
+                    _ => None,
+                })
+                .collect();
+            if !convs.is_empty() {
+                let _ = j.reply.send(BridgeMsg::Fenced { convs });
+            }
             let _ = j.reply.send(BridgeMsg::Persisted { req: j.req });
         }
         if let Some(w) = &self.webhooks {

@@ -90,6 +90,33 @@ pub struct Config {
     /// File holding the token secret (same as the gateway's); default `<data_dir>/secret`.
     #[arg(long, env = "SWITCHBOARD_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
+    /// Join a cluster of gateway nodes through this Redis (docs/cluster.md): a URL, or
+    /// several comma-separated seeds of a Redis Cluster. Unset: one node, no cluster. Needs
+    /// `DATABASE_URL` (the nodes share one PostgreSQL).
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_REDIS", value_delimiter = ',')]
+    pub cluster_redis: Vec<String>,
+    /// The `--cluster-redis` URLs are seeds of a Redis Cluster (not one instance).
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_REDIS_CLUSTER")]
+    pub cluster_redis_cluster: bool,
+    /// This node's name in the cluster (for people: logs, the membership).
+    #[arg(long, env = "SWITCHBOARD_NODE_ID", default_value = "")]
+    pub node_id: String,
+    /// The address this node's clients connect to (shown in the membership).
+    #[arg(long, env = "SWITCHBOARD_ADVERTISE", default_value = "")]
+    pub advertise: String,
+    /// Prefix of the cluster's Redis keys: the same on every node of one cluster.
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_PREFIX", default_value = "sbc:")]
+    pub cluster_prefix: String,
+    /// How often a node writes its heartbeat, in milliseconds...
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_HEARTBEAT_MS", default_value_t = 500)]
+    pub cluster_heartbeat_ms: u64,
+    /// ...and how long without one before the others count it dead.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_CLUSTER_DEAD_AFTER_MS",
+        default_value_t = 3000
+    )]
+    pub cluster_dead_after_ms: u64,
     /// Test-only fault: while this file exists, `persist` requests are dropped unanswered
     /// and never committed (what a gateway crash loses). Never set it in production.
     #[arg(
@@ -127,6 +154,32 @@ pub struct AgentArgs {
 }
 
 impl Config {
+    /// The cluster this bridge joins, if any.
+    pub fn cluster(&self) -> anyhow::Result<Option<crate::cluster::ClusterConfig>> {
+        if self.cluster_redis.is_empty() {
+            return Ok(None);
+        }
+        if self.database_url.is_none() {
+            anyhow::bail!(
+                "--cluster-redis needs DATABASE_URL: the nodes of a cluster share one PostgreSQL"
+            );
+        }
+        if self.cluster_heartbeat_ms == 0
+            || self.cluster_dead_after_ms < 2 * self.cluster_heartbeat_ms
+        {
+            anyhow::bail!("--cluster-dead-after-ms must be at least twice --cluster-heartbeat-ms");
+        }
+        Ok(Some(crate::cluster::ClusterConfig {
+            redis: self.cluster_redis.clone(),
+            redis_cluster: self.cluster_redis_cluster,
+            node_id: self.node_id.clone(),
+            advertise: self.advertise.clone(),
+            prefix: self.cluster_prefix.clone(),
+            heartbeat: Duration::from_millis(self.cluster_heartbeat_ms),
+            dead_after: Duration::from_millis(self.cluster_dead_after_ms),
+        }))
+    }
+
     pub fn batch_delay(&self) -> Duration {
         Duration::from_millis(self.batch_delay_ms)
     }

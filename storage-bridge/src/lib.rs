@@ -8,6 +8,8 @@
 //! - [`store`]: PostgreSQL or embedded SQLite behind one interface, with migrations.
 //! - [`commit`]: group commit, confirming each request only after its batch commits.
 //! - [`cache`]: the Redis cache of recent messages.
+//! - [`cluster`]: several gateway nodes as one: membership and the relay between nodes,
+//!   through Redis.
 //! - [`random`]: random ids for what the API makes.
 //! - [`reads`]: history and conversation loads, cache first.
 //! - [`server`]: the Unix-socket protocol with gateway shards.
@@ -22,6 +24,7 @@ pub mod ai;
 pub mod api_keys;
 pub mod assistant;
 pub mod cache;
+pub mod cluster;
 pub mod commit;
 pub mod config;
 pub mod http;

@@ -72,6 +72,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
         });
     }
+    let cluster = config.cluster()?.map(storage_bridge::cluster::Cluster::new);
     let store = open_store(&config).await?;
     tracing::info!(store = store.kind(), "store ready");
     let cache = match &config.redis_url {
@@ -223,10 +224,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if faults.drop_persists_while.is_some() {
         tracing::warn!("test fault enabled: persists are dropped while the fault file exists");
     }
-    storage_bridge::server::serve(
-        listener, commit_tx, reads, faults, assistant, notices, shutdown,
-    )
-    .await;
+    let serving = storage_bridge::server::Serving {
+        commits: commit_tx,
+        reads,
+        faults: Arc::new(faults),
+        assistant,
+        notices,
+        cluster,
+    };
+    storage_bridge::server::serve(listener, serving, shutdown).await;
     // Connections still hold senders; give in-flight writes a moment to land, then stop.
     let _ = tokio::time::timeout(Duration::from_secs(5), committer).await;
     let _ = std::fs::remove_file(&config.socket);

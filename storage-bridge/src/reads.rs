@@ -150,9 +150,10 @@ impl Reads {
             .count();
         info.cids.drain(..info.cids.len() - keep);
         if lease > 0 {
-            if let Some((floor, upto)) = self.store.take_lease(conv, lease).await? {
+            if let Some((floor, upto, epoch)) = self.store.take_lease(conv, lease).await? {
                 info.seq_floor = floor;
                 info.seq_lease = upto;
+                info.epoch = epoch;
             }
         }
         Ok(Some(info))

@@ -10,6 +10,7 @@
 //! the gateway gets `failed` for that request, never a frame it would refuse.
 
 use crate::assistant::Assistant;
+use crate::cluster::Cluster;
 use crate::commit::CommitJob;
 use crate::reads::Reads;
 use crate::store::From;
@@ -68,24 +69,31 @@ pub struct Faults {
     pub drop_persists_while: Option<std::path::PathBuf>,
 }
 
+/// What every gateway link is served with.
+#[derive(Clone)]
+pub struct Serving {
+    pub commits: mpsc::Sender<CommitJob>,
+    pub reads: Arc<Reads>,
+    pub faults: Arc<Faults>,
+    pub assistant: Assistant,
+    pub notices: Notices,
+    /// The cluster this bridge's gateway is a node of, if any.
+    pub cluster: Option<Cluster>,
+}
+
 /// Accepts connections until `shutdown` resolves.
 pub async fn serve(
     listener: UnixListener,
-    commits: mpsc::Sender<CommitJob>,
-    reads: Arc<Reads>,
-    faults: Faults,
-    assistant: Assistant,
-    notices: Notices,
+    serving: Serving,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let faults = Arc::new(faults);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(connection(stream, commits.clone(), reads.clone(), faults.clone(), assistant.clone(), notices.clone()));
+                    tokio::spawn(connection(stream, serving.clone()));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -113,19 +121,31 @@ async fn read_frame(
     }
 }
 
-async fn connection(
-    stream: UnixStream,
-    commits: mpsc::Sender<CommitJob>,
-    reads: Arc<Reads>,
-    faults: Arc<Faults>,
-    assistant: Assistant,
-    notices: Notices,
-) {
+async fn connection(stream: UnixStream, serving: Serving) {
+    let Serving {
+        commits,
+        reads,
+        faults,
+        assistant,
+        notices,
+        cluster,
+    } = serving;
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = Vec::new();
-    let shard = match read_frame(&mut rd, &mut buf).await {
-        Ok(Some(BridgeMsg::Hello { version, shard })) if version == BRIDGE_PROTOCOL_VERSION => {
-            shard
+    let (shard, node, shards) = match read_frame(&mut rd, &mut buf).await {
+        Ok(Some(BridgeMsg::Hello {
+            version,
+            shard,
+            node,
+            shards,
+        })) if version == BRIDGE_PROTOCOL_VERSION => {
+            if node != 0 && cluster.is_none() {
+                let reason =
+                    "the gateway is in a cluster and this bridge is not (no --cluster-redis)";
+                refuse(&mut wr, reason.into()).await;
+                return;
+            }
+            (shard, node, shards)
         }
         Ok(Some(BridgeMsg::Hello { version, .. })) => {
             let reason = format!("protocol version {version} is not supported; this bridge speaks {BRIDGE_PROTOCOL_VERSION}");
@@ -162,6 +182,12 @@ async fn connection(
     metrics::gauge!("bridge_gateway_connections").increment(1.0);
 
     let (tx, mut rx) = mpsc::unbounded_channel::<BridgeMsg>();
+    if let Some(c) = &cluster {
+        if let Err(reason) = c.link(node, shards, shard, tx.clone()) {
+            tracing::error!(%reason, "refusing a gateway connection");
+            let _ = tx.send(BridgeMsg::Refuse { reason });
+        }
+    }
     let writer = tokio::spawn(async move {
         let mut out = Vec::with_capacity(64 * 1024);
         while let Some(first) = rx.recv().await {
@@ -324,6 +350,11 @@ async fn connection(
                 });
             }
             BridgeMsg::CommandDone { id, error } => notices.command_done(id, error),
+            BridgeMsg::Relay { items } => match &cluster {
+                Some(c) => c.relay(items),
+                None => metrics::counter!("bridge_cluster_relay_unlinked_total")
+                    .increment(items.len() as u64),
+            },
             BridgeMsg::Presence {
                 online,
                 offline,
@@ -346,6 +377,9 @@ async fn connection(
         }
     }
     forward.abort();
+    if let Some(c) = &cluster {
+        c.unlink(shard);
+    }
     drop(tx);
     let _ = writer.await;
     metrics::gauge!("bridge_gateway_connections").decrement(1.0);

@@ -224,6 +224,12 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
         rated_at BIGINT NOT NULL
     )",
     ),
+    // Several gateway nodes (issue 16): each load of a conversation raises its lease's
+    // epoch, and an extension from an older epoch is refused (docs/cluster.md, "Fencing").
+    (
+        11,
+        "ALTER TABLE seq_leases ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0",
+    ),
 ];
 
 /// An internal note on a conversation.
@@ -394,6 +400,7 @@ pub(crate) struct ConvHead {
     pub closed: bool,
     pub last_seq: u64,
     pub seq_lease: u64,
+    pub epoch: u64,
     pub site: Option<String>,
 }
 
@@ -472,12 +479,13 @@ impl Store {
         Ok(self.transaction(vec![(sql, vals)]).await?[0])
     }
 
-    /// Stores a batch in one transaction.
+    /// Stores a batch in one transaction. Returns the conversations whose lease extensions
+    /// were refused: another home loaded them since (a newer epoch).
     pub async fn persist(
         &self,
         messages: Vec<StoredMessage>,
         events: Vec<ConvEvent>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<ConvId>, StoreError> {
         match self {
             Self::Sqlite(s) => s.persist(messages, events).await,
             Self::Postgres(s) => s.persist(&messages, &events).await,
@@ -511,6 +519,7 @@ impl Store {
             last_seq: head.last_seq,
             seq_floor: head.last_seq,
             seq_lease: head.seq_lease,
+            epoch: head.epoch,
             recent,
             cids,
         }))
@@ -518,17 +527,18 @@ impl Store {
 
     /// Raises a conversation's seq lease to `count` seqs above everything that may have been
     /// used (the newest stored seq, or the lease before, whichever is higher), in one
-    /// statement. Returns (that floor, the new lease), or `None` for an unknown conversation.
+    /// statement, raising its epoch (the new home's fencing token). Returns (that floor, the
+    /// new lease, its epoch), or `None` for an unknown conversation.
     pub async fn take_lease(
         &self,
         conv: ConvId,
         count: u64,
-    ) -> Result<Option<(u64, u64)>, StoreError> {
-        let upto = match self {
+    ) -> Result<Option<(u64, u64, u64)>, StoreError> {
+        let taken = match self {
             Self::Sqlite(s) => s.take_lease(conv, count).await?,
             Self::Postgres(s) => s.take_lease(conv, count).await?,
         };
-        Ok(upto.map(|u| (u - count, u)))
+        Ok(taken.map(|(u, epoch)| (u - count, u, epoch)))
     }
 
     /// Messages with `after < seq < before`, oldest first; the newest `limit` of them.

@@ -44,6 +44,8 @@ impl Link {
         l.send(&BridgeMsg::Hello {
             version: BRIDGE_PROTOCOL_VERSION,
             shard: 0,
+            node: 0,
+            shards: 1,
         });
         assert_eq!(
             l.recv(),
@@ -254,12 +256,27 @@ fn a_wrong_version_or_bad_frames_are_refused_and_the_bridge_keeps_serving() {
     l.send(&BridgeMsg::Hello {
         version: 99,
         shard: 0,
+        node: 0,
+        shards: 1,
     });
     let Some(BridgeMsg::Refuse { reason }) = l.recv() else {
         panic!("refused")
     };
     assert!(reason.contains("99"), "{reason}");
     assert_eq!(l.recv(), None, "closed after refusing");
+
+    // A gateway in a cluster, to a bridge that is not in one: refused, saying why.
+    let mut l = Link::connect(&b.socket);
+    l.send(&BridgeMsg::Hello {
+        version: BRIDGE_PROTOCOL_VERSION,
+        shard: 0,
+        node: 7,
+        shards: 1,
+    });
+    let Some(BridgeMsg::Refuse { reason }) = l.recv() else {
+        panic!("refused")
+    };
+    assert!(reason.contains("--cluster-redis"), "{reason}");
 
     let mut l = Link::hello(&b.socket);
     l.s.write_all(&[0, 0, 0, 5, b'{', b'o', b'o', b'p', b's'])

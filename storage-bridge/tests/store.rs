@@ -185,6 +185,7 @@ both!(
     open_conversations_are_listed_with_their_agents,
     events_in_one_batch_end_as_if_applied_one_by_one,
     seq_leases_only_grow_and_a_load_takes_one_above_everything_used,
+    a_lease_extension_from_an_older_epoch_is_fenced,
     reads_forward_take_the_oldest,
     the_open_listing_pages_through_every_conversation_once,
 );
@@ -193,6 +194,7 @@ async fn seq_leases_only_grow_and_a_load_takes_one_above_everything_used(s: Stor
     let lease = |conv, upto| ConvEvent::SeqLease {
         conv: ConvId(conv),
         upto,
+        epoch: 0,
     };
     assert_eq!(s.take_lease(ConvId(8), 64).await.unwrap(), None, "unknown");
     // An extension that commits before the opening batch (batches commit concurrently)
@@ -219,7 +221,10 @@ async fn seq_leases_only_grow_and_a_load_takes_one_above_everything_used(s: Stor
     let info = s.load_conv(ConvId(8), 10, 10).await.unwrap().unwrap();
     assert_eq!(info.seq_lease, 200);
     // A restart: seqs up to 200 may have been shown; the next lease starts above them.
-    assert_eq!(s.take_lease(ConvId(8), 64).await.unwrap(), Some((200, 264)));
+    assert_eq!(
+        s.take_lease(ConvId(8), 64).await.unwrap(),
+        Some((200, 264, 1))
+    );
     // A clean stop hands the unused part back, down to the newest seq handed out...
     let release = |at, held| ConvEvent::SeqRelease {
         conv: ConvId(8),
@@ -227,10 +232,16 @@ async fn seq_leases_only_grow_and_a_load_takes_one_above_everything_used(s: Stor
         held,
     };
     s.persist(vec![], vec![release(210, 264)]).await.unwrap();
-    assert_eq!(s.take_lease(ConvId(8), 64).await.unwrap(), Some((210, 274)));
+    assert_eq!(
+        s.take_lease(ConvId(8), 64).await.unwrap(),
+        Some((210, 274, 2))
+    );
     // ...but a release that lands after another gateway took a lease above it is void.
     s.persist(vec![], vec![release(212, 264)]).await.unwrap();
-    assert_eq!(s.take_lease(ConvId(8), 1).await.unwrap(), Some((274, 275)));
+    assert_eq!(
+        s.take_lease(ConvId(8), 1).await.unwrap(),
+        Some((274, 275, 3))
+    );
     // A conversation stored past its lease (written before leases existed): above its
     // newest message.
     s.persist(
@@ -239,7 +250,42 @@ async fn seq_leases_only_grow_and_a_load_takes_one_above_everything_used(s: Stor
     )
     .await
     .unwrap();
-    assert_eq!(s.take_lease(ConvId(9), 10).await.unwrap(), Some((5, 15)));
+    assert_eq!(s.take_lease(ConvId(9), 10).await.unwrap(), Some((5, 15, 1)));
+}
+
+async fn a_lease_extension_from_an_older_epoch_is_fenced(s: Store) {
+    s.persist(vec![msg(12, 1, "v", "a")], vec![opened(12, 1)])
+        .await
+        .unwrap();
+    let lease = |upto, epoch| ConvEvent::SeqLease {
+        conv: ConvId(12),
+        upto,
+        epoch,
+    };
+    // Node A loads the conversation (epoch 1) and extends its lease: fine.
+    let (_, upto_a, epoch_a) = s.take_lease(ConvId(12), 64).await.unwrap().unwrap();
+    assert_eq!(epoch_a, 1);
+    assert!(s
+        .persist(vec![], vec![lease(upto_a + 32, epoch_a)])
+        .await
+        .unwrap()
+        .is_empty());
+    // Node B loads it too (the membership moved it): a fresh lease above A's, epoch 2...
+    let (floor_b, upto_b, epoch_b) = s.take_lease(ConvId(12), 64).await.unwrap().unwrap();
+    assert_eq!((floor_b, epoch_b), (upto_a + 32, 2));
+    // ...and A's next extension is refused (and changes nothing), B's is not.
+    let fenced = s
+        .persist(vec![], vec![lease(upto_b + 500, epoch_a)])
+        .await
+        .unwrap();
+    assert_eq!(fenced, vec![ConvId(12)]);
+    let info = s.load_conv(ConvId(12), 1, 1).await.unwrap().unwrap();
+    assert_eq!((info.seq_lease, info.epoch), (upto_b, 2));
+    let fenced = s
+        .persist(vec![], vec![lease(upto_b + 10, epoch_b)])
+        .await
+        .unwrap();
+    assert!(fenced.is_empty());
 }
 
 async fn reads_forward_take_the_oldest(s: Store) {

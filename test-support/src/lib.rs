@@ -12,6 +12,7 @@
 //! | [`raw_ws`] | a raw TCP client for handshakes and frames no library sends |
 //! | [`http`] | one plain HTTP/1.1 GET |
 //! | [`metrics`] | a `/metrics` scrape and a metric's value in it |
+//! | [`pg`] | a PostgreSQL schema of a test's own, and queries in it |
 //! | [`wait`] | polling with a deadline: [`eventually`], [`settled`] (and async forms), the standard timeouts |
 //! | [`ports`], [`dirs`] | a free loopback port, waiting for a listener, a fresh temporary directory |
 //!
@@ -30,6 +31,7 @@ pub mod dirs;
 pub mod gateway;
 pub mod http;
 pub mod metrics;
+pub mod pg;
 pub mod ports;
 pub mod process;
 pub mod raw_ws;
@@ -45,6 +47,6 @@ pub use metrics::Metrics;
 pub use ports::{free_addr, free_port};
 pub use process::Proc;
 pub use raw_ws::Raw;
-pub use redis::RedisProc;
+pub use redis::{RedisCluster, RedisProc};
 pub use wait::{eventually, eventually_async, settled, settled_async, TIMEOUT};
 pub use ws::{Client, Ended};

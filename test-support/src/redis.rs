@@ -15,6 +15,8 @@ pub struct RedisProc {
     proc: Option<Proc>,
     port: u16,
     dir: PathBuf,
+    /// More flags for redis-server (cluster mode).
+    extra: Vec<String>,
 }
 
 impl RedisProc {
@@ -24,6 +26,7 @@ impl RedisProc {
             proc: None,
             port: ports::free_port(),
             dir: dirs::temp_dir("redis"),
+            extra: Vec::new(),
         }
     }
 
@@ -41,7 +44,8 @@ impl RedisProc {
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(["--dir", self.dir.to_str().expect("a UTF-8 path")])
-            .args(["--enable-debug-command", "local"]);
+            .args(["--enable-debug-command", "local"])
+            .args(&self.extra);
         self.proc = Some(Proc::spawn(
             "redis-server (scripts/ensure-services.sh installs it)",
             &mut cmd,
@@ -52,6 +56,10 @@ impl RedisProc {
             || self.cmd("PING"),
             |r| r.as_deref() == Some("+PONG"),
         );
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     pub fn url(&self) -> String {
@@ -106,6 +114,72 @@ impl Drop for RedisProc {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Cluster of `n` masters (no replicas), each a [`RedisProc`] in cluster mode, its
+/// slots assigned by `redis-cli --cluster create`; killed when dropped.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisProc>,
+}
+
+impl RedisCluster {
+    pub fn start(n: usize) -> RedisCluster {
+        let nodes: Vec<RedisProc> = (0..n)
+            .map(|_| {
+                let mut r = RedisProc::reserve();
+                r.extra = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]
+                    .map(String::from)
+                    .to_vec();
+                r.run();
+                r
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|r| format!("127.0.0.1:{}", r.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli is required (scripts/ensure-services.sh installs it)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        for r in &nodes {
+            wait::eventually(
+                "the Redis Cluster to be ok",
+                wait::TIMEOUT,
+                || {
+                    let mut s = TcpStream::connect(("127.0.0.1", r.port)).ok()?;
+                    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+                    s.write_all(b"CLUSTER INFO\r\n").ok()?;
+                    let mut text = String::new();
+                    let mut rd = BufReader::new(s);
+                    let mut line = String::new();
+                    rd.read_line(&mut line).ok()?;
+                    line.clear();
+                    rd.read_line(&mut line).ok()?;
+                    text.push_str(&line);
+                    Some(text)
+                },
+                |t| t.as_deref().is_some_and(|t| t.contains("cluster_state:ok")),
+            );
+        }
+        RedisCluster { nodes }
+    }
+
+    /// The seeds, comma-separated.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RedisProc::url)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 

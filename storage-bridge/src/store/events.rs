@@ -26,8 +26,8 @@ pub struct EventRows {
     pub agents: Vec<(String, u64)>,
     /// Closes: (conversation, closed by, closed at), the first one per conversation.
     pub closed: Vec<(ConvId, String, u64)>,
-    /// Seq leases: (conversation, the highest lease), applied after `opened`.
-    pub leases: Vec<(ConvId, u64)>,
+    /// Seq leases: (conversation, the highest lease, its epoch), applied after `opened`.
+    pub leases: Vec<(ConvId, u64, u64)>,
     /// Leases handed back by a gateway stopping cleanly: (conversation, its newest seq, the
     /// most it leased), applied after `leases`.
     pub releases: Vec<(ConvId, u64, u64)>,
@@ -73,7 +73,7 @@ impl EventRows {
                         rows.opened.push((*conv, *visitor, *ts, site));
                     });
                     if *lease > 0 {
-                        newest(&mut rows.leases, &mut leases, *conv, *lease);
+                        highest_lease(&mut rows.leases, &mut leases, *conv, *lease, 0);
                     }
                     newest(&mut rows.visitors, &mut visitors, *visitor, *ts);
                 }
@@ -98,8 +98,8 @@ impl EventRows {
                         rows.closed.push((*conv, by.clone(), *ts));
                     });
                 }
-                ConvEvent::SeqLease { conv, upto } => {
-                    newest(&mut rows.leases, &mut leases, *conv, *upto)
+                ConvEvent::SeqLease { conv, upto, epoch } => {
+                    highest_lease(&mut rows.leases, &mut leases, *conv, *upto, *epoch)
                 }
                 ConvEvent::SeqRelease { conv, at, held } => rows.releases.push((*conv, *at, *held)),
                 ConvEvent::Context { conv, context } => {
@@ -116,6 +116,24 @@ impl EventRows {
             }
         }
         rows
+    }
+}
+
+/// Keeps one lease per conversation: the highest, with the epoch that asked it.
+fn highest_lease(
+    rows: &mut Vec<(ConvId, u64, u64)>,
+    index: &mut HashMap<ConvId, usize>,
+    conv: ConvId,
+    upto: u64,
+    epoch: u64,
+) {
+    match index.get(&conv) {
+        Some(&i) if rows[i].1 < upto => rows[i] = (conv, upto, epoch),
+        Some(_) => {}
+        None => {
+            index.insert(conv, rows.len());
+            rows.push((conv, upto, epoch));
+        }
     }
 }
 

@@ -111,7 +111,7 @@ impl PgStore {
         &self,
         messages: &[StoredMessage],
         events: &[ConvEvent],
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<ConvId>, StoreError> {
         match self.write_batch(messages, events, false).await {
             Err(StoreError::Postgres(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                 metrics::counter!("bridge_batches_with_repeats_total").increment(1);
@@ -126,7 +126,7 @@ impl PgStore {
         messages: &[StoredMessage],
         events: &[ConvEvent],
         skip_stored: bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<ConvId>, StoreError> {
         let mut c = self.pool.get().await.map_err(pool_err)?;
         let tx = c.transaction().await?;
         if !messages.is_empty() {
@@ -163,18 +163,34 @@ impl PgStore {
             tx.execute(&stmt, &[&convs, &visitors, &tss, &sites])
                 .await?;
         }
+        let mut fenced = Vec::new();
         if !rows.leases.is_empty() {
-            // Only ever up, whatever order batches commit in.
+            // Only ever up, whatever order batches commit in, and only in the epoch the
+            // asking home loaded (a row not updated is a home fenced off).
             let convs: Vec<i64> = rows.leases.iter().map(|r| id_to_db(r.0 .0)).collect();
             let uptos: Vec<i64> = rows.leases.iter().map(|r| r.1 as i64).collect();
+            let epochs: Vec<i64> = rows.leases.iter().map(|r| r.2 as i64).collect();
             let stmt = tx
                 .prepare_cached(
-                    "INSERT INTO seq_leases (conv, upto)
-                     SELECT * FROM UNNEST($1::bigint[], $2::bigint[])
-                     ON CONFLICT (conv) DO UPDATE SET upto = GREATEST(seq_leases.upto, EXCLUDED.upto)",
+                    "INSERT INTO seq_leases (conv, upto, epoch)
+                     SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[])
+                     ON CONFLICT (conv) DO UPDATE SET upto = GREATEST(seq_leases.upto, EXCLUDED.upto)
+                     WHERE seq_leases.epoch = EXCLUDED.epoch
+                     RETURNING conv",
                 )
                 .await?;
-            tx.execute(&stmt, &[&convs, &uptos]).await?;
+            let taken: std::collections::HashSet<i64> = tx
+                .query(&stmt, &[&convs, &uptos, &epochs])
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            fenced.extend(
+                rows.leases
+                    .iter()
+                    .filter(|r| !taken.contains(&id_to_db(r.0 .0)))
+                    .map(|r| r.0),
+            );
         }
         if !rows.releases.is_empty() {
             // After `leases`: a lease handed back comes down, never below what was used.
@@ -219,7 +235,7 @@ impl PgStore {
                 .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(fenced)
     }
 
     pub(crate) async fn conv_head(&self, conv: ConvId) -> Result<Option<ConvHead>, StoreError> {
@@ -227,7 +243,8 @@ impl PgStore {
         let row = c
             .query_opt(
                 "SELECT visitor, agent, closed_at IS NOT NULL, (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = $1),
-                        (SELECT COALESCE(MAX(upto), 0) FROM seq_leases WHERE conv = $1), site
+                        (SELECT COALESCE(MAX(upto), 0) FROM seq_leases WHERE conv = $1), site,
+                        (SELECT COALESCE(MAX(epoch), 0) FROM seq_leases WHERE conv = $1)
                  FROM conversations WHERE id = $1",
                 &[&id_to_db(conv.0)],
             )
@@ -238,6 +255,7 @@ impl PgStore {
             closed: row.get(2),
             last_seq: row.get::<_, i64>(3) as u64,
             seq_lease: row.get::<_, i64>(4) as u64,
+            epoch: row.get::<_, i64>(6) as u64,
             site: site_of_db(row.get(5)),
         }))
     }
@@ -269,20 +287,21 @@ impl PgStore {
         &self,
         conv: ConvId,
         count: u64,
-    ) -> Result<Option<u64>, StoreError> {
+    ) -> Result<Option<(u64, u64)>, StoreError> {
         let c = self.pool.get().await.map_err(pool_err)?;
         let row = c
             .query_opt(
-                "INSERT INTO seq_leases (conv, upto)
-                 SELECT $1, (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = $1) + $2
+                "INSERT INTO seq_leases (conv, upto, epoch)
+                 SELECT $1, (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = $1) + $2, 1
                  WHERE EXISTS (SELECT 1 FROM conversations WHERE id = $1)
                  ON CONFLICT (conv) DO UPDATE SET upto = GREATEST(seq_leases.upto,
-                     (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = $1)) + $2
-                 RETURNING upto",
+                     (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = $1)) + $2,
+                     epoch = seq_leases.epoch + 1
+                 RETURNING upto, epoch",
                 &[&id_to_db(conv.0), &(count as i64)],
             )
             .await?;
-        Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+        Ok(row.map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64)))
     }
 
     pub async fn put_account(&self, a: &AccountRow) -> Result<(), StoreError> {

@@ -133,9 +133,10 @@ impl SqliteStore {
         &self,
         messages: Vec<StoredMessage>,
         events: Vec<ConvEvent>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<ConvId>, StoreError> {
         self.run(move |c| {
             let tx = c.transaction()?;
+            let mut fenced = Vec::new();
             {
                 let mut insert = tx.prepare_cached(
                     "INSERT OR IGNORE INTO messages (conv, seq, sender, cid, body, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -144,11 +145,15 @@ impl SqliteStore {
                     insert.execute(params![id_to_db(m.conv.0), m.seq as i64, m.sender, m.cid, m.body, m.ts as i64])?;
                 }
                 for e in &events {
-                    apply_event(&tx, e)?;
+                    if !apply_event(&tx, e)? {
+                        if let ConvEvent::SeqLease { conv, .. } = e {
+                            fenced.push(*conv);
+                        }
+                    }
                 }
             }
             tx.commit()?;
-            Ok(())
+            Ok(fenced)
         })
         .await
     }
@@ -157,7 +162,8 @@ impl SqliteStore {
         self.run(move |c| {
             Ok(c.query_row(
                 "SELECT visitor, agent, closed_at IS NOT NULL, (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = ?1),
-                        (SELECT COALESCE(MAX(upto), 0) FROM seq_leases WHERE conv = ?1), site
+                        (SELECT COALESCE(MAX(upto), 0) FROM seq_leases WHERE conv = ?1), site,
+                        (SELECT COALESCE(MAX(epoch), 0) FROM seq_leases WHERE conv = ?1)
                  FROM conversations WHERE id = ?1",
                 [id_to_db(conv.0)],
                 |r| {
@@ -167,6 +173,7 @@ impl SqliteStore {
                         closed: r.get(2)?,
                         last_seq: r.get::<_, i64>(3)? as u64,
                         seq_lease: r.get::<_, i64>(4)? as u64,
+                        epoch: r.get::<_, i64>(6)? as u64,
                         site: site_of_db(r.get(5)?),
                     })
                 },
@@ -201,20 +208,20 @@ impl SqliteStore {
         &self,
         conv: ConvId,
         count: u64,
-    ) -> Result<Option<u64>, StoreError> {
+    ) -> Result<Option<(u64, u64)>, StoreError> {
         self.run(move |c| {
             Ok(c.query_row(
-                "INSERT INTO seq_leases (conv, upto)
-                 SELECT ?1, (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = ?1) + ?2
+                "INSERT INTO seq_leases (conv, upto, epoch)
+                 SELECT ?1, (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = ?1) + ?2, 1
                  WHERE EXISTS (SELECT 1 FROM conversations WHERE id = ?1)
                  ON CONFLICT (conv) DO UPDATE SET upto = MAX(upto,
-                     (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = ?1)) + ?2
-                 RETURNING upto",
+                     (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = ?1)) + ?2,
+                     epoch = epoch + 1
+                 RETURNING upto, epoch",
                 params![id_to_db(conv.0), count as i64],
-                |r| r.get::<_, i64>(0),
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
             )
-            .optional()?
-            .map(|v| v as u64))
+            .optional()?)
         })
         .await
     }
@@ -453,7 +460,8 @@ impl SqliteStore {
     }
 }
 
-fn apply_event(tx: &rusqlite::Transaction<'_>, e: &ConvEvent) -> Result<(), StoreError> {
+/// Applies one event; false for a lease extension refused (its epoch is not the lease's).
+fn apply_event(tx: &rusqlite::Transaction<'_>, e: &ConvEvent) -> Result<bool, StoreError> {
     match e {
         ConvEvent::Opened {
             conv,
@@ -495,12 +503,14 @@ fn apply_event(tx: &rusqlite::Transaction<'_>, e: &ConvEvent) -> Result<(), Stor
                 params![agent, *ts as i64],
             )?;
         }
-        ConvEvent::SeqLease { conv, upto } => {
-            tx.execute(
-                "INSERT INTO seq_leases (conv, upto) VALUES (?1, ?2)
-                 ON CONFLICT (conv) DO UPDATE SET upto = MAX(upto, excluded.upto)",
-                params![id_to_db(conv.0), *upto as i64],
+        ConvEvent::SeqLease { conv, upto, epoch } => {
+            let changed = tx.execute(
+                "INSERT INTO seq_leases (conv, upto, epoch) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (conv) DO UPDATE SET upto = MAX(upto, excluded.upto)
+                 WHERE epoch = excluded.epoch",
+                params![id_to_db(conv.0), *upto as i64, *epoch as i64],
             )?;
+            return Ok(changed > 0);
         }
         ConvEvent::SeqRelease { conv, at, held } => {
             tx.execute(
@@ -532,7 +542,7 @@ fn apply_event(tx: &rusqlite::Transaction<'_>, e: &ConvEvent) -> Result<(), Stor
             )?;
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
