@@ -272,8 +272,11 @@ impl Config {
     /// Checks every value; the first problem found is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.cluster.enabled {
-            if self.cluster.redis.is_empty() {
-                return Err(invalid("cluster.redis", "a cluster needs a Redis URL"));
+            if self.cluster.redis.is_empty() && self.bridge == BridgeMode::Spawn {
+                return Err(invalid(
+                    "cluster.redis",
+                    "a cluster needs a Redis URL (for the bridge this gateway spawns)",
+                ));
             }
             if self.bridge == BridgeMode::Off {
                 return Err(invalid(
@@ -536,7 +539,17 @@ mod tests {
     fn the_reference_documents_every_key_and_default() {
         let doc = include_str!("../../docs/configuration.md");
         let defaults: toml::Table = toml::from_str(&Config::default().to_toml_redacted()).unwrap();
+        // A table's keys are documented as `table.key`.
+        let mut flat: Vec<(String, toml::Value)> = Vec::new();
         for (key, value) in &defaults {
+            match value {
+                toml::Value::Table(t) => {
+                    flat.extend(t.iter().map(|(k, v)| (format!("{key}.{k}"), v.clone())))
+                }
+                v => flat.push((key.clone(), v.clone())),
+            }
+        }
+        for (key, value) in &flat {
             let shown = match value {
                 toml::Value::String(s) => format!("`\"{s}\"`"),
                 other => format!("`{other}`"),

@@ -158,13 +158,24 @@ fn the_example_gateway_configuration_names_every_key_and_loads() {
         ]
         .map(String::from),
     );
+    let has = |key: &str| {
+        text.lines()
+            .any(|l| l.starts_with(&format!("{key} = ")) || l.starts_with(&format!("# {key} = ")))
+    };
     for key in keys {
-        assert!(
-            text.lines()
-                .any(|l| l.starts_with(&format!("{key} = "))
-                    || l.starts_with(&format!("# {key} = "))),
-            "deploy/config/gateway.toml lacks {key}"
-        );
+        match defaults.get(&key) {
+            // A table: its header, then each of its keys.
+            Some(toml::Value::Table(t)) => {
+                assert!(
+                    text.lines().any(|l| l == format!("[{key}]")),
+                    "deploy/config/gateway.toml lacks [{key}]"
+                );
+                for sub in t.keys() {
+                    assert!(has(sub), "deploy/config/gateway.toml lacks {key}.{sub}");
+                }
+            }
+            _ => assert!(has(&key), "deploy/config/gateway.toml lacks {key}"),
+        }
     }
     // The gateway accepts it (a secret file must exist to load it).
     let dir = temp_dir("deploy-config");
