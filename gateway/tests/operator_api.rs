@@ -58,6 +58,22 @@ async fn agents_close_and_transfer_over_the_api_and_visitors_rate() {
         |o| *o == (true, true),
     );
 
+    // The store has it (`assigned` may reach ann before its opening batch commits, and
+    // the API reads the store).
+    eventually(
+        "the conversation stored",
+        TIMEOUT,
+        || {
+            call(
+                &ann_b,
+                "GET",
+                &format!("/api/v1/conversations/{conv}"),
+                None,
+            )
+            .status
+        },
+        |s| *s == 200,
+    );
     // Ann hands it to bob over the API.
     let path = |what: &str| format!("/api/v1/conversations/{conv}/{what}");
     let r = call(

@@ -67,7 +67,8 @@ impl ErrorCode {
 pub enum CloseCode {
     /// 1000: the peer closed, we answer in kind.
     Normal,
-    /// 1001: the gateway is shutting down (SIGTERM); reconnect elsewhere or later.
+    /// 1001: the gateway is shutting down (SIGTERM), or a conversation the connection
+    /// follows moved to another node of the cluster; reconnect elsewhere or later.
     GoingAway,
     /// 1002: a WebSocket protocol violation (bad framing, unmasked client frame...).
     ProtocolError,
