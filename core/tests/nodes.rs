@@ -365,3 +365,32 @@ fn a_home_cut_off_from_the_cluster_is_fenced_and_never_reuses_a_seq() {
         .unwrap();
     assert!(new_seq > old_max, "{new_seq} > {old_max}");
 }
+
+#[test]
+fn an_agents_devices_on_different_nodes_stay_in_step() {
+    let mut n = Nodes::new(&[3, 5, 9]);
+    let d1 = n.agent(global(5, 0), "ann");
+    let d2 = n.agent(global(9, 1), "ann");
+    n.frames(d1);
+    n.frames(d2);
+    // Away on one device: the other hears it, through the dispatcher on node 3.
+    n.send(d1, json!({"type":"presence","status":"away"}));
+    for d in [d1, d2] {
+        let got = n.frames(d);
+        assert_eq!(of_type(&got, "presence")[0]["status"], "away", "{got:?}");
+    }
+    n.send(d2, json!({"type":"presence","status":"online"}));
+    assert_eq!(of_type(&n.frames(d1), "presence")[0]["status"], "online");
+    n.frames(d2);
+    // A conversation: both devices are told and both get its messages.
+    let (v, conv) = visitor_with_conv(&mut n, 3, 1);
+    for d in [d1, d2] {
+        assert_eq!(bodies(&n.frames_resuming(d)), ["hello"]);
+    }
+    n.send(
+        d2,
+        json!({"type":"msg","cid":"a1","body":"from the phone","conv":conv.to_string()}),
+    );
+    assert_eq!(bodies(&n.frames(d1)), ["from the phone"]);
+    assert_eq!(bodies(&n.frames(v)), ["from the phone"]);
+}
