@@ -311,8 +311,8 @@ pub enum DispatchMsg {
         teams: Vec<String>,
         site: Option<String>,
     },
-    /// A device of `agent` on the sending shard disconnected.
-    AgentOffline { agent: AgentId },
+    /// Device `conn` of `agent` on the sending shard disconnected.
+    AgentOffline { agent: AgentId, conn: ConnKey },
     /// `agent` is away (takes no new conversation) or back, as one of its devices said.
     Away { agent: AgentId, away: bool },
     /// A returning visitor (token presented) sent a frame about its current conversation

@@ -394,3 +394,29 @@ fn an_agents_devices_on_different_nodes_stay_in_step() {
     assert_eq!(bodies(&n.frames(d1)), ["from the phone"]);
     assert_eq!(bodies(&n.frames(v)), ["from the phone"]);
 }
+
+#[test]
+fn an_agent_that_came_before_its_node_saw_the_others_reaches_the_dispatcher_once() {
+    let mut n = Nodes::new(&[3, 5]);
+    // Node 5 has not seen node 3 yet (it is just starting, or Redis was away): it takes
+    // itself for the dispatcher's node, and its agent is announced there.
+    n.see(&[5], &[5]);
+    let a = n.agent(global(5, 1), "ann");
+    n.frames(a);
+    // Node 5 sees node 3: its agent is announced to node 3's dispatcher (and once only).
+    n.see(&[5], &[3, 5]);
+    let (v, _) = visitor_with_conv(&mut n, 3, 1);
+    assert_eq!(bodies(&n.frames_resuming(a)), ["hello"]);
+    n.frames(v);
+    // Node 5 loses sight of node 3 and finds it again: its agent is announced to node 5's
+    // own dispatcher twice (by its shard, and by that dispatcher asking), then to node 3's
+    // again. Each counts once: when it leaves, nobody is online.
+    n.see(&[5], &[5]);
+    n.see(&[5], &[3, 5]);
+    n.shards.get_mut(&a.shard).unwrap().disconnect(a.key);
+    n.settle();
+    let v2 = n.visitor(global(3, 0), 2);
+    n.send(v2, msg("w", "anyone?"));
+    let queued = of_type(&n.frames(v2), "queued")[0].clone();
+    assert_eq!(queued["offline"], true, "nobody is online: {queued}");
+}

@@ -209,6 +209,25 @@ fn admit(ctx: &Rc<ShardCtx>, stream: &glommio::net::TcpStream) -> Option<SourceT
     }
 }
 
+/// A cluster node accepts once its bridge has said who the live nodes are (Redis answered),
+/// so that its first clients' conversations are placed by the real membership and not
+/// moved a moment later; without Redis it starts alone after `CLUSTER_WAIT`.
+async fn wait_for_the_cluster(ctx: &ShardCtx) {
+    let deadline = Instant::now() + CLUSTER_WAIT;
+    while ctx.cluster_redis.get() != Some(true) && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    if ctx.cluster_redis.get() != Some(true) {
+        tracing::warn!(
+            shard = ctx.id,
+            "no word of the cluster from the bridge (Redis?): accepting as a node alone"
+        );
+    }
+}
+
+/// How long a cluster node waits for the membership before accepting anyway.
+const CLUSTER_WAIT: Duration = Duration::from_secs(5);
+
 /// The glommio listener over a socket from `server::bind_listeners`.
 fn listener_of(fd: OwnedFd) -> TcpListener {
     // SAFETY: the fd is a bound, listening TCP socket created by `server::bind_listeners`,
@@ -306,6 +325,9 @@ pub async fn shard_main(args: ShardArgs) -> anyhow::Result<()> {
             .detach();
     }
 
+    if node != 0 {
+        wait_for_the_cluster(&ctx).await;
+    }
     tracing::debug!(shard = id, "accepting");
     let plain = accept_loop(ctx.clone(), listener_of(listener), None);
     match tls {

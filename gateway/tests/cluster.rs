@@ -149,7 +149,7 @@ fn three_nodes_on_a_redis_cluster_of_three_masters() {
     let json = temp_dir("cluster-run").join("chat.json");
     let r = finish(chat(&nodes, &secret, 6, &json), &json);
     assert_whole(&r, &database);
-    // Messages did cross nodes, and the cluster's keys live on more than one master.
+    // Messages did cross nodes.
     let relayed: f64 = nodes
         .iter()
         .map(|n| {
@@ -159,10 +159,9 @@ fn three_nodes_on_a_redis_cluster_of_three_masters() {
         })
         .sum();
     assert!(relayed > 0.0, "nothing crossed nodes");
-    let holding = redis
-        .nodes
-        .iter()
-        .filter(|r| !r.keys("sbc:*").is_empty())
-        .count();
-    assert!(holding >= 2, "keys on {holding} master(s)");
+    // The membership hash and the streams of the nodes that were sent to, each on the
+    // master owning its slot (wherever the hash put them).
+    let keys: Vec<String> = redis.nodes.iter().flat_map(|r| r.keys("sbc:*")).collect();
+    assert!(keys.iter().any(|k| k == "sbc:nodes"), "{keys:?}");
+    assert!(keys.iter().any(|k| k.starts_with("sbc:relay:")), "{keys:?}");
 }

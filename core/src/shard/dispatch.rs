@@ -41,6 +41,9 @@ pub(super) struct DispatchRole {
     /// Lookups waiting for the start-up listing.
     held_lookups: Vec<HeldLookup>,
     last_queue_update: u64,
+    /// Every agent device counted, by its shard and key: announcing one twice changes
+    /// nothing.
+    devices: std::collections::HashSet<(ShardId, ConnKey)>,
 }
 
 impl DispatchRole {
@@ -49,6 +52,7 @@ impl DispatchRole {
             dispatcher: Dispatcher::new(agent_capacity),
             held_lookups: Vec::new(),
             last_queue_update: 0,
+            devices: Default::default(),
         }
     }
 
@@ -77,6 +81,11 @@ impl DispatchRole {
                 teams,
                 site,
             } => {
+                // A device announced again (its shard saw the dispatcher change, or this
+                // new dispatcher asked) counts once.
+                if !self.devices.insert((from, conn)) {
+                    return;
+                }
                 self.dispatcher.set_profile(&agent, site, teams);
                 if !self.dispatcher.is_online(&agent) {
                     presence(sh, vec![agent.to_string()], Vec::new());
@@ -90,7 +99,10 @@ impl DispatchRole {
                 }
                 self.dispatch(sh, out);
             }
-            DispatchMsg::AgentOffline { agent } => {
+            DispatchMsg::AgentOffline { agent, conn } => {
+                if !self.devices.remove(&(from, conn)) {
+                    return;
+                }
                 self.dispatcher.agent_offline(&agent, from);
                 if !self.dispatcher.is_online(&agent) {
                     presence(sh, Vec::new(), vec![agent.to_string()]);
@@ -264,6 +276,7 @@ impl DispatchRole {
     /// The shards for which `alive` says no are gone with their node: their agents' devices
     /// with them.
     pub fn shards_gone(&mut self, sh: &mut Shared, alive: impl Fn(ShardId) -> bool) {
+        self.devices.retain(|(s, _)| alive(*s));
         let gone = self.dispatcher.shards_gone(alive);
         if !gone.is_empty() {
             presence(sh, Vec::new(), gone.iter().map(|a| a.to_string()).collect());

@@ -145,6 +145,11 @@ impl Shard {
         }
         self.home.home_moved(&mut self.sh);
         self.conns.home_moved(&mut self.sh, &old);
+        // Agents announce themselves to a dispatcher that moved (it also asks, once it
+        // knows: whichever comes first counts, the other changes nothing).
+        if old.dispatcher_shard() != self.sh.dispatcher() {
+            self.conns.reannounce(&mut self.sh);
+        }
         self.pump();
     }
 

@@ -280,7 +280,10 @@ impl ConnRole {
                     self.agents.remove(&agent);
                 }
             }
-            sh.send(sh.dispatcher(), DispatchMsg::AgentOffline { agent });
+            sh.send(
+                sh.dispatcher(),
+                DispatchMsg::AgentOffline { agent, conn: key },
+            );
         }
     }
 
