@@ -78,6 +78,9 @@ pub struct Entry {
     /// counted live for `dead_after`); liveness after that is the counter's.
     #[serde(default)]
     pub at_ms: u64,
+    /// The node stopped cleanly: dead at once for whoever reads it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub left: bool,
 }
 
 /// One Redis connection of either kind.
@@ -168,7 +171,12 @@ impl Liveness {
         (now, now_ms): (Instant, u64),
         dead_after: Duration,
     ) -> (Vec<ClusterNode>, Vec<u16>) {
+        let mut left = Vec::new();
         for (&num, e) in entries {
+            if e.left && num != me.0 {
+                left.push(num);
+                continue;
+            }
             let s = self.seen.entry(num).or_insert_with(|| {
                 let age = Duration::from_millis(now_ms.saturating_sub(e.at_ms)).min(dead_after);
                 (e.beat, now.checked_sub(age).unwrap_or(now), e.shards)
@@ -181,8 +189,11 @@ impl Liveness {
         let dead: Vec<u16> = self
             .seen
             .iter()
-            .filter(|(_, s)| now.duration_since(s.1) >= dead_after)
+            .filter(|(n, s)| now.duration_since(s.1) >= dead_after || left.contains(n))
             .map(|(&n, _)| n)
+            .chain(left.iter().copied())
+            .collect::<std::collections::BTreeSet<u16>>()
+            .into_iter()
             .collect();
         for n in &dead {
             self.seen.remove(n);
@@ -213,6 +224,8 @@ struct State {
     waiting_len: usize,
     view: View,
     started: bool,
+    /// Stopping: the heartbeat writes no more.
+    leaving: bool,
 }
 
 /// This node's place in the cluster. Cheap to clone.
@@ -237,6 +250,7 @@ impl Cluster {
                     redis: false,
                 },
                 started: false,
+                leaving: false,
             })),
             wake_sender: Arc::new(Notify::new()),
         }
@@ -318,6 +332,46 @@ impl Cluster {
         self.wake_sender.notify_one();
     }
 
+    /// A clean stop: this node's entry says it left, so the others count it dead at their
+    /// next heartbeat instead of after `dead_after` (and delete it). The heartbeat stops.
+    pub async fn leave(&self) {
+        let (me, shards) = {
+            let mut st = self.state();
+            st.leaving = true;
+            match st.me {
+                Some(m) => m,
+                None => return,
+            }
+        };
+        let entry = Entry {
+            id: self.cfg.node_id.clone(),
+            addr: self.cfg.advertise.clone(),
+            shards,
+            beat: u64::MAX,
+            at_ms: unix_ms(),
+            left: true,
+        };
+        let json = serde_json::to_string(&entry).expect("plain data");
+        let left = async {
+            let mut c = Conn::open(&self.cfg).await?;
+            let write = redis::cmd("HSET")
+                .arg(self.key_nodes())
+                .arg(me)
+                .arg(json)
+                .to_owned();
+            c.query::<()>(&write).await?;
+            // Again, after any heartbeat that was on its way when the flag was set.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            c.query::<()>(&write).await
+        };
+        match left.await {
+            Ok(()) => tracing::info!(node = me, "left the cluster"),
+            Err(e) => {
+                tracing::warn!(node = me, error = %e, "could not leave the cluster; the others will see this node dead")
+            }
+        }
+    }
+
     /// The view as this bridge sees it now.
     pub fn view(&self) -> View {
         self.state().view.clone()
@@ -358,6 +412,9 @@ impl Cluster {
         let mut beat: u64 = 0;
         let mut was_up = false;
         loop {
+            if self.state().leaving {
+                return;
+            }
             beat += 1;
             let result = async {
                 if conn.is_none() {
@@ -370,6 +427,7 @@ impl Cluster {
                     shards,
                     beat,
                     at_ms: unix_ms(),
+                    left: false,
                 };
                 let json = serde_json::to_string(&entry).expect("plain data");
                 c.query::<()>(redis::cmd("HSET").arg(self.key_nodes()).arg(me).arg(json))
@@ -395,7 +453,11 @@ impl Cluster {
                         live.read(&entries, (me, shards), clock, self.cfg.dead_after);
                     for num in dead {
                         let id = entries.get(&num).map_or("?", |e| e.id.as_str());
-                        tracing::warn!(node = num, id, "node missed its heartbeats; it is dead");
+                        tracing::warn!(
+                            node = num,
+                            id,
+                            "node gone (it left, or missed its heartbeats)"
+                        );
                         if let Some(c) = conn.as_mut() {
                             let _ = c
                                 .query::<()>(redis::cmd("HDEL").arg(self.key_nodes()).arg(num))
@@ -637,7 +699,20 @@ mod tests {
             shards: 2,
             beat,
             at_ms: NOW_MS,
+            left: false,
         }
+    }
+
+    #[test]
+    fn a_node_that_left_is_dead_at_once() {
+        let mut l = Liveness::default();
+        let t0 = Instant::now();
+        let after = Duration::from_secs(3);
+        let mut e: BTreeMap<u16, Entry> = [(1, entry(1)), (2, entry(1))].into();
+        assert_eq!(nums(&l.read(&e, (1, 2), (t0, NOW_MS), after).0), vec![1, 2]);
+        e.get_mut(&2).unwrap().left = true;
+        let (live, dead) = l.read(&e, (1, 2), (t0 + Duration::from_millis(500), NOW_MS), after);
+        assert_eq!((nums(&live), dead), (vec![1], vec![2]));
     }
 
     #[test]

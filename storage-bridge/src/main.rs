@@ -230,9 +230,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         faults: Arc::new(faults),
         assistant,
         notices,
-        cluster,
+        cluster: cluster.clone(),
     };
     storage_bridge::server::serve(listener, serving, shutdown).await;
+    if let Some(c) = &cluster {
+        // The gateway has drained (it stops its bridge last): the others move this node's
+        // conversations at their next heartbeat, not after `--cluster-dead-after-ms`.
+        c.leave().await;
+    }
     // Connections still hold senders; give in-flight writes a moment to land, then stop.
     let _ = tokio::time::timeout(Duration::from_secs(5), committer).await;
     let _ = std::fs::remove_file(&config.socket);
