@@ -77,12 +77,13 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
-    /// One node alone (no cluster): node 0 with `shards` shards.
-    pub fn single(shards: u32) -> Self {
-        Self::of(0, vec![NodeSlot { num: 0, shards }])
+    /// Node `me` with `shards` shards, seeing no other: a node without a cluster (node 0),
+    /// or one that has not heard of the others yet.
+    pub fn alone(me: NodeNum, shards: u32) -> Self {
+        Self::of(me, vec![NodeSlot { num: me, shards }])
     }
 
-    /// The view of node `me` given the live `nodes` (`me` is added if missing: a node always
+    /// The view of node `me` given the live `nodes`, which must include it (a node always
     /// counts itself alive, so it keeps serving its own conversations without Redis).
     pub fn of(me: NodeNum, mut nodes: Vec<NodeSlot>) -> Self {
         nodes.sort_by_key(|n| n.num);
@@ -97,11 +98,6 @@ impl ClusterView {
             nodes,
             dispatcher,
         }
-    }
-
-    /// Whether more than this node is live.
-    pub fn is_cluster(&self) -> bool {
-        self.nodes.len() > 1 || self.me != 0
     }
 
     /// The home shard of `conv`: its node by rendezvous hashing, then its shard there.
@@ -169,8 +165,7 @@ mod tests {
 
     #[test]
     fn one_node_ids_are_plain_indexes() {
-        let v = ClusterView::single(4);
-        assert!(!v.is_cluster());
+        let v = ClusterView::alone(0, 4);
         for i in 0..1000u64 {
             assert_eq!(v.home(ConvId(i)), home_shard(ConvId(i), 4));
         }

@@ -8,11 +8,11 @@
 
 mod node;
 
-use node::{answer, cfg, msg, MemStore};
+use node::{answer, cfg, msg, web_identity, MemStore};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use switchboard_core::routing::{global, node_of, ClusterView, NodeNum, NodeSlot};
-use switchboard_core::{ClientKind, ConnKey, Identity, Now, Shard, ShardId, ShardMsg};
+use switchboard_core::{ConnKey, Now, Shard, ShardId, ShardMsg};
 use switchboard_protocol::bridge::decode;
 use switchboard_protocol::token::TokenSigner;
 use switchboard_protocol::{AgentId, CloseCode, ConvId, ParticipantId, VisitorId};
@@ -111,18 +111,11 @@ impl Nodes {
     }
 
     fn connect(&mut self, shard: ShardId, who: ParticipantId, resumed: bool) -> Client {
-        let key = self.shards.get_mut(&shard).unwrap().connect(
-            Identity {
-                who,
-                client: ClientKind::Web,
-                resumed,
-                priority: 0,
-                supervisor: false,
-                teams: Vec::new(),
-                site: None,
-            },
-            self.now,
-        );
+        let key = self
+            .shards
+            .get_mut(&shard)
+            .unwrap()
+            .connect(web_identity(who, resumed), self.now);
         self.settle();
         Client { shard, key }
     }
@@ -276,11 +269,7 @@ fn a_conversation_whose_home_node_dies_resumes_at_its_new_home() {
     let after = of_type(&n.frames(v2), "ack")[0]["seq"].as_u64().unwrap();
     assert!(after > stored_v2);
 
-    let a2 = n.connect(
-        global(5, 0),
-        ParticipantId::Agent(AgentId::new("ann").unwrap()),
-        false,
-    );
+    let a2 = n.agent(global(5, 0), "ann");
     let got = n.frames_resuming(a2);
     let mut seqs: Vec<u64> = of_type(&got, "msg")
         .iter()
@@ -317,11 +306,7 @@ fn a_home_cut_off_from_the_cluster_is_fenced_and_never_reuses_a_seq() {
     // follows a conversation that moved, so it is closed, and it resumes at node 3.
     n.see(&[3], &[3]);
     assert_eq!(n.close_code(a), Some(CloseCode::GoingAway));
-    let a2 = n.connect(
-        global(3, 0),
-        ParticipantId::Agent(AgentId::new("ann").unwrap()),
-        false,
-    );
+    let a2 = n.agent(global(3, 0), "ann");
     n.send(
         a2,
         json!({"type":"resume","conv":conv.to_string(),"last_seq":0}),

@@ -278,7 +278,7 @@ pub async fn shard_main(args: ShardArgs) -> anyhow::Result<()> {
         id,
         node,
         nr_shards: nr_shards as u32,
-        relay_out: RefCell::new(Vec::new()),
+        relay_out: RefCell::new(Default::default()),
         cluster_redis: Cell::new(None),
         shard: RefCell::new(core),
         signer,

@@ -39,7 +39,8 @@ pub struct ShardCtx {
     pub nr_shards: u32,
     /// Messages for shards of other nodes, waiting for the bridge link (which sends them
     /// on through Redis).
-    pub(crate) relay_out: RefCell<Vec<switchboard_protocol::bridge::Relayed>>,
+    pub(crate) relay_out:
+        RefCell<std::collections::VecDeque<switchboard_protocol::bridge::Relayed>>,
     /// Whether the bridge says Redis answers (`None`: no cluster, or not said yet).
     pub cluster_redis: Cell<Option<bool>>,
     /// The core state machine; borrowed only within synchronous calls.
@@ -142,10 +143,10 @@ impl ShardCtx {
                 if out.len() >= RELAY_WAITING_MAX {
                     // The bridge has been away long: the oldest go (their clients resend
                     // what was not acked when they reconnect).
-                    out.remove(0);
+                    out.pop_front();
                     metrics::counter!("chat_cluster_relay_dropped_total").increment(1);
                 }
-                out.push(r);
+                out.push_back(r);
                 self.bridge_wake.notify();
             }
             Err(e) => tracing::error!(error = %e, "a shard message did not encode; dropped"),

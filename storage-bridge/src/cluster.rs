@@ -171,10 +171,12 @@ impl Liveness {
         (now, now_ms): (Instant, u64),
         dead_after: Duration,
     ) -> (Vec<ClusterNode>, Vec<u16>) {
-        let mut left = Vec::new();
+        // A node that left is dead at once: its record goes, whatever its age.
+        let mut dead: Vec<u16> = Vec::new();
         for (&num, e) in entries {
             if e.left && num != me.0 {
-                left.push(num);
+                self.seen.remove(&num);
+                dead.push(num);
                 continue;
             }
             let s = self.seen.entry(num).or_insert_with(|| {
@@ -186,18 +188,14 @@ impl Liveness {
             }
         }
         self.seen.insert(me.0, (0, now, me.1));
-        let dead: Vec<u16> = self
-            .seen
-            .iter()
-            .filter(|(n, s)| now.duration_since(s.1) >= dead_after || left.contains(n))
-            .map(|(&n, _)| n)
-            .chain(left.iter().copied())
-            .collect::<std::collections::BTreeSet<u16>>()
-            .into_iter()
-            .collect();
-        for n in &dead {
-            self.seen.remove(n);
-        }
+        self.seen.retain(|&n, s| {
+            let silent = now.duration_since(s.1) >= dead_after;
+            if silent {
+                dead.push(n);
+            }
+            !silent
+        });
+        dead.sort_unstable();
         let live = self
             .seen
             .iter()

@@ -1,16 +1,11 @@
 //! One suite, run against both stores: the embedded SQLite file and a real PostgreSQL
 //! (`SWITCHBOARD_TEST_DATABASE_URL`, default postgres://postgres@127.0.0.1:5432/test).
-//! Each PostgreSQL test gets a schema of its own. A missing PostgreSQL fails these tests.
+//! Each PostgreSQL test gets a schema of its own (`switchboard_test_support::pg`). A missing PostgreSQL fails these tests.
 
 use std::path::PathBuf;
 use storage_bridge::store::{From, PgStore, SqliteStore, Store, Val};
 use switchboard_protocol::bridge::{ConvEvent, StoredMessage};
 use switchboard_protocol::{ConvId, VisitorId};
-
-pub fn pg_url() -> String {
-    std::env::var("SWITCHBOARD_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
 
 async fn pg() -> Store {
     let store = pg_unmigrated().await;
@@ -19,35 +14,7 @@ async fn pg() -> Store {
 }
 
 async fn pg_unmigrated() -> Store {
-    let url = pg_url();
-    let schema = format!("sbtest_{}_{}", std::process::id(), fastrand::u32(..));
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {url} is required for these tests: {e}"));
-    tokio::spawn(conn);
-    // Schemas of test processes that are gone are dropped, so runs do not pile up.
-    for row in client
-        .query(
-            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'sbtest\\_%'",
-            &[],
-        )
-        .await
-        .unwrap()
-    {
-        let name: String = row.get(0);
-        let pid = name.split('_').nth(1).unwrap_or("");
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = client
-                .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                .await;
-        }
-    }
-    client
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .unwrap();
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let url = format!("{url}{sep}options=-c%20search_path%3D{schema}");
+    let url = switchboard_test_support::pg::fresh_schema();
     Store::Postgres(PgStore::new(&url, 4).unwrap())
 }
 

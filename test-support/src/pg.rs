@@ -39,7 +39,7 @@ pub fn fresh_schema() -> String {
     let url = base_url();
     for name in psql(
         &url,
-        "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'sbgw\\_%'",
+        "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'sbtest\\_%'",
     )
     .lines()
     {
@@ -48,7 +48,7 @@ pub fn fresh_schema() -> String {
             psql(&url, &format!("DROP SCHEMA IF EXISTS {name} CASCADE"));
         }
     }
-    let schema = format!("sbgw_{}_{}", std::process::id(), fastrand::u32(..));
+    let schema = format!("sbtest_{}_{}", std::process::id(), fastrand::u32(..));
     psql(&url, &format!("CREATE SCHEMA {schema}"));
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}options=-c%20search_path%3D{schema}")

@@ -272,7 +272,6 @@ impl DispatchRole {
         }
     }
 
-    /// Everyone online, for a new link to the bridge.
     /// The shards for which `alive` says no are gone with their node: their agents' devices
     /// with them.
     pub fn shards_gone(&mut self, sh: &mut Shared, alive: impl Fn(ShardId) -> bool) {
@@ -284,6 +283,7 @@ impl DispatchRole {
         self.refresh_stats(sh);
     }
 
+    /// Everyone online, for a new link to the bridge.
     pub fn presence_now(&self) -> BridgeMsg {
         BridgeMsg::Presence {
             online: self.dispatcher.online(),

@@ -39,7 +39,7 @@ use crate::auth::Identity;
 use crate::config::CoreConfig;
 use crate::conn::{ConnIo, ConnKey, Now};
 use crate::messages::{ConnMsg, ShardMsg};
-use crate::routing::{local_of, node_of, ClusterView, NodeSlot, ShardId, DISPATCHER_SHARD};
+use crate::routing::{local_of, node_of, ClusterView, ShardId, DISPATCHER_SHARD};
 use conns::ConnRole;
 use dispatch::{DispatchRole, OPEN_LISTED};
 use home::HomeRole;
@@ -76,13 +76,7 @@ impl Shard {
         // Every node's first shard can be the dispatcher; it is while its node is the
         // dispatcher's in the view (at first, a node sees itself alone).
         let is_dispatcher = local_of(id) == DISPATCHER_SHARD;
-        let view = ClusterView::of(
-            node_of(id),
-            vec![NodeSlot {
-                num: node_of(id),
-                shards: nr_shards,
-            }],
-        );
+        let view = ClusterView::alone(node_of(id), nr_shards);
         let rng = fastrand::Rng::with_seed(seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         Self {
             conns: ConnRole::new(rng),
@@ -402,12 +396,8 @@ impl Shard {
             ShardMsg::Conn(m) => self.conns.handle(&mut self.sh, from, m),
             ShardMsg::Dispatch(m) => {
                 let listing = self.home.is_listing();
-                match self.dispatch.as_mut() {
-                    Some(d) => d.handle(&mut self.sh, from, m, listing),
-                    // Only from a node whose view of the cluster is older than ours.
-                    None if self.sh.view.is_cluster() => {}
-                    None => panic!("{ONLY_DISPATCHER}"),
-                }
+                let d = self.dispatch.as_mut().expect(ONLY_DISPATCHER);
+                d.handle(&mut self.sh, from, m, listing);
             }
             ShardMsg::Link(m) => self.to_bridge.push(m),
         }

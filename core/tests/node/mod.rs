@@ -340,18 +340,7 @@ impl Node {
 
     /// `resumed`: the client presented its token (a returning visitor).
     pub fn connect_as(&mut self, shard: usize, who: ParticipantId, resumed: bool) -> Client {
-        let key = self.shards[shard].connect(
-            Identity {
-                who,
-                client: ClientKind::Web,
-                resumed,
-                priority: 0,
-                supervisor: false,
-                teams: Vec::new(),
-                site: None,
-            },
-            self.now,
-        );
+        let key = self.shards[shard].connect(web_identity(who, resumed), self.now);
         self.settle();
         Client { shard, key }
     }
@@ -408,6 +397,19 @@ pub fn answer(store: &mut MemStore, shard: &mut Shard, r: BridgeMsg, now: Now) {
     }
     if let Some(a) = answer {
         shard.on_bridge(a, now);
+    }
+}
+
+/// A web client's identity, as the upgrade gives it (`resumed`: it presented its token).
+pub fn web_identity(who: ParticipantId, resumed: bool) -> Identity {
+    Identity {
+        who,
+        client: ClientKind::Web,
+        resumed,
+        priority: 0,
+        supervisor: false,
+        teams: Vec::new(),
+        site: None,
     }
 }
 
