@@ -155,22 +155,59 @@ pub async fn serve_tls(
 /// Serves a connection's byte stream: the HTTP request, then its answer or the WebSocket.
 async fn serve_stream<S: ByteStream>(
     ctx: Rc<ShardCtx>,
+    stream: S,
+    ticket: SourceTicket,
+    deadline: Instant,
+) {
+    // The handshake's states (the head being read, the answers that end it) are boxed and
+    // freed once it is over: a task keeps its future's largest state for its whole life, and
+    // an idle connection should pay only for the WebSocket's.
+    match Box::pin(handshake(&ctx, stream, ticket, deadline)).await {
+        None => {}
+        Some((Upgraded::Echo, stream, leftover, _)) => {
+            echo(websocket(&ctx, stream, leftover).await).await
+        }
+        Some((Upgraded::Chat(identity), stream, leftover, _ticket)) => {
+            let ws = websocket(&ctx, stream, leftover).await;
+            run(ctx, ws, identity).await;
+        }
+    }
+}
+
+/// What a finished handshake asks for.
+enum Upgraded {
+    Chat(Identity),
+    Echo,
+}
+
+/// Reads the request head and answers anything but an upgrade; for an upgrade, the stream
+/// with the bytes read past the head (and the source's ticket, held for the connection's
+/// life).
+async fn handshake<S: ByteStream>(
+    ctx: &Rc<ShardCtx>,
     mut stream: S,
     mut ticket: SourceTicket,
     deadline: Instant,
-) {
+) -> Option<(Upgraded, S, Vec<u8>, SourceTicket)> {
     let head = by(
         deadline,
         read_head(&mut stream, ctx.config.max_header_bytes),
     )
     .await;
     let (request, leftover) = match head {
-        None => return reply(&ctx, &mut stream, 408, "request head not received in time").await,
-        Some(Err(HeadError::TooLarge)) => {
-            return reply(&ctx, &mut stream, 431, "request head too large").await
+        None => {
+            reply(&ctx, &mut stream, 408, "request head not received in time").await;
+            return None;
         }
-        Some(Err(HeadError::Bad(why))) => return reply(&ctx, &mut stream, 400, &why).await,
-        Some(Err(HeadError::Io)) => return,
+        Some(Err(HeadError::TooLarge)) => {
+            reply(&ctx, &mut stream, 431, "request head too large").await;
+            return None;
+        }
+        Some(Err(HeadError::Bad(why))) => {
+            reply(&ctx, &mut stream, 400, &why).await;
+            return None;
+        }
+        Some(Err(HeadError::Io)) => return None,
         Some(Ok(x)) => x,
     };
     ticket.finish();
@@ -180,7 +217,8 @@ async fn serve_stream<S: ByteStream>(
         ctx.config.echo_path.as_deref(),
     ) {
         Route::Health if ctx.stopping.get() => {
-            return reply(&ctx, &mut stream, 503, "draining").await
+            reply(&ctx, &mut stream, 503, "draining").await;
+            return None;
         }
         Route::Health => {
             // Without Redis a cluster node still serves its own conversations: it stays in
@@ -189,20 +227,24 @@ async fn serve_stream<S: ByteStream>(
                 Some(false) => b"degraded: redis unreachable; serving this node's conversations, relaying to other nodes when it is back\n",
                 _ => b"ok\n",
             };
-            return answer(&mut stream, &http::response(200, "text/plain", body)).await;
+            answer(&mut stream, &http::response(200, "text/plain", body)).await;
+            return None;
         }
         Route::Metrics => {
             crate::metrics::publish_fd_usage();
             let body = ctx.prometheus.render();
             let response = http::response(200, "text/plain; version=0.0.4", body.as_bytes());
-            return answer(&mut stream, &response).await;
+            answer(&mut stream, &response).await;
+            return None;
         }
         Route::Reject { status, message } => {
-            return reply(&ctx, &mut stream, status, message).await
+            reply(&ctx, &mut stream, status, message).await;
+            return None;
         }
         Route::Asset(asset) => {
             let response = http::response(200, asset.content_type, asset.body);
-            return answer(&mut stream, &response).await;
+            answer(&mut stream, &response).await;
+            return None;
         }
         Route::Echo { key } => {
             if stream
@@ -210,12 +252,13 @@ async fn serve_stream<S: ByteStream>(
                 .await
                 .is_err()
             {
-                return;
+                return None;
             }
-            return echo(websocket(&ctx, stream, leftover).await).await;
+            return Some((Upgraded::Echo, stream, leftover, ticket));
         }
         Route::Upgrade { .. } if ctx.stopping.get() => {
-            return reply(&ctx, &mut stream, 503, "shutting down").await;
+            reply(&ctx, &mut stream, 503, "shutting down").await;
+            return None;
         }
         Route::Upgrade { path, query, key } => {
             let now = ctx.now();
@@ -237,7 +280,8 @@ async fn serve_stream<S: ByteStream>(
             });
             match auth {
                 Ok(identity) if disabled(&identity) => {
-                    return reply(&ctx, &mut stream, 403, "account disabled").await
+                    reply(&ctx, &mut stream, 403, "account disabled").await;
+                    return None;
                 }
                 Ok(identity) => {
                     if stream
@@ -245,18 +289,20 @@ async fn serve_stream<S: ByteStream>(
                         .await
                         .is_err()
                     {
-                        return;
+                        return None;
                     }
                     identity
                 }
                 // The reason is generic on purpose: tokens are never echoed or logged.
-                Err(e) => return reply(&ctx, &mut stream, e.status(), &e.to_string()).await,
+                Err(e) => {
+                    reply(&ctx, &mut stream, e.status(), &e.to_string()).await;
+                    return None;
+                }
             }
         }
     };
     drop(request);
-    let ws = websocket(&ctx, stream, leftover).await;
-    run(ctx, ws, identity).await;
+    Some((Upgraded::Chat(identity), stream, leftover, ticket))
 }
 
 /// The WebSocket over an upgraded socket; `leftover` is what was read past the request head.
