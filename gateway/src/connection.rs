@@ -196,15 +196,15 @@ async fn handshake<S: ByteStream>(
     .await;
     let (request, leftover) = match head {
         None => {
-            reply(&ctx, &mut stream, 408, "request head not received in time").await;
+            reply(ctx, &mut stream, 408, "request head not received in time").await;
             return None;
         }
         Some(Err(HeadError::TooLarge)) => {
-            reply(&ctx, &mut stream, 431, "request head too large").await;
+            reply(ctx, &mut stream, 431, "request head too large").await;
             return None;
         }
         Some(Err(HeadError::Bad(why))) => {
-            reply(&ctx, &mut stream, 400, &why).await;
+            reply(ctx, &mut stream, 400, &why).await;
             return None;
         }
         Some(Err(HeadError::Io)) => return None,
@@ -217,7 +217,7 @@ async fn handshake<S: ByteStream>(
         ctx.config.echo_path.as_deref(),
     ) {
         Route::Health if ctx.stopping.get() => {
-            reply(&ctx, &mut stream, 503, "draining").await;
+            reply(ctx, &mut stream, 503, "draining").await;
             return None;
         }
         Route::Health => {
@@ -238,7 +238,7 @@ async fn handshake<S: ByteStream>(
             return None;
         }
         Route::Reject { status, message } => {
-            reply(&ctx, &mut stream, status, message).await;
+            reply(ctx, &mut stream, status, message).await;
             return None;
         }
         Route::Asset(asset) => {
@@ -257,7 +257,7 @@ async fn handshake<S: ByteStream>(
             return Some((Upgraded::Echo, stream, leftover, ticket));
         }
         Route::Upgrade { .. } if ctx.stopping.get() => {
-            reply(&ctx, &mut stream, 503, "shutting down").await;
+            reply(ctx, &mut stream, 503, "shutting down").await;
             return None;
         }
         Route::Upgrade { path, query, key } => {
@@ -280,7 +280,7 @@ async fn handshake<S: ByteStream>(
             });
             match auth {
                 Ok(identity) if disabled(&identity) => {
-                    reply(&ctx, &mut stream, 403, "account disabled").await;
+                    reply(ctx, &mut stream, 403, "account disabled").await;
                     return None;
                 }
                 Ok(identity) => {
@@ -295,7 +295,7 @@ async fn handshake<S: ByteStream>(
                 }
                 // The reason is generic on purpose: tokens are never echoed or logged.
                 Err(e) => {
-                    reply(&ctx, &mut stream, e.status(), &e.to_string()).await;
+                    reply(ctx, &mut stream, e.status(), &e.to_string()).await;
                     return None;
                 }
             }
