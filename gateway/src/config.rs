@@ -78,7 +78,9 @@ pub struct Config {
     pub new_connections_per_source_burst: u32,
     /// On SIGTERM: time allowed to flush and close every connection, in seconds.
     pub shutdown_grace_s: u64,
-    /// io_uring registered buffer memory per shard, in KiB (counts against RLIMIT_MEMLOCK).
+    /// io_uring registered buffer memory per shard, in KiB. Registered with each of the
+    /// shard's three rings, it counts three times against RLIMIT_MEMLOCK, in whole pages;
+    /// only glommio's file I/O uses it, so the default is its floor (64).
     pub io_memory_kib: usize,
     /// After work, a shard spins this long (microseconds) before sleeping, so that traffic
     /// arriving right after does not pay for a sleep and a wake-up (0: sleep at once).
@@ -191,7 +193,7 @@ impl Default for Config {
             new_connections_per_source_per_s: 200,
             new_connections_per_source_burst: 1000,
             shutdown_grace_s: 10,
-            io_memory_kib: 512,
+            io_memory_kib: 64,
             spin_before_park_us: 0,
             channel_capacity: 1024,
             task_queue_latency_us: 0,

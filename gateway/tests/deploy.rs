@@ -94,8 +94,32 @@ fn the_gateway_unit_locks_enough_memory_for_the_example_configuration() {
         .unwrap();
     let bytes: u64 = memlock.trim_end_matches('M').parse::<u64>().unwrap() * 1024 * 1024;
     let conf = read("deploy/config/gateway.toml");
-    let need = toml_value(&conf, "shards") * (toml_value(&conf, "io_memory_kib") + 64) * 1024;
+    // The worst case the unit may meet: 64 KiB pages, and a kernel that charges the rings.
+    let need = kernel_tuning::checks::Needs {
+        shards: toml_value(&conf, "shards") as usize,
+        io_memory_kib: toml_value(&conf, "io_memory_kib"),
+        connections: 0,
+        shard_cores: Vec::new(),
+        page_size: 65536,
+        rings_charged: true,
+    }
+    .memlock_bytes();
     assert!(bytes >= need, "LimitMEMLOCK {bytes} < {need}");
+    // What the unit's comment promises for the default io_memory_kib.
+    let shards_covered = |page_size| {
+        bytes
+            / kernel_tuning::checks::Needs {
+                shards: 1,
+                io_memory_kib: 64,
+                connections: 0,
+                shard_cores: Vec::new(),
+                page_size,
+                rings_charged: true,
+            }
+            .memlock_bytes()
+    };
+    assert!(unit.contains(&format!("64 MiB covers {} shards", shards_covered(65536))));
+    assert!(unit.contains(&format!("{} with 4 KiB pages", shards_covered(4096))));
     let affinity = unit
         .lines()
         .find_map(|l| l.strip_prefix("CPUAffinity="))

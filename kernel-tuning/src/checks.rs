@@ -48,12 +48,31 @@ pub struct Needs {
     pub connections: u64,
     /// Cores the shards run on (the rest are free for the NIC and the bridge).
     pub shard_cores: Vec<usize>,
+    /// The kernel's page size, in which locked memory is charged: 4 KiB on x86_64; 4, 16
+    /// or 64 KiB on aarch64, as the kernel was built (64 KiB on many Kunpeng distributions).
+    pub page_size: u64,
+    /// Whether the kernel also charges io_uring's rings to RLIMIT_MEMLOCK (before 5.12).
+    pub rings_charged: bool,
 }
 
 impl Needs {
-    /// RLIMIT_MEMLOCK the gateway needs: io_uring buffers plus ring memory per shard.
+    /// RLIMIT_MEMLOCK the gateway needs. glommio registers each shard's io memory (at
+    /// least 64 KiB, aligned to 4 KiB) with each of the shard's three rings, and the kernel
+    /// charges every registration in whole pages; kernels before 5.12 also charge each
+    /// 128-entry ring's own memory (SQ/CQ rings and SQEs: 16 KiB with 4 KiB pages, two
+    /// pages each with larger ones). A process with CAP_IPC_LOCK (root) is not charged.
     pub fn memlock_bytes(&self) -> u64 {
-        self.shards as u64 * (self.io_memory_kib + 64) * 1024
+        let page = self.page_size.max(4096);
+        let io = (self.io_memory_kib * 1024).max(64 * 1024);
+        // Aligned to 4 KiB only: with larger pages it can straddle one more.
+        let straddle = if page > 4096 { page } else { 0 };
+        let buffer = io.div_ceil(page) * page + straddle;
+        let ring = if self.rings_charged {
+            2 * page.max(8192)
+        } else {
+            0
+        };
+        self.shards as u64 * 3 * (buffer + ring)
     }
     /// RLIMIT_NOFILE the gateway needs: one per connection, plus listeners, rings, the
     /// bridge links, logs and headroom.
@@ -78,12 +97,18 @@ pub fn online_cores(host: &Host) -> Vec<usize> {
         })
 }
 
-fn kernel_version(host: &Host) -> Check {
+/// The running kernel's release string and its (major, minor); (0, 0) when unreadable.
+pub fn kernel_release(host: &Host) -> (String, (u32, u32)) {
     let release = read(&host.under_proc("sys/kernel/osrelease")).unwrap_or_default();
     let mut nums = release
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|p| p.parse::<u32>().ok());
     let version = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+    (release, version)
+}
+
+fn kernel_version(host: &Host) -> Check {
+    let (release, version) = kernel_release(host);
     Check {
         status: if version >= (5, 8) { Status::Ok } else { Status::Drift },
         what: "kernel version".into(),
@@ -164,7 +189,13 @@ fn service_limits(host: &Host, pids: &[u32], needs: &Needs) -> Vec<Check> {
             &limits,
             "Max locked memory",
             needs.memlock_bytes(),
-            format!("io_uring buffers are locked memory: {} shards x ({} + 64) KiB. Too little and a shard cannot start.", needs.shards, needs.io_memory_kib),
+            format!(
+                "Each of {} shards registers its io memory ({} KiB) with its 3 io_uring rings, charged in {} KiB pages{}. Too little: before Linux 5.12 a shard cannot start; later kernels log that the registration was skipped (TCP does not use it).",
+                needs.shards,
+                needs.io_memory_kib,
+                needs.page_size / 1024,
+                if needs.rings_charged { ", and this kernel charges the rings too" } else { "" }
+            ),
         ));
     }
     out
@@ -230,7 +261,8 @@ pub struct Nic {
     pub name: String,
     pub rx_queues: Vec<String>,
     pub tx_queues: Vec<String>,
-    /// IRQ numbers from /proc/interrupts whose name mentions the NIC.
+    /// The device's MSI/MSI-X vectors (/sys/class/net/NAME/device/msi_irqs), and the IRQs
+    /// in /proc/interrupts named after the NIC.
     pub irqs: Vec<u32>,
 }
 
@@ -259,15 +291,27 @@ pub fn nics(host: &Host) -> Vec<Nic> {
             let key = |q: &String| q[3..].parse::<u32>().unwrap_or(0);
             rx.sort_by_key(key);
             tx.sort_by_key(key);
-            let irqs = interrupts
-                .lines()
-                .filter(|l| {
-                    l.split_whitespace()
-                        .last()
-                        .is_some_and(|n| n == name || n.starts_with(&format!("{name}-")))
+            // Drivers name their vectors as they like: most after the interface
+            // (`eth0-TxRx-0`), Kunpeng's on-board hns3 after the driver and PCI address
+            // (`hns3-0000:7d:00.0-TxRx-0`). The device's MSI list holds them all.
+            let mut irqs: Vec<u32> = std::fs::read_dir(e.path().join("device/msi_irqs"))
+                .map(|it| {
+                    it.filter_map(|i| i.ok()?.file_name().to_str()?.parse().ok())
+                        .collect()
                 })
-                .filter_map(|l| l.split(':').next()?.trim().parse().ok())
-                .collect();
+                .unwrap_or_default();
+            irqs.extend(
+                interrupts
+                    .lines()
+                    .filter(|l| {
+                        l.split_whitespace()
+                            .last()
+                            .is_some_and(|n| n == name || n.starts_with(&format!("{name}-")))
+                    })
+                    .filter_map(|l| l.split(':').next()?.trim().parse::<u32>().ok()),
+            );
+            irqs.sort_unstable();
+            irqs.dedup();
             Some(Nic {
                 name,
                 rx_queues: rx,
@@ -330,25 +374,6 @@ fn nic_checks(host: &Host, needs: &Needs) -> Vec<Check> {
     out
 }
 
-/// The CPU vendor of an aarch64 host from /proc/cpuinfo's `CPU implementer`.
-pub fn arm_vendor(cpuinfo: &str) -> Option<&'static str> {
-    let implementer = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("CPU implementer"))?
-        .split(':')
-        .nth(1)?
-        .trim()
-        .to_ascii_lowercase();
-    Some(match implementer.as_str() {
-        "0x48" => "HiSilicon (Kunpeng)",
-        "0x70" => "Phytium",
-        "0x41" => "Arm Ltd (Neoverse/Cortex)",
-        "0x61" => "Apple",
-        "0xc0" => "Ampere",
-        _ => "other",
-    })
-}
-
 fn numa(host: &Host) -> Vec<Check> {
     let mut nodes: Vec<(u32, String)> = std::fs::read_dir(host.under_sys("devices/system/node"))
         .map(|it| {
@@ -372,7 +397,7 @@ fn numa(host: &Host) -> Vec<Check> {
             .join("; ")
     };
     let cpuinfo = read(&host.under_proc("cpuinfo")).unwrap_or_default();
-    let vendor = arm_vendor(&cpuinfo);
+    let cpu = crate::cpu::arm(&cpuinfo);
     let mut out = vec![Check {
         status: if nodes.len() > 1 { Status::Advice } else { Status::Info },
         what: "NUMA layout".into(),
@@ -380,13 +405,13 @@ fn numa(host: &Host) -> Vec<Check> {
         recommended: "shards within one node, or one gateway per node".into(),
         why: "A shard's memory and its connections' sockets live on the node it runs on; crossing nodes adds memory latency and interconnect traffic on every message. Core numbers are listed per node above: pin with `pin = true` and a shard count that fits a node.".into(),
     }];
-    if let Some(v) = vendor {
+    if let Some(cpu) = cpu {
         out.push(Check {
             status: Status::Info,
             what: "aarch64 CPU".into(),
-            current: v.into(),
+            current: cpu,
             recommended: "-".into(),
-            why: "Kunpeng 920 numbers cores contiguously per NUMA node (0-23 node0, 24-47 node1, ...); Phytium groups 8-core panels. Check the node list above before choosing shard cores.".into(),
+            why: "Kunpeng 920 numbers cores contiguously per NUMA node (on a 48-core part 0-23 node0, 24-47 node1; 32 per node on 64-core parts); Phytium groups 8-core panels. Check the node list above before choosing shard cores.".into(),
         });
     }
     out
@@ -436,8 +461,10 @@ Max locked memory         8388608              8388608              bytes     \n
             io_memory_kib: 512,
             connections: 19_000,
             shard_cores: vec![0, 1],
+            page_size: 4096,
+            rings_charged: false,
         };
-        assert_eq!(n.memlock_bytes(), 2 * 576 * 1024);
+        assert_eq!(n.memlock_bytes(), 2 * 3 * 512 * 1024);
         assert_eq!(n.nofile(), 20_024);
         let c = limit_check(1, LIMITS, "Max open files", n.nofile(), String::new());
         assert_eq!(c.status, Status::Drift);
@@ -452,12 +479,30 @@ Max locked memory         8388608              8388608              bytes     \n
     }
 
     #[test]
-    fn knows_the_arm_vendors() {
-        assert_eq!(
-            arm_vendor("processor\t: 0\nCPU implementer\t: 0x48\n"),
-            Some("HiSilicon (Kunpeng)")
-        );
-        assert_eq!(arm_vendor("CPU implementer : 0x70"), Some("Phytium"));
-        assert_eq!(arm_vendor("vendor_id : GenuineIntel"), None);
+    fn locked_memory_is_charged_in_whole_pages_of_the_running_kernel() {
+        let need = |io_memory_kib, page_size, rings_charged| {
+            Needs {
+                shards: 1,
+                io_memory_kib,
+                connections: 0,
+                shard_cores: vec![0],
+                page_size,
+                rings_charged,
+            }
+            .memlock_bytes()
+        };
+        const K: u64 = 1024;
+        // x86_64 and most aarch64 distributions: 4 KiB pages.
+        assert_eq!(need(64, 4096, false), 3 * 64 * K);
+        assert_eq!(need(64, 4096, true), 3 * (64 + 16) * K);
+        // Below glommio's floor of 64 KiB, 64 KiB is registered anyway.
+        assert_eq!(need(16, 4096, false), 3 * 64 * K);
+        // 64 KiB pages (Kunpeng on openEuler, CentOS): the 4 KiB-aligned buffer touches one
+        // page more, and each ring takes two whole pages.
+        assert_eq!(need(64, 65536, false), 3 * 128 * K);
+        assert_eq!(need(64, 65536, true), 3 * (128 + 128) * K);
+        assert_eq!(need(100, 65536, false), 3 * (128 + 64) * K);
+        // 16 KiB pages (Debian's arm64-16k kernel, scripts/aarch64.sh).
+        assert_eq!(need(512, 16384, false), 3 * (512 + 16) * K);
     }
 }

@@ -80,6 +80,15 @@ pub fn write_atomically(path: &Path, contents: &str) -> io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// The running kernel's page size in bytes: 4 KiB on x86_64; 4, 16 or 64 KiB on aarch64,
+/// as the kernel was built.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf reads a constant of the process; it has no preconditions.
+    #[allow(unsafe_code)]
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).ok().filter(|&s| s > 0).unwrap_or(4096)
+}
+
 /// Whether this process runs as root (effective uid 0), read from /proc/self/status.
 pub fn running_as_root() -> bool {
     std::fs::read_to_string("/proc/self/status")

@@ -5,6 +5,7 @@
 //! every step against temporary trees and network namespaces instead of the real host.
 
 pub mod checks;
+pub mod cpu;
 pub mod host;
 pub mod irq;
 pub mod profile;

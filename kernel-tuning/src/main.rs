@@ -41,6 +41,9 @@ struct Common {
     /// Root for the files this tool writes (drop-ins, saved values).
     #[arg(long, default_value = "/", hide = true)]
     root: PathBuf,
+    /// The kernel's page size in bytes (default: the running kernel's).
+    #[arg(long, hide = true)]
+    page_size: Option<u64>,
 }
 
 impl Common {
@@ -51,8 +54,11 @@ impl Common {
             sys: self.sys.clone(),
         }
     }
+    fn page_size(&self) -> u64 {
+        self.page_size.unwrap_or_else(host::page_size)
+    }
     fn profile(&self) -> Profile {
-        Profile::get(self.profile).only(&self.only)
+        Profile::for_page_size(self.profile, self.page_size()).only(&self.only)
     }
 }
 
@@ -67,7 +73,7 @@ struct CheckArgs {
     #[arg(long)]
     shards: Option<usize>,
     /// The gateway's `io_memory_kib`.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 64)]
     io_memory_kib: u64,
     /// Connections one gateway process should hold.
     #[arg(long, default_value_t = 100_000)]
@@ -281,11 +287,14 @@ fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("--shard-cores {s:?}: expected a list like 0-3,8"))?,
             None => online.iter().copied().take(shards).collect(),
         };
+        let (_, kernel) = checks::kernel_release(&host);
         let needs = Needs {
             shards,
             io_memory_kib: a.io_memory_kib,
             connections: a.connections,
             shard_cores,
+            page_size: a.common.page_size(),
+            rings_charged: kernel < (5, 12),
         };
         let pids = if a.pid.is_empty() {
             checks::find_processes(&host, "gateway")

@@ -68,14 +68,25 @@ fn common_fd_settings() -> Vec<Setting> {
 }
 
 impl Profile {
+    /// The profile for the running kernel (its page size sets the socket buffer minimums).
     pub fn get(name: ProfileName) -> Profile {
+        Self::for_page_size(name, crate::host::page_size())
+    }
+
+    /// The profile for a kernel with pages of `page_size` bytes.
+    pub fn for_page_size(name: ProfileName, page_size: u64) -> Profile {
         match name {
-            ProfileName::Gateway => Self::gateway(),
+            ProfileName::Gateway => Self::gateway(page_size),
             ProfileName::Loadgen => Self::loadgen(),
         }
     }
 
-    fn gateway() -> Profile {
+    fn gateway(page_size: u64) -> Profile {
+        // The kernel sets the socket buffer minimum to one page and charges socket memory
+        // in pages: asking for less than a page (4096 on a 64 KiB-page aarch64 kernel)
+        // gains nothing, and would show an untouched host as drifted.
+        let small_buffer = page_size.max(4096);
+        let default_buffer = page_size.max(16384);
         let mut settings = common_fd_settings();
         settings.extend([
             Setting {
@@ -95,12 +106,12 @@ impl Profile {
             },
             Setting {
                 key: "net.ipv4.tcp_rmem",
-                want: Want(vec![Field::AtMost(4096), Field::AtMost(16384), Field::AtLeast(4_194_304)]),
-                why: "Receive buffer min/default/max per socket. Chat frames are small: a 16 KiB default keeps 100k+ sockets from each holding large buffers under a burst; autotuning still grows a busy socket to 4 MiB.",
+                want: Want(vec![Field::AtMost(small_buffer), Field::AtMost(default_buffer), Field::AtLeast(4_194_304)]),
+                why: "Receive buffer min/default/max per socket. Chat frames are small: a 16 KiB default (or one page, where pages are larger) keeps 100k+ sockets from each holding large buffers under a burst; autotuning still grows a busy socket to 4 MiB. The minimum is the kernel's own: one page.",
             },
             Setting {
                 key: "net.ipv4.tcp_wmem",
-                want: Want(vec![Field::AtMost(4096), Field::AtMost(16384), Field::AtLeast(4_194_304)]),
+                want: Want(vec![Field::AtMost(small_buffer), Field::AtMost(default_buffer), Field::AtLeast(4_194_304)]),
                 why: "Send buffer min/default/max per socket; same reasoning as tcp_rmem. The gateway bounds its own per-connection queue (max_outbox_bytes) above this.",
             },
             Setting {
@@ -223,5 +234,32 @@ mod tests {
         let p = Profile::get(ProfileName::Gateway).only(&["net.".to_string()]);
         assert!(!p.settings.is_empty());
         assert!(p.settings.iter().all(|s| s.key.starts_with("net.")));
+    }
+
+    #[test]
+    fn socket_buffer_minimums_follow_the_page_size() {
+        let rmem = |page_size| {
+            Profile::for_page_size(ProfileName::Gateway, page_size)
+                .settings
+                .into_iter()
+                .find(|s| s.key == "net.ipv4.tcp_rmem")
+                .unwrap()
+                .want
+        };
+        // What each kernel sets at boot: the minimum is one page.
+        let stock_4k = "4096\t131072\t6291456";
+        let stock_64k = "65536\t131072\t6291456";
+        let tuned_64k = "65536\t65536\t6291456";
+        assert!(
+            !rmem(4096).satisfied_by(stock_4k),
+            "the default is too large"
+        );
+        assert!(rmem(4096).satisfied_by("4096\t16384\t6291456"));
+        assert!(!rmem(4096).satisfied_by(tuned_64k));
+        // A 64 KiB-page kernel's own minimum is not drift; a 16 KiB default below one page
+        // is not asked for.
+        assert!(!rmem(65536).satisfied_by(stock_64k));
+        assert!(rmem(65536).satisfied_by(tuned_64k));
+        assert!(rmem(16384).satisfied_by("16384\t16384\t6291456"));
     }
 }

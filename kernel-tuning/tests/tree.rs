@@ -77,6 +77,59 @@ fn apply_and_revert_against_a_temporary_tree() {
 }
 
 #[test]
+fn a_64k_page_kernel_keeps_its_one_page_socket_buffer_minimum() {
+    // What a Kunpeng host on a 64 KiB-page kernel shows before tuning: the kernel sets
+    // each minimum to one page.
+    let t = tempfile::tempdir().unwrap();
+    let proc_dir = t.path().join("proc");
+    let root = t.path().join("root");
+    fake_proc(&proc_dir);
+    write(
+        &proc_dir,
+        "sys/net/ipv4/tcp_rmem",
+        "65536\t131072\t6291456\n",
+    );
+    write(
+        &proc_dir,
+        "sys/net/ipv4/tcp_wmem",
+        "65536\t16384\t4194304\n",
+    );
+    let (p, r) = (proc_dir.to_str().unwrap(), root.to_str().unwrap());
+    let args = |cmd| {
+        vec![
+            cmd,
+            "--only",
+            "net.ipv4.tcp_",
+            "--proc",
+            p,
+            "--root",
+            r,
+            "--page-size",
+            "65536",
+        ]
+    };
+    let out = run(&[], &args("apply"));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        read(&proc_dir, "sys/net/ipv4/tcp_rmem"),
+        "65536 65536 6291456\n",
+        "the default comes down to one page, the minimum stays"
+    );
+    assert_eq!(
+        read(&proc_dir, "sys/net/ipv4/tcp_wmem"),
+        "65536\t16384\t4194304\n",
+        "already right for 64 KiB pages: untouched"
+    );
+    let out = run(&[], &args("check"));
+    assert_eq!(out.status.code(), Some(0), "tuned is tuned");
+    // The same values judged as a 4 KiB-page kernel's are drift.
+    let mut four_k = args("check");
+    *four_k.last_mut().unwrap() = "4096";
+    let out = run(&[], &four_k);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
 fn loadgen_profile_widens_the_port_range() {
     let t = tempfile::tempdir().unwrap();
     fake_proc(t.path());
@@ -193,6 +246,9 @@ fn check_reports_a_running_process_whose_limits_are_too_low() {
             "1000",
             "--shards",
             "2",
+            // 2 shards x 3 rings x (64 KiB + the page it straddles) in 64 KiB pages.
+            "--page-size",
+            "65536",
         ],
     );
     let _ = child.kill();
@@ -209,9 +265,54 @@ fn check_reports_a_running_process_whose_limits_are_too_low() {
         .find(|l| l.contains("Max locked memory"))
         .unwrap();
     assert!(
-        memlock.starts_with("DRIFT") && memlock.contains(">=1179648"),
+        memlock.starts_with("DRIFT") && memlock.contains(">=786432"),
         "{memlock}"
     );
+}
+
+#[test]
+fn irq_finds_vectors_named_after_the_pci_device() {
+    // Kunpeng 920's on-board NIC (hns3) names its vectors after the driver and the PCI
+    // address, not the interface; the device's msi_irqs list names them.
+    let t = tempfile::tempdir().unwrap();
+    let proc_dir = t.path().join("proc");
+    let sys = t.path().join("sys");
+    write(&sys, "devices/system/cpu/online", "0-3\n");
+    for irq in [120, 121] {
+        write(
+            &sys,
+            &format!("class/net/enp125s0f0/device/msi_irqs/{irq}"),
+            "msix\n",
+        );
+    }
+    write(&sys, "class/net/enp125s0f0/queues/rx-0/rps_cpus", "0\n");
+    write(
+        &proc_dir,
+        "interrupts",
+        "            CPU0  CPU1  CPU2  CPU3\n120:  9 0 0 0  ITS-MSI 65536000 Edge  hns3-0000:7d:00.0-TxRx-0\n121:  0 9 0 0  ITS-MSI 65536001 Edge  hns3-0000:7d:00.0-TxRx-1\n",
+    );
+    for irq in [120, 121] {
+        write(&proc_dir, &format!("irq/{irq}/smp_affinity_list"), "0-3\n");
+    }
+    let (p, s) = (proc_dir.to_str().unwrap(), sys.to_str().unwrap());
+    let out = run(
+        &[],
+        &[
+            "irq",
+            "--nic",
+            "enp125s0f0",
+            "--shard-cores",
+            "0-1",
+            "--proc",
+            p,
+            "--sys",
+            s,
+            "--apply",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(read(&proc_dir, "irq/120/smp_affinity_list"), "2\n");
+    assert_eq!(read(&proc_dir, "irq/121/smp_affinity_list"), "3\n");
 }
 
 #[test]

@@ -20,7 +20,8 @@ fn own_limit(name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Cores, kernel, architecture, the sysctls and limits that bound a connection test.
+/// Cores, kernel, architecture, CPU, page size, the sysctls and limits that bound a
+/// connection test.
 pub fn facts() -> Value {
     let sysctls: serde_json::Map<String, Value> = [
         "net.core.somaxconn",
@@ -43,7 +44,9 @@ pub fn facts() -> Value {
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "arch": std::env::consts::ARCH,
         "kernel": read_trim("/proc/sys/kernel/osrelease"),
-        "cpu_model": std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string())),
+        // x86's `model name`, or an aarch64 host's decoded codes ("HiSilicon Kunpeng 920 ...").
+        "cpu_model": std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| kernel_tuning::cpu::model(&c)),
+        "page_size": kernel_tuning::host::page_size(),
         "sysctls": sysctls,
         "limits": {"nofile": own_limit("Max open files"), "memlock": own_limit("Max locked memory")},
     })
