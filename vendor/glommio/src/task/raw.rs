@@ -282,7 +282,11 @@ where
     #[inline]
     #[track_caller]
     fn decrement_references(header: &Header) -> i16 {
-        let refs = header.references.fetch_sub(1, Ordering::Relaxed);
+        // AcqRel, not Relaxed (Switchboard patch 7): a waker dropped on another shard
+        // reads the header before its decrement, and the shard that takes the count to
+        // zero frees the task; as with `Arc`, that free must come after every other
+        // holder's last access. x86 orders this anyway; aarch64 does not have to.
+        let refs = header.references.fetch_sub(1, Ordering::AcqRel);
         assert_ne!(refs, 0, "Waker invariant broken: {header:?}");
         refs - 1
     }
