@@ -11,5 +11,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # network, see docs/security.md).
 cargo deny --locked check licenses bans sources
 cargo test --workspace --locked
+# The release build for aarch64, run on two emulated aarch64 machines (4 and 16 KiB pages).
+scripts/aarch64.sh
 # Each fuzz target for a short bounded time (scripts/fuzz.sh alone runs them longer).
 scripts/fuzz.sh 20
