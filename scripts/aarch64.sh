@@ -91,10 +91,11 @@ for m in $machines; do
     [ "$m" = 4k ] && meta=linux-image-arm64:arm64 || meta=linux-image-arm64-16k:arm64
     ls "$work/debs/kernel-$m"/*.deb >/dev/null 2>&1 && continue
     package=$(resolve "$meta")
-    if [ -z "$package" ] && [ "$m" = 16k ]; then
+    codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+    if [ -z "$package" ] && [ "$m" = 16k ] \
+        && ! grep -rqs -- "${codename}-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
         # Bookworm has the 16 KiB-page flavour in backports only: that suite, for arm64
         # alone, so the host's own packages are untouched.
-        codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
         need_root "add ${codename}-backports for arm64 to apt"
         say "adding ${codename}-backports (arm64 only) to apt for $meta"
         cat > /etc/apt/sources.list.d/switchboard-arm64-backports.sources <<EOF
@@ -108,13 +109,21 @@ EOF
         apt-get update >/dev/null
     fi
     [ -n "$package" ] || package=$(resolve "$meta")
-    [ -n "$package" ] || { apt-get update >/dev/null; package=$(resolve "$meta"); }
+    if [ -z "$package" ]; then
+        need_root "apt knows no $meta yet: apt-get update"
+        apt-get update >/dev/null
+        package=$(resolve "$meta")
+    fi
     [ -n "$package" ] || { echo "aarch64.sh: apt knows no $meta" >&2; exit 1; }
     fetch_deb "kernel-$m" "$package"
 done
 rm -rf "$work/pkgs" && mkdir -p "$work/pkgs"
 dpkg-deb -x "$work"/debs/busybox/*.deb "$work/pkgs/busybox"
-for m in $machines; do dpkg-deb -x "$work/debs/kernel-$m"/*.deb "$work/pkgs/kernel-$m"; done
+for m in $machines; do
+    # The kernel image only, not its hundreds of MB of modules (nothing here needs one).
+    mkdir -p "$work/pkgs/kernel-$m"
+    dpkg-deb --fsys-tarfile "$work/debs/kernel-$m"/*.deb | tar -x -C "$work/pkgs/kernel-$m" ./boot
+done
 
 # --- The aarch64 build -------------------------------------------------------------------
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc

@@ -169,7 +169,7 @@ pub fn run(
             .io_memory(config.io_memory_kib * 1024)
             .spin_before_park(std::time::Duration::from_micros(config.spin_before_park_us))
             .spawn(move || shard_main(args))
-            .map_err(|e| anyhow::anyhow!("cannot start shard {i}: {e} (RLIMIT_MEMLOCK must cover io_memory_kib per shard)"))?;
+            .map_err(|e| anyhow::anyhow!("cannot start shard {i}: {e} (RLIMIT_MEMLOCK must cover 3 x io_memory_kib per shard, and glommio's 512 KiB: `kernel-tuning check` says how much)"))?;
         handles.push(handle);
     }
     // Tests and scripts wait for this exact line.

@@ -61,6 +61,8 @@ impl Needs {
     /// charges every registration in whole pages; kernels before 5.12 also charge each
     /// 128-entry ring's own memory (SQ/CQ rings and SQEs: 16 KiB with 4 KiB pages, two
     /// pages each with larger ones). A process with CAP_IPC_LOCK (root) is not charged.
+    /// The charge is the user's, not the process's: several gateways running as one user
+    /// share one limit. glommio itself wants at least 512 KiB.
     pub fn memlock_bytes(&self) -> u64 {
         let page = self.page_size.max(4096);
         let io = (self.io_memory_kib * 1024).max(64 * 1024);
@@ -72,7 +74,8 @@ impl Needs {
         } else {
             0
         };
-        self.shards as u64 * 3 * (buffer + ring)
+        // glommio refuses to start a shard below 512 KiB, whatever it needs.
+        (self.shards as u64 * 3 * (buffer + ring)).max(512 * 1024)
     }
     /// RLIMIT_NOFILE the gateway needs: one per connection, plus listeners, rings, the
     /// bridge links, logs and headroom.
@@ -190,7 +193,7 @@ fn service_limits(host: &Host, pids: &[u32], needs: &Needs) -> Vec<Check> {
             "Max locked memory",
             needs.memlock_bytes(),
             format!(
-                "Each of {} shards registers its io memory ({} KiB) with its 3 io_uring rings, charged in {} KiB pages{}. Too little: before Linux 5.12 a shard cannot start; later kernels log that the registration was skipped (TCP does not use it).",
+                "Each of {} shards registers its io memory ({} KiB) with its 3 io_uring rings, charged in {} KiB pages{}; glommio wants 512 KiB at least. The charge is per user: gateways sharing a user share the limit. Too little: below 512 KiB, or before Linux 5.12, a shard cannot start; later kernels log that the registration was skipped (TCP does not use it).",
                 needs.shards,
                 needs.io_memory_kib,
                 needs.page_size / 1024,
@@ -261,8 +264,7 @@ pub struct Nic {
     pub name: String,
     pub rx_queues: Vec<String>,
     pub tx_queues: Vec<String>,
-    /// The device's MSI/MSI-X vectors (/sys/class/net/NAME/device/msi_irqs), and the IRQs
-    /// in /proc/interrupts named after the NIC.
+    /// IRQs in /proc/interrupts named after the NIC or its PCI device.
     pub irqs: Vec<u32>,
 }
 
@@ -292,26 +294,24 @@ pub fn nics(host: &Host) -> Vec<Nic> {
             rx.sort_by_key(key);
             tx.sort_by_key(key);
             // Drivers name their vectors as they like: most after the interface
-            // (`eth0-TxRx-0`), Kunpeng's on-board hns3 after the driver and PCI address
-            // (`hns3-0000:7d:00.0-TxRx-0`). The device's MSI list holds them all.
-            let mut irqs: Vec<u32> = std::fs::read_dir(e.path().join("device/msi_irqs"))
-                .map(|it| {
-                    it.filter_map(|i| i.ok()?.file_name().to_str()?.parse().ok())
-                        .collect()
-                })
-                .unwrap_or_default();
-            irqs.extend(
-                interrupts
-                    .lines()
-                    .filter(|l| {
-                        l.split_whitespace()
-                            .last()
-                            .is_some_and(|n| n == name || n.starts_with(&format!("{name}-")))
+            // (`eth0-TxRx-0`), Kunpeng's on-board hns3 after the driver and the PCI address
+            // (`hns3-0000:7d:00.0-TxRx-0`), mlx5 after the address too
+            // (`mlx5_comp0@pci:0000:3b:00.0`). The device link names the address.
+            let pci = std::fs::read_link(e.path().join("device"))
+                .ok()
+                .and_then(|p| Some(p.file_name()?.to_str()?.to_string()))
+                .filter(|a| a.contains(':'));
+            let irqs = interrupts
+                .lines()
+                .filter(|l| {
+                    l.split_whitespace().last().is_some_and(|n| {
+                        n == name
+                            || n.starts_with(&format!("{name}-"))
+                            || pci.as_deref().is_some_and(|a| n.contains(a))
                     })
-                    .filter_map(|l| l.split(':').next()?.trim().parse::<u32>().ok()),
-            );
-            irqs.sort_unstable();
-            irqs.dedup();
+                })
+                .filter_map(|l| l.split(':').next()?.trim().parse().ok())
+                .collect();
             Some(Nic {
                 name,
                 rx_queues: rx,
@@ -493,13 +493,15 @@ Max locked memory         8388608              8388608              bytes     \n
         };
         const K: u64 = 1024;
         // x86_64 and most aarch64 distributions: 4 KiB pages.
-        assert_eq!(need(64, 4096, false), 3 * 64 * K);
-        assert_eq!(need(64, 4096, true), 3 * (64 + 16) * K);
-        // Below glommio's floor of 64 KiB, 64 KiB is registered anyway.
-        assert_eq!(need(16, 4096, false), 3 * 64 * K);
+        assert_eq!(need(256, 4096, false), 3 * 256 * K);
+        assert_eq!(need(256, 4096, true), 3 * (256 + 16) * K);
+        // Below glommio's floor of 64 KiB, 64 KiB is registered anyway; and glommio will
+        // not start a shard with less than 512 KiB of limit.
+        assert_eq!(need(16, 4096, false), 512 * K);
+        assert_eq!(need(64, 4096, true), 512 * K);
         // 64 KiB pages (Kunpeng on openEuler, CentOS): the 4 KiB-aligned buffer touches one
         // page more, and each ring takes two whole pages.
-        assert_eq!(need(64, 65536, false), 3 * 128 * K);
+        assert_eq!(need(64, 65536, false), 512 * K);
         assert_eq!(need(64, 65536, true), 3 * (128 + 128) * K);
         assert_eq!(need(100, 65536, false), 3 * (128 + 64) * K);
         // 16 KiB pages (Debian's arm64-16k kernel, scripts/aarch64.sh).

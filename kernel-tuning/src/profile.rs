@@ -155,7 +155,7 @@ impl Profile {
             settings,
             limits: vec![
                 ("switchboard", "nofile", NOFILE.to_string()),
-                // io_uring buffers count against RLIMIT_MEMLOCK: shards x (io_memory_kib + 64 KiB).
+                // io_uring buffers count against RLIMIT_MEMLOCK (`Needs::memlock_bytes`).
                 ("switchboard", "memlock", "unlimited".to_string()),
             ],
         }

@@ -38,7 +38,17 @@ fn apply_and_revert_against_a_temporary_tree() {
 
     let out = run(
         &[],
-        &["apply", "--profile", "gateway", "--proc", p, "--root", r],
+        &[
+            "apply",
+            "--profile",
+            "gateway",
+            "--proc",
+            p,
+            "--root",
+            r,
+            "--page-size",
+            "4096",
+        ],
     );
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
@@ -273,25 +283,21 @@ fn check_reports_a_running_process_whose_limits_are_too_low() {
 #[test]
 fn irq_finds_vectors_named_after_the_pci_device() {
     // Kunpeng 920's on-board NIC (hns3) names its vectors after the driver and the PCI
-    // address, not the interface; the device's msi_irqs list names them.
+    // address, not the interface; sysfs's device link names the address.
     let t = tempfile::tempdir().unwrap();
     let proc_dir = t.path().join("proc");
     let sys = t.path().join("sys");
     write(&sys, "devices/system/cpu/online", "0-3\n");
-    for irq in [120, 121] {
-        write(
-            &sys,
-            &format!("class/net/enp125s0f0/device/msi_irqs/{irq}"),
-            "msix\n",
-        );
-    }
+    let pci = sys.join("devices/pci0000:7c/0000:7c:00.0/0000:7d:00.0");
+    std::fs::create_dir_all(&pci).unwrap();
     write(&sys, "class/net/enp125s0f0/queues/rx-0/rps_cpus", "0\n");
+    std::os::unix::fs::symlink(&pci, sys.join("class/net/enp125s0f0/device")).unwrap();
     write(
         &proc_dir,
         "interrupts",
-        "            CPU0  CPU1  CPU2  CPU3\n120:  9 0 0 0  ITS-MSI 65536000 Edge  hns3-0000:7d:00.0-TxRx-0\n121:  0 9 0 0  ITS-MSI 65536001 Edge  hns3-0000:7d:00.0-TxRx-1\n",
+        "            CPU0  CPU1  CPU2  CPU3\n120:  9 0 0 0  ITS-MSI 65536000 Edge  hns3-0000:7d:00.0-TxRx-0\n121:  0 9 0 0  ITS-MSI 65536001 Edge  hns3-0000:7d:00.0-TxRx-1\n122:  0 0 9 0  ITS-MSI 65538000 Edge  hns3-0000:7d:00.1-TxRx-0\n",
     );
-    for irq in [120, 121] {
+    for irq in [120, 121, 122] {
         write(&proc_dir, &format!("irq/{irq}/smp_affinity_list"), "0-3\n");
     }
     let (p, s) = (proc_dir.to_str().unwrap(), sys.to_str().unwrap());
@@ -313,6 +319,11 @@ fn irq_finds_vectors_named_after_the_pci_device() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(read(&proc_dir, "irq/120/smp_affinity_list"), "2\n");
     assert_eq!(read(&proc_dir, "irq/121/smp_affinity_list"), "3\n");
+    assert_eq!(
+        read(&proc_dir, "irq/122/smp_affinity_list"),
+        "0-3\n",
+        "the other port's (another PCI function) untouched"
+    );
 }
 
 #[test]
