@@ -5,11 +5,13 @@
 //! Longer than our usual ~600 lines on purpose: every test here shares the one in-process
 //! cluster above, and the randomized ones at the end replay the scenarios of the others.
 
+mod node;
+
 use bytes::Bytes;
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::time::Duration;
-use switchboard_core::{ClientKind, ConnKey, CoreConfig, Identity, Now, Shard, ShardMsg};
+use switchboard_core::{ConnKey, CoreConfig, Now, Shard, ShardMsg};
 use switchboard_protocol::token::{TokenKind, TokenSigner};
 use switchboard_protocol::{AgentId, ParticipantId, VisitorId};
 
@@ -78,18 +80,7 @@ impl Cluster {
 
     /// `resumed`: the client presented its token (a returning visitor).
     fn connect_as(&mut self, shard: usize, who: ParticipantId, resumed: bool) -> Client {
-        let key = self.shards[shard].connect(
-            Identity {
-                who,
-                client: ClientKind::Web,
-                resumed,
-                priority: 0,
-                supervisor: false,
-                teams: Vec::new(),
-                site: None,
-            },
-            self.now,
-        );
+        let key = self.shards[shard].connect(node::web_identity(who, resumed), self.now);
         self.settle();
         Client { shard, key }
     }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{read, run, stdout, write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 fn fake_proc(dir: &Path) {
@@ -26,12 +26,18 @@ fn fake_proc(dir: &Path) {
     }
 }
 
+/// A temporary directory holding a fake /proc (as `fake_proc` writes it) and a root for
+/// the files `apply` writes: (the directory, its proc, its root).
+fn fake_host() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let (proc_dir, root) = (t.path().join("proc"), t.path().join("root"));
+    fake_proc(&proc_dir);
+    (t, proc_dir, root)
+}
+
 #[test]
 fn apply_and_revert_against_a_temporary_tree() {
-    let t = tempfile::tempdir().unwrap();
-    let proc_dir = t.path().join("proc");
-    let root = t.path().join("root");
-    fake_proc(&proc_dir);
+    let (_t, proc_dir, root) = fake_host();
     let p = proc_dir.to_str().unwrap();
     let r = root.to_str().unwrap();
     let before = read(&proc_dir, "sys/net/ipv4/tcp_rmem");
@@ -90,10 +96,7 @@ fn apply_and_revert_against_a_temporary_tree() {
 fn a_64k_page_kernel_keeps_its_one_page_socket_buffer_minimum() {
     // What a Kunpeng host on a 64 KiB-page kernel shows before tuning: the kernel sets
     // each minimum to one page.
-    let t = tempfile::tempdir().unwrap();
-    let proc_dir = t.path().join("proc");
-    let root = t.path().join("root");
-    fake_proc(&proc_dir);
+    let (_t, proc_dir, root) = fake_host();
     write(
         &proc_dir,
         "sys/net/ipv4/tcp_rmem",
